@@ -1,0 +1,3 @@
+from stembot.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,264 @@
+"""Settings: one immutable object built from an explicit mapping (normally the environment).
+
+`.env` is loaded by the entry point only (stembot.cli), never at import. Every problem in the
+mapping is collected and raised together as one ConfigError.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from stembot.errors import ConfigError
+from stembot.models import Mode
+
+T = TypeVar("T")
+
+
+class Secret:
+    """A string that never shows itself in a repr, str, log line or error message."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True)
+class QuotaPolicy:
+    """Default limits (in units) and the cost of each mode; moderators override per guild."""
+
+    guild_daily_limit: int = 50
+    guild_monthly_limit: int = 500
+    user_daily_limit: int = 10
+    user_active_jobs: int = 1
+    costs: Mapping[Mode, int] = field(
+        default_factory=lambda: {Mode.VOCALS: 1, Mode.INSTRUMENTS: 1, Mode.ALL: 2}
+    )
+
+    def cost_of(self, mode: Mode) -> int:
+        return self.costs[mode]
+
+
+@dataclass(frozen=True)
+class Settings:
+    discord_token: Secret | None = None
+    discord_api_base: str = "https://discord.com/api/v10"
+    discord_gateway_url: str = "wss://gateway.discord.gg"
+    soundverse_api_key: Secret | None = None
+    soundverse_api_base: str = "https://api.soundverse.ai"
+    db_path: Path = Path("stembot.db")
+    api_timeout_s: float = 600.0
+    max_concurrent_jobs: int = 4
+    max_input_mb: float = 10.0
+    allow_private_urls: bool = False
+    log_level: str = "INFO"
+    dev_guild_id: int | None = None
+    result_ttl_s: float = 86_400.0
+    quota: QuotaPolicy = field(default_factory=QuotaPolicy)
+
+    @property
+    def max_input_bytes(self) -> int:
+        return int(self.max_input_mb * 1024 * 1024)
+
+
+# Discord's interaction token lives 15 minutes; an API call must give up well before that.
+_MAX_API_TIMEOUT_S = 14 * 60
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+class _Reader:
+    """Reads typed values from the mapping, collecting every problem instead of stopping."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+        self.problems: list[str] = []
+
+    def raw(self, name: str) -> str | None:
+        value = self.env.get(name)
+        if value is None or value.strip() == "":
+            return None
+        return value.strip()
+
+    def typed(self, name: str, parse: Callable[[str], T], default: T, expected: str) -> T:
+        value = self.raw(name)
+        if value is None:
+            return default
+        try:
+            return parse(value)
+        except ValueError:
+            # Never echo the value: a misplaced secret must not reach the terminal.
+            self.problems.append(f"{name} must be {expected}")
+            return default
+
+    def secret(self, name: str, required: bool, what: str) -> Secret | None:
+        value = self.raw(name)
+        if value is None:
+            if required:
+                self.problems.append(f"{name} is missing: set it to {what}")
+            return None
+        return Secret(value)
+
+
+def _positive_int(text: str) -> int:
+    number = int(text)
+    if number < 1:
+        raise ValueError(text)
+    return number
+
+
+def _non_negative_int(text: str) -> int:
+    number = int(text)
+    if number < 0:
+        raise ValueError(text)
+    return number
+
+
+def _positive_float(text: str) -> float:
+    number = float(text)
+    if not number > 0 or number == float("inf"):
+        raise ValueError(text)
+    return number
+
+
+def _bool(text: str) -> bool:
+    lowered = text.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(text)
+
+
+def _snowflake(text: str) -> int:
+    number = int(text)
+    if number <= 0 or number >= 2**64:
+        raise ValueError(text)
+    return number
+
+
+def _url(schemes: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        parts = urlsplit(text)
+        if parts.scheme not in schemes or not parts.hostname or parts.query or parts.fragment:
+            raise ValueError(text)
+        return text.rstrip("/")
+
+    return parse
+
+
+def _log_level(text: str) -> str:
+    upper = text.upper()
+    if upper not in _LOG_LEVELS:
+        raise ValueError(text)
+    return upper
+
+
+def load_settings(
+    env: Mapping[str, str], *, need_discord: bool = False, need_soundverse: bool = False
+) -> Settings:
+    """Build Settings from ``env``; raise one ConfigError naming every problem."""
+    r = _Reader(env)
+    d = Settings()
+    q = QuotaPolicy()
+    http = ("http", "https")
+    values: dict[str, Any] = {
+        "discord_token": r.secret(
+            "DISCORD_TOKEN", need_discord, "your bot's token from the Discord Developer Portal"
+        ),
+        "discord_api_base": r.typed(
+            "DISCORD_API_BASE", _url(http), d.discord_api_base, "an http(s) URL"
+        ),
+        "discord_gateway_url": r.typed(
+            "DISCORD_GATEWAY_URL",
+            _url(("ws", "wss")),
+            d.discord_gateway_url,
+            "a ws:// or wss:// URL without a query",
+        ),
+        "soundverse_api_key": r.secret(
+            "SOUNDVERSE_API_KEY", need_soundverse, "your Soundverse API key"
+        ),
+        "soundverse_api_base": r.typed(
+            "SOUNDVERSE_API_BASE", _url(http), d.soundverse_api_base, "an http(s) URL"
+        ),
+        "db_path": r.typed("STEMBOT_DB_PATH", Path, d.db_path, "a file path"),
+        "api_timeout_s": r.typed(
+            "STEMBOT_API_TIMEOUT_S", _positive_float, d.api_timeout_s, "a positive number"
+        ),
+        "max_concurrent_jobs": r.typed(
+            "STEMBOT_MAX_CONCURRENT_JOBS",
+            _positive_int,
+            d.max_concurrent_jobs,
+            "a whole number of at least 1",
+        ),
+        "max_input_mb": r.typed(
+            "STEMBOT_MAX_INPUT_MB", _positive_float, d.max_input_mb, "a positive number"
+        ),
+        "allow_private_urls": r.typed(
+            "STEMBOT_ALLOW_PRIVATE_URLS", _bool, d.allow_private_urls, "true or false"
+        ),
+        "log_level": r.typed(
+            "STEMBOT_LOG_LEVEL", _log_level, d.log_level, "one of " + ", ".join(_LOG_LEVELS)
+        ),
+        "dev_guild_id": r.typed(
+            "STEMBOT_DEV_GUILD_ID", _snowflake, d.dev_guild_id, "a Discord server id (digits)"
+        ),
+        "result_ttl_s": r.typed(
+            "STEMBOT_RESULT_TTL", _positive_float, d.result_ttl_s, "a positive number of seconds"
+        ),
+    }
+    limit = "a whole number of at least 0"
+    quota = QuotaPolicy(
+        guild_daily_limit=r.typed(
+            "STEMBOT_GUILD_DAILY_LIMIT", _non_negative_int, q.guild_daily_limit, limit
+        ),
+        guild_monthly_limit=r.typed(
+            "STEMBOT_GUILD_MONTHLY_LIMIT", _non_negative_int, q.guild_monthly_limit, limit
+        ),
+        user_daily_limit=r.typed(
+            "STEMBOT_USER_DAILY_LIMIT", _non_negative_int, q.user_daily_limit, limit
+        ),
+        user_active_jobs=r.typed(
+            "STEMBOT_USER_ACTIVE_JOBS",
+            _positive_int,
+            q.user_active_jobs,
+            "a whole number of at least 1",
+        ),
+        costs={
+            mode: r.typed(f"STEMBOT_COST_{mode.name}", _non_negative_int, q.cost_of(mode), limit)
+            for mode in Mode
+        },
+    )
+    if values["api_timeout_s"] > _MAX_API_TIMEOUT_S:
+        r.problems.append(
+            f"STEMBOT_API_TIMEOUT_S must be at most {_MAX_API_TIMEOUT_S} "
+            "(Discord's interaction token lasts 15 minutes)"
+        )
+    if r.problems:
+        raise ConfigError(r.problems)
+    return Settings(**values, quota=quota)
+
+
+def configure_logging(level: str) -> None:
+    """Log to stderr; keep discord.py's loggers that print webhook URLs (tokens) above DEBUG."""
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("discord.http", "discord.webhook", "discord.gateway"):
+        logging.getLogger(noisy).setLevel(max(logging.INFO, logging.getLevelName(level)))

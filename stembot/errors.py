@@ -1,0 +1,114 @@
+"""The error tree. Every StembotError carries a message that is safe to show a user.
+
+Anything raised that is not a StembotError is a bug: the Discord layer logs it with an
+incident id and shows the user only that id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+
+class StembotError(Exception):
+    """Root of stembot's own errors; ``user_message`` is safe to show to anyone."""
+
+    default_message = "Something went wrong."
+
+    def __init__(self, user_message: str | None = None) -> None:
+        self.user_message = user_message or self.default_message
+        super().__init__(self.user_message)
+
+
+class ConfigError(StembotError):
+    """Settings are missing or invalid; names every problem at once."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems = tuple(problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"invalid settings ({len(self.problems)} problem(s)):\n{lines}")
+
+
+class InvalidSourceError(StembotError):
+    """The attachment or URL cannot be used; says what was wrong and what to do."""
+
+
+class QuotaExceededError(StembotError):
+    """A limit would be passed; knows when the binding window resets."""
+
+    def __init__(self, user_message: str, resets_at: datetime | None = None) -> None:
+        self.resets_at = resets_at
+        super().__init__(user_message)
+
+
+class DuplicateRequestError(StembotError):
+    """The same interaction was already accepted (Discord delivered it twice)."""
+
+    default_message = "This request is already being handled."
+
+
+class StoreBusyError(StembotError):
+    """The database stayed locked past the busy timeout; retrying later is safe."""
+
+    default_message = "stembot's database is busy right now. Please try again in a minute."
+
+
+class SoundverseError(StembotError):
+    """Root of errors from the Soundverse API."""
+
+    default_message = "The stem separation service failed. Please try again later."
+    # Whether the API may have done (and billed) the work although we got no result.
+    outcome_unknown = False
+
+
+class SoundverseRejected(SoundverseError):
+    """The API refused the input (NSFW words, artist name): its message reaches the user."""
+
+
+class SoundverseGenerationFailed(SoundverseError):
+    """The API tried and failed (``{"Detail": ...}``)."""
+
+
+class SoundverseAuthError(SoundverseError):
+    """401/403: the operator's API key is wrong. Users get a neutral line."""
+
+    default_message = (
+        "stembot can't use the stem separation service right now. "
+        "The server's admins have been told; please try again later."
+    )
+
+
+class SoundverseRateLimited(SoundverseError):
+    """429 past our retry budget."""
+
+    default_message = "The stem separation service is busy. Please try again in a few minutes."
+
+    def __init__(self, user_message: str | None = None, retry_after: float | None = None) -> None:
+        self.retry_after = retry_after
+        super().__init__(user_message)
+
+
+class SoundverseUnavailable(SoundverseError):
+    """Could not reach the API, or it answered 502/503/504 past our retry budget."""
+
+    default_message = (
+        "The stem separation service is unavailable right now. Please try again later."
+    )
+
+
+class SoundverseOutcomeUnknown(SoundverseError):
+    """500, a reset after sending, or a timeout: the API may have done the work; not retried."""
+
+    default_message = (
+        "The stem separation service did not finish answering, so the result is unknown. "
+        "You were not charged; please try again later."
+    )
+    outcome_unknown = True
+
+
+class SoundverseProtocolError(SoundverseError):
+    """The API answered something that is not the documented contract."""
+
+    default_message = (
+        "The stem separation service sent an answer stembot could not read. Please try again later."
+    )
