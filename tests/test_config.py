@@ -1,0 +1,136 @@
+"""Settings: built from a mapping, every problem named at once, secrets never shown."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from stembot.config import Secret, load_settings
+from stembot.errors import ConfigError
+from stembot.models import Mode
+
+TOKEN = "MTIz.discord-token-value"
+KEY = "sv-live-api-key-value"
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_defaults_when_nothing_is_set() -> None:
+    """An empty mapping gives the documented defaults."""
+    settings = load_settings({})
+    assert settings.discord_api_base == "https://discord.com/api/v10"
+    assert settings.discord_gateway_url == "wss://gateway.discord.gg"
+    assert settings.soundverse_api_base == "https://api.soundverse.ai"
+    assert settings.max_input_bytes == 10 * 1024 * 1024
+    assert settings.allow_private_urls is False
+    assert settings.quota.cost_of(Mode.ALL) == 2
+
+
+def test_values_are_parsed_from_the_mapping() -> None:
+    """Typed values come from the mapping's strings."""
+    settings = load_settings(
+        {
+            "DISCORD_TOKEN": TOKEN,
+            "STEMBOT_MAX_CONCURRENT_JOBS": "8",
+            "STEMBOT_ALLOW_PRIVATE_URLS": "TRUE",
+            "STEMBOT_DEV_GUILD_ID": "123456789012345678",
+            "STEMBOT_COST_ALL": "3",
+            "SOUNDVERSE_API_BASE": "http://127.0.0.1:8765/",
+        },
+        need_discord=True,
+    )
+    assert settings.max_concurrent_jobs == 8
+    assert settings.allow_private_urls is True
+    assert settings.dev_guild_id == 123456789012345678
+    assert settings.quota.cost_of(Mode.ALL) == 3
+    assert settings.soundverse_api_base == "http://127.0.0.1:8765"
+    assert settings.discord_token is not None
+    assert settings.discord_token.reveal() == TOKEN
+
+
+def test_every_problem_is_named_in_one_error() -> None:
+    """Several bad values produce one error listing each of them."""
+    with pytest.raises(ConfigError) as caught:
+        load_settings(
+            {
+                "STEMBOT_MAX_CONCURRENT_JOBS": "zero",
+                "STEMBOT_MAX_INPUT_MB": "-1",
+                "STEMBOT_ALLOW_PRIVATE_URLS": "maybe",
+                "DISCORD_GATEWAY_URL": "https://gateway.example",
+                "STEMBOT_GUILD_DAILY_LIMIT": "-5",
+                "STEMBOT_API_TIMEOUT_S": "3600",
+            },
+            need_discord=True,
+            need_soundverse=True,
+        )
+    named = " ".join(caught.value.problems)
+    for name in (
+        "STEMBOT_MAX_CONCURRENT_JOBS",
+        "STEMBOT_MAX_INPUT_MB",
+        "STEMBOT_ALLOW_PRIVATE_URLS",
+        "DISCORD_GATEWAY_URL",
+        "STEMBOT_GUILD_DAILY_LIMIT",
+        "STEMBOT_API_TIMEOUT_S",
+        "DISCORD_TOKEN",
+        "SOUNDVERSE_API_KEY",
+    ):
+        assert name in named
+    assert len(caught.value.problems) == 8
+
+
+def test_secrets_are_absent_from_reprs() -> None:
+    """Neither the token nor the key shows in the settings' repr or str."""
+    settings = load_settings({"DISCORD_TOKEN": TOKEN, "SOUNDVERSE_API_KEY": KEY})
+    for text in (repr(settings), str(settings), repr(Secret(KEY)), f"{Secret(KEY)}"):
+        assert TOKEN not in text
+        assert KEY not in text
+
+
+def test_a_secret_put_in_the_wrong_setting_is_not_echoed() -> None:
+    """A key pasted into a numeric setting is reported by name, never by value."""
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"STEMBOT_MAX_CONCURRENT_JOBS": KEY})
+    assert KEY not in caught.value.user_message
+
+
+def test_logging_keeps_webhook_loggers_above_debug() -> None:
+    """discord.py's loggers that print webhook URLs (tokens) stay at INFO even in DEBUG."""
+    from stembot.config import configure_logging
+
+    configure_logging("DEBUG")
+    assert logging.getLogger("discord.webhook").getEffectiveLevel() >= logging.INFO
+    assert logging.getLogger("discord.http").getEffectiveLevel() >= logging.INFO
+
+
+def test_cli_reports_bad_settings_with_exit_status_2(tmp_path: Path) -> None:
+    """The command prints one error naming each problem, exits 2, and shows no traceback."""
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "STEMBOT_MAX_INPUT_MB": "lots",
+        "STEMBOT_GUILD_MONTHLY_LIMIT": "many",
+    }
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "stembot",
+            "--env-file",
+            str(tmp_path / "none"),
+            "quota",
+            "show",
+            "1234",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "STEMBOT_MAX_INPUT_MB" in done.stderr
+    assert "STEMBOT_GUILD_MONTHLY_LIMIT" in done.stderr
+    assert "Traceback" not in done.stderr
