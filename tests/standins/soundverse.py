@@ -1,0 +1,311 @@
+"""A local stand-in for the Soundverse Stem Separation API (v1), speaking its documented contract.
+
+Used by tests and benchmarks (``async with SoundverseStandin() as api: api.base_url``) and by
+developers who want to try the bot without spending credits::
+
+    python -m tests.standins.soundverse --port 8765 --api-key dev-key [--latency 2]
+
+Separation calls answer the documented lists with fresh stem URLs that point back at the
+stand-in, which serves a small real WAV file at each. Failures are injected on demand with
+``Reply`` values: ``fail_next(reply, times=n)``, ``script(r1, r2, ...)`` or ``fail_always(reply)``.
+Every API call is recorded in ``requests`` (without the Authorization header).
+"""
+
+from __future__ import annotations
+
+import argparse
+import array
+import asyncio
+import contextlib
+import io
+import json
+import math
+import time
+import uuid
+import wave
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+from aiohttp import web
+
+DEFAULT_API_KEY = "standin-key"
+NSFW_MESSAGE = "NSFW words detected. Please try again with a different prompt."
+ARTIST_MESSAGE = "Artist name detected. Please try again with a different prompt."
+
+STEMS_BY_PATH: dict[str, tuple[str, ...]] = {
+    "/v1/generate/stem-separation/vocals": ("vocals",),
+    "/v1/generate/stem-separation/instruments": ("Guitar", "Other", "Drums", "Bass", "Piano"),
+    "/v1/generate/stem-separation/all-stems": (
+        "vocals",
+        "Guitar",
+        "Other",
+        "Drums",
+        "Bass",
+        "Piano",
+    ),
+}
+
+_HTML_PAGE = (
+    "<!DOCTYPE html><html><head><title>502 Bad Gateway</title></head>"
+    "<body><h1>502 Bad Gateway</h1><hr><center>nginx</center></body></html>"
+)
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What the stand-in does for one separation call. Build one with the class methods."""
+
+    kind: str = "success"
+    status: int = 200
+    body: Any = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    extra_stems: tuple[str, ...] = ()
+    hang_s: float = 0.0
+
+    @classmethod
+    def success(cls, *extra_stems: str) -> Reply:
+        """The documented list for the mode, plus any ``extra_stems`` appended."""
+        return cls(extra_stems=extra_stems)
+
+    @classmethod
+    def json(cls, body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Reply:
+        return cls(kind="raw_json", status=status, body=body, headers=dict(headers or {}))
+
+    @classmethod
+    def nsfw(cls, status: int = 200) -> Reply:
+        return cls.json({"success": False, "message": NSFW_MESSAGE}, status)
+
+    @classmethod
+    def artist(cls, status: int = 400) -> Reply:
+        return cls.json({"success": False, "message": ARTIST_MESSAGE}, status)
+
+    @classmethod
+    def detail(cls, text: str = "Stem separation failed.", status: int = 500) -> Reply:
+        return cls.json({"Detail": text}, status)
+
+    @classmethod
+    def http_status(cls, status: int, retry_after: str | None = None) -> Reply:
+        """A bare status (401, 403, 429, 500, 502, ...) with a small JSON body."""
+        headers = {"Retry-After": retry_after} if retry_after is not None else {}
+        return cls.json({"error": f"HTTP {status}"}, status, headers)
+
+    @classmethod
+    def html(cls, status: int = 502) -> Reply:
+        return cls(
+            kind="text", status=status, body=_HTML_PAGE, headers={"Content-Type": "text/html"}
+        )
+
+    @classmethod
+    def not_json(cls, status: int = 200) -> Reply:
+        return cls(kind="text", status=status, body="ok", headers={"Content-Type": "text/plain"})
+
+    @classmethod
+    def missing_url(cls) -> Reply:
+        return cls.json([{"audioName": "vocals"}])
+
+    @classmethod
+    def non_http_url(cls) -> Reply:
+        return cls.json([{"audioName": "vocals", "audioUrl": "file:///etc/passwd"}])
+
+    @classmethod
+    def empty_list(cls) -> Reply:
+        return cls.json([])
+
+    @classmethod
+    def hang(cls, seconds: float = 3600.0) -> Reply:
+        """Answer nothing for ``seconds`` (then succeed), to trip the client's timeout."""
+        return cls(kind="hang", hang_s=seconds)
+
+    @classmethod
+    def reset(cls) -> Reply:
+        """Read the whole request, then drop the connection without answering."""
+        return cls(kind="reset")
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedRequest:
+    path: str
+    body: bytes
+    headers: Mapping[str, str]
+    received_at: float  # time.monotonic()
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def make_wav(seconds: float = 0.1, rate: int = 8000, hz: float = 440.0) -> bytes:
+    """A small, valid mono 16-bit WAV file holding a sine tone."""
+    samples = array.array(
+        "h",
+        (int(8000 * math.sin(2 * math.pi * hz * n / rate)) for n in range(int(seconds * rate))),
+    )
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(rate)
+        wav.writeframes(samples.tobytes())
+    return buffer.getvalue()
+
+
+class SoundverseStandin:
+    """The stand-in server. ``async with`` starts it on ``host``:``port`` (0 = any free port)."""
+
+    def __init__(
+        self,
+        api_key: str = DEFAULT_API_KEY,
+        *,
+        latency: float = 0.0,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        self.api_key = api_key
+        self.latency = latency
+        self.requests: list[RecordedRequest] = []
+        self.downloads = 0
+        self._host = host
+        self._port = port
+        self._script: deque[Reply] = deque()
+        self._always: Reply | None = None
+        self._issued: set[str] = set()
+        self._wav = make_wav()
+        self._runner: web.AppRunner | None = None
+        self.base_url = ""
+
+    # --- failure injection -------------------------------------------------------------------
+    def fail_next(self, reply: Reply, times: int = 1) -> None:
+        """Answer the next ``times`` separation calls with ``reply``."""
+        self._script.extend([reply] * times)
+
+    def script(self, *replies: Reply) -> None:
+        """Answer the next calls with ``replies`` in order (then normally)."""
+        self._script.extend(replies)
+
+    def fail_always(self, reply: Reply | None) -> None:
+        """Answer every call after the script with ``reply`` (None: succeed again)."""
+        self._always = reply
+
+    def clear(self) -> None:
+        self._script.clear()
+        self._always = None
+        self.requests.clear()
+
+    # --- lifecycle ---------------------------------------------------------------------------
+    async def start(self) -> str:
+        app = web.Application()
+        for path in STEMS_BY_PATH:
+            app.router.add_post(path, self._separate)
+        app.router.add_get("/files/{token}/{name}", self._file)
+        # handler_cancellation stops hung handlers when the client gives up; a short shutdown
+        # keeps test teardown fast.
+        self._runner = web.AppRunner(
+            app, handler_cancellation=True, shutdown_timeout=0.2, access_log=None
+        )
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self._host, self._port)
+        await site.start()
+        host, port = self._runner.addresses[0][:2]
+        self.base_url = f"http://{host}:{port}"
+        return self.base_url
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> SoundverseStandin:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # --- handlers ----------------------------------------------------------------------------
+    async def _separate(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        headers = {k: v for k, v in request.headers.items() if k.lower() != "authorization"}
+        self.requests.append(RecordedRequest(request.path, body, headers, time.monotonic()))
+        if request.headers.get("Authorization") != f"Bearer {self.api_key}":
+            return web.json_response({"detail": "Invalid API key"}, status=401)
+        problem = _body_problem(body)
+        if problem:
+            return web.json_response({"success": False, "message": problem}, status=400)
+        if self.latency:
+            await asyncio.sleep(self.latency)
+        reply = self._next_reply()
+        return await self._perform(reply, request)
+
+    def _next_reply(self) -> Reply:
+        if self._script:
+            return self._script.popleft()
+        return self._always or Reply.success()
+
+    async def _perform(self, reply: Reply, request: web.Request) -> web.StreamResponse:
+        if reply.kind == "reset":
+            assert request.transport is not None
+            request.transport.abort()
+            await asyncio.sleep(3600)  # cancelled at once: the connection is gone
+        if reply.kind == "hang":
+            await asyncio.sleep(reply.hang_s)
+        if reply.kind == "raw_json":
+            return web.json_response(reply.body, status=reply.status, headers=reply.headers)
+        if reply.kind == "text":
+            return web.Response(text=reply.body, status=reply.status, headers=reply.headers)
+        names = STEMS_BY_PATH[request.path] + reply.extra_stems
+        return web.json_response([self._issue(name) for name in names])
+
+    def _issue(self, name: str) -> dict[str, str]:
+        token = uuid.uuid4().hex
+        self._issued.add(token)
+        return {"audioName": name, "audioUrl": f"{self.base_url}/files/{token}/{name}.wav"}
+
+    async def _file(self, request: web.Request) -> web.Response:
+        if request.match_info["token"] not in self._issued:
+            raise web.HTTPNotFound()
+        self.downloads += 1
+        return web.Response(body=self._wav, content_type="audio/wav")
+
+
+def _body_problem(body: bytes) -> str | None:
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        return "The request body must be JSON."
+    if not isinstance(payload, dict):
+        return "The request body must be a JSON object."
+    url = payload.get("audioUrl")
+    if not isinstance(url, str) or not url:
+        return "audioUrl is required."
+    return None
+
+
+async def _serve_forever(args: argparse.Namespace) -> None:
+    async with SoundverseStandin(
+        args.api_key, latency=args.latency, host=args.host, port=args.port
+    ) as standin:
+        print(f"Soundverse stand-in listening. Set SOUNDVERSE_API_BASE={standin.base_url}")
+        print(f"and SOUNDVERSE_API_KEY={args.api_key}. Ctrl+C stops it.", flush=True)
+        await asyncio.Event().wait()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Run the local Soundverse API stand-in.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--api-key", default="dev-key")
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds per separation")
+    args = parser.parse_args()
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve_forever(args))
+
+
+if __name__ == "__main__":
+    main()
