@@ -1,0 +1,122 @@
+"""Discord's documented message limits, and its error bodies.
+
+Each check returns a list of ``(path, message)`` problems; ``form_error`` turns them into the
+400 "Invalid Form Body" (50035) body Discord answers, nested the way discord.py flattens it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+CONTENT_MAX = 2000
+EMBEDS_MAX = 10
+EMBED_TITLE_MAX = 256
+EMBED_DESCRIPTION_MAX = 4096
+EMBED_FIELDS_MAX = 25
+EMBED_FIELD_NAME_MAX = 256
+EMBED_FIELD_VALUE_MAX = 1024
+EMBED_FOOTER_MAX = 2048
+EMBED_AUTHOR_NAME_MAX = 256
+EMBEDS_TOTAL_MAX = 6000
+ACTION_ROWS_MAX = 5
+ROW_BUTTONS_MAX = 5
+BUTTON_LABEL_MAX = 80
+CUSTOM_ID_MAX = 100
+LINK_URL_MAX = 512
+SELECT_OPTIONS_MAX = 25
+FILES_MAX = 10
+DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
+
+Problem = tuple[tuple[str | int, ...], str]
+
+
+def _too_long(path: tuple[str | int, ...], value: Any, limit: int) -> list[Problem]:
+    if isinstance(value, str) and len(value) > limit:
+        return [(path, f"Must be {limit} or fewer in length.")]
+    return []
+
+
+def _embed_text_length(embed: dict[str, Any]) -> int:
+    total = len(embed.get("title") or "") + len(embed.get("description") or "")
+    total += len((embed.get("footer") or {}).get("text") or "")
+    total += len((embed.get("author") or {}).get("name") or "")
+    for field in embed.get("fields") or []:
+        total += len(field.get("name") or "") + len(field.get("value") or "")
+    return total
+
+
+def check_embeds(embeds: list[dict[str, Any]]) -> list[Problem]:
+    problems: list[Problem] = []
+    if len(embeds) > EMBEDS_MAX:
+        problems.append((("embeds",), f"Must be {EMBEDS_MAX} or fewer in length."))
+    for i, embed in enumerate(embeds):
+        at: tuple[str | int, ...] = ("embeds", i)
+        problems += _too_long((*at, "title"), embed.get("title"), EMBED_TITLE_MAX)
+        problems += _too_long((*at, "description"), embed.get("description"), EMBED_DESCRIPTION_MAX)
+        footer = embed.get("footer") or {}
+        problems += _too_long((*at, "footer", "text"), footer.get("text"), EMBED_FOOTER_MAX)
+        author = embed.get("author") or {}
+        problems += _too_long((*at, "author", "name"), author.get("name"), EMBED_AUTHOR_NAME_MAX)
+        fields = embed.get("fields") or []
+        if len(fields) > EMBED_FIELDS_MAX:
+            problems.append(((*at, "fields"), f"Must be {EMBED_FIELDS_MAX} or fewer in length."))
+        for j, field in enumerate(fields):
+            problems += _too_long(
+                (*at, "fields", j, "name"), field.get("name"), EMBED_FIELD_NAME_MAX
+            )
+            problems += _too_long(
+                (*at, "fields", j, "value"), field.get("value"), EMBED_FIELD_VALUE_MAX
+            )
+    if sum(_embed_text_length(e) for e in embeds) > EMBEDS_TOTAL_MAX:
+        problems.append((("embeds",), f"Embed size exceeds maximum size of {EMBEDS_TOTAL_MAX}"))
+    return problems
+
+
+def _check_component(path: tuple[str | int, ...], component: dict[str, Any]) -> list[Problem]:
+    problems = _too_long((*path, "custom_id"), component.get("custom_id"), CUSTOM_ID_MAX)
+    problems += _too_long((*path, "label"), component.get("label"), BUTTON_LABEL_MAX)
+    problems += _too_long((*path, "url"), component.get("url"), LINK_URL_MAX)
+    options = component.get("options") or []
+    if len(options) > SELECT_OPTIONS_MAX:
+        problems.append(((*path, "options"), f"Must be {SELECT_OPTIONS_MAX} or fewer in length."))
+    return problems
+
+
+def check_components(rows: list[dict[str, Any]]) -> list[Problem]:
+    problems: list[Problem] = []
+    if len(rows) > ACTION_ROWS_MAX:
+        problems.append((("components",), f"Must be {ACTION_ROWS_MAX} or fewer in length."))
+    for i, row in enumerate(rows):
+        children = row.get("components") or []
+        if row.get("type") == 1 and len(children) > ROW_BUTTONS_MAX:
+            problems.append(
+                (("components", i, "components"), f"Must be {ROW_BUTTONS_MAX} or fewer in length.")
+            )
+        for j, child in enumerate(children):
+            problems += _check_component(("components", i, "components", j), child)
+    return problems
+
+
+def check_message(body: dict[str, Any], file_count: int = 0) -> list[Problem]:
+    """Limits on a message create/edit body (channel message, callback data or webhook)."""
+    problems = _too_long(("content",), body.get("content"), CONTENT_MAX)
+    problems += check_embeds(body.get("embeds") or [])
+    problems += check_components(body.get("components") or [])
+    if file_count > FILES_MAX:
+        problems.append((("files",), f"Must be {FILES_MAX} or fewer in length."))
+    return problems
+
+
+def form_error(problems: list[Problem]) -> dict[str, Any]:
+    """Discord's 400 body for an invalid form, errors nested by path."""
+    errors: dict[str, Any] = {}
+    for path, message in problems:
+        node = errors
+        for key in path:
+            node = node.setdefault(str(key), {})
+        node.setdefault("_errors", []).append({"code": "BASE_TYPE_MAX_LENGTH", "message": message})
+    return {"code": 50035, "message": "Invalid Form Body", "errors": errors}
+
+
+def error_body(code: int, message: str) -> dict[str, Any]:
+    return {"code": code, "message": message}

@@ -1,0 +1,1129 @@
+"""The loopback Discord: REST v10, the gateway, a CDN, Discord's rules, and records.
+
+async with DiscordEmulator() as discord:
+    use_discord_endpoints(discord.api_base, discord.gateway_url)
+    guild = await discord.add_guild("Test server")
+    member = discord.add_member(guild, "alice")
+    ... start a discord.py client with discord.token ...
+    interaction = await discord.slash("stems vocals", member=member, options={...})
+    message = await discord.final_message(interaction)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+from urllib.parse import quote
+
+from aiohttp import BodyPartReader, web
+
+from . import rules
+from .gateway import INVALID_SESSION, RECONNECT, Gateway, Session
+from .records import (
+    EPHEMERAL,
+    LOADING,
+    Call,
+    InteractionFailed,
+    InteractionRecord,
+    MessageRecord,
+)
+from .spec import OpenAPISpec
+from .world import (
+    BOT_DEFAULT,
+    MEMBER_DEFAULT,
+    Channel,
+    Guild,
+    Member,
+    iso,
+    snowflake,
+    user_payload,
+)
+
+_log = logging.getLogger(__name__)
+
+API_PREFIX = "/api/v10"
+ACK_WINDOW_S = 3.0
+TOKEN_LIFETIME_S = 15 * 60
+ATTACHMENT_LIFETIME_S = 24 * 3600
+_JSON_HEADERS = {
+    "Content-Type": "application/json"
+}  # exactly: discord.py reads anything else as text
+_NOT_AUTHED = ("/webhooks/", "/interactions/")
+
+# interaction types and callback types
+PING, APPLICATION_COMMAND, MESSAGE_COMPONENT = 1, 2, 3
+CHANNEL_MESSAGE, DEFERRED_CHANNEL_MESSAGE, DEFERRED_UPDATE, UPDATE_MESSAGE, MODAL = 4, 5, 6, 7, 9
+_ALLOWED_CALLBACKS = {
+    APPLICATION_COMMAND: {CHANNEL_MESSAGE, DEFERRED_CHANNEL_MESSAGE, MODAL},
+    MESSAGE_COMPONENT: {
+        CHANNEL_MESSAGE,
+        DEFERRED_CHANNEL_MESSAGE,
+        DEFERRED_UPDATE,
+        UPDATE_MESSAGE,
+        MODAL,
+    },
+}
+_ATTACHMENT_OPTION, _USER_OPTION = 11, 6
+_INTERACTION = web.RequestKey("interaction", InteractionRecord)
+
+
+class DiscordError(Exception):
+    """An answer Discord gives instead of doing what was asked."""
+
+    def __init__(self, status: int, code: int, message: str, body: dict[str, Any] | None = None):
+        super().__init__(f"{status} {code} {message}")
+        self.status = status
+        self.body = body or rules.error_body(code, message)
+
+
+class SpecViolationError(AssertionError):
+    """The bot sent a body that Discord's OpenAPI description does not allow."""
+
+
+@dataclass
+class SpecViolation:
+    method: str
+    route: str
+    problems: list[str]
+    body: Any
+
+
+@dataclass
+class Upload:
+    index: int
+    filename: str
+    content_type: str
+    data: bytes
+
+
+@dataclass
+class _RateLimit:
+    remaining: int
+    via: bool
+    retry_after: float
+    is_global: bool
+
+
+def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    body = json.dumps(data, separators=(",", ":")).encode()
+    return web.Response(body=body, status=status, headers={**_JSON_HEADERS, **(headers or {})})
+
+
+class DiscordEmulator:
+    """Discord's wire protocol on 127.0.0.1, for the real discord.py client."""
+
+    def __init__(
+        self,
+        *,
+        token: str = "emulated.bot.token",
+        validate_spec: bool | OpenAPISpec | None = None,
+        upload_limit: int = rules.DEFAULT_UPLOAD_LIMIT,
+        ack_window_s: float = ACK_WINDOW_S,
+        token_lifetime_s: float = TOKEN_LIFETIME_S,
+    ) -> None:
+        """``validate_spec``: None checks bodies when ../shared/discord-openapi.json exists."""
+        self.token = token
+        self.upload_limit = upload_limit
+        self.ack_window_s = ack_window_s
+        self.token_lifetime_s = token_lifetime_s
+        self.spec = self._load_spec(validate_spec)
+        self.application_id = snowflake()
+        self.bot_user = user_payload(self.application_id, "stembot", bot=True)
+        self.owner = user_payload(snowflake(), "owner")
+        self.users: dict[int, dict[str, Any]] = {int(self.owner["id"]): self.owner}
+        self.guilds: dict[int, Guild] = {}
+        self.channels: dict[int, Channel] = {}
+        self.commands: dict[int | None, list[dict[str, Any]]] = {}
+        self.command_syncs: list[tuple[float, int | None]] = []
+        self.interactions: dict[int, InteractionRecord] = {}
+        self.messages: dict[int, MessageRecord] = {}
+        self.calls: list[Call] = []
+        self.spec_violations: list[SpecViolation] = []
+        self.cdn_fetches = 0
+        self._by_token: dict[str, InteractionRecord] = {}
+        self._channel_messages: dict[int, list[MessageRecord]] = {}
+        self._dm_channels: dict[int, Channel] = {}
+        self._cdn: dict[str, tuple[bytes, str]] = {}
+        self._cdn_secret = secrets.token_bytes(16)
+        self._rate_limits: dict[tuple[str, str], _RateLimit] = {}
+        self._refused_channels: set[int] = set()
+        self._refused_dm_users: set[int] = set()
+        self.gateway = Gateway(token, self._ready_payload, self._guild_payloads)
+        self._runner: web.AppRunner | None = None
+        self._port = 0
+
+    @staticmethod
+    def _load_spec(validate: bool | OpenAPISpec | None) -> OpenAPISpec | None:
+        if isinstance(validate, OpenAPISpec):
+            return validate
+        if validate is False:
+            return None
+        spec = OpenAPISpec.load()
+        if spec is None and validate is True:
+            raise FileNotFoundError(
+                "validate_spec=True but Discord's OpenAPI description is absent"
+            )
+        return spec
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        app = web.Application(middlewares=[self._middleware], client_max_size=256 * 1024 * 1024)
+        self._add_routes(app)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self._port = self._runner.addresses[0][1]
+
+    async def close(self) -> None:
+        await self.gateway.close_all()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> DiscordEmulator:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+        if exc_type is None and self.spec_violations:
+            raise SpecViolationError(self.describe_spec_violations())
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self._port}"
+
+    @property
+    def api_base(self) -> str:
+        return self.base_url + API_PREFIX
+
+    @property
+    def gateway_url(self) -> str:
+        return f"ws://127.0.0.1:{self._port}/gateway"
+
+    @property
+    def resume_gateway_url(self) -> str:
+        return f"ws://127.0.0.1:{self._port}/gateway/resume"
+
+    # ---- the world -------------------------------------------------------------------------
+
+    async def add_guild(
+        self, name: str = "Test server", *, bot_permissions: int = BOT_DEFAULT
+    ) -> Guild:
+        """A guild with one text channel ("general"); a connected bot receives GUILD_CREATE."""
+        guild = Guild(snowflake(), name, int(self.owner["id"]), bot_permissions)
+        self.guilds[guild.id] = guild
+        self._add_channel(guild, "general")
+        session = self.gateway.current
+        if session is not None:
+            await session.dispatch("GUILD_CREATE", guild.payload(self.bot_user))
+        return guild
+
+    async def add_channel(self, guild: Guild, name: str) -> Channel:
+        channel = self._add_channel(guild, name)
+        session = self.gateway.current
+        if session is not None:
+            await session.dispatch("CHANNEL_CREATE", channel.payload())
+        return channel
+
+    def _add_channel(self, guild: Guild, name: str) -> Channel:
+        channel = Channel(snowflake(), name, guild.id)
+        guild.channels[channel.id] = channel
+        self.channels[channel.id] = channel
+        self._channel_messages[channel.id] = []
+        return channel
+
+    def add_member(self, guild: Guild, name: str, *, permissions: int = MEMBER_DEFAULT) -> Member:
+        """A member whose total permissions in every channel are ``permissions``."""
+        user = user_payload(snowflake(), name)
+        self.users[int(user["id"])] = user
+        member = Member(user, guild.id, permissions)
+        guild.members[member.id] = member
+        return member
+
+    def upload_attachment(
+        self,
+        data: bytes,
+        filename: str,
+        content_type: str = "application/octet-stream",
+        *,
+        channel: Channel | None = None,
+        expires_in_s: float = ATTACHMENT_LIFETIME_S,
+    ) -> dict[str, Any]:
+        """Put a user's upload on the CDN; returns Discord's attachment object (signed URL)."""
+        channel_id = channel.id if channel is not None else snowflake()
+        return self._store(channel_id, Upload(0, filename, content_type, data), None, expires_in_s)
+
+    async def post_user_message(
+        self,
+        channel: Channel,
+        member: Member,
+        content: str = "",
+        attachments: list[dict[str, Any]] | None = None,
+    ) -> MessageRecord:
+        """A message a user posted (a target for message context-menu commands)."""
+        now = time.time()
+        data = self._message_data(channel, now, content=content, author=member.user)
+        data["attachments"] = list(attachments or [])
+        data["member"] = {k: v for k, v in member.payload().items() if k not in ("user",)}
+        record = self._keep(MessageRecord(data, now))
+        session = self.gateway.current
+        if session is not None:
+            await session.dispatch("MESSAGE_CREATE", data)
+        return record
+
+    # ---- dispatching interactions ----------------------------------------------------------
+
+    async def slash(
+        self,
+        command: str,
+        *,
+        member: Member,
+        channel: Channel | None = None,
+        options: dict[str, Any] | None = None,
+        age_s: float = 0.0,
+    ) -> InteractionRecord:
+        """Run ``/command`` ("stems vocals" for a subcommand) as ``member``.
+
+        Option values: plain values for strings and numbers, an attachment dict from
+        ``upload_attachment`` for attachment options, a Member for user options. ``age_s``
+        mints the interaction that many seconds in the past (late acks, expired tokens).
+        """
+        root, *path = command.split()
+        definition = self.find_command(root, 1, member.guild_id)
+        data: dict[str, Any] = {"id": definition["id"], "name": root, "type": 1}
+        if definition.get("guild_id"):
+            data["guild_id"] = definition["guild_id"]
+        node, node_definition = data, definition
+        for name in path:
+            sub_definition = self._option_definition(node_definition, name, command)
+            sub: dict[str, Any] = {"name": name, "type": sub_definition["type"], "options": []}
+            node.setdefault("options", []).append(sub)
+            node, node_definition = sub, sub_definition
+        resolved: dict[str, dict[str, Any]] = {}
+        for name, value in (options or {}).items():
+            option = self._option_definition(node_definition, name, command)
+            node.setdefault("options", []).append(self._option_value(option, value, resolved))
+        if resolved:
+            data["resolved"] = resolved
+        return await self._dispatch("slash", APPLICATION_COMMAND, data, member, channel, age_s)
+
+    async def message_command(
+        self,
+        name: str,
+        *,
+        member: Member,
+        target: MessageRecord,
+        age_s: float = 0.0,
+    ) -> InteractionRecord:
+        """Run the message context-menu command ``name`` on ``target``."""
+        definition = self.find_command(name, 3, member.guild_id)
+        data = {
+            "id": definition["id"],
+            "name": name,
+            "type": 3,
+            "target_id": str(target.id),
+            "resolved": {"messages": {str(target.id): target.data}},
+        }
+        channel = self.channels[target.channel_id]
+        return await self._dispatch(
+            "message_command", APPLICATION_COMMAND, data, member, channel, age_s
+        )
+
+    async def click(
+        self,
+        message: MessageRecord,
+        custom_id: str,
+        *,
+        member: Member,
+        values: list[str] | None = None,
+        age_s: float = 0.0,
+    ) -> InteractionRecord:
+        """Click the button (or pick ``values`` in the select) ``custom_id`` on ``message``."""
+        component = next(
+            (
+                child
+                for row in message.components
+                for child in row.get("components") or []
+                if child.get("custom_id") == custom_id
+            ),
+            None,
+        )
+        if component is None:
+            raise LookupError(f"message {message.id} has no component {custom_id!r}")
+        data: dict[str, Any] = {"custom_id": custom_id, "component_type": component["type"]}
+        if values is not None:
+            data["values"] = values
+        channel = self.channels[message.channel_id]
+        record = await self._dispatch(
+            "component", MESSAGE_COMPONENT, data, member, channel, age_s, message
+        )
+        return record
+
+    def find_command(self, name: str, type_: int, guild_id: int) -> dict[str, Any]:
+        for scope in (guild_id, None):
+            for definition in self.commands.get(scope, []):
+                if definition["name"] == name and definition.get("type", 1) == type_:
+                    return definition
+        synced = sorted(c["name"] for scoped in self.commands.values() for c in scoped)
+        raise LookupError(f"command {name!r} (type {type_}) was never synced; synced: {synced}")
+
+    @staticmethod
+    def _option_definition(parent: dict[str, Any], name: str, command: str) -> dict[str, Any]:
+        for option in parent.get("options") or []:
+            if option["name"] == name:
+                return dict(option)
+        raise LookupError(f"/{command} has no option {name!r}")
+
+    def _option_value(
+        self, option: dict[str, Any], value: Any, resolved: dict[str, dict[str, Any]]
+    ) -> dict[str, Any]:
+        kind = option["type"]
+        if kind == _ATTACHMENT_OPTION:
+            resolved.setdefault("attachments", {})[value["id"]] = value
+            value = value["id"]
+        elif kind == _USER_OPTION and isinstance(value, Member):
+            resolved.setdefault("users", {})[str(value.id)] = value.user
+            member = {k: v for k, v in value.payload().items() if k != "user"}
+            resolved.setdefault("members", {})[str(value.id)] = member
+            value = str(value.id)
+        return {"name": option["name"], "type": kind, "value": value}
+
+    async def _dispatch(
+        self,
+        kind: str,
+        interaction_type: int,
+        data: dict[str, Any],
+        member: Member,
+        channel: Channel | None,
+        age_s: float,
+        message: MessageRecord | None = None,
+    ) -> InteractionRecord:
+        guild = self.guilds[member.guild_id]
+        channel = channel or guild.default_channel
+        created = time.time() - age_s
+        interaction_id = snowflake(created)
+        token = secrets.token_urlsafe(32)
+        payload: dict[str, Any] = {
+            "id": str(interaction_id),
+            "application_id": str(self.application_id),
+            "type": interaction_type,
+            "data": data,
+            "guild_id": str(guild.id),
+            "guild": {"id": str(guild.id), "locale": "en-US", "features": []},
+            "channel_id": str(channel.id),
+            "channel": channel.payload(),
+            "member": member.payload(),
+            "token": token,
+            "version": 1,
+            "app_permissions": str(guild.bot_permissions),
+            "locale": "en-US",
+            "guild_locale": "en-US",
+            "entitlements": [],
+            "authorizing_integration_owners": {"0": str(guild.id)},
+            "context": 0,
+            "attachment_size_limit": self.upload_limit,
+        }
+        if message is not None:
+            payload["message"] = message.data
+        record = InteractionRecord(
+            interaction_id, token, kind, payload, created, self.ack_window_s, self.token_lifetime_s
+        )
+        record.source_message = message
+        self.interactions[interaction_id] = record
+        self._by_token[token] = record
+        await self.gateway.live_session().dispatch("INTERACTION_CREATE", payload)
+        return record
+
+    # ---- asking what happened --------------------------------------------------------------
+
+    async def wait_ready(self, timeout_s: float = 10.0) -> Session:
+        """Wait until a client has identified and received READY and its guilds."""
+        return await self.gateway.wait_ready(timeout_s)
+
+    async def acknowledged(self, interaction: InteractionRecord, timeout_s: float = 5.0) -> int:
+        """The callback type the bot acknowledged with; InteractionFailed after 3 s without."""
+        await interaction.wait_until(lambda r: r.acknowledged or r.failed, timeout_s)
+        if interaction.ack_type is None:
+            raise InteractionFailed(f"interaction {interaction.id} was not acknowledged in time")
+        return interaction.ack_type
+
+    async def final_message(
+        self, interaction: InteractionRecord, timeout_s: float = 5.0
+    ) -> dict[str, Any] | None:
+        """The response the user finally sees (None if the bot deleted it).
+
+        Waits past "is thinking..." (a deferral) until the response is finished. Raises
+        InteractionFailed when the user saw "The application did not respond".
+        """
+
+        def done(r: InteractionRecord) -> bool:
+            deleted = r.original is not None and r.original.deleted_at is not None
+            return r.settled or r.failed or deleted
+
+        await interaction.wait_until(done, timeout_s)
+        if interaction.failed:
+            raise InteractionFailed(f"interaction {interaction.id} was not acknowledged in time")
+        return interaction.view().original
+
+    def age(self, interaction: InteractionRecord, seconds: float) -> None:
+        """Move an interaction ``seconds`` into the past (its token expires after 15 min)."""
+        interaction.created_at -= seconds
+
+    def channel_messages(self, channel: Channel | int) -> list[MessageRecord]:
+        """Messages in a channel, oldest first, deleted ones left out."""
+        channel_id = channel if isinstance(channel, int) else channel.id
+        return [m for m in self._channel_messages.get(channel_id, []) if m.deleted_at is None]
+
+    def dm_messages(self, user: Member | int) -> list[MessageRecord]:
+        user_id = user if isinstance(user, int) else user.id
+        channel = self._dm_channels.get(user_id)
+        return [] if channel is None else self.channel_messages(channel)
+
+    def take_spec_violations(self) -> list[SpecViolation]:
+        """The violations so far, forgotten (a test that provokes one must take it)."""
+        taken, self.spec_violations = self.spec_violations, []
+        return taken
+
+    def describe_spec_violations(self) -> str:
+        lines = [f"{len(self.spec_violations)} body(ies) break Discord's OpenAPI description:"]
+        for v in self.spec_violations:
+            lines += [f"  {v.method} {v.route}"] + [f"    {p}" for p in v.problems[:5]]
+        return "\n".join(lines)
+
+    # ---- failure injection -----------------------------------------------------------------
+
+    def rate_limit(
+        self,
+        method: str,
+        route: str,
+        times: int = 1,
+        *,
+        via: bool = True,
+        retry_after: float = 0.05,
+        is_global: bool = False,
+    ) -> None:
+        """Answer the next ``times`` calls of ``method route`` (a template) with 429.
+
+        Without ``via`` the 429 looks like Cloudflare's ban, which discord.py does not retry.
+        """
+        self._rate_limits[(method.upper(), route)] = _RateLimit(times, via, retry_after, is_global)
+
+    def refuse_channel(self, channel: Channel) -> None:
+        """Bot posts to ``channel`` get 403 / 50013 Missing Permissions."""
+        self._refused_channels.add(channel.id)
+
+    def refuse_dms(self, user: Member) -> None:
+        """DMs to ``user`` get 403 / 50007 (the user closed DMs or blocked the bot)."""
+        self._refused_dm_users.add(user.id)
+
+    async def drop_gateway(self) -> None:
+        """Close the bot's gateway socket abruptly; the client should RESUME."""
+        await self.gateway.drop()
+
+    async def request_reconnect(self) -> None:
+        """Send op 7 RECONNECT; the client should reconnect and RESUME."""
+        await self.gateway.send_op(RECONNECT, None)
+
+    async def invalidate_session(self) -> None:
+        """Send op 9 INVALID_SESSION (not resumable); the client should IDENTIFY again."""
+        await self.gateway.send_op(INVALID_SESSION, False)
+
+    # ---- HTTP plumbing ---------------------------------------------------------------------
+
+    def _add_routes(self, app: web.Application) -> None:
+        api: list[tuple[str, str, Callable[[web.Request], Awaitable[web.StreamResponse]]]] = [
+            ("GET", "/users/@me", self._get_me),
+            ("GET", "/oauth2/applications/@me", self._get_application),
+            ("GET", "/gateway/bot", self._get_gateway_bot),
+            ("GET", "/gateway", self._get_gateway),
+            ("GET", "/applications/{application_id}/commands", self._list_commands),
+            ("PUT", "/applications/{application_id}/commands", self._overwrite_commands),
+            (
+                "GET",
+                "/applications/{application_id}/guilds/{guild_id}/commands",
+                self._list_commands,
+            ),
+            (
+                "PUT",
+                "/applications/{application_id}/guilds/{guild_id}/commands",
+                self._overwrite_commands,
+            ),
+            ("POST", "/interactions/{interaction_id}/{interaction_token}/callback", self._callback),
+            ("POST", "/webhooks/{webhook_id}/{webhook_token}", self._followup),
+            (
+                "GET",
+                "/webhooks/{webhook_id}/{webhook_token}/messages/{message_id}",
+                self._get_webhook_message,
+            ),
+            (
+                "PATCH",
+                "/webhooks/{webhook_id}/{webhook_token}/messages/{message_id}",
+                self._edit_webhook_message,
+            ),
+            (
+                "DELETE",
+                "/webhooks/{webhook_id}/{webhook_token}/messages/{message_id}",
+                self._delete_webhook_message,
+            ),
+            ("GET", "/channels/{channel_id}", self._get_channel),
+            ("POST", "/channels/{channel_id}/messages", self._create_channel_message),
+            ("POST", "/users/@me/channels", self._open_dm),
+        ]
+        for method, path, handler in api:
+            app.router.add_route(method, API_PREFIX + path, handler)
+        app.router.add_get("/gateway", self.gateway.handle)
+        app.router.add_get("/gateway/resume", self.gateway.handle)
+        app.router.add_get(
+            "/cdn/attachments/{channel_id}/{attachment_id}/{filename}", self._cdn_get
+        )
+
+    @web.middleware
+    async def _middleware(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        if not request.path.startswith(API_PREFIX):
+            return await handler(request)
+        route = self._route_template(request)
+        code: int | None = None
+        try:
+            limited = self._take_rate_limit(request.method, route)
+            if limited is not None:
+                response: web.StreamResponse = limited
+            else:
+                if not route.startswith(_NOT_AUTHED):
+                    self._check_auth(request)
+                response = await handler(request)
+        except DiscordError as error:
+            code = error.body.get("code")
+            response = _json(error.body, error.status)
+        except web.HTTPNotFound:
+            code = 0
+            response = _json(rules.error_body(0, "404: Not Found"), 404)
+        call = Call(time.time(), request.method, route, response.status, code)
+        self.calls.append(call)
+        record = request.get(_INTERACTION)
+        if record is not None:
+            record.calls.append(call)
+            record.touch()
+        return response
+
+    @staticmethod
+    def _route_template(request: web.Request) -> str:
+        resource = request.match_info.route.resource
+        if resource is None:
+            return request.path[len(API_PREFIX) :]
+        template = resource.canonical[len(API_PREFIX) :]
+        if (
+            template.endswith("/messages/{message_id}")
+            and request.match_info.get("message_id") == "@original"
+        ):
+            return template.replace("{message_id}", "@original")
+        return template
+
+    def _take_rate_limit(self, method: str, route: str) -> web.Response | None:
+        limit = self._rate_limits.get((method, route))
+        if limit is None or limit.remaining <= 0:
+            return None
+        limit.remaining -= 1
+        headers = {
+            "Retry-After": str(max(1, round(limit.retry_after))),
+            "X-RateLimit-Scope": "global" if limit.is_global else "user",
+        }
+        if limit.is_global:
+            headers["X-RateLimit-Global"] = "true"
+        if limit.via:
+            headers["Via"] = "1.1 google"
+        body = {
+            "message": "You are being rate limited.",
+            "retry_after": limit.retry_after,
+            "global": limit.is_global,
+            "code": 0,
+        }
+        return _json(body, 429, headers)
+
+    def _check_auth(self, request: web.Request) -> None:
+        if request.headers.get("Authorization") != f"Bot {self.token}":
+            raise DiscordError(401, 0, "401: Unauthorized")
+
+    async def _read_body(self, request: web.Request, route: str) -> tuple[Any, list[Upload]]:
+        """The JSON body (or multipart ``payload_json``) and uploads, checked against the spec."""
+        uploads: list[Upload] = []
+        if request.content_type == "multipart/form-data":
+            body: Any = {}
+            reader = await request.multipart()
+            async for part in reader:
+                if not isinstance(part, BodyPartReader) or part.name is None:
+                    continue
+                if part.name == "payload_json":
+                    body = json.loads(await part.text())
+                elif part.name.startswith("files["):
+                    index = int(part.name[len("files[") : -1])
+                    content_type = part.headers.get("Content-Type", "application/octet-stream")
+                    data = await part.read(decode=False)
+                    uploads.append(
+                        Upload(index, part.filename or "file", content_type, bytes(data))
+                    )
+        else:
+            raw = await request.read()
+            body = json.loads(raw) if raw else None
+        if body is not None and self.spec is not None:
+            self._check_spec(request.method, route, body)
+        for upload in uploads:
+            if len(upload.data) > self.upload_limit:
+                raise DiscordError(413, 40005, "Request entity too large")
+        return body, uploads
+
+    def _check_spec(self, method: str, route: str, body: Any) -> None:
+        assert self.spec is not None
+        problems = self.spec.check(method, route, body)
+        if problems:
+            self.spec_violations.append(SpecViolation(method, route, problems, body))
+            errors = {"_spec": {"_errors": [{"code": "SPEC", "message": p} for p in problems]}}
+            raise DiscordError(
+                400,
+                50035,
+                "Invalid Form Body",
+                {
+                    "code": 50035,
+                    "message": "Invalid Form Body",
+                    "errors": errors,
+                },
+            )
+
+    # ---- REST: identity, gateway, commands -------------------------------------------------
+
+    async def _get_me(self, request: web.Request) -> web.Response:
+        return _json({**self.bot_user, "verified": True, "mfa_enabled": False, "email": None})
+
+    async def _get_application(self, request: web.Request) -> web.Response:
+        return _json(
+            {
+                "id": str(self.application_id),
+                "name": self.bot_user["username"],
+                "icon": None,
+                "description": "",
+                "summary": "",
+                "bot_public": True,
+                "bot_require_code_grant": False,
+                "verify_key": "0" * 64,
+                "owner": self.owner,
+                "team": None,
+                "flags": 0,
+                "bot": self.bot_user,
+            }
+        )
+
+    async def _get_gateway_bot(self, request: web.Request) -> web.Response:
+        limit = {"total": 1000, "remaining": 999, "reset_after": 0, "max_concurrency": 1}
+        return _json({"url": self.gateway_url, "shards": 1, "session_start_limit": limit})
+
+    async def _get_gateway(self, request: web.Request) -> web.Response:
+        return _json({"url": self.gateway_url})
+
+    def _command_scope(self, request: web.Request) -> int | None:
+        if request.match_info["application_id"] != str(self.application_id):
+            raise DiscordError(403, 50001, "Missing Access")
+        guild_id = request.match_info.get("guild_id")
+        if guild_id is None:
+            return None
+        if int(guild_id) not in self.guilds:
+            raise DiscordError(403, 50001, "Missing Access")
+        return int(guild_id)
+
+    async def _list_commands(self, request: web.Request) -> web.Response:
+        return _json(self.commands.get(self._command_scope(request), []))
+
+    async def _overwrite_commands(self, request: web.Request) -> web.Response:
+        scope = self._command_scope(request)
+        body, _ = await self._read_body(request, self._route_template(request))
+        previous = {(c["name"], c.get("type", 1)): c for c in self.commands.get(scope, [])}
+        stored = []
+        for command in body or []:
+            kind = command.get("type", 1)
+            old = previous.get((command["name"], kind))
+            entry = {
+                **command,
+                "type": kind,
+                "id": old["id"] if old else str(snowflake()),
+                "application_id": str(self.application_id),
+                "version": str(snowflake()),
+                "description": command.get("description", ""),
+                "default_member_permissions": command.get("default_member_permissions"),
+                "nsfw": command.get("nsfw", False),
+            }
+            if scope is not None:
+                entry["guild_id"] = str(scope)
+            stored.append(entry)
+        self.commands[scope] = stored
+        self.command_syncs.append((time.time(), scope))
+        return _json(stored)
+
+    # ---- REST: interactions ----------------------------------------------------------------
+
+    async def _callback(self, request: web.Request) -> web.Response:
+        record = self.interactions.get(int(request.match_info["interaction_id"]))
+        if record is None or record.token != request.match_info["interaction_token"]:
+            raise DiscordError(404, 10062, "Unknown interaction")
+        request[_INTERACTION] = record
+        body, uploads = await self._read_body(request, self._route_template(request))
+        now = time.time()
+        if record.ack_type is not None:
+            raise DiscordError(400, 40060, "Interaction has already been acknowledged.")
+        if now > record.ack_deadline:
+            record.late_ack_at = now
+            raise DiscordError(404, 10062, "Unknown interaction")
+        kind = int(body.get("type", 0))
+        if kind not in _ALLOWED_CALLBACKS[int(record.payload["type"])]:
+            raise DiscordError(
+                400,
+                50035,
+                "Invalid Form Body",
+                rules.form_error(
+                    [(("type",), f"Interaction callback type {kind} is not allowed here")]
+                ),
+            )
+        data = body.get("data") or {}
+        message = self._apply_callback(record, kind, data, uploads, now)
+        record.ack_type, record.acked_at = kind, now
+        if kind in (CHANNEL_MESSAGE, UPDATE_MESSAGE, MODAL):
+            record.settled_at = now
+        record.touch()
+        if request.query.get("with_response") not in ("1", "true", "True"):
+            return web.Response(status=204)
+        return _json(self._callback_response(record, kind, message))
+
+    def _apply_callback(
+        self,
+        record: InteractionRecord,
+        kind: int,
+        data: dict[str, Any],
+        uploads: list[Upload],
+        now: float,
+    ) -> MessageRecord | None:
+        channel = self.channels[record.channel_id]
+        if kind == CHANNEL_MESSAGE:
+            record.original = self._create_message(channel, data, uploads, msg_type=20)
+        elif kind == DEFERRED_CHANNEL_MESSAGE:
+            flags = LOADING | (int(data.get("flags") or 0) & EPHEMERAL)
+            record.original = self._keep(
+                MessageRecord(self._message_data(channel, now, flags=flags, type_=20), now)
+            )
+        elif kind in (DEFERRED_UPDATE, UPDATE_MESSAGE):
+            record.original = record.source_message
+            if kind == UPDATE_MESSAGE and record.original is not None:
+                self._edit_message(record.original, data, uploads)
+        elif kind == MODAL:
+            record.modal = data
+            return None
+        return record.original
+
+    def _callback_response(
+        self, record: InteractionRecord, kind: int, message: MessageRecord | None
+    ) -> dict[str, Any]:
+        interaction: dict[str, Any] = {"id": str(record.id), "type": record.payload["type"]}
+        response: dict[str, Any] = {"interaction": interaction}
+        if message is not None:
+            interaction["response_message_id"] = str(message.id)
+            interaction["response_message_loading"] = message.loading
+            interaction["response_message_ephemeral"] = message.ephemeral
+            if kind != DEFERRED_UPDATE:
+                response["resource"] = {"type": kind, "message": message.data}
+        return response
+
+    def _webhook_interaction(self, request: web.Request) -> InteractionRecord:
+        if request.match_info["webhook_id"] != str(self.application_id):
+            raise DiscordError(404, 10015, "Unknown Webhook")
+        record = self._by_token.get(request.match_info["webhook_token"])
+        if record is None:
+            raise DiscordError(401, 50027, "Invalid Webhook Token")
+        request[_INTERACTION] = record
+        if time.time() > record.token_expires_at:
+            raise DiscordError(401, 50027, "Invalid Webhook Token")
+        return record
+
+    def _webhook_message(self, request: web.Request, record: InteractionRecord) -> MessageRecord:
+        wanted = request.match_info["message_id"]
+        if wanted == "@original":
+            found = record.original
+        else:
+            found = next((m for m in record.followups if str(m.id) == wanted), None)
+            if found is None and record.original is not None and str(record.original.id) == wanted:
+                found = record.original
+        if found is None or found.deleted_at is not None:
+            raise DiscordError(404, 10008, "Unknown Message")
+        return found
+
+    async def _followup(self, request: web.Request) -> web.Response:
+        record = self._webhook_interaction(request)
+        body, uploads = await self._read_body(request, self._route_template(request))
+        if record.ack_type is None:
+            raise DiscordError(404, 10015, "Unknown Webhook")
+        original = record.original
+        if original is not None and original.loading and original.deleted_at is None:
+            # Discord turns the first followup after a deferral into the deferred response
+            self._edit_message(original, body, uploads)
+            message = original
+        else:
+            channel = self.channels[record.channel_id]
+            message = self._create_message(channel, body, uploads, msg_type=20)
+            record.followups.append(message)
+        self._settle(record)
+        if request.query.get("wait") not in ("true", "1", "True"):
+            return web.Response(status=204)
+        return _json(message.data)
+
+    async def _get_webhook_message(self, request: web.Request) -> web.Response:
+        record = self._webhook_interaction(request)
+        return _json(self._webhook_message(request, record).data)
+
+    async def _edit_webhook_message(self, request: web.Request) -> web.Response:
+        record = self._webhook_interaction(request)
+        body, uploads = await self._read_body(request, self._route_template(request))
+        message = self._webhook_message(request, record)
+        self._edit_message(message, body or {}, uploads)
+        if message is record.original:
+            self._settle(record)
+        record.touch()
+        return _json(message.data)
+
+    async def _delete_webhook_message(self, request: web.Request) -> web.Response:
+        record = self._webhook_interaction(request)
+        message = self._webhook_message(request, record)
+        message.deleted_at = time.time()
+        record.touch()
+        return web.Response(status=204)
+
+    @staticmethod
+    def _settle(record: InteractionRecord) -> None:
+        if record.settled_at is None:
+            record.settled_at = time.time()
+        record.touch()
+
+    # ---- REST: channels and DMs ------------------------------------------------------------
+
+    def _channel(self, request: web.Request) -> Channel:
+        channel = self.channels.get(int(request.match_info["channel_id"]))
+        if channel is None:
+            raise DiscordError(404, 10003, "Unknown Channel")
+        return channel
+
+    async def _get_channel(self, request: web.Request) -> web.Response:
+        return _json(self._channel(request).payload())
+
+    async def _create_channel_message(self, request: web.Request) -> web.Response:
+        channel = self._channel(request)
+        body, uploads = await self._read_body(request, self._route_template(request))
+        if channel.id in self._refused_channels:
+            raise DiscordError(403, 50013, "Missing Permissions")
+        if channel.recipient is not None and int(channel.recipient["id"]) in self._refused_dm_users:
+            raise DiscordError(403, 50007, "Cannot send messages to this user")
+        message = self._create_message(channel, body or {}, uploads, msg_type=0)
+        return _json(message.data)
+
+    async def _open_dm(self, request: web.Request) -> web.Response:
+        body, _ = await self._read_body(request, self._route_template(request))
+        user = self.users.get(int((body or {}).get("recipient_id", 0)))
+        if user is None:
+            raise DiscordError(400, 50033, "Invalid Recipient(s)")
+        channel = self._dm_channels.get(int(user["id"]))
+        if channel is None:
+            channel = Channel(snowflake(), "", recipient=user)
+            self._dm_channels[int(user["id"])] = channel
+            self.channels[channel.id] = channel
+            self._channel_messages[channel.id] = []
+        return _json(channel.payload())
+
+    # ---- messages, attachments and the CDN -------------------------------------------------
+
+    def _message_data(
+        self,
+        channel: Channel,
+        now: float,
+        *,
+        content: str = "",
+        author: dict[str, Any] | None = None,
+        flags: int = 0,
+        type_: int = 0,
+    ) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "id": str(snowflake(now)),
+            "channel_id": str(channel.id),
+            "type": type_,
+            "content": content,
+            "author": author or self.bot_user,
+            "embeds": [],
+            "components": [],
+            "attachments": [],
+            "mentions": [],
+            "mention_roles": [],
+            "mention_everyone": False,
+            "pinned": False,
+            "tts": False,
+            "timestamp": iso(now),
+            "edited_timestamp": None,
+            "flags": flags,
+        }
+        if channel.guild_id is not None:
+            data["guild_id"] = str(channel.guild_id)
+        if author is None and type_ == 20:
+            data["webhook_id"] = str(self.application_id)
+            data["application_id"] = str(self.application_id)
+        return data
+
+    def _keep(self, record: MessageRecord) -> MessageRecord:
+        record.history.append((record.created_at, record.data))
+        self.messages[record.id] = record
+        self._channel_messages.setdefault(record.channel_id, []).append(record)
+        return record
+
+    def _create_message(
+        self, channel: Channel, body: dict[str, Any], uploads: list[Upload], *, msg_type: int
+    ) -> MessageRecord:
+        problems = rules.check_message(body, len(uploads))
+        if problems:
+            raise DiscordError(400, 50035, "Invalid Form Body", rules.form_error(problems))
+        now = time.time()
+        flags = int(body.get("flags") or 0) & (EPHEMERAL | 4 | 4096)
+        data = self._message_data(
+            channel, now, content=body.get("content") or "", flags=flags, type_=msg_type
+        )
+        self._apply_fields(data, body, uploads, channel.id)
+        return self._keep(MessageRecord(data, now))
+
+    def _edit_message(
+        self, message: MessageRecord, body: dict[str, Any], uploads: list[Upload]
+    ) -> None:
+        problems = rules.check_message(body, len(uploads))
+        if problems:
+            raise DiscordError(400, 50035, "Invalid Form Body", rules.form_error(problems))
+        now = time.time()
+        data = dict(message.data)
+        if "content" in body:
+            data["content"] = body["content"] or ""
+        data["flags"] = data.get("flags", 0) & ~LOADING
+        data["edited_timestamp"] = iso(now)
+        self._apply_fields(data, body, uploads, message.channel_id)
+        message.data = data
+        message.history.append((now, data))
+
+    def _apply_fields(
+        self, data: dict[str, Any], body: dict[str, Any], uploads: list[Upload], channel_id: int
+    ) -> None:
+        if "embeds" in body:
+            data["embeds"] = [{"type": "rich", **e} for e in body["embeds"] or []]
+        if "components" in body:
+            data["components"] = body["components"] or []
+        if "attachments" in body or uploads:
+            data["attachments"] = self._merge_attachments(
+                channel_id, body.get("attachments"), uploads, data.get("attachments") or []
+            )
+
+    def _merge_attachments(
+        self,
+        channel_id: int,
+        descriptors: list[dict[str, Any]] | None,
+        uploads: list[Upload],
+        existing: list[dict[str, Any]],
+    ) -> list[dict[str, Any]]:
+        by_index = {upload.index: upload for upload in uploads}
+        if descriptors is None:
+            return existing + [self._store(channel_id, u, None) for u in uploads]
+        kept = {a["id"]: a for a in existing}
+        merged = []
+        for position, descriptor in enumerate(descriptors):
+            key = str(descriptor.get("id"))
+            if key in kept:
+                merged.append(kept[key])
+            elif key.isdigit() and int(key) in by_index:
+                merged.append(self._store(channel_id, by_index[int(key)], descriptor))
+            else:
+                raise DiscordError(
+                    400,
+                    50035,
+                    "Invalid Form Body",
+                    rules.form_error(
+                        [(("attachments", position, "id"), f"Unknown attachment {key}")]
+                    ),
+                )
+        return merged
+
+    def _store(
+        self,
+        channel_id: int,
+        upload: Upload,
+        descriptor: dict[str, Any] | None,
+        lifetime_s: float = ATTACHMENT_LIFETIME_S,
+    ) -> dict[str, Any]:
+        attachment_id = snowflake()
+        filename = (descriptor or {}).get("filename") or upload.filename
+        path = f"/cdn/attachments/{channel_id}/{attachment_id}/{quote(filename)}"
+        self._cdn[path] = (upload.data, upload.content_type)
+        now = time.time()
+        url = self.base_url + path + "?" + self._signature(path, now, now + lifetime_s)
+        attachment = {
+            "id": str(attachment_id),
+            "filename": filename,
+            "size": len(upload.data),
+            "url": url,
+            "proxy_url": url,
+            "content_type": upload.content_type,
+        }
+        if descriptor and descriptor.get("description"):
+            attachment["description"] = descriptor["description"]
+        return attachment
+
+    def _signature(self, path: str, issued: float, expires: float) -> str:
+        ex, is_ = f"{int(expires):x}", f"{int(issued):x}"
+        hm = hmac.new(self._cdn_secret, f"{path}|{ex}|{is_}".encode(), hashlib.sha256).hexdigest()
+        return f"ex={ex}&is={is_}&hm={hm}&"
+
+    async def _cdn_get(self, request: web.Request) -> web.Response:
+        path = request.rel_url.raw_path
+        ex, is_ = request.query.get("ex", ""), request.query.get("is", "")
+        expected = self._signature(path, int(is_ or "0", 16), int(ex or "0", 16))
+        signed = f"ex={ex}&is={is_}&hm={request.query.get('hm', '')}&"
+        if path not in self._cdn or not hmac.compare_digest(signed, expected):
+            return web.Response(status=404, text="Not Found")
+        if time.time() > int(ex, 16):
+            return web.Response(status=404, text="This content is no longer available.")
+        self.cdn_fetches += 1
+        data, content_type = self._cdn[path]
+        return web.Response(body=data, headers={"Content-Type": content_type})
+
+    # ---- gateway payloads ------------------------------------------------------------------
+
+    def _ready_payload(self, session: Session) -> dict[str, Any]:
+        return {
+            "v": 10,
+            "user": {**self.bot_user, "verified": True, "mfa_enabled": False},
+            "guilds": [{"id": str(g), "unavailable": True} for g in self.guilds],
+            "session_id": session.id,
+            "resume_gateway_url": self.resume_gateway_url,
+            "shard": [0, 1],
+            "application": {"id": str(self.application_id), "flags": 0},
+            "private_channels": [],
+            "relationships": [],
+            "presences": [],
+            "user_settings": {},
+            "guild_join_requests": [],
+            "geo_ordered_rtc_regions": [],
+        }
+
+    def _guild_payloads(self) -> list[dict[str, Any]]:
+        return [g.payload(self.bot_user) for g in self.guilds.values()]

@@ -1,0 +1,174 @@
+"""The emulated world: snowflakes, users, guilds, channels, members, and their wire payloads."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+DISCORD_EPOCH_MS = 1_420_070_400_000
+_counter = itertools.count(1)
+
+# A few permission bits (https://discord.com/developers/docs/topics/permissions)
+ADMINISTRATOR = 1 << 3
+MANAGE_GUILD = 1 << 5
+VIEW_CHANNEL = 1 << 10
+SEND_MESSAGES = 1 << 11
+EMBED_LINKS = 1 << 14
+ATTACH_FILES = 1 << 15
+USE_APPLICATION_COMMANDS = 1 << 31
+MEMBER_DEFAULT = (
+    VIEW_CHANNEL | SEND_MESSAGES | EMBED_LINKS | ATTACH_FILES | USE_APPLICATION_COMMANDS
+)
+BOT_DEFAULT = MEMBER_DEFAULT
+
+
+def snowflake(at: float | None = None) -> int:
+    """A Discord id whose timestamp is ``at`` (``time.time()`` seconds, default now)."""
+    ms = int((time.time() if at is None else at) * 1000)
+    return ((ms - DISCORD_EPOCH_MS) << 22) | (next(_counter) & 0x3FFFFF)
+
+
+def iso(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).isoformat()
+
+
+def user_payload(user_id: int, name: str, bot: bool = False) -> dict[str, Any]:
+    return {
+        "id": str(user_id),
+        "username": name,
+        "global_name": None if bot else name,
+        "discriminator": "0",
+        "avatar": None,
+        "bot": bot,
+        "public_flags": 0,
+        "flags": 0,
+    }
+
+
+@dataclass
+class Member:
+    user: dict[str, Any]
+    guild_id: int
+    permissions: int
+    joined_at: float = field(default_factory=time.time)
+
+    @property
+    def id(self) -> int:
+        return int(self.user["id"])
+
+    def payload(self) -> dict[str, Any]:
+        """The member object of an interaction: ``permissions`` is the total in the channel."""
+        return {
+            "user": self.user,
+            "nick": None,
+            "avatar": None,
+            "roles": [],
+            "joined_at": iso(self.joined_at),
+            "deaf": False,
+            "mute": False,
+            "flags": 0,
+            "pending": False,
+            "permissions": str(self.permissions),
+            "communication_disabled_until": None,
+        }
+
+
+@dataclass
+class Channel:
+    id: int
+    name: str
+    guild_id: int | None = None
+    recipient: dict[str, Any] | None = None  # set for a DM channel
+
+    def payload(self) -> dict[str, Any]:
+        if self.recipient is not None:
+            return {
+                "id": str(self.id),
+                "type": 1,
+                "recipients": [self.recipient],
+                "last_message_id": None,
+                "flags": 0,
+            }
+        return {
+            "id": str(self.id),
+            "type": 0,
+            "guild_id": str(self.guild_id),
+            "name": self.name,
+            "position": 0,
+            "permission_overwrites": [],
+            "nsfw": False,
+            "parent_id": None,
+            "topic": None,
+            "last_message_id": None,
+            "rate_limit_per_user": 0,
+            "flags": 0,
+        }
+
+
+@dataclass
+class Guild:
+    id: int
+    name: str
+    owner_id: int
+    bot_permissions: int = BOT_DEFAULT
+    channels: dict[int, Channel] = field(default_factory=dict)
+    members: dict[int, Member] = field(default_factory=dict)
+    joined_at: float = field(default_factory=time.time)
+
+    @property
+    def default_channel(self) -> Channel:
+        return next(iter(self.channels.values()))
+
+    def payload(self, bot_user: dict[str, Any]) -> dict[str, Any]:
+        """GUILD_CREATE: the guild as the bot receives it after READY."""
+        everyone = {
+            "id": str(self.id),
+            "name": "@everyone",
+            "permissions": str(self.bot_permissions),
+            "position": 0,
+            "color": 0,
+            "hoist": False,
+            "managed": False,
+            "mentionable": False,
+            "flags": 0,
+        }
+        bot_member = Member(bot_user, self.id, self.bot_permissions, self.joined_at).payload()
+        bot_member.pop("permissions")
+        return {
+            "id": str(self.id),
+            "name": self.name,
+            "icon": None,
+            "owner_id": str(self.owner_id),
+            "roles": [everyone],
+            "emojis": [],
+            "stickers": [],
+            "features": [],
+            "channels": [c.payload() for c in self.channels.values()],
+            "threads": [],
+            "members": [bot_member],
+            "member_count": len(self.members) + 1,
+            "voice_states": [],
+            "presences": [],
+            "stage_instances": [],
+            "guild_scheduled_events": [],
+            "soundboard_sounds": [],
+            "joined_at": iso(self.joined_at),
+            "large": False,
+            "unavailable": False,
+            "premium_tier": 0,
+            "system_channel_flags": 0,
+            "preferred_locale": "en-US",
+            "verification_level": 0,
+            "default_message_notifications": 0,
+            "explicit_content_filter": 0,
+            "mfa_level": 0,
+            "nsfw_level": 0,
+            "afk_timeout": 300,
+            "afk_channel_id": None,
+            "system_channel_id": None,
+            "description": None,
+            "application_id": None,
+        }

@@ -1,0 +1,393 @@
+"""The loopback Discord, driven by the real discord.py client over HTTP and the gateway."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import aiohttp
+import discord
+import pytest
+from discord import app_commands
+from discord.ext import commands
+
+from stembot.bot.endpoints import current_discord_endpoints, use_discord_endpoints
+from tests.standins.discord import (
+    ADMINISTRATOR,
+    DEFAULT_SPEC_PATH,
+    DiscordEmulator,
+    InteractionFailed,
+    SpecViolationError,
+)
+
+AUDIO = b"RIFF" + bytes(4096)
+has_spec = pytest.mark.skipif(
+    not DEFAULT_SPEC_PATH.is_file(), reason=f"no OpenAPI description at {DEFAULT_SPEC_PATH}"
+)
+
+
+@dataclass
+class Probe:
+    """What the test bot's commands saw, and a latch that holds them mid-flight."""
+
+    errors: list[Exception] = field(default_factory=list)
+    seen: list[object] = field(default_factory=list)
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class AgainView(discord.ui.View):
+    def __init__(self) -> None:
+        super().__init__(timeout=None)
+
+    @discord.ui.button(label="Again", custom_id="again")
+    async def again(
+        self, interaction: discord.Interaction, _: discord.ui.Button[AgainView]
+    ) -> None:
+        await interaction.response.edit_message(content="clicked", view=None)
+
+
+def build_bot(probe: Probe) -> commands.Bot:
+    """A plain discord.py bot with a small command tree exercising every response path."""
+    bot = commands.Bot(command_prefix="!", intents=discord.Intents.default(), guild_ready_timeout=0)
+    stems = app_commands.Group(name="stems", description="Split audio into stems")
+
+    @stems.command(name="vocals", description="Isolate the vocals")
+    async def vocals(
+        interaction: discord.Interaction, file: discord.Attachment, note: str | None = None
+    ) -> None:
+        await interaction.response.defer(thinking=True)
+        data = await file.read()
+        probe.seen.append((len(data), note, interaction.filesize_limit))
+        embed = discord.Embed(title="Vocals ready", description=f"{file.filename}: {len(data)} B")
+        await interaction.edit_original_response(embed=embed, view=AgainView())
+        await interaction.followup.send(
+            embed=discord.Embed(title="Stem"), file=discord.File(io.BytesIO(data), "vocals.wav")
+        )
+
+    @stems.command(name="hold", description="Defer, wait for the test, then edit")
+    async def hold(
+        interaction: discord.Interaction, size: int = 0, title_length: int = 5, fields: int = 0
+    ) -> None:
+        try:
+            await interaction.response.defer()
+            await probe.release.wait()
+            if size:
+                await interaction.followup.send(file=discord.File(io.BytesIO(bytes(size)), "x.bin"))
+            embed = discord.Embed(title="t" * title_length)
+            for _ in range(fields):
+                embed.add_field(name="f", value="v" * 1000)
+            await interaction.edit_original_response(content="done", embed=embed)
+        except discord.HTTPException as error:
+            probe.errors.append(error)
+
+    @stems.command(name="post", description="Post in the channel and DM the user")
+    async def post(interaction: discord.Interaction) -> None:
+        await interaction.response.send_message("posting", ephemeral=True)
+        for send in (interaction.channel.send, interaction.user.send):  # type: ignore[union-attr]
+            try:
+                await send("result")
+            except discord.HTTPException as error:
+                probe.errors.append(error)
+
+    @stems.command(name="tidy", description="Answer with a file, then edit and delete")
+    async def tidy(interaction: discord.Interaction) -> None:
+        await interaction.response.send_message(
+            "first", file=discord.File(io.BytesIO(AUDIO), "a.wav")
+        )
+        original = await interaction.original_response()
+        probe.seen.append(original.attachments[0].size)
+        extra = await interaction.followup.send("second", wait=True)
+        await extra.edit(content="second, edited")
+        await interaction.delete_original_response()
+
+    @app_commands.context_menu(name="Split stems")
+    async def split(interaction: discord.Interaction, message: discord.Message) -> None:
+        await interaction.response.send_message(
+            f"{len(message.attachments)} file(s) in {message.id}", ephemeral=True
+        )
+
+    async def setup_hook() -> None:
+        bot.tree.add_command(stems)
+        bot.tree.add_command(split)
+        await bot.tree.sync()
+
+    bot.setup_hook = setup_hook  # type: ignore[method-assign]
+    return bot
+
+
+@pytest.fixture
+async def emulator() -> AsyncIterator[DiscordEmulator]:
+    async with DiscordEmulator() as emulator:
+        previous = use_discord_endpoints(emulator.api_base, emulator.gateway_url)
+        try:
+            yield emulator
+        finally:
+            use_discord_endpoints(*previous)
+
+
+@pytest.fixture
+def probe() -> Probe:
+    return Probe()
+
+
+@pytest.fixture
+async def bot(emulator: DiscordEmulator, probe: Probe) -> AsyncIterator[commands.Bot]:
+    await emulator.add_guild("Test server")
+    bot = build_bot(probe)
+    await bot.login(emulator.token)
+    running = asyncio.create_task(bot.connect())
+    try:
+        await asyncio.wait_for(bot.wait_until_ready(), 10)
+        yield bot
+    finally:
+        await bot.close()
+        await running
+
+
+@pytest.fixture
+def guild(emulator: DiscordEmulator, bot: commands.Bot):
+    return next(iter(emulator.guilds.values()))
+
+
+@pytest.fixture
+def alice(emulator: DiscordEmulator, guild):
+    return emulator.add_member(guild, "alice")
+
+
+async def test_full_slash_flow_with_attachment_embed_file_and_button(emulator, bot, probe, alice):
+    """Defer, read the attachment, edit with an embed, follow up with a file, click a button."""
+    upload = emulator.upload_attachment(AUDIO, "song.wav", "audio/wav")
+    interaction = await emulator.slash(
+        "stems vocals", member=alice, options={"file": upload, "note": "hi"}
+    )
+
+    final = await emulator.final_message(interaction)
+    assert final is not None and final["embeds"][0]["title"] == "Vocals ready"
+    assert probe.seen == [(len(AUDIO), "hi", emulator.upload_limit)]
+    await interaction.wait_until(lambda r: bool(r.followups), 5)
+    (followup,) = interaction.followups
+    assert followup.embeds[0]["title"] == "Stem" and followup.attachments[0]["size"] == len(AUDIO)
+    async with aiohttp.ClientSession() as http, http.get(followup.attachments[0]["url"]) as got:
+        assert await got.read() == AUDIO
+
+    original = interaction.original
+    assert original is not None and original.custom_ids() == ["again"]
+    click = await emulator.click(original, "again", member=alice)
+    clicked = await emulator.final_message(click)
+    assert clicked is not None and clicked["content"] == "clicked" and clicked["components"] == []
+
+
+async def test_response_with_file_then_followup_edit_and_original_delete(
+    emulator, bot, probe, alice
+):
+    """Multipart callback, GET @original, followup edit by id and DELETE @original are recorded."""
+    interaction = await emulator.slash("stems tidy", member=alice)
+    await interaction.wait_until(lambda r: r.original is not None and r.original.deleted_at, 5)
+    assert probe.seen == [len(AUDIO)]
+    view = interaction.view()
+    assert view.original is None and [m["content"] for m in view.followups] == ["second, edited"]
+    assert [c.method for c in interaction.calls] == ["POST", "GET", "POST", "PATCH", "DELETE"]
+
+
+async def test_commands_are_synced_globally_with_ids(emulator, bot):
+    """tree.sync() overwrites the global commands; the emulator stores them with ids."""
+    names = sorted((c["name"], c["type"]) for c in emulator.commands[None])
+    assert names == [("Split stems", 3), ("stems", 1)]
+    assert all(c["id"].isdigit() for c in emulator.commands[None])
+
+
+async def test_message_context_menu_sees_the_target_message(emulator, bot, guild, alice):
+    """A message command receives the target message from `resolved`."""
+    upload = emulator.upload_attachment(AUDIO, "a.wav", "audio/wav")
+    target = await emulator.post_user_message(guild.default_channel, alice, "x", [upload])
+    interaction = await emulator.message_command("Split stems", member=alice, target=target)
+    final = await emulator.final_message(interaction)
+    assert final is not None and final["content"] == f"1 file(s) in {target.id}"
+    assert final["flags"] & 64  # ephemeral
+
+
+async def test_late_acknowledgement_is_refused_and_marked_failed(emulator, bot, probe, alice):
+    """An ack arriving after 3 s gets 10062 and the user sees the interaction failed."""
+    probe.release.set()
+    interaction = await emulator.slash("stems hold", member=alice, age_s=3.5)
+    with pytest.raises(InteractionFailed):
+        await emulator.final_message(interaction)
+    await interaction.wait_until(lambda r: bool(r.calls), 5)
+    assert interaction.late_ack_at is not None
+    assert (interaction.calls[0].status, interaction.calls[0].code) == (404, 10062)
+
+
+async def test_unacknowledged_interaction_fails_after_the_window(emulator, bot, guild, alice):
+    """No answer at all: the interaction counts as failed once the ack window has passed."""
+    emulator.ack_window_s = 0.05
+    bot.tree.remove_command("Split stems", type=discord.AppCommandType.message)
+    target = await emulator.post_user_message(guild.default_channel, alice, "x")
+    interaction = await emulator.message_command("Split stems", member=alice, target=target)
+    with pytest.raises(InteractionFailed):
+        await emulator.acknowledged(interaction)
+
+
+async def test_second_acknowledgement_answers_40060(emulator, bot, probe, alice):
+    """A second callback for the same interaction is refused with 40060."""
+    interaction = await emulator.slash("stems hold", member=alice)
+    assert await emulator.acknowledged(interaction) == 5
+    url = f"{emulator.api_base}/interactions/{interaction.id}/{interaction.token}/callback"
+    async with aiohttp.ClientSession() as http, http.post(url, json={"type": 5}) as answer:
+        assert answer.status == 400 and (await answer.json())["code"] == 40060
+    probe.release.set()
+    assert (await emulator.final_message(interaction) or {})["content"] == "done"
+
+
+async def test_expired_token_is_refused_with_50027(emulator, bot, probe, alice):
+    """After 15 minutes the interaction token no longer edits the response (401 / 50027)."""
+    interaction = await emulator.slash("stems hold", member=alice)
+    await emulator.acknowledged(interaction)
+    emulator.age(interaction, 15 * 60 + 1)
+    probe.release.set()
+    await eventually(lambda: bool(probe.errors))
+    error = probe.errors[0]
+    assert isinstance(error, discord.HTTPException)
+    assert (error.status, error.code) == (401, 50027)
+    assert interaction.original is not None and interaction.original.loading
+
+
+async def test_embeds_over_6000_characters_are_refused(emulator, bot, probe, alice):
+    """An edit whose embeds total more than 6000 characters gets 400 / 50035."""
+    probe.release.set()
+    await emulator.slash("stems hold", member=alice, options={"fields": 7})
+    await eventually(lambda: bool(probe.errors))
+    error = probe.errors[0]
+    assert isinstance(error, discord.HTTPException) and error.code == 50035
+    assert "6000" in error.text
+
+
+async def test_upload_over_the_limit_is_refused_with_40005(probe, alice, bot, emulator):
+    """A file over the interaction's attachment_size_limit gets 413 / 40005."""
+    emulator.upload_limit = 1000
+    probe.release.set()
+    await emulator.slash("stems hold", member=alice, options={"size": 2000})
+    await eventually(lambda: bool(probe.errors))
+    error = probe.errors[0]
+    assert isinstance(error, discord.HTTPException) and (error.status, error.code) == (413, 40005)
+
+
+@has_spec
+async def test_body_breaking_the_openapi_description_is_refused_and_recorded(
+    emulator, bot, probe, alice
+):
+    """An embed title over 256 characters breaks Discord's OpenAPI description."""
+    probe.release.set()
+    await emulator.slash("stems hold", member=alice, options={"title_length": 300})
+    await eventually(lambda: bool(probe.errors))
+    assert isinstance(probe.errors[0], discord.HTTPException) and probe.errors[0].code == 50035
+    (violation,) = emulator.take_spec_violations()
+    assert violation.route == "/webhooks/{webhook_id}/{webhook_token}/messages/@original"
+    assert any(p.startswith("embeds/0/title") for p in violation.problems)
+
+
+@has_spec
+async def test_unclaimed_spec_violation_fails_at_exit():
+    """A violation nobody took fails the `async with` block, so the test fails."""
+    with pytest.raises(SpecViolationError, match="POST /users/@me/channels"):
+        async with DiscordEmulator() as emulator, aiohttp.ClientSession() as http:
+            headers = {"Authorization": f"Bot {emulator.token}"}
+            url = f"{emulator.api_base}/users/@me/channels"
+            async with http.post(url, json={"recipient_id": []}, headers=headers) as answer:
+                assert answer.status == 400
+
+
+async def test_spec_check_can_be_switched_off():
+    """validate_spec=False leaves Discord's own limits as the only check."""
+    async with DiscordEmulator(validate_spec=False) as emulator:
+        assert emulator.spec is None
+
+
+async def test_rate_limit_with_via_is_retried(emulator, bot, probe, alice, guild):
+    """A 429 carrying Via is waited out by discord.py, and the post lands."""
+    emulator.rate_limit("POST", "/channels/{channel_id}/messages", via=True, retry_after=0.01)
+    await emulator.slash("stems post", member=alice)
+    await eventually(lambda: bool(emulator.dm_messages(alice) or probe.errors))
+    posts = [c.status for c in emulator.calls if c.route == "/channels/{channel_id}/messages"]
+    assert posts[:2] == [429, 200]
+    assert [m.content for m in emulator.channel_messages(guild.default_channel)][-1] == "result"
+
+
+async def test_rate_limit_without_via_is_not_retried(emulator, bot, probe, alice, guild):
+    """A 429 without Via looks like Cloudflare's ban: discord.py raises instead of retrying."""
+    emulator.rate_limit("POST", "/channels/{channel_id}/messages", via=False)
+    await emulator.slash("stems post", member=alice)
+    await eventually(lambda: bool(emulator.dm_messages(alice) or probe.errors))
+    assert isinstance(probe.errors[0], discord.HTTPException) and probe.errors[0].status == 429
+
+
+async def test_refused_channel_and_closed_dms_answer_50013_and_50007(
+    emulator, bot, probe, alice, guild
+):
+    """Posting where the bot lacks permission, or DMing a user who closed DMs, is refused."""
+    emulator.refuse_channel(guild.default_channel)
+    emulator.refuse_dms(alice)
+    await emulator.slash("stems post", member=alice)
+    await eventually(lambda: len(probe.errors) == 2)
+    assert [(e.status, e.code) for e in probe.errors] == [(403, 50013), (403, 50007)]
+
+
+async def test_dropped_gateway_resumes_on_resume_url_and_replays_events(
+    emulator, bot, guild, alice
+):
+    """After a dropped socket the client RESUMEs at resume_gateway_url and gets missed events."""
+    await emulator.drop_gateway()
+    target = await emulator.post_user_message(guild.default_channel, alice, "x")
+    interaction = await emulator.message_command("Split stems", member=alice, target=target)
+    assert await emulator.final_message(interaction) is not None
+    assert [(e.path, e.op) for e in emulator.gateway.log] == [
+        ("/gateway", "IDENTIFY"),
+        ("/gateway/resume", "RESUME"),
+    ]
+
+
+async def test_op7_reconnect_resumes_the_session(emulator, bot, alice):
+    """op 7 makes the client reconnect and RESUME the same session."""
+    session = emulator.gateway.live_session()
+    await emulator.request_reconnect()
+    await eventually(lambda: session.resumes == 1)
+    assert emulator.gateway.log[-1].op == "RESUME"
+
+
+async def test_gateway_traffic_is_zlib_compressed(emulator, bot):
+    """discord.py asks for zlib-stream and the emulator compresses every frame."""
+    connection = emulator.gateway.live_session().connection
+    assert connection is not None and connection.compressed
+
+
+async def test_endpoints_function_points_discord_py_at_the_settings(emulator):
+    """use_discord_endpoints sets REST base and gateway URL, and returns the old ones."""
+    assert current_discord_endpoints() == (emulator.api_base, emulator.gateway_url)
+    assert discord.http.Route("GET", "/users/@me").url == emulator.api_base + "/users/@me"
+
+
+async def test_cdn_refuses_expired_and_tampered_urls(emulator):
+    """Attachment URLs are signed and expire, like Discord's."""
+    fresh = emulator.upload_attachment(AUDIO, "a.wav")["url"]
+    expired = emulator.upload_attachment(AUDIO, "a.wav", expires_in_s=-1)["url"]
+    async with aiohttp.ClientSession() as http:
+        for url, status in ((fresh, 200), (expired, 404), (fresh.replace("hm=", "hm=0"), 404)):
+            async with http.get(url) as answer:
+                assert answer.status == status
+
+
+async def test_admin_member_permissions_reach_the_bot(emulator, bot, probe, guild):
+    """Interactions carry the member's permissions as chosen by the test."""
+    admin = emulator.add_member(guild, "mod", permissions=ADMINISTRATOR)
+    upload = emulator.upload_attachment(AUDIO, "song.wav", "audio/wav")
+    interaction = await emulator.slash("stems vocals", member=admin, options={"file": upload})
+    assert int(interaction.payload["member"]["permissions"]) == ADMINISTRATOR
+    await emulator.final_message(interaction)
+
+
+async def eventually(condition, timeout_s: float = 5.0) -> None:
+    """Wait until ``condition()`` holds (state outside the emulator, like the probe)."""
+    async with asyncio.timeout(timeout_s):
+        while not condition():  # noqa: ASYNC110 - the state lives in the bot, nothing to await
+            await asyncio.sleep(0.005)
