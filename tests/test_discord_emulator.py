@@ -19,6 +19,7 @@ from tests.standins.discord import (
     DEFAULT_SPEC_PATH,
     DiscordEmulator,
     InteractionFailed,
+    OpenAPISpec,
     SpecViolationError,
 )
 
@@ -296,6 +297,12 @@ async def test_unclaimed_spec_violation_fails_at_exit():
             url = f"{emulator.api_base}/users/@me/channels"
             async with http.post(url, json={"recipient_id": []}, headers=headers) as answer:
                 assert answer.status == 400
+
+
+def test_absent_openapi_description_skips_the_check_visibly(tmp_path, caplog):
+    """Without the description file the check is off and a warning says so."""
+    assert OpenAPISpec.load(tmp_path / "missing.json") is None
+    assert "spec check skipped" in caplog.text
 
 
 async def test_spec_check_can_be_switched_off():
