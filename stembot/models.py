@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 
 
 class Mode(enum.StrEnum):
@@ -92,3 +92,102 @@ class JobRequest:
     source_url: str
     source_name: str
     source_key: str
+
+
+# --- The ledger's values (written by stembot.store) ---------------------------------------
+
+_REFUNDED = frozenset({JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.INTERRUPTED})
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One request as the ledger holds it: who asked for what, what it costs, where it stands."""
+
+    id: int
+    guild_id: int
+    channel_id: int
+    user_id: int
+    interaction_id: int
+    mode: Mode
+    source_name: str
+    source_key: str
+    cost: int
+    status: JobStatus
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    error: str | None
+
+    @property
+    def charged(self) -> int:
+        """Units this request counts against quotas: nothing once it was refunded."""
+        return 0 if self.status in _REFUNDED else self.cost
+
+
+class QuotaLimit(enum.StrEnum):
+    """Which limit refused a request."""
+
+    GUILD_DAILY = "guild_daily"
+    GUILD_MONTHLY = "guild_monthly"
+    USER_DAILY = "user_daily"
+    USER_ACTIVE = "user_active"
+
+
+@dataclass(frozen=True, slots=True)
+class WindowStatus:
+    """Units used and left in one quota window, and when the window starts over."""
+
+    used: int
+    limit: int
+    remaining: int
+    resets_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaStatus:
+    """A guild's daily and monthly windows and, when a user is asked about, theirs."""
+
+    guild_daily: WindowStatus
+    guild_monthly: WindowStatus
+    user_daily: WindowStatus | None
+    user_active_jobs: int | None
+    user_active_limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class GuildLimits:
+    """A guild's effective limits; ``overridden`` names those a moderator set."""
+
+    daily: int
+    monthly: int
+    per_user: int
+    active_jobs: int
+    overridden: frozenset[str] = frozenset()
+
+    @property
+    def switched_off(self) -> bool:
+        """A daily or monthly limit of 0: the guild may start no paid request at all."""
+        return self.daily == 0 or self.monthly == 0
+
+
+@dataclass(frozen=True, slots=True)
+class UsageLine:
+    """Requests made, units charged and requests refunded for one group of a report."""
+
+    requests: int
+    units: int
+    refunded: int
+
+
+@dataclass(frozen=True, slots=True)
+class UsageReport:
+    """A guild's usage over ``[since, until)``: totals, by user, by mode, by UTC day."""
+
+    guild_id: int
+    since: datetime
+    until: datetime
+    total: UsageLine
+    by_user: tuple[tuple[int, UsageLine], ...]
+    by_mode: tuple[tuple[Mode, UsageLine], ...]
+    by_day: tuple[tuple[date, UsageLine], ...]
+    top_users: tuple[tuple[int, UsageLine], ...]

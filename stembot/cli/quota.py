@@ -1,9 +1,252 @@
-"""`stembot quota show|set` and `stembot usage`: operators' view of the ledger."""
+"""`stembot quota show|set` and `stembot usage`: operators' view of the ledger.
+
+Every argument is checked before the database is opened, so a typo changes nothing.
+"""
 
 from __future__ import annotations
 
+import argparse
+import re
+import sys
+from collections.abc import Callable, Mapping
+from datetime import UTC, date, datetime
 from typing import Any
+
+from stembot.config import load_settings
+from stembot.errors import ConfigError, StembotError
+from stembot.models import GuildLimits, QuotaStatus, UsageLine, UsageReport
+from stembot.store import MAX_LIMIT, Store, month_window
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+_GUILD_HELP = "the Discord server (guild) id, digits only"
+_LIMIT_OPTIONS = (
+    ("--daily", "daily", "units the server may use per UTC day"),
+    ("--monthly", "monthly", "units the server may use per UTC calendar month"),
+    ("--per-user", "per_user", "units one member may use per UTC day"),
+    ("--active", "active_jobs", "requests one member may have queued or running at once"),
+)
+
+
+class _BadArgument(Exception):
+    """An operator's argument is wrong; the message says what and how to fix it."""
 
 
 def register(subparsers: Any) -> None:
-    """Filled in by the ledger work."""
+    quota: argparse.ArgumentParser = subparsers.add_parser(
+        "quota",
+        help="show or set a server's quota limits",
+        description="Show or set a server's quota limits (units per day, month, member).",
+    )
+    actions = quota.add_subparsers(dest="quota_action", required=True, metavar="ACTION")
+
+    show = actions.add_parser(
+        "show", help="a server's limits and usage", description="Show a server's limits and usage."
+    )
+    show.add_argument("guild", metavar="GUILD", help=_GUILD_HELP)
+    show.set_defaults(handler=handle_show)
+
+    set_ = actions.add_parser(
+        "set",
+        help="override a server's limits",
+        description="Override some of a server's limits; the others stay as they are.",
+    )
+    set_.add_argument("guild", metavar="GUILD", help=_GUILD_HELP)
+    for flag, dest, text in _LIMIT_OPTIONS:
+        set_.add_argument(flag, dest=dest, metavar="N", help=f"{text} (0 allows none)")
+    set_.set_defaults(handler=handle_set)
+
+    usage = subparsers.add_parser(
+        "usage",
+        help="a server's usage report, or its ledger as CSV",
+        description="Report a server's usage since a date (UTC), or export the ledger as CSV.",
+    )
+    usage.add_argument("guild", metavar="GUILD", help=_GUILD_HELP)
+    usage.add_argument(
+        "--since", metavar="DATE", help="first UTC day, YYYY-MM-DD (default: the 1st of this month)"
+    )
+    usage.add_argument(
+        "--csv", action="store_true", help="write the ledger (one row per request) as CSV"
+    )
+    usage.set_defaults(handler=handle_usage)
+
+
+# --- handlers ---------------------------------------------------------------------------------
+
+
+def handle_show(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    return _run(lambda: _show(args, env))
+
+
+def handle_set(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    return _run(lambda: _set(args, env))
+
+
+def handle_usage(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    return _run(lambda: _usage(args, env))
+
+
+def _run(action: Callable[[], int]) -> int:
+    try:
+        return action()
+    except _BadArgument as problem:
+        _fail(str(problem))
+        return EXIT_USAGE
+    except ConfigError:
+        raise  # the entry point names every problem and exits 2
+    except StembotError as error:
+        _fail(error.user_message)
+        return EXIT_FAILED
+
+
+def _fail(message: str) -> None:
+    print(f"stembot: {message}", file=sys.stderr)
+
+
+def _open(env: Mapping[str, str]) -> Store:
+    settings = load_settings(env)
+    return Store.open(settings.db_path, settings.quota)
+
+
+def _show(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    guild_id = _guild_id(args.guild)
+    store = _open(env)
+    try:
+        limits = store.guild_limits(guild_id)
+        status = store.quota_status(guild_id, None, datetime.now(UTC))
+        log_channel = store.log_channel(guild_id)
+    finally:
+        store.close()
+    print(f"Server {guild_id}")
+    print(_limits_text(limits))
+    print(_usage_text(status))
+    print(f"  log channel      {log_channel if log_channel is not None else 'none'}")
+    return EXIT_OK
+
+
+def _set(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    guild_id = _guild_id(args.guild)
+    changes = {
+        dest: _limit(flag, getattr(args, dest))
+        for flag, dest, _ in _LIMIT_OPTIONS
+        if getattr(args, dest) is not None
+    }
+    if not changes:
+        flags = ", ".join(flag for flag, _, _ in _LIMIT_OPTIONS)
+        raise _BadArgument(f"nothing to set: give at least one of {flags}")
+    store = _open(env)
+    try:
+        limits = store.set_limits(guild_id, **changes)
+    finally:
+        store.close()
+    print(f"Server {guild_id}: limits updated")
+    print(_limits_text(limits))
+    return EXIT_OK
+
+
+def _usage(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    guild_id = _guild_id(args.guild)
+    now = datetime.now(UTC)
+    since = _since(args.since, now)
+    store = _open(env)
+    try:
+        if args.csv:
+            store.export_csv(guild_id, since, now, sys.stdout)
+        else:
+            print(_report_text(store.usage_report(guild_id, since, now)))
+    finally:
+        store.close()
+    return EXIT_OK
+
+
+# --- checking arguments -------------------------------------------------------------------------
+
+
+def _shown(text: str) -> str:
+    return repr(text if len(text) <= 40 else text[:40] + "...")
+
+
+def _guild_id(text: str) -> int:
+    if re.fullmatch(r"[0-9]{1,19}", text) and 0 < int(text) < 2**63:
+        return int(text)
+    raise _BadArgument(
+        f"GUILD must be a Discord server id (digits only, like 123456789012345678), "
+        f"not {_shown(text)}"
+    )
+
+
+def _limit(flag: str, text: str) -> int:
+    if re.fullmatch(r"[0-9]{1,10}", text.strip()) and int(text) <= MAX_LIMIT:
+        return int(text)
+    raise _BadArgument(f"{flag} must be a whole number from 0 to {MAX_LIMIT}, not {_shown(text)}")
+
+
+def _since(text: str | None, now: datetime) -> datetime:
+    if text is None:
+        return month_window(now)[0]
+    try:
+        if not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", text):
+            raise ValueError(text)
+        day = date.fromisoformat(text)
+    except ValueError:
+        raise _BadArgument(f"--since must be a date like 2026-05-01, not {_shown(text)}") from None
+    since = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    if since > now:
+        raise _BadArgument(f"--since {text} is in the future (UTC)")
+    return since
+
+
+# --- rendering ----------------------------------------------------------------------------------
+
+
+def _origin(limits: GuildLimits, name: str) -> str:
+    return "set for this server" if name in limits.overridden else "default"
+
+
+def _limits_text(limits: GuildLimits) -> str:
+    return "\n".join(
+        (
+            f"  daily limit      {limits.daily} units ({_origin(limits, 'daily')})",
+            f"  monthly limit    {limits.monthly} units ({_origin(limits, 'monthly')})",
+            f"  per member       {limits.per_user} units a day ({_origin(limits, 'per_user')})",
+            f"  active requests  {limits.active_jobs} per member at once "
+            f"({_origin(limits, 'active_jobs')})",
+        )
+    )
+
+
+def _usage_text(status: QuotaStatus) -> str:
+    lines = []
+    for label, window in (("today", status.guild_daily), ("this month", status.guild_monthly)):
+        lines.append(
+            f"  {label:<16} {window.used} used, {window.remaining} left of {window.limit}; "
+            f"resets {window.resets_at:%Y-%m-%d %H:%M} UTC"
+        )
+    return "\n".join(lines)
+
+
+def _line_text(label: str, line: UsageLine) -> str:
+    return (
+        f"  {label:<20} {line.requests:>6} requests {line.units:>7} units "
+        f"{line.refunded:>5} refunded"
+    )
+
+
+def _report_text(report: UsageReport) -> str:
+    lines = [
+        f"Usage of server {report.guild_id} from {report.since:%Y-%m-%d %H:%M} UTC "
+        f"to {report.until:%Y-%m-%d %H:%M} UTC",
+        _line_text("total", report.total),
+    ]
+    if report.total.requests == 0:
+        lines.append("  (no requests in this period)")
+        return "\n".join(lines)
+    lines.append("By mode:")
+    lines += [_line_text(mode.value, line) for mode, line in report.by_mode]
+    lines.append("By day (UTC):")
+    lines += [_line_text(day.isoformat(), line) for day, line in report.by_day]
+    lines.append("Top users:")
+    lines += [_line_text(f"user {user_id}", line) for user_id, line in report.top_users]
+    return "\n".join(lines)

@@ -1,0 +1,896 @@
+"""The usage ledger, quotas and stored results in SQLite; the only user of sqlite-utils.
+
+One row of ``requests`` per request is both the ledger entry and the job's state. Quota used
+in a window is derived from that ledger (the cost of requests that were not refunded), never
+kept as a separate counter, so the money and the jobs cannot drift apart.
+
+Every check-then-write runs in ``BEGIN IMMEDIATE``: in WAL mode a deferred transaction that
+reads and then writes fails at once with "database is locked" when another connection
+committed in between, whatever the busy timeout (see ../shared/design.md).
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import json
+import logging
+import random
+import sqlite3
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any, NamedTuple, TextIO
+
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+from stembot.config import QuotaPolicy
+from stembot.errors import (
+    DuplicateRequestError,
+    QuotaExceededError,
+    StembotError,
+    StoreBusyError,
+)
+from stembot.models import (
+    GuildLimits,
+    Job,
+    JobRequest,
+    JobStatus,
+    Mode,
+    QuotaLimit,
+    QuotaStatus,
+    Separation,
+    Stem,
+    UsageLine,
+    UsageReport,
+    WindowStatus,
+)
+
+log = logging.getLogger(__name__)
+
+# Largest limit a moderator or operator may set; far above any real budget, well inside int64.
+MAX_LIMIT = 1_000_000_000
+DEFAULT_BUSY_TIMEOUT_S = 5.0
+_MAX_ERROR_CHARS = 1000
+_FIRST_PAUSE_S = 0.0002
+_LONGEST_PAUSE_S = 0.002
+_REFUND_STATUSES = (JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.INTERRUPTED)
+_INTERRUPTED_ERROR = "stembot stopped while this request was in progress"
+# Where the 80% / 100% quota alerts of the moderators' work will be remembered.
+ALERT_PERIODS = ("day", "month")
+
+MIGRATIONS = Migrations("stembot")
+
+
+@MIGRATIONS(name="0001_ledger")
+def _create_ledger(db: Database) -> None:
+    db.executescript(
+        """
+        CREATE TABLE guild_settings (
+            guild_id INTEGER PRIMARY KEY,
+            daily_limit INTEGER CHECK (daily_limit >= 0),
+            monthly_limit INTEGER CHECK (monthly_limit >= 0),
+            user_daily_limit INTEGER CHECK (user_daily_limit >= 0),
+            user_active_jobs INTEGER CHECK (user_active_jobs >= 0),
+            log_channel_id INTEGER
+        ) STRICT;
+
+        CREATE TABLE requests (
+            id INTEGER PRIMARY KEY,
+            interaction_id INTEGER NOT NULL UNIQUE,
+            guild_id INTEGER NOT NULL,
+            channel_id INTEGER NOT NULL,
+            user_id INTEGER NOT NULL,
+            mode TEXT NOT NULL,
+            source_name TEXT NOT NULL,
+            source_key TEXT NOT NULL,
+            cost INTEGER NOT NULL CHECK (cost >= 0),
+            status TEXT NOT NULL CHECK (status IN
+                ('queued', 'running', 'succeeded', 'failed', 'cancelled', 'interrupted')),
+            created_at TEXT NOT NULL,
+            started_at TEXT,
+            finished_at TEXT,
+            error TEXT
+        ) STRICT;
+        -- Usage is summed from these partial covering indexes alone. They hold only rows
+        -- that are charged, so a check reads at most as many entries as the limit has units.
+        -- (status is a column only so that SQLite treats them as covering.)
+        CREATE INDEX requests_charged ON requests (guild_id, created_at, cost, status)
+            WHERE cost > 0 AND status IN ('queued', 'running', 'succeeded');
+        CREATE INDEX requests_user_charged
+            ON requests (guild_id, user_id, created_at, cost, status)
+            WHERE cost > 0 AND status IN ('queued', 'running', 'succeeded');
+        CREATE INDEX requests_active ON requests (guild_id, user_id)
+            WHERE status IN ('queued', 'running');
+        -- Reports and exports.
+        CREATE INDEX requests_guild_time ON requests (guild_id, created_at);
+
+        CREATE TABLE results (
+            source_key TEXT NOT NULL,
+            mode TEXT NOT NULL,
+            stems TEXT NOT NULL,
+            issued_at TEXT NOT NULL,
+            job_id INTEGER NOT NULL,
+            PRIMARY KEY (source_key, mode)
+        ) STRICT, WITHOUT ROWID;
+
+        CREATE TABLE quota_alerts (
+            guild_id INTEGER NOT NULL,
+            period TEXT NOT NULL CHECK (period IN ('day', 'month')),
+            period_start TEXT NOT NULL,
+            threshold INTEGER NOT NULL,
+            sent_at TEXT NOT NULL,
+            PRIMARY KEY (guild_id, period, period_start, threshold)
+        ) STRICT, WITHOUT ROWID;
+        """
+    )
+
+
+@MIGRATIONS(name="0002_command_digests")
+def _create_command_digests(db: Database) -> None:
+    db.execute("CREATE TABLE command_digests (scope TEXT PRIMARY KEY, digest TEXT NOT NULL) STRICT")
+
+
+class QuotaLimitReached(QuotaExceededError):
+    """A QuotaExceededError that also says, for code, which limit refused the request."""
+
+    def __init__(self, limit: QuotaLimit, user_message: str, resets_at: datetime | None) -> None:
+        self.limit = limit
+        super().__init__(user_message, resets_at)
+
+
+class StoreUnavailableError(StembotError):
+    """The database file cannot be opened or prepared (path, permissions, disk)."""
+
+    default_message = "stembot's database cannot be opened."
+
+
+# --- time -----------------------------------------------------------------------------------
+
+
+def _utc(moment: datetime) -> datetime:
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError("the store needs timezone-aware datetimes (UTC)")
+    return moment.astimezone(UTC)
+
+
+def _stamp(moment: datetime) -> str:
+    """Fixed-width ISO-8601 UTC text: sorts like the moments it names."""
+    return _utc(moment).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _parse(text: str | None) -> datetime | None:
+    return None if text is None else datetime.fromisoformat(text)
+
+
+def _iso_seconds(text: str | None) -> str:
+    moment = _parse(text)
+    return "" if moment is None else moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def day_window(now: datetime) -> tuple[datetime, datetime]:
+    """The UTC day holding ``now``: [00:00, next 00:00)."""
+    start = _utc(now).replace(hour=0, minute=0, second=0, microsecond=0)
+    return start, start + timedelta(days=1)
+
+
+def month_window(now: datetime) -> tuple[datetime, datetime]:
+    """The UTC calendar month holding ``now``: [the 1st 00:00, next 1st 00:00)."""
+    start = _utc(now).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    if start.month == 12:
+        return start, start.replace(year=start.year + 1, month=1)
+    return start, start.replace(month=start.month + 1)
+
+
+@functools.lru_cache(maxsize=4)
+def _window_stamps(day: date) -> tuple[str, str, str, str]:
+    """The stamps bounding the day and the month of ``day`` (cached: every call needs them)."""
+    moment = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    day_start, day_end = day_window(moment)
+    month_start, month_end = month_window(moment)
+    return _stamp(day_start), _stamp(day_end), _stamp(month_start), _stamp(month_end)
+
+
+def _when(resets_at: datetime, now: datetime) -> str:
+    left = resets_at - _utc(now)
+    hours, rest = divmod(int(left.total_seconds()) + 59, 3600)
+    minutes = rest // 60
+    wait = f"{hours} h {minutes} min" if hours < 48 else f"{left.days + 1} days"
+    return f"{resets_at:%Y-%m-%d %H:%M} UTC (in {wait})"
+
+
+# --- rows -----------------------------------------------------------------------------------
+
+_JOB_COLUMNS = (
+    "id, guild_id, channel_id, user_id, interaction_id, mode, source_name, source_key, "
+    "cost, status, created_at, started_at, finished_at, error"
+)
+_SELECT_JOB = f"SELECT {_JOB_COLUMNS} FROM requests WHERE id = ?"  # noqa: S608 (constant)
+_SELECT_ACTIVE = (
+    f"SELECT {_JOB_COLUMNS} FROM requests INDEXED BY requests_active "  # noqa: S608 (constant)
+    "WHERE status IN ('queued', 'running') ORDER BY id"
+)
+_CHARGED = "CASE WHEN status IN ('queued', 'running', 'succeeded') THEN cost ELSE 0 END"
+_REFUNDED = "CASE WHEN status IN ('failed', 'cancelled', 'interrupted') THEN 1 ELSE 0 END"
+
+# Everything a reservation checks, read in one statement: whether the interaction is already
+# in the ledger, the guild's overrides, and the units used in each window (one scan of the
+# month gives the day too).
+_SNAPSHOT = """
+SELECT
+  (SELECT count(*) FROM requests WHERE interaction_id = :interaction),
+  g.daily_limit, g.monthly_limit, g.user_daily_limit, g.user_active_jobs,
+  m.today, m.month,
+  (SELECT coalesce(sum(cost), 0) FROM requests INDEXED BY requests_user_charged
+    WHERE guild_id = :guild AND user_id = :user AND created_at >= :day AND created_at < :day_end
+      AND cost > 0 AND status IN ('queued', 'running', 'succeeded')),
+  (SELECT count(*) FROM requests INDEXED BY requests_active
+    WHERE guild_id = :guild AND user_id = :user AND status IN ('queued', 'running'))
+FROM (
+  SELECT
+    coalesce(sum(CASE WHEN created_at >= :day AND created_at < :day_end THEN cost END), 0)
+      AS today,
+    coalesce(sum(cost), 0) AS month
+  FROM requests INDEXED BY requests_charged
+  WHERE guild_id = :guild AND created_at >= :month AND created_at < :month_end
+    AND cost > 0 AND status IN ('queued', 'running', 'succeeded')
+) AS m
+LEFT JOIN guild_settings AS g ON g.guild_id = :guild
+"""
+
+_INSERT_REQUEST = """
+INSERT INTO requests (interaction_id, guild_id, channel_id, user_id, mode, source_name,
+                      source_key, cost, status, created_at, finished_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+"""
+
+CSV_COLUMNS = (
+    "request_id",
+    "created_at",
+    "finished_at",
+    "guild_id",
+    "channel_id",
+    "user_id",
+    "interaction_id",
+    "mode",
+    "source",
+    "source_key",
+    "cost",
+    "charged",
+    "status",
+    "error",
+)
+
+
+def _job(row: Sequence[Any]) -> Job:
+    created_at = _parse(row[10])
+    assert created_at is not None  # NOT NULL in the schema
+    return Job(
+        id=row[0],
+        guild_id=row[1],
+        channel_id=row[2],
+        user_id=row[3],
+        interaction_id=row[4],
+        mode=Mode(row[5]),
+        source_name=row[6],
+        source_key=row[7],
+        cost=row[8],
+        status=JobStatus(row[9]),
+        created_at=created_at,
+        started_at=_parse(row[11]),
+        finished_at=_parse(row[12]),
+        error=row[13],
+    )
+
+
+def _spreadsheet_safe(text: str | None) -> str:
+    """User-supplied text that a spreadsheet will not run as a formula."""
+    if not text:
+        return ""
+    return "'" + text if text[0] in "=+-@\t\r" else text
+
+
+def _check_limit(value: int | None, name: str) -> None:
+    if value is not None and (
+        isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_LIMIT
+    ):
+        raise ValueError(f"{name} must be a whole number from 0 to {MAX_LIMIT}")
+
+
+def _is_busy(error: sqlite3.OperationalError) -> bool:
+    code = getattr(error, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    text = str(error).lower()
+    return "locked" in text or "busy" in text
+
+
+@contextmanager
+def _busy_is_retryable() -> Iterator[None]:
+    try:
+        yield
+    except sqlite3.OperationalError as error:
+        if _is_busy(error):
+            raise StoreBusyError() from error
+        raise
+
+
+class Store:
+    """The ledger. One instance (one connection) per process; calls are short and synchronous."""
+
+    def __init__(
+        self, db: Database, policy: QuotaPolicy, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S
+    ) -> None:
+        self._db = db
+        self._policy = policy
+        self._busy_timeout_ms = max(0, round(busy_timeout_s * 1000))
+
+    @classmethod
+    def open(
+        cls, path: Path, policy: QuotaPolicy, *, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S
+    ) -> Store:
+        """Open (creating if needed) the database: WAL, synchronous=FULL, migrations applied."""
+        try:
+            conn = sqlite3.connect(str(path), timeout=busy_timeout_s)
+        except sqlite3.Error as error:
+            raise StoreUnavailableError(f"cannot use the database at {path}: {error}") from error
+        try:
+            db = Database(conn, execute_plugins=False)
+            with _busy_is_retryable():
+                _prepare(db)
+        except sqlite3.DatabaseError as error:
+            conn.close()
+            raise StoreUnavailableError(f"cannot use the database at {path}: {error}") from error
+        except BaseException:
+            conn.close()
+            raise
+        return cls(db, policy, busy_timeout_s)
+
+    def close(self) -> None:
+        self._db.close()
+
+    @property
+    def policy(self) -> QuotaPolicy:
+        """The default limits and the cost of each mode."""
+        return self._policy
+
+    # --- transactions -------------------------------------------------------------------
+
+    @contextmanager
+    def _write(self) -> Iterator[None]:
+        """A write transaction that holds the write lock from its first statement."""
+        with _busy_is_retryable():
+            self._begin_immediate()
+            try:
+                yield
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.rollback()
+                raise
+
+    def _begin_immediate(self) -> None:
+        """Take the write lock, polling every millisecond or so until the busy timeout.
+
+        SQLite's own busy handler backs off to 100 ms sleeps, so a process waiting on a busy
+        writer can miss every short gap between its transactions for seconds (measured here
+        with two processes: waits of 0.8-2.9 s). Polling often shares the lock fairly.
+        """
+        self._db.execute("PRAGMA busy_timeout = 0")
+        try:
+            deadline = time.monotonic() + self._busy_timeout_ms / 1000
+            pause = _FIRST_PAUSE_S
+            while True:
+                try:
+                    self._db.execute("BEGIN IMMEDIATE")
+                    return
+                except sqlite3.OperationalError as error:
+                    if not _is_busy(error) or time.monotonic() >= deadline:
+                        raise
+                time.sleep(random.uniform(0, pause))
+                pause = min(pause * 2, _LONGEST_PAUSE_S)
+        finally:
+            self._db.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
+
+    @contextmanager
+    def _read(self) -> Iterator[None]:
+        """One consistent snapshot for several reads."""
+        with _busy_is_retryable():
+            self._db.execute("BEGIN")
+            try:
+                yield
+            finally:
+                self._db.rollback()
+
+    def _one(self, sql: str, params: Sequence[Any] | dict[str, Any]) -> Any:
+        return self._db.execute(sql, params).fetchone()
+
+    # --- requests -----------------------------------------------------------------------
+
+    def reserve(self, request: JobRequest, now: datetime) -> Job:
+        """Check every limit and record the queued job, in one write transaction.
+
+        Raises DuplicateRequestError for an interaction id already in the ledger,
+        QuotaLimitReached (a QuotaExceededError) naming the binding limit, StoreBusyError.
+        """
+        cost = self._policy.cost_of(request.mode)
+        with self._write():
+            seen = self._snapshot(request.guild_id, request.user_id, request.interaction_id, now)
+            if seen.duplicate:
+                raise DuplicateRequestError()
+            _enforce(seen, cost, now)
+            return self._insert(request, cost, JobStatus.QUEUED, now)
+
+    def record_free(self, request: JobRequest, separation: Separation, now: datetime) -> Job:
+        """Record a request answered from a stored or shared result: cost 0, succeeded."""
+        if separation.mode is not request.mode:
+            raise ValueError("the separation's mode does not match the request's")
+        with self._write():
+            self._refuse_duplicate(request.interaction_id)
+            return self._insert(request, 0, JobStatus.SUCCEEDED, now)
+
+    def mark_running(self, job_id: int, now: datetime) -> bool:
+        """queued -> running; False when the job is not queued (cancelled, unknown, ...)."""
+        with self._write():
+            cursor = self._db.execute(
+                "UPDATE requests SET status = 'running', started_at = ? "
+                "WHERE id = ? AND status = 'queued'",
+                (_stamp(now), job_id),
+            )
+        return cursor.rowcount == 1
+
+    def settle(self, job_id: int, separation: Separation, source_key: str, now: datetime) -> bool:
+        """Mark the job succeeded (its charge stands) and store the result for reuse.
+
+        Returns False, storing the result all the same, when the job was no longer active
+        (already refunded: it stays refunded) or is unknown.
+        """
+        stems = json.dumps([{"name": s.name, "url": s.url} for s in separation.stems])
+        with self._write():
+            cursor = self._db.execute(
+                "UPDATE requests SET status = 'succeeded', finished_at = ? "
+                "WHERE id = ? AND status IN ('queued', 'running')",
+                (_stamp(now), job_id),
+            )
+            self._db.execute(
+                "INSERT INTO results (source_key, mode, stems, issued_at, job_id) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (source_key, mode) DO UPDATE SET "
+                "stems = excluded.stems, issued_at = excluded.issued_at, job_id = excluded.job_id",
+                (source_key, separation.mode.value, stems, _stamp(separation.issued_at), job_id),
+            )
+        if cursor.rowcount != 1:
+            log.warning("job %s settled but was not active; its ledger row is unchanged", job_id)
+        return cursor.rowcount == 1
+
+    def refund(self, job_id: int, status: JobStatus, error: str, now: datetime) -> bool:
+        """End an active job as failed/cancelled/interrupted, freeing its units.
+
+        True only for the call that refunded it; later calls (and unknown ids) change nothing.
+        """
+        if status not in _REFUND_STATUSES:
+            raise ValueError(
+                f"a refund ends a job as failed, cancelled or interrupted, not {status}"
+            )
+        with self._write():
+            cursor = self._db.execute(
+                "UPDATE requests SET status = ?, finished_at = ?, error = ? "
+                "WHERE id = ? AND status IN ('queued', 'running')",
+                (status.value, _stamp(now), error[:_MAX_ERROR_CHARS], job_id),
+            )
+        return cursor.rowcount == 1
+
+    def recover_interrupted(self, now: datetime) -> list[Job]:
+        """Jobs a crash left queued or running: marked interrupted, refunded, returned."""
+        finished = _stamp(now)
+        with self._write():
+            rows = self._db.execute(_SELECT_ACTIVE).fetchall()
+            self._db.execute(
+                "UPDATE requests SET status = 'interrupted', finished_at = ?, error = ? "
+                "WHERE status IN ('queued', 'running')",
+                (finished, _INTERRUPTED_ERROR),
+            )
+        return [
+            _job((*row[:9], JobStatus.INTERRUPTED.value, *row[10:12], finished, _INTERRUPTED_ERROR))
+            for row in rows
+        ]
+
+    def get_job(self, job_id: int) -> Job | None:
+        with _busy_is_retryable():
+            row = self._one(_SELECT_JOB, (job_id,))
+        return None if row is None else _job(row)
+
+    def find_result(self, source_key: str, mode: Mode, issued_after: datetime) -> Separation | None:
+        """The stored result for this source and mode, if issued after ``issued_after``."""
+        with _busy_is_retryable():
+            row = self._one(
+                "SELECT stems, issued_at FROM results "
+                "WHERE source_key = ? AND mode = ? AND issued_at > ?",
+                (source_key, mode.value, _stamp(issued_after)),
+            )
+        if row is None:
+            return None
+        stems = tuple(Stem(name=s["name"], url=s["url"]) for s in json.loads(row[0]))
+        issued_at = _parse(row[1])
+        assert issued_at is not None
+        return Separation(mode=mode, stems=stems, issued_at=issued_at)
+
+    def _refuse_duplicate(self, interaction_id: int) -> None:
+        if self._one("SELECT 1 FROM requests WHERE interaction_id = ?", (interaction_id,)):
+            raise DuplicateRequestError()
+
+    def _insert(self, request: JobRequest, cost: int, status: JobStatus, now: datetime) -> Job:
+        created = _stamp(now)
+        finished = None if status.is_active else created
+        cursor = self._db.execute(
+            _INSERT_REQUEST,
+            (
+                request.interaction_id,
+                request.guild_id,
+                request.channel_id,
+                request.user_id,
+                request.mode.value,
+                request.source_name,
+                request.source_key,
+                cost,
+                status.value,
+                created,
+                finished,
+            ),
+        )
+        job_id = cursor.lastrowid
+        assert job_id is not None
+        created_at = _parse(created)
+        assert created_at is not None
+        return Job(
+            id=job_id,
+            guild_id=request.guild_id,
+            channel_id=request.channel_id,
+            user_id=request.user_id,
+            interaction_id=request.interaction_id,
+            mode=request.mode,
+            source_name=request.source_name,
+            source_key=request.source_key,
+            cost=cost,
+            status=status,
+            created_at=created_at,
+            started_at=None,
+            finished_at=_parse(finished),
+            error=None,
+        )
+
+    def _snapshot(
+        self, guild_id: int, user_id: int | None, interaction_id: int | None, now: datetime
+    ) -> _Snapshot:
+        day, day_end, month, month_end = _window_stamps(_utc(now).date())
+        row = self._one(
+            _SNAPSHOT,
+            {
+                "interaction": interaction_id,
+                "guild": guild_id,
+                "user": user_id,
+                "day": day,
+                "day_end": day_end,
+                "month": month,
+                "month_end": month_end,
+            },
+        )
+        return _Snapshot(
+            duplicate=row[0] > 0,
+            limits=self._effective_limits(row[1:5]),
+            today=row[5],
+            month=row[6],
+            user_today=row[7],
+            user_active=row[8],
+        )
+
+    # --- quotas -------------------------------------------------------------------------
+
+    def quota_status(self, guild_id: int, user_id: int | None, now: datetime) -> QuotaStatus:
+        """Used, limit, remaining and reset time of the guild's windows (and the user's)."""
+        with _busy_is_retryable():
+            seen = self._snapshot(guild_id, user_id, None, now)
+        limits = seen.limits
+        day_end = day_window(now)[1]
+        return QuotaStatus(
+            guild_daily=_window(seen.today, limits.daily, day_end),
+            guild_monthly=_window(seen.month, limits.monthly, month_window(now)[1]),
+            user_daily=None
+            if user_id is None
+            else _window(seen.user_today, limits.per_user, day_end),
+            user_active_jobs=None if user_id is None else seen.user_active,
+            user_active_limit=limits.active_jobs,
+        )
+
+    def guild_limits(self, guild_id: int) -> GuildLimits:
+        """The guild's effective limits: a moderator's override, else the policy's default."""
+        with _busy_is_retryable():
+            return self._limits(guild_id)
+
+    def _limits(self, guild_id: int) -> GuildLimits:
+        row = self._one(
+            "SELECT daily_limit, monthly_limit, user_daily_limit, user_active_jobs "
+            "FROM guild_settings WHERE guild_id = ?",
+            (guild_id,),
+        )
+        return self._effective_limits(row or (None, None, None, None))
+
+    def _effective_limits(self, overrides: Sequence[int | None]) -> GuildLimits:
+        p = self._policy
+        defaults = (p.guild_daily_limit, p.guild_monthly_limit, p.user_daily_limit)
+        names = ("daily", "monthly", "per_user", "active_jobs")
+        values = [
+            d if o is None else o
+            for o, d in zip(overrides, (*defaults, p.user_active_jobs), strict=True)
+        ]
+        return GuildLimits(
+            daily=values[0],
+            monthly=values[1],
+            per_user=values[2],
+            active_jobs=values[3],
+            overridden=frozenset(n for n, o in zip(names, overrides, strict=True) if o is not None),
+        )
+
+    def set_limits(
+        self,
+        guild_id: int,
+        *,
+        daily: int | None = None,
+        monthly: int | None = None,
+        per_user: int | None = None,
+        active_jobs: int | None = None,
+    ) -> GuildLimits:
+        """Override some of a guild's limits (None leaves one as it is); returns the result."""
+        for value, name in (
+            (daily, "daily"),
+            (monthly, "monthly"),
+            (per_user, "per_user"),
+            (active_jobs, "active_jobs"),
+        ):
+            _check_limit(value, name)
+        with self._write():
+            self._db.execute(
+                "INSERT INTO guild_settings "
+                "(guild_id, daily_limit, monthly_limit, user_daily_limit, user_active_jobs) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (guild_id) DO UPDATE SET "
+                "daily_limit = coalesce(excluded.daily_limit, daily_limit), "
+                "monthly_limit = coalesce(excluded.monthly_limit, monthly_limit), "
+                "user_daily_limit = coalesce(excluded.user_daily_limit, user_daily_limit), "
+                "user_active_jobs = coalesce(excluded.user_active_jobs, user_active_jobs)",
+                (guild_id, daily, monthly, per_user, active_jobs),
+            )
+            return self._limits(guild_id)
+
+    def set_log_channel(self, guild_id: int, channel_id: int | None) -> None:
+        """Where moderators' notices for this guild go; None turns them off."""
+        with self._write():
+            self._db.execute(
+                "INSERT INTO guild_settings (guild_id, log_channel_id) VALUES (?, ?) "
+                "ON CONFLICT (guild_id) DO UPDATE SET log_channel_id = excluded.log_channel_id",
+                (guild_id, channel_id),
+            )
+
+    def log_channel(self, guild_id: int) -> int | None:
+        with _busy_is_retryable():
+            row = self._one(
+                "SELECT log_channel_id FROM guild_settings WHERE guild_id = ?", (guild_id,)
+            )
+        return None if row is None else row[0]
+
+    def claim_alert(
+        self, guild_id: int, period: str, period_start: datetime, threshold: int, now: datetime
+    ) -> bool:
+        """Remember that a quota alert was sent; True only the first time for that window."""
+        if period not in ALERT_PERIODS:
+            raise ValueError(f"period must be one of {ALERT_PERIODS}")
+        with self._write():
+            cursor = self._db.execute(
+                "INSERT OR IGNORE INTO quota_alerts "
+                "(guild_id, period, period_start, threshold, sent_at) VALUES (?, ?, ?, ?, ?)",
+                (guild_id, period, _stamp(period_start), threshold, _stamp(now)),
+            )
+        return cursor.rowcount == 1
+
+    def command_digest(self, scope: str) -> str | None:
+        """The digest of the slash commands last synced for ``scope`` (global or a guild)."""
+        with _busy_is_retryable():
+            row = self._one("SELECT digest FROM command_digests WHERE scope = ?", (scope,))
+        return None if row is None else str(row[0])
+
+    def remember_command_digest(self, scope: str, digest: str) -> None:
+        with self._write():
+            self._db.execute(
+                "INSERT INTO command_digests (scope, digest) VALUES (?, ?) "
+                "ON CONFLICT (scope) DO UPDATE SET digest = excluded.digest",
+                (scope, digest),
+            )
+
+    # --- reports ------------------------------------------------------------------------
+
+    def usage_report(
+        self, guild_id: int, since: datetime, until: datetime, *, top: int = 10
+    ) -> UsageReport:
+        """Requests made in ``[since, until)``: totals, by user, by mode, by UTC day."""
+        window = (guild_id, _stamp(since), _stamp(until))
+        with self._read():
+            by_user = [(row[0], _line(row)) for row in self._grouped("user_id", window)]
+            by_mode = [(Mode(row[0]), _line(row)) for row in self._grouped("mode", window)]
+            by_day = [
+                (date.fromisoformat(row[0]), _line(row))
+                for row in self._grouped("substr(created_at, 1, 10)", window)
+            ]
+        by_user.sort(key=lambda item: (-item[1].units, -item[1].requests, item[0]))
+        lines = [line for _, line in by_mode]
+        total = UsageLine(
+            requests=sum(line.requests for line in lines),
+            units=sum(line.units for line in lines),
+            refunded=sum(line.refunded for line in lines),
+        )
+        return UsageReport(
+            guild_id=guild_id,
+            since=_utc(since),
+            until=_utc(until),
+            total=total,
+            by_user=tuple(by_user),
+            by_mode=tuple(by_mode),
+            by_day=tuple(by_day),
+            top_users=tuple(by_user[:top]),
+        )
+
+    def _grouped(self, key: str, window: tuple[int, str, str]) -> list[Any]:
+        # ``key`` is one of three constant expressions chosen above, never user input.
+        sql = (
+            f"SELECT {key} AS k, count(*), coalesce(sum({_CHARGED}), 0), "  # noqa: S608
+            f"coalesce(sum({_REFUNDED}), 0) FROM requests "
+            "WHERE guild_id = ? AND created_at >= ? AND created_at < ? GROUP BY k ORDER BY k"
+        )
+        return self._db.execute(sql, window).fetchall()
+
+    def export_csv(self, guild_id: int, since: datetime, until: datetime, out: TextIO) -> int:
+        """Write the guild's ledger rows in ``[since, until)`` as CSV; returns rows written."""
+        writer = csv.writer(out)
+        writer.writerow(CSV_COLUMNS)
+        written = 0
+        with self._read():
+            cursor = self._db.execute(
+                f"SELECT {_JOB_COLUMNS} FROM requests "  # noqa: S608 (constant)
+                "WHERE guild_id = ? AND created_at >= ? AND created_at < ? ORDER BY id",
+                (guild_id, _stamp(since), _stamp(until)),
+            )
+            for row in cursor:
+                writer.writerow(_csv_row(_job(row), row))
+                written += 1
+        return written
+
+
+def _csv_row(job: Job, row: Sequence[Any]) -> list[object]:
+    return [
+        job.id,
+        _iso_seconds(row[10]),
+        _iso_seconds(row[12]),
+        job.guild_id,
+        job.channel_id,
+        job.user_id,
+        job.interaction_id,
+        job.mode.value,
+        _spreadsheet_safe(job.source_name),
+        _spreadsheet_safe(job.source_key),
+        job.cost,
+        job.charged,
+        job.status.value,
+        _spreadsheet_safe(job.error),
+    ]
+
+
+def _line(row: Sequence[Any]) -> UsageLine:
+    return UsageLine(requests=row[1], units=row[2], refunded=row[3])
+
+
+def _window(used: int, limit: int, resets_at: datetime) -> WindowStatus:
+    return WindowStatus(used=used, limit=limit, remaining=max(0, limit - used), resets_at=resets_at)
+
+
+def _prepare(db: Database) -> None:
+    db.enable_wal()
+    if db.journal_mode != "wal":
+        raise sqlite3.OperationalError("the database cannot use WAL mode")
+    db.execute("PRAGMA synchronous = FULL")
+    # The write lock serialises two processes starting at once: migrations run once.
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        MIGRATIONS.apply(db)
+        db.execute("COMMIT")
+    except BaseException:
+        db.rollback()
+        raise
+
+
+class _Snapshot(NamedTuple):
+    """What a reservation is checked against, read in one statement."""
+
+    duplicate: bool
+    limits: GuildLimits
+    today: int
+    month: int
+    user_today: int
+    user_active: int
+
+
+def _enforce(seen: _Snapshot, cost: int, now: datetime) -> None:
+    """Raise for the limit that binds longest: month, then day, then the user's day, then jobs."""
+    limits = seen.limits
+    used_today, used_month, user_today, user_active = (
+        seen.today,
+        seen.month,
+        seen.user_today,
+        seen.user_active,
+    )
+    day_end = day_window(now)[1]
+    month_end = month_window(now)[1]
+    if limits.monthly == 0 or used_month + cost > limits.monthly:
+        raise _refusal(QuotaLimit.GUILD_MONTHLY, limits.monthly, used_month, cost, month_end, now)
+    if limits.daily == 0 or used_today + cost > limits.daily:
+        raise _refusal(QuotaLimit.GUILD_DAILY, limits.daily, used_today, cost, day_end, now)
+    if limits.per_user == 0 or user_today + cost > limits.per_user:
+        raise _refusal(QuotaLimit.USER_DAILY, limits.per_user, user_today, cost, day_end, now)
+    if user_active >= limits.active_jobs:
+        raise _refusal(QuotaLimit.USER_ACTIVE, limits.active_jobs, user_active, cost, None, now)
+
+
+def _refusal(
+    which: QuotaLimit,
+    limit: int,
+    used: int,
+    cost: int,
+    resets_at: datetime | None,
+    now: datetime,
+) -> QuotaLimitReached:
+    if which is QuotaLimit.USER_ACTIVE:
+        return QuotaLimitReached(which, _active_message(limit, used), None)
+    assert resets_at is not None
+    if limit == 0:
+        return QuotaLimitReached(which, _SWITCHED_OFF[which], None)
+    whose, period = {
+        QuotaLimit.GUILD_MONTHLY: ("This server has used {used} of its {limit}", "monthly"),
+        QuotaLimit.GUILD_DAILY: ("This server has used {used} of its {limit}", "daily"),
+        QuotaLimit.USER_DAILY: ("You have used {used} of your {limit}", "daily"),
+    }[which]
+    return QuotaLimitReached(
+        which,
+        whose.format(used=used, limit=limit) + f" {period} units and this request needs {cost}. "
+        f"The {period} limit resets at {_when(resets_at, now)}.",
+        resets_at,
+    )
+
+
+_SWITCHED_OFF = {
+    QuotaLimit.GUILD_MONTHLY: (
+        "stembot is switched off on this server (its monthly limit is 0 units). "
+        "A moderator can raise it."
+    ),
+    QuotaLimit.GUILD_DAILY: (
+        "stembot is switched off on this server (its daily limit is 0 units). "
+        "A moderator can raise it."
+    ),
+    QuotaLimit.USER_DAILY: (
+        "Members can't start requests on this server (the per-member daily limit is 0 units). "
+        "A moderator can raise it."
+    ),
+}
+
+
+def _active_message(limit: int, active: int) -> str:
+    if limit == 0:
+        return (
+            "Members can't start requests on this server (at most 0 at once). "
+            "A moderator can raise it."
+        )
+    if limit == 1:
+        return (
+            "You already have a request queued or running. Wait for it to finish, then try again."
+        )
+    return (
+        f"You already have {active} requests queued or running, the most allowed at once. "
+        "Wait for one to finish, then try again."
+    )

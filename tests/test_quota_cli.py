@@ -1,0 +1,188 @@
+"""`stembot quota show|set` and `stembot usage`, run end to end as a subprocess."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from stembot.cli import main
+from stembot.config import QuotaPolicy
+from stembot.models import JobRequest, JobStatus, Mode, Separation, Stem
+from stembot.store import Store
+
+GUILD = "123456789012345678"
+REPO = Path(__file__).resolve().parents[1]
+
+
+def stembot(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m stembot`` with only the database path set, from an empty directory."""
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "PYTHONPATH": str(REPO),
+        "STEMBOT_DB_PATH": str(tmp_path / "ledger.db"),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "stembot", *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def fill_ledger(db_path: Path, now: datetime) -> None:
+    """Two requests from user 7 (one settled, one failed) and one queued from user 8."""
+    store = Store.open(db_path, QuotaPolicy())
+    try:
+        store.set_limits(int(GUILD), active_jobs=5)
+        jobs = []
+        for interaction, user, mode in ((1, 7, Mode.ALL), (2, 7, Mode.VOCALS), (3, 8, Mode.ALL)):
+            request = JobRequest(
+                guild_id=int(GUILD),
+                channel_id=9,
+                user_id=user,
+                interaction_id=interaction,
+                mode=mode,
+                source_url="https://cdn.example/a.mp3",
+                source_name='a, "quoted" name.mp3',
+                source_key=f"attachment:{interaction}",
+            )
+            jobs.append(store.reserve(request, now))
+        separation = Separation(Mode.ALL, (Stem("vocals", "https://stems.example/v"),), now)
+        store.settle(jobs[0].id, separation, "attachment:1", now)
+        store.refund(jobs[1].id, JobStatus.FAILED, "the API failed", now)
+    finally:
+        store.close()
+
+
+def fingerprint(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.slow
+def test_set_then_show_reports_limits_and_usage(tmp_path: Path) -> None:
+    """Limits set from the CLI show up, marked as set, next to today's and the month's usage."""
+    fill_ledger(tmp_path / "ledger.db", datetime.now(UTC))
+    done = stembot(tmp_path, "quota", "set", GUILD, "--daily", "20", "--per-user", "4")
+    assert done.returncode == 0, done.stderr
+    assert "daily limit      20 units (set for this server)" in done.stdout
+
+    shown = stembot(tmp_path, "quota", "show", GUILD)
+    assert shown.returncode == 0, shown.stderr
+    assert "per member       4 units a day (set for this server)" in shown.stdout
+    assert "monthly limit    500 units (default)" in shown.stdout
+    assert "today            4 used, 16 left of 20" in shown.stdout
+
+
+@pytest.mark.slow
+def test_usage_prints_a_readable_report(tmp_path: Path) -> None:
+    """The report totals the month so far and names the top users."""
+    fill_ledger(tmp_path / "ledger.db", datetime.now(UTC))
+    done = stembot(tmp_path, "usage", GUILD)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith(f"Usage of server {GUILD} from ")
+    assert lines[1].split() == ["total", "3", "requests", "4", "units", "1", "refunded"]
+    assert "Top users:" in lines
+    assert any(line.split()[:2] == ["user", "7"] for line in lines)
+
+
+@pytest.mark.slow
+def test_usage_csv_parses_back_with_a_csv_reader(tmp_path: Path) -> None:
+    """--csv writes one row per request, ISO-8601 UTC times, that a CSV reader reads back."""
+    now = datetime.now(UTC)
+    fill_ledger(tmp_path / "ledger.db", now)
+    since = (now - timedelta(days=1)).date().isoformat()
+    done = stembot(tmp_path, "usage", GUILD, "--since", since, "--csv")
+    assert done.returncode == 0, done.stderr
+    rows = list(csv.DictReader(io.StringIO(done.stdout)))
+    assert [(r["user_id"], r["mode"], r["status"], r["charged"]) for r in rows] == [
+        ("7", "all", "succeeded", "2"),
+        ("7", "vocals", "failed", "0"),
+        ("8", "all", "queued", "2"),
+    ]
+    assert rows[0]["source"] == 'a, "quoted" name.mp3'
+    created = datetime.fromisoformat(rows[0]["created_at"])
+    assert created.utcoffset() == timedelta(0)
+    assert abs(created - now) < timedelta(seconds=2)
+
+
+@pytest.mark.slow
+def test_usage_since_excludes_earlier_days(tmp_path: Path) -> None:
+    """Requests before --since are left out of the export."""
+    fill_ledger(tmp_path / "ledger.db", datetime.now(UTC) - timedelta(days=3))
+    since = (datetime.now(UTC) - timedelta(days=1)).date().isoformat()
+    done = stembot(tmp_path, "usage", GUILD, "--since", since, "--csv")
+    assert done.returncode == 0, done.stderr
+    assert list(csv.DictReader(io.StringIO(done.stdout))) == []
+
+
+BAD_ARGUMENTS = [
+    pytest.param(("quota", "show", "abc"), "GUILD must be a Discord server id", id="letters"),
+    pytest.param(("quota", "show", "0"), "GUILD must be a Discord server id", id="zero"),
+    pytest.param(("quota", "show", "-5"), "GUILD must be a Discord server id", id="negative-id"),
+    pytest.param(
+        ("quota", "show", "99999999999999999999"), "GUILD must be a Discord server id", id="huge"
+    ),
+    pytest.param(("quota", "set", GUILD, "--daily", "-1"), "--daily must be", id="negative"),
+    pytest.param(("quota", "set", GUILD, "--monthly=-3"), "--monthly must be", id="neg-equals"),
+    pytest.param(("quota", "set", GUILD, "--per-user", "ten"), "--per-user must be", id="word"),
+    pytest.param(("quota", "set", GUILD, "--daily", "2.5"), "--daily must be", id="fraction"),
+    pytest.param(("quota", "set", GUILD, "--active", "1e3"), "--active must be", id="exponent"),
+    pytest.param(
+        ("quota", "set", GUILD, "--daily", "5", "--monthly", "x"), "--monthly must be", id="mixed"
+    ),
+    pytest.param(("quota", "set", GUILD), "nothing to set", id="no-limits"),
+    pytest.param(("usage", GUILD, "--since", "2026-13-01"), "--since must be", id="bad-date"),
+    pytest.param(("usage", GUILD, "--since", "yesterday"), "--since must be", id="word-date"),
+    pytest.param(("usage", GUILD, "--since", "2999-01-01"), "in the future", id="future"),
+]
+
+
+@pytest.mark.parametrize(("args", "says"), BAD_ARGUMENTS)
+def test_bad_arguments_fail_cleanly_without_touching_the_database(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: tuple[str, ...], says: str
+) -> None:
+    """One clear line on stderr, exit status 2, the database file unchanged (in process)."""
+    db_path = tmp_path / "ledger.db"
+    fill_ledger(db_path, datetime.now(UTC))
+    before = fingerprint(db_path)
+    status = main(list(args), env={"STEMBOT_DB_PATH": str(db_path)})
+    out, err = capsys.readouterr()
+    assert status == 2
+    assert out == ""
+    assert len(err.splitlines()) == 1
+    assert says in err
+    assert fingerprint(db_path) == before
+
+
+@pytest.mark.slow
+def test_bad_arguments_exit_2_and_create_no_database(tmp_path: Path) -> None:
+    """As a real process: exit status 2, one line, and no empty database file left behind."""
+    done = stembot(tmp_path, "quota", "set", GUILD, "--daily", "-1")
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        "stembot: --daily must be a whole number from 0 to 1000000000, not '-1'"
+    ]
+    assert not (tmp_path / "ledger.db").exists()
+
+
+def test_an_unusable_database_is_one_line_and_exit_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A database path that cannot be opened is reported in one line, not a traceback."""
+    env = {"STEMBOT_DB_PATH": str(tmp_path / "missing" / "ledger.db")}
+    assert main(["quota", "show", GUILD], env=env) == 1
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1
+    assert "cannot use the database at" in err

@@ -1,0 +1,677 @@
+"""The ledger: quotas held exactly, refunds once, windows, recovery, reports, contention."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import itertools
+import multiprocessing
+import random
+import signal
+import sqlite3
+import time
+from collections import Counter
+from dataclasses import replace
+from datetime import UTC, date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stembot.config import QuotaPolicy
+from stembot.errors import DuplicateRequestError, QuotaExceededError, StoreBusyError
+from stembot.models import JobRequest, JobStatus, Mode, QuotaLimit, Separation, Stem
+from stembot.store import QuotaLimitReached, Store, StoreUnavailableError
+
+NOW = datetime(2026, 5, 14, 12, 0, tzinfo=UTC)
+GUILD = 111
+OTHER_GUILD = 222
+ALICE = 1001
+BOB = 1002
+POLICY = QuotaPolicy(
+    guild_daily_limit=50, guild_monthly_limit=500, user_daily_limit=10, user_active_jobs=1
+)
+_ids = iter(range(10_000_000, 20_000_000))
+
+
+def request(
+    user: int = ALICE,
+    mode: Mode = Mode.VOCALS,
+    guild: int = GUILD,
+    interaction: int | None = None,
+    source_key: str = "attachment:42",
+) -> JobRequest:
+    return JobRequest(
+        guild_id=guild,
+        channel_id=555,
+        user_id=user,
+        interaction_id=next(_ids) if interaction is None else interaction,
+        mode=mode,
+        source_url="https://cdn.example/song.mp3?sig=abc",
+        source_name="song.mp3",
+        source_key=source_key,
+    )
+
+
+def separation(mode: Mode = Mode.VOCALS, issued_at: datetime = NOW) -> Separation:
+    return Separation(
+        mode=mode, stems=(Stem("vocals", "https://stems.example/v.mp3"),), issued_at=issued_at
+    )
+
+
+def open_store(path: Path, policy: QuotaPolicy = POLICY, **kwargs: Any) -> Store:
+    return Store.open(path, policy, **kwargs)
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "ledger.db"
+
+
+@pytest.fixture
+def store(db_path: Path):
+    opened = open_store(db_path)
+    yield opened
+    opened.close()
+
+
+def used_today(store: Store, guild: int = GUILD, now: datetime = NOW) -> int:
+    return store.quota_status(guild, None, now).guild_daily.used
+
+
+# --- opening -----------------------------------------------------------------------------------
+
+
+def test_open_uses_wal_and_full_sync(store: Store) -> None:
+    """The connection runs in WAL mode with synchronous=FULL."""
+    conn = store._db.conn
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+
+
+def test_migrations_are_safe_to_rerun(db_path: Path) -> None:
+    """Opening an existing database again keeps its data and applies nothing twice."""
+    first = open_store(db_path)
+    job = first.reserve(request(), NOW)
+    first.close()
+    second = open_store(db_path)
+    try:
+        assert second.get_job(job.id) == job
+        applied = second._db.conn.execute("SELECT name FROM _sqlite_migrations").fetchall()
+        assert applied == [("0001_ledger",), ("0002_command_digests",)]
+    finally:
+        second.close()
+
+
+@pytest.mark.parametrize("problem", ["missing folder", "not a database"])
+def test_an_unusable_file_gives_a_clear_error(tmp_path: Path, problem: str) -> None:
+    """A path in a missing folder or a file that is not SQLite names the path, not a traceback."""
+    path = tmp_path / "missing" / "ledger.db"
+    if problem == "not a database":
+        path = tmp_path / "notes.txt"
+        path.write_text("hello, this is not SQLite " * 100)
+    with pytest.raises(StoreUnavailableError, match="cannot use the database at"):
+        open_store(path)
+
+
+def test_naive_datetimes_are_refused(store: Store) -> None:
+    """A datetime without a timezone is a bug, not something to guess about."""
+    with pytest.raises(ValueError, match="timezone"):
+        store.reserve(request(), datetime(2026, 5, 14, 12, 0))
+
+
+# --- reserve, settle, refund ---------------------------------------------------------------------
+
+
+def test_reserve_records_a_queued_job_at_the_mode_cost(store: Store) -> None:
+    """A reservation is a queued ledger row charged at its mode's cost."""
+    job = store.reserve(request(mode=Mode.ALL), NOW)
+    assert (job.status, job.cost, job.created_at) == (JobStatus.QUEUED, 2, NOW)
+    assert store.get_job(job.id) == job
+    assert used_today(store) == 2
+
+
+def test_same_interaction_never_reserves_twice(store: Store) -> None:
+    """A redelivered interaction is refused and charged once."""
+    store.reserve(request(interaction=7), NOW)
+    with pytest.raises(DuplicateRequestError):
+        store.reserve(request(interaction=7, user=BOB), NOW)
+    assert used_today(store) == 1
+
+
+def test_refunded_interaction_still_cannot_reserve_again(store: Store) -> None:
+    """A refund does not free the interaction id for a second reservation."""
+    job = store.reserve(request(interaction=8), NOW)
+    store.refund(job.id, JobStatus.FAILED, "api failed", NOW)
+    with pytest.raises(DuplicateRequestError):
+        store.reserve(request(interaction=8), NOW)
+
+
+def test_refund_happens_exactly_once(store: Store) -> None:
+    """However often a refund is asked for, the units come back once."""
+    store.reserve(request(user=BOB), NOW)
+    job = store.reserve(request(mode=Mode.ALL), NOW)
+    assert used_today(store) == 3
+    outcomes = [store.refund(job.id, JobStatus.FAILED, "api failed", NOW) for _ in range(3)]
+    outcomes.append(store.refund(job.id, JobStatus.CANCELLED, "cancelled", NOW))
+    assert outcomes == [True, False, False, False]
+    assert used_today(store) == 1
+    refunded = store.get_job(job.id)
+    assert refunded is not None
+    assert (refunded.status, refunded.error, refunded.charged) == (
+        JobStatus.FAILED,
+        "api failed",
+        0,
+    )
+
+
+def test_settled_job_cannot_be_refunded(store: Store) -> None:
+    """A success settles the charge; a later refund changes nothing."""
+    job = store.reserve(request(), NOW)
+    store.mark_running(job.id, NOW)
+    assert store.settle(job.id, separation(), "attachment:42", NOW) is True
+    assert store.refund(job.id, JobStatus.FAILED, "late", NOW) is False
+    assert used_today(store) == 1
+    settled = store.get_job(job.id)
+    assert settled is not None and settled.status is JobStatus.SUCCEEDED
+
+
+def test_settle_after_refund_keeps_the_refund(store: Store) -> None:
+    """A result arriving for a cancelled job is kept for reuse but not charged."""
+    job = store.reserve(request(), NOW)
+    store.refund(job.id, JobStatus.CANCELLED, "cancelled", NOW)
+    assert store.settle(job.id, separation(), "attachment:42", NOW) is False
+    assert used_today(store) == 0
+    assert store.find_result("attachment:42", Mode.VOCALS, NOW - timedelta(hours=1)) is not None
+
+
+def test_refund_only_ends_a_job_as_failed_cancelled_or_interrupted(store: Store) -> None:
+    """Refunding "as succeeded" is a programming error."""
+    job = store.reserve(request(), NOW)
+    with pytest.raises(ValueError, match="refund"):
+        store.refund(job.id, JobStatus.SUCCEEDED, "", NOW)
+
+
+def test_mark_running_moves_only_queued_jobs(store: Store) -> None:
+    """A cancelled job cannot be started; a queued one can, once."""
+    cancelled = store.reserve(request(user=BOB), NOW)
+    store.refund(cancelled.id, JobStatus.CANCELLED, "cancelled", NOW)
+    job = store.reserve(request(), NOW)
+    assert store.mark_running(cancelled.id, NOW) is False
+    assert store.mark_running(job.id, NOW + timedelta(seconds=1)) is True
+    assert store.mark_running(job.id, NOW) is False
+    running = store.get_job(job.id)
+    assert running is not None
+    assert (running.status, running.started_at) == (
+        JobStatus.RUNNING,
+        NOW + timedelta(seconds=1),
+    )
+
+
+# --- limits --------------------------------------------------------------------------------------
+
+
+def test_guild_daily_limit_names_itself_and_its_reset(store: Store) -> None:
+    """Past the server's daily units the refusal says which limit and when it resets."""
+    store.set_limits(GUILD, daily=3)
+    for user in (1, 2, 3):
+        store.reserve(request(user=user), NOW)
+    with pytest.raises(QuotaLimitReached) as refused:
+        store.reserve(request(user=4), NOW)
+    assert refused.value.limit is QuotaLimit.GUILD_DAILY
+    assert refused.value.resets_at == datetime(2026, 5, 15, tzinfo=UTC)
+    assert "server" in refused.value.user_message and "daily" in refused.value.user_message
+    assert used_today(store) == 3
+
+
+def test_a_mode_costing_more_than_what_is_left_is_refused(store: Store) -> None:
+    """With one unit left, "all" (2 units) is refused and "vocals" (1 unit) is not."""
+    store.set_limits(GUILD, daily=3)
+    store.reserve(request(user=1, mode=Mode.ALL), NOW)
+    with pytest.raises(QuotaExceededError):
+        store.reserve(request(user=2, mode=Mode.ALL), NOW)
+    store.reserve(request(user=2, mode=Mode.INSTRUMENTS), NOW)
+    assert used_today(store) == 3
+
+
+def test_day_window_turns_at_midnight_utc(store: Store) -> None:
+    """23:59:59 counts for its day; 00:00:00 starts a fresh one."""
+    store.set_limits(GUILD, daily=1)
+    late = datetime(2026, 5, 14, 23, 59, 59, tzinfo=UTC)
+    store.reserve(request(user=1), late)
+    with pytest.raises(QuotaLimitReached) as refused:
+        store.reserve(request(user=2), late + timedelta(microseconds=999_999))
+    assert refused.value.resets_at == datetime(2026, 5, 15, tzinfo=UTC)
+    store.reserve(request(user=2), datetime(2026, 5, 15, 0, 0, 0, tzinfo=UTC))
+
+
+def test_day_window_follows_utc_not_the_callers_offset(store: Store) -> None:
+    """A time given in another timezone is counted in its UTC day."""
+    store.set_limits(GUILD, daily=1)
+    store.reserve(request(user=1), datetime(2026, 5, 14, 23, 30, tzinfo=UTC))
+    tokyo = datetime(2026, 5, 15, 17, 45, tzinfo=timezone(timedelta(hours=9)))
+    store.reserve(request(user=2), tokyo)  # 2026-05-15 08:45 UTC: a new day
+    assert store.quota_status(GUILD, None, tokyo).guild_daily.used == 1
+
+
+def test_month_window_turns_on_the_first_at_midnight_utc(store: Store) -> None:
+    """The last second of a month counts for it; the 1st at 00:00 starts a fresh month."""
+    store.set_limits(GUILD, monthly=2, daily=100)
+    last_second = datetime(2026, 1, 31, 23, 59, 59, tzinfo=UTC)
+    store.reserve(request(user=1), datetime(2026, 1, 2, tzinfo=UTC))
+    store.reserve(request(user=2), last_second)
+    with pytest.raises(QuotaLimitReached) as refused:
+        store.reserve(request(user=3), last_second)
+    assert refused.value.limit is QuotaLimit.GUILD_MONTHLY
+    assert refused.value.resets_at == datetime(2026, 2, 1, tzinfo=UTC)
+    store.reserve(request(user=3), datetime(2026, 2, 1, 0, 0, 0, tzinfo=UTC))
+
+
+def test_december_resets_on_the_first_of_january(store: Store) -> None:
+    """The monthly reset of December is the next year's 1 January."""
+    status = store.quota_status(GUILD, None, datetime(2026, 12, 31, 23, 59, 59, tzinfo=UTC))
+    assert status.guild_monthly.resets_at == datetime(2027, 1, 1, tzinfo=UTC)
+    assert status.guild_daily.resets_at == datetime(2027, 1, 1, tzinfo=UTC)
+
+
+def test_monthly_refusal_wins_over_daily_when_both_bind(store: Store) -> None:
+    """When day and month are both used up, the user hears the later (monthly) reset."""
+    store.set_limits(GUILD, daily=1, monthly=1)
+    store.reserve(request(user=1), NOW)
+    with pytest.raises(QuotaLimitReached) as refused:
+        store.reserve(request(user=2), NOW)
+    assert refused.value.limit is QuotaLimit.GUILD_MONTHLY
+
+
+def test_per_user_daily_cap_counts_that_users_units_in_that_guild(store: Store) -> None:
+    """A member's own daily units run out without stopping others or other servers."""
+    store.set_limits(GUILD, per_user=2, active_jobs=10)
+    store.reserve(request(user=ALICE), NOW)
+    store.reserve(request(user=ALICE), NOW)
+    with pytest.raises(QuotaLimitReached) as refused:
+        store.reserve(request(user=ALICE), NOW)
+    assert refused.value.limit is QuotaLimit.USER_DAILY
+    assert "You have used 2 of your 2 daily units" in refused.value.user_message
+    store.reserve(request(user=BOB), NOW)
+    store.reserve(request(user=ALICE, guild=OTHER_GUILD), NOW)
+    store.reserve(request(user=ALICE), NOW + timedelta(days=1))
+
+
+def test_active_jobs_cap_counts_queued_and_running(store: Store) -> None:
+    """One request at a time by default: queued or running blocks the next until it ends."""
+    job = store.reserve(request(), NOW)
+    store.mark_running(job.id, NOW)
+    with pytest.raises(QuotaLimitReached) as refused:
+        store.reserve(request(), NOW)
+    assert refused.value.limit is QuotaLimit.USER_ACTIVE
+    assert refused.value.resets_at is None
+    store.settle(job.id, separation(), "attachment:42", NOW)
+    store.reserve(request(), NOW)
+
+
+def test_zero_limit_switches_the_guild_off(db_path: Path) -> None:
+    """A daily limit of 0 refuses every paid request, even one costing nothing."""
+    free_vocals = replace(POLICY, costs={Mode.VOCALS: 0, Mode.INSTRUMENTS: 1, Mode.ALL: 2})
+    store = open_store(db_path, free_vocals)
+    try:
+        assert store.set_limits(GUILD, daily=0).switched_off
+        with pytest.raises(QuotaLimitReached) as refused:
+            store.reserve(request(mode=Mode.VOCALS), NOW)
+        assert "switched off" in refused.value.user_message
+        assert refused.value.resets_at is None
+    finally:
+        store.close()
+
+
+def test_override_changes_only_the_given_limits(store: Store) -> None:
+    """A moderator's override replaces a default; limits not given keep their value."""
+    assert store.guild_limits(GUILD).overridden == frozenset()
+    store.set_limits(GUILD, monthly=900)
+    limits = store.set_limits(GUILD, per_user=4)
+    assert (limits.daily, limits.monthly, limits.per_user, limits.active_jobs) == (50, 900, 4, 1)
+    assert limits.overridden == {"monthly", "per_user"}
+    assert store.guild_limits(OTHER_GUILD).monthly == 500
+
+
+@pytest.mark.parametrize("bad", [-1, 1_000_000_001, True, 2.5])
+def test_override_rejects_impossible_limits(store: Store, bad: Any) -> None:
+    """Negative, huge or non-integer limits never reach the database."""
+    with pytest.raises(ValueError, match="daily"):
+        store.set_limits(GUILD, daily=bad)
+    assert store.guild_limits(GUILD).overridden == frozenset()
+
+
+def test_quota_status_knows_used_limit_remaining_and_reset(store: Store) -> None:
+    """Status reports every window; remaining never goes below zero after a cut."""
+    store.set_limits(GUILD, active_jobs=5)
+    store.reserve(request(mode=Mode.ALL), NOW)
+    store.reserve(request(user=BOB), NOW)
+    store.set_limits(GUILD, daily=2)
+    status = store.quota_status(GUILD, ALICE, NOW)
+    assert (status.guild_daily.used, status.guild_daily.limit) == (3, 2)
+    assert status.guild_daily.remaining == 0
+    assert status.guild_monthly.remaining == 497
+    assert status.user_daily is not None
+    assert (status.user_daily.used, status.user_daily.remaining) == (2, 8)
+    assert status.user_daily.resets_at == datetime(2026, 5, 15, tzinfo=UTC)
+    assert (status.user_active_jobs, status.user_active_limit) == (1, 5)
+    assert store.quota_status(GUILD, None, NOW).user_daily is None
+
+
+# --- stored results ------------------------------------------------------------------------------
+
+
+def test_reusing_a_stored_result_is_free(store: Store) -> None:
+    """A repeat answered from the stored result is recorded at cost 0, even at the limit."""
+    store.set_limits(GUILD, daily=1)
+    job = store.reserve(request(), NOW)
+    store.settle(job.id, separation(), "attachment:42", NOW)
+    stored = store.find_result("attachment:42", Mode.VOCALS, NOW - timedelta(days=1))
+    assert stored == separation()
+    free = store.record_free(request(user=BOB), stored, NOW)
+    assert (free.cost, free.status, free.charged) == (0, JobStatus.SUCCEEDED, 0)
+    assert used_today(store) == 1
+    assert store.refund(free.id, JobStatus.FAILED, "x", NOW) is False
+
+
+def test_free_record_still_refuses_a_repeated_interaction(store: Store) -> None:
+    """A redelivered interaction is a duplicate even when the answer is free."""
+    store.record_free(request(interaction=9), separation(), NOW)
+    with pytest.raises(DuplicateRequestError):
+        store.record_free(request(interaction=9), separation(), NOW)
+
+
+def test_find_result_ignores_results_issued_too_long_ago(store: Store) -> None:
+    """Only a result issued after the cut-off, for that source and mode, is offered."""
+    job = store.reserve(request(), NOW)
+    store.settle(job.id, separation(), "attachment:42", NOW)
+    assert store.find_result("attachment:42", Mode.VOCALS, NOW) is None
+    assert store.find_result("attachment:42", Mode.ALL, NOW - timedelta(days=1)) is None
+    assert store.find_result("attachment:43", Mode.VOCALS, NOW - timedelta(days=1)) is None
+
+
+# --- recovery ------------------------------------------------------------------------------------
+
+
+def test_recovery_interrupts_and_refunds_active_jobs_once(store: Store) -> None:
+    """Queued and running jobs come back interrupted and refunded; finished ones stay."""
+    store.set_limits(GUILD, active_jobs=5)
+    queued = store.reserve(request(), NOW)
+    running = store.reserve(request(), NOW)
+    store.mark_running(running.id, NOW)
+    done = store.reserve(request(), NOW)
+    store.settle(done.id, separation(), "attachment:42", NOW)
+    later = NOW + timedelta(minutes=5)
+    recovered = store.recover_interrupted(later)
+    assert [job.id for job in recovered] == [queued.id, running.id]
+    assert {job.status for job in recovered} == {JobStatus.INTERRUPTED}
+    assert all(job.finished_at == later and job.error for job in recovered)
+    assert [store.get_job(job.id) for job in recovered] == recovered
+    assert store.recover_interrupted(later) == []
+    assert used_today(store) == 1
+
+
+def _hold_a_running_job(path: str, ready: Any) -> None:
+    """Child process: settle one job, leave another running, report, then wait to be killed."""
+    store = Store.open(Path(path), POLICY)
+    done = store.reserve(request(user=ALICE, mode=Mode.ALL, interaction=1), NOW)
+    store.mark_running(done.id, NOW)
+    store.settle(done.id, separation(Mode.ALL), "attachment:42", NOW)
+    job = store.reserve(request(user=BOB, interaction=2), NOW)
+    store.mark_running(job.id, NOW)
+    ready.send((done.id, job.id))
+    time.sleep(60)
+
+
+@pytest.mark.slow
+def test_sigkill_mid_job_loses_nothing_and_refunds_once(db_path: Path) -> None:
+    """A process killed with SIGKILL while running a job: recovery refunds it exactly once."""
+    ctx = multiprocessing.get_context("spawn")
+    receiver, sender = ctx.Pipe(duplex=False)
+    child = ctx.Process(target=_hold_a_running_job, args=(str(db_path), sender))
+    child.start()
+    try:
+        assert receiver.poll(30), "the child never reported its running job"
+        done_id, running_id = receiver.recv()
+    finally:
+        child.kill()
+        child.join(10)
+    assert child.exitcode == -signal.SIGKILL
+
+    store = open_store(db_path)
+    try:
+        assert used_today(store) == 3
+        recovered = store.recover_interrupted(NOW + timedelta(minutes=1))
+        assert [(job.id, job.status, job.user_id) for job in recovered] == [
+            (running_id, JobStatus.INTERRUPTED, BOB)
+        ]
+        assert store.recover_interrupted(NOW + timedelta(minutes=2)) == []
+        assert store.refund(running_id, JobStatus.INTERRUPTED, "again", NOW) is False
+        assert used_today(store) == 2
+        done = store.get_job(done_id)
+        assert done is not None and done.status is JobStatus.SUCCEEDED
+        assert store.find_result("attachment:42", Mode.ALL, NOW - timedelta(hours=1))
+    finally:
+        store.close()
+
+
+# --- contention ----------------------------------------------------------------------------------
+
+
+def _contend(
+    path: str, proc: int, coroutines: int, attempts: int, same_user: bool, start: Any, out: Any
+) -> None:
+    """Child process: many coroutines reserve against one file; count every outcome."""
+    outcomes: Counter[str] = Counter()
+    store = Store.open(Path(path), POLICY)
+
+    async def one(index: int) -> None:
+        for attempt in range(attempts):
+            # the think time a real request has between awaits; lets the processes interleave
+            await asyncio.sleep(random.uniform(0, 0.002))
+            ident = proc * 1_000_000 + index * 1000 + attempt
+            user = ALICE if same_user else ident
+            try:
+                store.reserve(request(user=user, interaction=ident), NOW)
+                outcomes["granted"] += 1
+            except QuotaExceededError:
+                outcomes["refused"] += 1
+            except StoreBusyError:
+                outcomes["busy"] += 1
+            except sqlite3.OperationalError as error:
+                outcomes[f"sqlite: {error}"] += 1
+
+    async def main() -> None:
+        await asyncio.gather(*(one(i) for i in range(coroutines)))
+
+    start.wait(30)
+    asyncio.run(main())
+    store.close()
+    out.put(dict(outcomes))
+
+
+def _run_contenders(db_path: Path, coroutines: int, attempts: int, same_user: bool) -> Counter[str]:
+    ctx = multiprocessing.get_context("spawn")
+    start = ctx.Barrier(3)
+    out = ctx.Queue()
+    children = [
+        ctx.Process(
+            target=_contend,
+            args=(str(db_path), proc, coroutines, attempts, same_user, start, out),
+        )
+        for proc in (1, 2)
+    ]
+    for child in children:
+        child.start()
+    try:
+        start.wait(60)
+        totals: Counter[str] = Counter()
+        for _ in children:
+            totals.update(out.get(timeout=60))
+    finally:
+        for child in children:
+            child.join(30)
+            if child.is_alive():
+                child.kill()
+    return totals
+
+
+@pytest.mark.slow
+def test_two_processes_grant_exactly_the_guild_limit(db_path: Path) -> None:
+    """Two processes x 40 coroutines x 10 attempts grant exactly 400 units, none locked."""
+    setup = open_store(db_path)
+    setup.set_limits(GUILD, daily=400, per_user=1000, active_jobs=1000)
+    setup.close()
+
+    totals = _run_contenders(db_path, coroutines=40, attempts=10, same_user=False)
+
+    assert totals == {"granted": 400, "refused": 400}
+    store = open_store(db_path)
+    try:
+        assert used_today(store) == 400
+        rows = store._db.conn.execute(
+            "SELECT interaction_id / 1000000, cost FROM requests ORDER BY id"
+        ).fetchall()
+    finally:
+        store.close()
+    assert sum(cost for _, cost in rows) == 400
+    writers = [proc for proc, _ in rows]
+    switches = sum(1 for a, b in itertools.pairwise(writers) if a != b)
+    assert switches >= 2, "the two processes never overlapped, so nothing contended"
+
+
+@pytest.mark.slow
+def test_two_processes_give_one_user_one_active_job(db_path: Path) -> None:
+    """The same member pressing enter in two processes at once gets exactly one job."""
+    open_store(db_path).close()
+    totals = _run_contenders(db_path, coroutines=20, attempts=2, same_user=True)
+    assert totals == {"granted": 1, "refused": 79}
+
+
+def test_a_locked_database_gives_a_retryable_error(db_path: Path) -> None:
+    """Past the busy timeout the caller gets StoreBusyError, nothing half-written."""
+    store = open_store(db_path, busy_timeout_s=0.05)
+    blocker = sqlite3.connect(db_path, isolation_level=None)
+    try:
+        blocker.execute("BEGIN IMMEDIATE")
+        with pytest.raises(StoreBusyError) as busy:
+            store.reserve(request(), NOW)
+        assert "try again" in busy.value.user_message
+        blocker.execute("ROLLBACK")
+        assert used_today(store) == 0
+        store.reserve(request(), NOW)
+        assert used_today(store) == 1
+    finally:
+        blocker.close()
+        store.close()
+
+
+# --- reports -------------------------------------------------------------------------------------
+
+
+def _fill_ledger(store: Store) -> None:
+    """Alice: 2 + 1 units over two days; Bob: 1 unit and one failure; another guild: noise."""
+    store.set_limits(GUILD, active_jobs=100)
+    day1 = datetime(2026, 5, 1, 9, 0, tzinfo=UTC)
+    day2 = datetime(2026, 5, 2, 18, 30, tzinfo=UTC)
+    for user, mode, when in ((ALICE, Mode.ALL, day1), (ALICE, Mode.VOCALS, day2)):
+        job = store.reserve(request(user=user, mode=mode), when)
+        store.settle(job.id, separation(mode, when), "attachment:42", when)
+    store.reserve(request(user=BOB, mode=Mode.INSTRUMENTS), day2)
+    failed = store.reserve(request(user=BOB, mode=Mode.ALL), day2)
+    store.refund(failed.id, JobStatus.FAILED, "=HYPERLINK(evil)", day2)
+    store.reserve(request(user=ALICE, guild=OTHER_GUILD), day1)
+    store.reserve(request(user=ALICE), datetime(2026, 4, 30, 23, 59, 59, tzinfo=UTC))
+
+
+def test_usage_report_by_user_mode_and_day(store: Store) -> None:
+    """A report covers the period only and splits units by user, mode and UTC day."""
+    _fill_ledger(store)
+    report = store.usage_report(
+        GUILD, datetime(2026, 5, 1, tzinfo=UTC), datetime(2026, 6, 1, tzinfo=UTC)
+    )
+    assert (report.total.requests, report.total.units, report.total.refunded) == (4, 4, 1)
+    assert [(u, line.units, line.requests) for u, line in report.by_user] == [
+        (ALICE, 3, 2),
+        (BOB, 1, 2),
+    ]
+    assert {mode: line.units for mode, line in report.by_mode} == {
+        Mode.ALL: 2,
+        Mode.VOCALS: 1,
+        Mode.INSTRUMENTS: 1,
+    }
+    assert [(day, line.units) for day, line in report.by_day] == [
+        (date(2026, 5, 1), 2),
+        (date(2026, 5, 2), 2),
+    ]
+    assert report.top_users[0][0] == ALICE
+
+
+def test_top_users_are_cut_to_the_requested_count(store: Store) -> None:
+    """Top users lists the heaviest users first, at most ``top`` of them."""
+    store.set_limits(GUILD, active_jobs=100)
+    for user, count in ((1, 1), (2, 3), (3, 2)):
+        for _ in range(count):
+            store.reserve(request(user=user), NOW)
+    report = store.usage_report(GUILD, NOW - timedelta(hours=1), NOW + timedelta(hours=1), top=2)
+    assert [user for user, _ in report.top_users] == [2, 3]
+
+
+def test_csv_export_parses_back_one_row_per_request(store: Store) -> None:
+    """The CSV holds every request of the period with ISO-8601 UTC times."""
+    _fill_ledger(store)
+    out = io.StringIO()
+    written = store.export_csv(
+        GUILD, datetime(2026, 5, 1, tzinfo=UTC), datetime(2026, 6, 1, tzinfo=UTC), out
+    )
+    rows = list(csv.DictReader(io.StringIO(out.getvalue())))
+    assert written == len(rows) == 4
+    assert [row["user_id"] for row in rows] == [str(ALICE), str(ALICE), str(BOB), str(BOB)]
+    assert rows[0]["created_at"] == "2026-05-01T09:00:00Z"
+    assert datetime.fromisoformat(rows[0]["created_at"]) == datetime(2026, 5, 1, 9, tzinfo=UTC)
+    assert [(r["mode"], r["cost"], r["charged"], r["status"]) for r in rows[2:]] == [
+        ("instruments", "1", "1", "queued"),
+        ("all", "2", "0", "failed"),
+    ]
+    assert rows[2]["finished_at"] == ""
+
+
+def test_csv_export_defuses_spreadsheet_formulas(store: Store) -> None:
+    """Text a user controls cannot become a formula when the CSV is opened in a spreadsheet."""
+    _fill_ledger(store)
+    out = io.StringIO()
+    store.export_csv(GUILD, datetime(2026, 5, 2, tzinfo=UTC), datetime(2026, 5, 3, tzinfo=UTC), out)
+    errors = [row["error"] for row in csv.DictReader(io.StringIO(out.getvalue()))]
+    assert "'=HYPERLINK(evil)" in errors
+
+
+# --- moderators' settings ------------------------------------------------------------------------
+
+
+def test_log_channel_can_be_set_and_cleared(store: Store) -> None:
+    """The log channel is remembered per guild and can be turned off."""
+    store.set_limits(GUILD, daily=7)
+    store.set_log_channel(GUILD, 999)
+    assert store.log_channel(GUILD) == 999
+    store.set_log_channel(GUILD, None)
+    assert store.log_channel(GUILD) is None
+    assert store.guild_limits(GUILD).daily == 7
+
+
+def test_quota_alert_is_claimed_once_per_window(store: Store) -> None:
+    """An 80% alert for one day is sent once; the next day or 100% are new alerts."""
+    day = datetime(2026, 5, 14, tzinfo=UTC)
+    assert store.claim_alert(GUILD, "day", day, 80, NOW) is True
+    assert store.claim_alert(GUILD, "day", day, 80, NOW) is False
+    assert store.claim_alert(GUILD, "day", day, 100, NOW) is True
+    assert store.claim_alert(GUILD, "day", day + timedelta(days=1), 80, NOW) is True
+
+
+def test_command_digest_is_remembered_per_scope(store: Store) -> None:
+    """The bot's last synced command digest survives per scope and can be replaced."""
+    assert store.command_digest("global") is None
+    store.remember_command_digest("global", "abc")
+    store.remember_command_digest("guild:1", "def")
+    store.remember_command_digest("global", "xyz")
+    assert (store.command_digest("global"), store.command_digest("guild:1")) == ("xyz", "def")
