@@ -73,6 +73,7 @@ class Settings:
     log_level: str = "INFO"
     dev_guild_id: int | None = None
     result_ttl_s: float = 86_400.0
+    shutdown_grace_s: float = 8.0
     quota: QuotaPolicy = field(default_factory=QuotaPolicy)
 
     @property
@@ -220,6 +221,12 @@ def load_settings(
         ),
         "dev_guild_id": r.typed(
             "STEMBOT_DEV_GUILD_ID", _snowflake, d.dev_guild_id, "a Discord server id (digits)"
+        ),
+        "shutdown_grace_s": r.typed(
+            "STEMBOT_SHUTDOWN_GRACE_S",
+            _positive_float,
+            d.shutdown_grace_s,
+            "a positive number of seconds",
         ),
         "result_ttl_s": r.typed(
             "STEMBOT_RESULT_TTL", _positive_float, d.result_ttl_s, "a positive number of seconds"

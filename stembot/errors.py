@@ -112,3 +112,37 @@ class SoundverseProtocolError(SoundverseError):
     default_message = (
         "The stem separation service sent an answer stembot could not read. Please try again later."
     )
+
+
+class ShuttingDownError(StembotError):
+    """stembot is stopping and takes no new requests."""
+
+    default_message = "stembot is restarting. Please try again in a minute."
+
+
+class JobInterruptedError(StembotError):
+    """A request that a restart or crash cut short; it was refunded."""
+
+    default_message = (
+        "stembot restarted before your request finished. You were not charged; "
+        "please run the command again."
+    )
+
+
+class NotYourRequestError(StembotError):
+    default_message = "Only the person who asked for these stems can cancel them."
+
+
+class AlreadyStartedError(StembotError):
+    default_message = "These stems are already being separated and can no longer be cancelled."
+
+
+class IncidentError(StembotError):
+    """A bug: the user sees only the incident id; the log has the traceback."""
+
+    def __init__(self, incident_id: str) -> None:
+        self.incident_id = incident_id
+        super().__init__(
+            f"Something went wrong on stembot's side (incident {incident_id}). "
+            "You were not charged. If it keeps happening, tell the server's admins this id."
+        )

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import random
+from typing import TypeVar
 
 import pytest
 
 from stembot.scheduling import FairQueue
 
+T = TypeVar("T")
 
-def drain(queue: FairQueue[str]) -> list[str]:
-    out = []
+
+def drain(queue: FairQueue[T]) -> list[T]:
+    out: list[T] = []
     while (item := queue.pop()) is not None:
         out.append(item)
     return out

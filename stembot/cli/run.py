@@ -1,20 +1,111 @@
-"""`stembot run`: start the Discord bot."""
+"""`stembot run` and `stembot sync`: build everything the bot uses, then start it."""
 
 from __future__ import annotations
 
 import argparse
-import sys
-from collections.abc import Mapping
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
+
+import aiohttp
+
+from stembot.bot.client import StemBot
+from stembot.bot.endpoints import use_discord_endpoints
+from stembot.config import Settings, configure_logging, load_settings
+from stembot.jobs import StemService
+from stembot.soundverse import SoundverseClient
+from stembot.sources import AddressPolicy, GuardedConnector, UrlProbe
+from stembot.store import Store
+
+log = logging.getLogger(__name__)
 
 
 def register(subparsers: Any) -> None:
-    parser: argparse.ArgumentParser = subparsers.add_parser(
-        "run", help="start the Discord bot", description="Start the Discord bot."
+    run = subparsers.add_parser(
+        "run",
+        help="start the Discord bot",
+        description="Start the Discord bot (settings from the environment and .env).",
     )
-    parser.set_defaults(handler=handle)
+    run.set_defaults(handler=handle_run)
+    sync = subparsers.add_parser(
+        "sync",
+        help="register the slash commands with Discord now, even if unchanged, then exit",
+        description="Register the slash commands now (the bot otherwise syncs only changes).",
+    )
+    sync.set_defaults(handler=handle_sync)
 
 
-def handle(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    print("stembot: the Discord bot is not built yet", file=sys.stderr)
-    return 1
+def handle_run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    settings = load_settings(env, need_discord=True, need_soundverse=True)
+    configure_logging(settings.log_level)
+    asyncio.run(run_bot(settings))
+    return 0
+
+
+def handle_sync(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    settings = load_settings(env, need_discord=True, need_soundverse=True)
+    configure_logging(settings.log_level)
+    asyncio.run(run_bot(settings, force_sync=True, stay=False))
+    return 0
+
+
+@contextlib.asynccontextmanager
+async def built_bot(settings: Settings, *, force_sync: bool = False) -> AsyncIterator[StemBot]:
+    """Everything the bot uses, built once here and handed in; closed in reverse order."""
+    use_discord_endpoints(settings.discord_api_base, settings.discord_gateway_url)
+    assert settings.soundverse_api_key is not None
+    store = Store.open(settings.db_path, settings.quota)
+    try:
+        connector = GuardedConnector(AddressPolicy(allow_private=settings.allow_private_urls))
+        async with (
+            aiohttp.ClientSession(raise_for_status=False) as api_session,
+            connector,
+        ):
+            soundverse = SoundverseClient(
+                api_session,
+                settings.soundverse_api_base,
+                settings.soundverse_api_key,
+                timeout_s=settings.api_timeout_s,
+            )
+            service = StemService(
+                store,
+                soundverse,
+                UrlProbe(connector, max_bytes=settings.max_input_bytes),
+                max_concurrent_jobs=settings.max_concurrent_jobs,
+                max_input_bytes=settings.max_input_bytes,
+            )
+            bot = StemBot(
+                service=service,
+                sync_record=store,
+                dev_guild_id=settings.dev_guild_id,
+                shutdown_grace_s=settings.shutdown_grace_s,
+                force_sync=force_sync,
+                # `stembot sync` may run beside a live bot: it must not touch its jobs.
+                recover_jobs=not force_sync,
+            )
+            async with bot:
+                yield bot
+    finally:
+        store.close()
+
+
+async def run_bot(settings: Settings, *, force_sync: bool = False, stay: bool = True) -> None:
+    assert settings.discord_token is not None
+    async with built_bot(settings, force_sync=force_sync) as bot:
+        if not stay:
+            # login() runs setup_hook, which syncs (forced here); nothing else is started.
+            await bot.login(settings.discord_token.reveal())
+            return
+        stop_on_signals(bot)
+        await bot.start(settings.discord_token.reveal())
+    log.info("stopped")
+
+
+def stop_on_signals(bot: StemBot) -> None:
+    """SIGTERM/SIGINT: stop taking requests, finish or mark running jobs, close cleanly."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, lambda: asyncio.ensure_future(bot.close()))

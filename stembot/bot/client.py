@@ -1,0 +1,85 @@
+"""The bot: a commands.Bot that is handed everything it uses (advanced_startup pattern)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from typing import Any
+
+import discord
+from discord.ext import commands
+
+from stembot.bot import embeds
+from stembot.bot.delivery import Answer, post_to_requester
+from stembot.bot.stems import StemsCog
+from stembot.bot.sync import SyncRecord, sync_if_changed
+from stembot.bot.tree import StemTree
+from stembot.jobs import StemService
+from stembot.models import Job
+
+log = logging.getLogger(__name__)
+
+
+class StemBot(commands.Bot):
+    def __init__(
+        self,
+        *,
+        service: StemService,
+        sync_record: SyncRecord,
+        dev_guild_id: int | None,
+        shutdown_grace_s: float,
+        force_sync: bool = False,
+        recover_jobs: bool = True,
+    ) -> None:
+        super().__init__(
+            command_prefix=commands.when_mentioned,
+            help_command=None,
+            # No privileged intents: slash commands need only the guilds intent.
+            intents=discord.Intents(guilds=True),
+            tree_cls=StemTree,
+            # Nothing here waits on the guild cache; don't hold on_ready back for it.
+            guild_ready_timeout=0,
+            chunk_guilds_at_startup=False,
+            member_cache_flags=discord.MemberCacheFlags.none(),
+            max_messages=None,
+        )
+        self.service = service
+        self._sync_record = sync_record
+        self._dev_guild = discord.Object(dev_guild_id) if dev_guild_id else None
+        self._force_sync = force_sync
+        self._shutdown_grace_s = shutdown_grace_s
+        self._recover_jobs = recover_jobs
+        self._interrupted: list[Job] = []
+        self._background: set[asyncio.Task[None]] = set()
+
+    async def setup_hook(self) -> None:
+        await self.add_cog(StemsCog(self, self.service))
+        if self._dev_guild is not None:
+            self.tree.copy_global_to(guild=self._dev_guild)
+        await sync_if_changed(self.tree, self._sync_record, self._dev_guild, force=self._force_sync)
+        if self._recover_jobs:
+            # Read before the gateway connects; the requesters are told once the bot is ready.
+            self._interrupted = self.service.recover_interrupted()
+
+    async def on_ready(self) -> None:
+        log.info("connected as %s to %d server(s)", self.user, len(self.guilds))
+        if self._interrupted:
+            jobs, self._interrupted = self._interrupted, []
+            self._spawn(self._tell_interrupted(jobs))
+
+    async def _tell_interrupted(self, jobs: list[Job]) -> None:
+        for job in jobs:
+            answer = Answer(embeds.interrupted_embed(job.mode, job.source_name))
+            where = await post_to_requester(self, job.guild_id, job.channel_id, job.user_id, answer)
+            log.info("job %s: interruption notice sent via %s", job.id, where or "nowhere")
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def close(self) -> None:
+        """Stop taking requests, let running jobs finish or mark them, then disconnect."""
+        await self.service.shutdown(grace_s=self._shutdown_grace_s)
+        await super().close()

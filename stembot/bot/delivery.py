@@ -1,0 +1,210 @@
+"""Getting each request's answer to its requester, whatever happens to the interaction.
+
+One status message per request, kept current (queued position, then processing) with at most
+one edit per STATUS_EDIT_INTERVAL_S. The final answer edits that message while the interaction
+token lives; after that (15 minutes), or if the edit fails, it is posted in the channel with a
+mention; if that is refused, it goes by direct message; if even that fails, it is logged. A
+result is never dropped silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+import discord
+
+from stembot.bot import embeds
+from stembot.errors import StembotError
+from stembot.models import Job, Mode, Separation
+
+if TYPE_CHECKING:
+    from stembot.jobs import StemService
+
+log = logging.getLogger(__name__)
+
+STATUS_EDIT_INTERVAL_S = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What one message carries."""
+
+    embed: discord.Embed
+    view: discord.ui.View | None = None
+
+
+async def post_to_requester(
+    client: discord.Client, guild_id: int, channel_id: int, user_id: int, answer: Answer
+) -> str:
+    """Post in the channel mentioning the user, else by DM. Returns where it went ("" = lost)."""
+    mention = discord.AllowedMentions(everyone=False, roles=False, users=[discord.Object(user_id)])
+    channel = client.get_partial_messageable(channel_id, guild_id=guild_id)
+    try:
+        await channel.send(
+            content=f"<@{user_id}>",
+            embed=answer.embed,
+            view=answer.view or discord.utils.MISSING,
+            allowed_mentions=mention,
+        )
+        return "channel"
+    except discord.HTTPException as error:
+        log.warning("posting in channel %s refused (%s); trying a DM", channel_id, _why(error))
+    try:
+        dm = await client.create_dm(discord.Object(user_id))
+        await dm.send(embed=answer.embed, view=answer.view or discord.utils.MISSING)
+        return "dm"
+    except discord.HTTPException as error:
+        log.error("could not reach user %s by DM either (%s)", user_id, _why(error))
+        return ""
+
+
+def _why(error: discord.HTTPException) -> str:
+    return f"HTTP {error.status}, code {error.code}"
+
+
+class RequestMessages:
+    """The JobListener for one slash-command request: its status message and final answer."""
+
+    def __init__(
+        self,
+        client: discord.Client,
+        interaction: discord.Interaction,
+        service: StemService,
+        mode: Mode,
+        source_name: str,
+    ) -> None:
+        self._client = client
+        self._interaction = interaction
+        self._service = service
+        self._mode = mode
+        self._source_name = source_name
+        self._job: Job | None = None
+        self._acknowledged = asyncio.Event()
+        self._changed = asyncio.Event()
+        self._started_at: datetime | None = None
+        self._finished = False
+        self._edit_lock = asyncio.Lock()
+        self._last_edit = float("-inf")
+        self._status_task: asyncio.Task[None] | None = None
+
+    # --- called by the cog --------------------------------------------------------------
+
+    def acknowledged(self, job: Job) -> None:
+        """The interaction was deferred and the job queued: start keeping the status current."""
+        self._job = job
+        self._acknowledged.set()
+        if not self._finished:
+            self._status_task = asyncio.create_task(
+                self._keep_status_current(), name=f"status-{job.id}"
+            )
+
+    # --- JobListener --------------------------------------------------------------------
+
+    async def on_started(self, job: Job) -> None:
+        self._started_at = discord.utils.utcnow()
+        self._changed.set()
+
+    async def on_succeeded(self, job: Job, separation: Separation) -> None:
+        quota = self._service.quota_status(job.guild_id, job.user_id)
+        embed, view = embeds.result_message(self._source_name, separation, quota)
+        await self._finish(job, Answer(embed, view))
+
+    async def on_failed(self, job: Job, error: StembotError) -> None:
+        quota = self._service.quota_status(job.guild_id, job.user_id)
+        embed = embeds.failed_embed(self._mode, self._source_name, error, quota)
+        await self._finish(job, Answer(embed))
+
+    # --- the status message -------------------------------------------------------------
+
+    async def _keep_status_current(self) -> None:
+        shown: object = None
+        while not self._finished:
+            state = self._status_state()
+            if state != shown and _worth_showing(shown, state):
+                await self._edit_status(state)
+                shown = state
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), STATUS_EDIT_INTERVAL_S)
+            loop_time = asyncio.get_running_loop().time()
+            await asyncio.sleep(max(0.0, self._last_edit + STATUS_EDIT_INTERVAL_S - loop_time))
+
+    def _status_state(self) -> tuple[str, object]:
+        if self._started_at is not None or self._job is None:
+            return ("processing", self._started_at)
+        position = self._service.position(self._job.id)
+        return ("queued", position) if position is not None else ("processing", None)
+
+    async def _edit_status(self, state: tuple[str, object]) -> None:
+        kind, value = state
+        if kind == "queued" and isinstance(value, int):
+            embed = embeds.queued_embed(self._mode, self._source_name, value)
+        else:
+            started = value if isinstance(value, datetime) else discord.utils.utcnow()
+            embed = embeds.processing_embed(self._mode, self._source_name, started)
+        async with self._edit_lock:
+            if self._finished or self._interaction.is_expired():
+                return
+            self._last_edit = asyncio.get_running_loop().time()
+            try:
+                await self._interaction.edit_original_response(embed=embed)
+            except discord.HTTPException as error:
+                log.info("job %s: status edit failed (%s)", self._job_id, _why(error))
+
+    # --- the final answer ---------------------------------------------------------------
+
+    async def _finish(self, job: Job, answer: Answer) -> None:
+        self._job = job
+        await self._acknowledged.wait()
+        async with self._edit_lock:
+            self._finished = True
+            if self._status_task is not None:
+                self._status_task.cancel()
+            where = await self._deliver(job, answer)
+        log.info("job %s answer delivered via %s", job.id, where or "nowhere (logged)")
+
+    async def _deliver(self, job: Job, answer: Answer) -> str:
+        if not self._interaction.is_expired():
+            try:
+                await self._interaction.edit_original_response(
+                    content=None, embed=answer.embed, view=answer.view
+                )
+                return "interaction"
+            except discord.HTTPException as error:
+                log.warning(
+                    "job %s: editing the reply failed (%s); posting in the channel",
+                    job.id,
+                    _why(error),
+                )
+        return await post_to_requester(
+            self._client, job.guild_id, job.channel_id, job.user_id, answer
+        )
+
+    @property
+    def _job_id(self) -> int | None:
+        return self._job.id if self._job else None
+
+
+def _worth_showing(shown: object, state: tuple[str, object]) -> bool:
+    """Every change near the front of the queue; far back, only a real step forward.
+
+    Hundreds of queued requests re-rendered every few seconds would be noise for the users
+    and load for Discord; a position of 143 vs 141 tells nobody anything.
+    """
+    kind, value = state
+    if kind != "queued" or not isinstance(shown, tuple) or shown[0] != "queued":
+        return True
+    before, now = shown[1], value
+    if not isinstance(before, int) or not isinstance(now, int):
+        return True
+    return now <= 10 or _rounded_position(now) != _rounded_position(before)
+
+
+def _rounded_position(position: int) -> int:
+    step = 10 if position <= 100 else 50
+    return -(-position // step) * step

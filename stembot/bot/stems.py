@@ -1,0 +1,121 @@
+"""`/stems vocals|instruments|all|quota`: parse the interaction, call the service, answer."""
+
+from __future__ import annotations
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from stembot.bot import embeds
+from stembot.bot.delivery import RequestMessages
+from stembot.bot.tree import reply_privately
+from stembot.errors import StembotError
+from stembot.jobs import AttachmentInput, CheckedSource, Requester, StemService
+from stembot.models import Mode
+
+FILE_HELP = "An audio file: mp3, wav, flac, ogg/opus or m4a/aac"
+URL_HELP = "Or a link to an audio file"
+
+
+@app_commands.guild_only()
+class StemsCog(
+    commands.GroupCog,
+    group_name="stems",
+    group_description="Split a song into stems: vocals, instruments, or all of them",
+):
+    def __init__(self, client: discord.Client, service: StemService) -> None:
+        self._client = client
+        self._service = service
+        super().__init__()
+
+    @app_commands.command(name="vocals", description="Split the vocals out of a song")
+    @app_commands.describe(file=FILE_HELP, url=URL_HELP)
+    async def vocals(
+        self,
+        interaction: discord.Interaction,
+        file: discord.Attachment | None = None,
+        url: str | None = None,
+    ) -> None:
+        await self._separate(interaction, Mode.VOCALS, file, url)
+
+    @app_commands.command(
+        name="instruments",
+        description="Split a song into Guitar, Other, Drums, Bass and Piano",
+    )
+    @app_commands.describe(file=FILE_HELP, url=URL_HELP)
+    async def instruments(
+        self,
+        interaction: discord.Interaction,
+        file: discord.Attachment | None = None,
+        url: str | None = None,
+    ) -> None:
+        await self._separate(interaction, Mode.INSTRUMENTS, file, url)
+
+    @app_commands.command(
+        name="all", description="Split a song into vocals and all five instruments"
+    )
+    @app_commands.describe(file=FILE_HELP, url=URL_HELP)
+    async def all_stems(
+        self,
+        interaction: discord.Interaction,
+        file: discord.Attachment | None = None,
+        url: str | None = None,
+    ) -> None:
+        await self._separate(interaction, Mode.ALL, file, url)
+
+    @app_commands.command(name="quota", description="How many stem splits are left today")
+    async def quota(self, interaction: discord.Interaction) -> None:
+        assert interaction.guild_id is not None  # guild_only
+        status = self._service.quota_status(interaction.guild_id, interaction.user.id)
+        await interaction.response.send_message(
+            embed=embeds.quota_embed(status, self._service.costs), ephemeral=True
+        )
+
+    async def _separate(
+        self,
+        interaction: discord.Interaction,
+        mode: Mode,
+        file: discord.Attachment | None,
+        url: str | None,
+    ) -> None:
+        """Instant checks, then acknowledge, then (for a URL) probe, then reserve and queue."""
+        try:
+            self._service.check_one_source(file is not None, url is not None)
+            if file is not None:
+                source: CheckedSource | None = self._service.check_attachment(
+                    attachment_input(file)
+                )
+            else:
+                assert url is not None
+                self._service.check_url_syntax(url)
+                source = None
+            await interaction.response.defer(thinking=True)
+            if source is None:
+                assert url is not None
+                source = await self._service.check_url(url)
+            messages = RequestMessages(self._client, interaction, self._service, mode, source.name)
+            job = self._service.submit(requester_of(interaction), mode, source, messages)
+        except StembotError as refusal:
+            await reply_privately(interaction, refusal.user_message)
+            return
+        messages.acknowledged(job)
+
+
+def attachment_input(file: discord.Attachment) -> AttachmentInput:
+    return AttachmentInput(
+        id=file.id,
+        url=file.url,
+        filename=file.filename,
+        content_type=file.content_type,
+        size=file.size,
+    )
+
+
+def requester_of(interaction: discord.Interaction) -> Requester:
+    assert interaction.guild_id is not None and interaction.channel_id is not None
+    return Requester(
+        guild_id=interaction.guild_id,
+        channel_id=interaction.channel_id,
+        user_id=interaction.user.id,
+        interaction_id=interaction.id,
+    )

@@ -1,0 +1,55 @@
+"""One error handler for every command: user-safe errors become a short reply, bugs get an id."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import secrets
+
+import discord
+from discord import app_commands
+
+from stembot.errors import IncidentError, StembotError
+
+log = logging.getLogger(__name__)
+
+
+class StemTree(app_commands.CommandTree[discord.Client]):
+    async def on_error(
+        self, interaction: discord.Interaction, error: app_commands.AppCommandError
+    ) -> None:
+        cause = error.original if isinstance(error, app_commands.CommandInvokeError) else error
+        if isinstance(cause, StembotError):
+            await reply_privately(interaction, cause.user_message)
+            return
+        if isinstance(cause, app_commands.NoPrivateMessage):
+            await reply_privately(interaction, "stembot works in servers, not in direct messages.")
+            return
+        if isinstance(cause, app_commands.MissingPermissions):
+            await reply_privately(interaction, "You need the Manage Server permission for this.")
+            return
+        incident = secrets.token_hex(4).upper()
+        command = interaction.command.qualified_name if interaction.command else "?"
+        log.error("command /%s failed (incident %s)", command, incident, exc_info=cause)
+        await reply_privately(interaction, IncidentError(incident).user_message)
+
+
+async def reply_privately(interaction: discord.Interaction, text: str) -> None:
+    """An ephemeral answer whether or not the interaction was acknowledged yet.
+
+    After a public defer, the "thinking" message is removed so that only the requester sees
+    the refusal. Failures (an expired token, say) are logged, not raised: this is the last word.
+    """
+    try:
+        if not interaction.response.is_done():
+            await interaction.response.send_message(text, ephemeral=True)
+            return
+        with contextlib.suppress(discord.NotFound):
+            await interaction.delete_original_response()
+        await interaction.followup.send(text, ephemeral=True)
+    except discord.HTTPException as error:
+        log.warning(
+            "could not tell user %s why their request was refused: %s",
+            interaction.user.id,
+            error.text or error.status,
+        )

@@ -1,0 +1,222 @@
+"""The real bot, started through its own entry point, against the loopback Discord and the
+local Soundverse stand-in. Used by the end-to-end tests and the event benchmark."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from stembot.bot.client import StemBot
+from stembot.bot.endpoints import current_discord_endpoints, use_discord_endpoints
+from stembot.cli.run import built_bot
+from stembot.config import Settings, load_settings
+from stembot.store import Store
+from tests.standins.discord import (
+    EPHEMERAL,
+    LOADING,
+    Channel,
+    DiscordEmulator,
+    Guild,
+    InteractionRecord,
+    Member,
+    MessageRecord,
+)
+from tests.standins.soundverse import SoundverseStandin, make_wav
+
+API_KEY = "sv-test-key-0123456789"
+WAV = make_wav()
+
+
+@dataclass
+class Stack:
+    discord: DiscordEmulator
+    api: SoundverseStandin
+    bot: StemBot
+    settings: Settings
+    guild: Guild
+    channel: Channel
+    member: Member
+
+    def ledger(self) -> Store:
+        """A second connection to the bot's database, for reading what it recorded."""
+        return Store.open(self.settings.db_path, self.settings.quota)
+
+    def upload(
+        self, filename: str = "song.wav", content_type: str = "audio/wav", data: bytes = WAV
+    ) -> dict[str, Any]:
+        return self.discord.upload_attachment(data, filename, content_type, channel=self.channel)
+
+    async def stems(
+        self,
+        mode: str = "vocals",
+        *,
+        member: Member | None = None,
+        options: dict[str, Any] | None = None,
+        age_s: float = 0.0,
+    ) -> InteractionRecord:
+        """Run `/stems <mode>` with ``options`` (default: a fresh WAV attachment)."""
+        return await self.discord.slash(
+            f"stems {mode}",
+            member=member or self.member,
+            channel=self.channel,
+            options={"file": self.upload()} if options is None else options,
+            age_s=age_s,
+        )
+
+    async def answer(
+        self, interaction: InteractionRecord, timeout_s: float = 10.0
+    ) -> dict[str, Any]:
+        """The message the user finally sees once the request is over (status updates skipped)."""
+        await eventually(lambda: _is_answer(interaction), timeout_s)
+        original = interaction.view().original
+        assert original is not None
+        return original
+
+    async def refusal(self, interaction: InteractionRecord, timeout_s: float = 10.0) -> str:
+        """The private (ephemeral) text the user got instead of a job; fails if it was public."""
+        await eventually(lambda: _private_texts(interaction), timeout_s)
+        (text,) = _private_texts(interaction)
+        view = interaction.view()
+        public = [m for m in [view.original, *view.followups] if m and not m["flags"] & EPHEMERAL]
+        assert not public, f"a refusal left public messages: {public}"
+        return text
+
+    def api_calls(self) -> int:
+        return len(self.api.requests)
+
+
+def channel_posts(discord: DiscordEmulator, channel: Channel) -> list[MessageRecord]:
+    """Plain messages in a channel (type 0), not the interaction responses that live there."""
+    return [m for m in discord.channel_messages(channel) if m.data.get("type", 0) == 0]
+
+
+def _private_texts(interaction: InteractionRecord) -> list[str]:
+    view = interaction.view()
+    messages = [m for m in [view.original, *view.followups] if m is not None]
+    return [str(m.get("content", "")) for m in messages if m.get("flags", 0) & EPHEMERAL]
+
+
+def _is_answer(interaction: InteractionRecord) -> bool:
+    """Not "thinking", not a status that promises an update."""
+    original = interaction.view().original
+    if original is None or original.get("flags", 0) & LOADING:
+        return False
+    embeds = original.get("embeds") or []
+    return not embeds or STATUS_PROMISE not in str(embeds[0].get("description", ""))
+
+
+STATUS_PROMISE = "I'll update this message"
+
+
+def stack_env(discord: DiscordEmulator, api: SoundverseStandin, db_path: Path) -> dict[str, str]:
+    return {
+        "DISCORD_TOKEN": discord.token,
+        "DISCORD_API_BASE": discord.api_base,
+        "DISCORD_GATEWAY_URL": discord.gateway_url,
+        "SOUNDVERSE_API_KEY": API_KEY,
+        "SOUNDVERSE_API_BASE": api.base_url,
+        "STEMBOT_DB_PATH": str(db_path),
+        # Every server here is on loopback.
+        "STEMBOT_ALLOW_PRIVATE_URLS": "true",
+        "STEMBOT_API_TIMEOUT_S": "5",
+    }
+
+
+@contextlib.asynccontextmanager
+async def running_stack(
+    db_path: Path,
+    env: Mapping[str, str] | None = None,
+    *,
+    api_latency: float = 0.0,
+    discord: DiscordEmulator | None = None,
+) -> AsyncIterator[Stack]:
+    """Start both stand-ins and the real bot; stop and close everything afterwards."""
+    previous = current_discord_endpoints()
+    emulator = discord or DiscordEmulator()
+    async with emulator, SoundverseStandin(api_key=API_KEY, latency=api_latency) as api:
+        guild = await emulator.add_guild("Remix club")
+        member = emulator.add_member(guild, "alice")
+        settings = load_settings(
+            {**stack_env(emulator, api, db_path), **(env or {})},
+            need_discord=True,
+            need_soundverse=True,
+        )
+        try:
+            async with built_bot(settings) as bot:
+                runner = asyncio.create_task(bot.start(emulator.token))
+                await _ready_or_raise(emulator, runner)
+                try:
+                    yield Stack(emulator, api, bot, settings, guild, guild.default_channel, member)
+                finally:
+                    await bot.close()
+                    await runner
+        finally:
+            use_discord_endpoints(*previous)
+
+
+async def _ready_or_raise(emulator: DiscordEmulator, runner: asyncio.Task[None]) -> None:
+    """Wait for READY; if the bot dies first, raise its error instead of timing out."""
+    ready = asyncio.create_task(emulator.wait_ready())
+    await asyncio.wait({ready, runner}, return_when=asyncio.FIRST_COMPLETED)
+    if runner.done():
+        ready.cancel()
+        runner.result()
+        raise RuntimeError("the bot stopped before it was ready")
+    ready.result()
+
+
+class BotProcess:
+    """The bot as a real OS process (`python -m stembot run`), for crash and signal tests."""
+
+    def __init__(self, env: Mapping[str, str], log_path: Path) -> None:
+        self._env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **env}
+        self._log_path = log_path
+        self.process: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        log = self._log_path.open("ab")
+        self.process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "stembot",
+            "--env-file",
+            os.devnull,
+            "run",
+            env=self._env,
+            stdout=log,
+            stderr=log,
+            stdin=asyncio.subprocess.DEVNULL,
+        )
+        log.close()
+
+    def signal(self, signum: int) -> None:
+        assert self.process is not None
+        self.process.send_signal(signum)
+
+    async def wait(self, timeout_s: float = 20.0) -> int:
+        assert self.process is not None
+        return await asyncio.wait_for(self.process.wait(), timeout_s)
+
+    def log_text(self) -> str:
+        return self._log_path.read_text(errors="replace")
+
+
+async def eventually(condition: Callable[[], object], timeout_s: float = 10.0) -> None:
+    """Wait until ``condition()`` is true: the bot's effects arrive over the wire, later."""
+    async with asyncio.timeout(timeout_s):
+        while not condition():  # noqa: ASYNC110 - polling what another task or process changes
+            await asyncio.sleep(0.02)
+
+
+async def new_gateway_session(
+    emulator: DiscordEmulator, old: object, timeout_s: float = 20.0
+) -> None:
+    """Wait until a client other than ``old`` has identified (a restarted bot)."""
+    gateway = emulator.gateway
+    await eventually(lambda: gateway.current is not None and gateway.current is not old, timeout_s)
