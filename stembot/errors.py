@@ -133,6 +133,18 @@ class NotYourRequestError(StembotError):
     default_message = "Only the person who asked for these stems can cancel them."
 
 
+class RequestCancelledError(StembotError):
+    """The requester cancelled while the request was waiting; it was refunded."""
+
+    default_message = "You cancelled this request. You were not charged."
+
+
+class RequestEndedError(StembotError):
+    """A cancel for a request that is no longer waiting (finished, cancelled, restarted)."""
+
+    default_message = "This request has already ended, so there is nothing to cancel."
+
+
 class AlreadyStartedError(StembotError):
     default_message = "These stems are already being separated and can no longer be cancelled."
 

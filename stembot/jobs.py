@@ -8,11 +8,12 @@ JobListener it hands in with the request.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from stembot.errors import (
@@ -20,6 +21,7 @@ from stembot.errors import (
     IncidentError,
     JobInterruptedError,
     NotYourRequestError,
+    RequestEndedError,
     ShuttingDownError,
     SoundverseAuthError,
     StembotError,
@@ -100,16 +102,39 @@ class JobListener(Protocol):
 
     async def on_failed(self, job: Job, error: StembotError) -> None: ...
 
+    async def on_cancelled(self, job: Job) -> None: ...
+
 
 @dataclass(eq=False)
 class _Ticket:
-    """A job the service holds in memory while it is queued or running."""
+    """One request the service holds in memory while its call is queued or running."""
 
     job: Job
     request: JobRequest
     listener: JobListener
+
+
+@dataclass(eq=False)
+class _Flight:
+    """One API call and every request waiting for it; the first ticket pays for it.
+
+    Identical requests (same source, same mode) join the flight instead of calling the API
+    again, so a remix event's crowd costs one call per track and mode.
+    """
+
+    id: int
+    key: tuple[str, Mode]
+    tickets: list[_Ticket]
     started_at: datetime | None = None
     task: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    @property
+    def payer(self) -> _Ticket:
+        return self.tickets[0]
+
+    @property
+    def job_ids(self) -> list[int]:
+        return [t.job.id for t in self.tickets]
 
 
 class StemService:
@@ -123,6 +148,7 @@ class StemService:
         *,
         max_concurrent_jobs: int,
         max_input_bytes: int,
+        result_ttl_s: float,
         clock: Clock = utc_now,
     ) -> None:
         self._store = store
@@ -130,9 +156,14 @@ class StemService:
         self._prober = prober
         self._max_input_bytes = max_input_bytes
         self._max_running = max_concurrent_jobs
+        self._result_ttl = timedelta(seconds=result_ttl_s)
         self._clock = clock
-        self._waiting: FairQueue[_Ticket] = FairQueue()
-        self._running: dict[int, _Ticket] = {}
+        self._waiting: FairQueue[_Flight] = FairQueue()
+        self._running: set[_Flight] = set()
+        self._flights: dict[tuple[str, Mode], _Flight] = {}
+        self._flight_of_job: dict[int, _Flight] = {}
+        self._flight_ids = itertools.count(1)
+        self._replies: set[asyncio.Task[None]] = set()
         self._accepting = True
 
     # --- asking -------------------------------------------------------------------------
@@ -146,11 +177,8 @@ class StemService:
 
     def position(self, job_id: int) -> int | None:
         """1-based place in the queue, or None once the job has started or ended."""
-        return self._waiting.position(job_id)
-
-    def started_at(self, job_id: int) -> datetime | None:
-        ticket = self._running.get(job_id)
-        return ticket.started_at if ticket else None
+        flight = self._flight_of_job.get(job_id)
+        return None if flight is None else self._waiting.position(flight.id)
 
     @property
     def waiting_count(self) -> int:
@@ -190,7 +218,11 @@ class StemService:
     def submit(
         self, requester: Requester, mode: Mode, source: CheckedSource, listener: JobListener
     ) -> Job:
-        """Reserve quota and queue the job; raises QuotaExceededError, DuplicateRequestError."""
+        """Answer from a stored result, join an identical call, or reserve and queue a new one.
+
+        Raises QuotaExceededError, DuplicateRequestError, ShuttingDownError, StoreBusyError.
+        A job that comes back already succeeded was answered from the store at no cost.
+        """
         if not self._accepting:
             raise ShuttingDownError()
         request = JobRequest(
@@ -203,75 +235,155 @@ class StemService:
             source_name=source.name,
             source_key=source.key,
         )
-        job = self._store.reserve(request, self._clock())
-        log.info("job %s queued: guild %s mode %s", job.id, request.guild_id, request.mode)
-        self._waiting.push(request.guild_id, job.id, _Ticket(job, request, listener))
+        now = self._clock()
+        stored = self._store.find_result(source.key, mode, now - self._result_ttl)
+        if stored is not None:
+            return self._answer_from_store(request, stored, listener, now)
+        flight = self._flights.get((source.key, mode))
+        if flight is not None:
+            return self._join(flight, request, listener, now)
+        job = self._store.reserve(request, now)
+        flight = _Flight(
+            next(self._flight_ids), (source.key, mode), [_Ticket(job, request, listener)]
+        )
+        self._flights[flight.key] = flight
+        self._flight_of_job[job.id] = flight
+        self._waiting.push(request.guild_id, flight.id, flight)
+        log.info("job %s queued: guild %s mode %s", job.id, request.guild_id, mode)
         self._start_what_fits()
         return job
 
+    def _answer_from_store(
+        self, request: JobRequest, stored: Separation, listener: JobListener, now: datetime
+    ) -> Job:
+        job = self._store.record_free(request, stored, now)
+        log.info("job %s answered from a stored result at no cost", job.id)
+        self._reply_soon(listener.on_succeeded(job, stored), job.id)
+        return job
+
+    def _join(
+        self, flight: _Flight, request: JobRequest, listener: JobListener, now: datetime
+    ) -> Job:
+        job = self._store.reserve_joined(request, now)
+        flight.tickets.append(_Ticket(job, request, listener))
+        self._flight_of_job[job.id] = flight
+        log.info("job %s joined job %s's call at no cost", job.id, flight.payer.job.id)
+        if flight.started_at is not None:
+            self._store.mark_all_running([job.id], now)
+            self._reply_soon(listener.on_started(job), job.id)
+        return job
+
     def cancel(self, job_id: int, user_id: int) -> Job:
-        """Take a waiting job out of the queue and refund it; only its requester may."""
-        ticket = self._find_waiting(job_id)
-        if ticket is None:
+        """Take a waiting request out and refund it; only its requester may.
+
+        When the payer of a shared call leaves, the next requester inherits the charge, so the
+        call is still paid for exactly once.
+        """
+        flight = self._flight_of_job.get(job_id)
+        if flight is None:
+            raise RequestEndedError()
+        if flight.started_at is not None:
             raise AlreadyStartedError()
+        ticket = next(t for t in flight.tickets if t.job.id == job_id)
         if ticket.request.user_id != user_id:
             raise NotYourRequestError()
-        self._waiting.remove(job_id)
-        self._store.refund(job_id, JobStatus.CANCELLED, "cancelled by the requester", self._clock())
-        log.info("job %s cancelled by its requester", job_id)
+        now = self._clock()
+        if ticket is flight.payer and len(flight.tickets) > 1:
+            self._store.hand_over_charge(job_id, flight.tickets[1].job.id, now)
+        else:
+            self._store.refund(job_id, JobStatus.CANCELLED, "cancelled by the requester", now)
+        flight.tickets.remove(ticket)
+        del self._flight_of_job[job_id]
+        if not flight.tickets:
+            self._waiting.remove(flight.id)
+            del self._flights[flight.key]
+        log.info("job %s cancelled by its requester and refunded", job_id)
+        self._reply_soon(ticket.listener.on_cancelled(ticket.job), job_id)
         return ticket.job
-
-    def _find_waiting(self, job_id: int) -> _Ticket | None:
-        if job_id not in self._waiting:
-            return None
-        return next(t for t in self._waiting if t.job.id == job_id)
 
     # --- running ------------------------------------------------------------------------
 
     def _start_what_fits(self) -> None:
         while len(self._running) < self._max_running:
-            ticket = self._waiting.pop()
-            if ticket is None:
+            flight = self._waiting.pop()
+            if flight is None:
                 return
-            self._running[ticket.job.id] = ticket
-            ticket.task = asyncio.create_task(self._run(ticket), name=f"job-{ticket.job.id}")
+            self._running.add(flight)
+            flight.task = asyncio.create_task(self._run(flight), name=f"flight-{flight.id}")
 
-    async def _run(self, ticket: _Ticket) -> None:
-        job = ticket.job
+    async def _run(self, flight: _Flight) -> None:
+        payer = flight.payer
         try:
-            ticket.started_at = self._clock()
-            self._store.mark_running(job.id, ticket.started_at)
-            log.info("job %s running", job.id)
-            await _tell(ticket.listener.on_started(job), job.id)
+            flight.started_at = self._clock()
+            self._store.mark_all_running(flight.job_ids, flight.started_at)
+            log.info("job %s running (%d requests share it)", payer.job.id, len(flight.tickets))
+            for ticket in list(flight.tickets):
+                self._reply_soon(ticket.listener.on_started(ticket.job), ticket.job.id)
             separation = await self._separator.separate(
-                ticket.request.mode, ticket.request.source_url
+                payer.request.mode, payer.request.source_url
             )
         except asyncio.CancelledError:
-            await self._fail(ticket, JobStatus.INTERRUPTED, JobInterruptedError())
+            await self._fail(flight, JobStatus.INTERRUPTED, JobInterruptedError())
             raise
         except StembotError as error:
-            await self._fail(ticket, JobStatus.FAILED, error)
+            await self._fail(flight, JobStatus.FAILED, error)
         except Exception:
             incident = new_incident_id()
-            log.exception("job %s failed unexpectedly (incident %s)", job.id, incident)
-            await self._fail(ticket, JobStatus.FAILED, IncidentError(incident))
+            log.exception("job %s failed unexpectedly (incident %s)", payer.job.id, incident)
+            await self._fail(flight, JobStatus.FAILED, IncidentError(incident))
         else:
-            self._store.settle(job.id, separation, ticket.request.source_key, self._clock())
-            log.info("job %s succeeded: %d stems", job.id, len(separation.stems))
-            await _tell(ticket.listener.on_succeeded(job, separation), job.id)
+            await self._succeed(flight, separation)
         finally:
-            del self._running[job.id]
+            self._running.discard(flight)
             self._start_what_fits()
 
-    async def _fail(self, ticket: _Ticket, status: JobStatus, error: StembotError) -> None:
-        job_id = ticket.job.id
-        self._store.refund(job_id, status, error.user_message, self._clock())
+    def _land(self, flight: _Flight) -> list[_Ticket]:
+        """The flight is over: later identical requests start afresh or use the stored result."""
+        self._flights.pop(flight.key, None)
+        for job_id in flight.job_ids:
+            self._flight_of_job.pop(job_id, None)
+        return list(flight.tickets)
+
+    async def _succeed(self, flight: _Flight, separation: Separation) -> None:
+        now = self._clock()
+        payer, *joined = flight.tickets
+        self._store.settle(payer.job.id, separation, payer.request.source_key, now)
+        self._store.settle_joined([t.job.id for t in joined], now)
+        tickets = self._land(flight)
+        log.info(
+            "job %s succeeded: %d stems for %d request(s)",
+            payer.job.id,
+            len(separation.stems),
+            len(tickets),
+        )
+        await asyncio.gather(
+            *(_tell(t.listener.on_succeeded(t.job, separation), t.job.id) for t in tickets)
+        )
+
+    async def _fail(self, flight: _Flight, status: JobStatus, error: StembotError) -> None:
+        self._store.refund_all(flight.job_ids, status, error.user_message, self._clock())
+        tickets = self._land(flight)
+        job_id = flight.payer.job.id
         if isinstance(error, SoundverseAuthError):
             log.error(
                 "job %s: the Soundverse API refused the API key; check SOUNDVERSE_API_KEY", job_id
             )
-        log.info("job %s %s and refunded: %s", job_id, status, type(error).__name__)
-        await _tell(ticket.listener.on_failed(ticket.job, error), job_id)
+        log.info(
+            "job %s %s and refunded (%d request(s)): %s",
+            job_id,
+            status,
+            len(tickets),
+            type(error).__name__,
+        )
+        await asyncio.gather(
+            *(_tell(t.listener.on_failed(t.job, error), t.job.id) for t in tickets)
+        )
+
+    def _reply_soon(self, notification: Awaitable[None], job_id: int) -> None:
+        """Tell a listener without making the caller wait for Discord."""
+        task = asyncio.create_task(_tell(notification, job_id))
+        self._replies.add(task)
+        task.add_done_callback(self._replies.discard)
 
     # --- restart and shutdown -----------------------------------------------------------
 
@@ -285,19 +397,16 @@ class StemService:
     async def shutdown(self, grace_s: float) -> None:
         """Stop taking requests, interrupt the waiting ones, give running ones ``grace_s``."""
         self._accepting = False
-        while (ticket := self._waiting.pop()) is not None:
-            self._store.refund(
-                ticket.job.id, JobStatus.INTERRUPTED, "stembot stopped", self._clock()
-            )
-            log.info("job %s interrupted by shutdown and refunded", ticket.job.id)
-            await _tell(ticket.listener.on_failed(ticket.job, JobInterruptedError()), ticket.job.id)
-        tasks = [t.task for t in self._running.values() if t.task is not None]
-        if not tasks:
-            return
-        _, still_running = await asyncio.wait(tasks, timeout=grace_s)
-        for task in still_running:
-            task.cancel()
-        await asyncio.gather(*still_running, return_exceptions=True)
+        while (flight := self._waiting.pop()) is not None:
+            await self._fail(flight, JobStatus.INTERRUPTED, JobInterruptedError())
+        tasks = [f.task for f in self._running if f.task is not None]
+        if tasks:
+            _, still_running = await asyncio.wait(tasks, timeout=grace_s)
+            for task in still_running:
+                task.cancel()
+            await asyncio.gather(*still_running, return_exceptions=True)
+        if self._replies:
+            await asyncio.wait(list(self._replies), timeout=grace_s)
 
 
 async def _tell(notification: Awaitable[None], job_id: int) -> None:

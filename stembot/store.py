@@ -423,6 +423,37 @@ class Store:
             _enforce(seen, cost, now)
             return self._insert(request, cost, JobStatus.QUEUED, now)
 
+    def reserve_joined(self, request: JobRequest, now: datetime) -> Job:
+        """Record a request that joins an identical one already queued or running: cost 0.
+
+        The limits that do not depend on cost still hold (a switched-off server, the member's
+        cap on active requests); the first requester pays for the shared call.
+        """
+        with self._write():
+            seen = self._snapshot(request.guild_id, request.user_id, request.interaction_id, now)
+            if seen.duplicate:
+                raise DuplicateRequestError()
+            _enforce(seen, 0, now)
+            return self._insert(request, 0, JobStatus.QUEUED, now)
+
+    def hand_over_charge(self, payer_id: int, heir_id: int, now: datetime) -> bool:
+        """The payer of a shared call cancels: refund it and charge its cost to the heir.
+
+        One transaction, so the shared call is paid for exactly once whatever happens.
+        False (nothing changed) unless both jobs are still active.
+        """
+        active = "SELECT cost FROM requests WHERE id = ? AND status IN ('queued', 'running')"
+        with self._write():
+            payer, heir = self._one(active, (payer_id,)), self._one(active, (heir_id,))
+            if payer is None or heir is None:
+                return False
+            self._db.execute("UPDATE requests SET cost = ? WHERE id = ?", (payer[0], heir_id))
+            self._db.execute(
+                "UPDATE requests SET status = 'cancelled', finished_at = ?, error = ? WHERE id = ?",
+                (_stamp(now), "cancelled by the requester", payer_id),
+            )
+        return True
+
     def record_free(self, request: JobRequest, separation: Separation, now: datetime) -> Job:
         """Record a request answered from a stored or shared result: cost 0, succeeded."""
         if separation.mode is not request.mode:
@@ -440,6 +471,46 @@ class Store:
                 (_stamp(now), job_id),
             )
         return cursor.rowcount == 1
+
+    def mark_all_running(self, job_ids: Sequence[int], now: datetime) -> int:
+        """queued -> running for every job sharing one call; how many changed."""
+        with self._write():
+            cursor = self._db.execute(
+                "UPDATE requests SET status = 'running', started_at = ? "
+                "WHERE status = 'queued' AND id IN (SELECT value FROM json_each(?))",
+                (_stamp(now), json.dumps(list(job_ids))),
+            )
+        return cursor.rowcount
+
+    def settle_joined(self, job_ids: Sequence[int], now: datetime) -> int:
+        """Mark requests that shared a settled call succeeded (they cost nothing)."""
+        if not job_ids:
+            return 0
+        with self._write():
+            cursor = self._db.execute(
+                "UPDATE requests SET status = 'succeeded', finished_at = ? "
+                "WHERE status IN ('queued', 'running') AND id IN (SELECT value FROM json_each(?))",
+                (_stamp(now), json.dumps(list(job_ids))),
+            )
+        return cursor.rowcount
+
+    def refund_all(
+        self, job_ids: Sequence[int], status: JobStatus, error: str, now: datetime
+    ) -> int:
+        """``refund`` for every job that shared one call, in one transaction; how many."""
+        if status not in _REFUND_STATUSES:
+            raise ValueError(
+                f"a refund ends a job as failed, cancelled or interrupted, not {status}"
+            )
+        if not job_ids:
+            return 0
+        with self._write():
+            cursor = self._db.execute(
+                "UPDATE requests SET status = ?, finished_at = ?, error = ? "
+                "WHERE status IN ('queued', 'running') AND id IN (SELECT value FROM json_each(?))",
+                (status.value, _stamp(now), error[:_MAX_ERROR_CHARS], json.dumps(list(job_ids))),
+            )
+        return cursor.rowcount
 
     def settle(self, job_id: int, separation: Separation, source_key: str, now: datetime) -> bool:
         """Mark the job succeeded (its charge stands) and store the result for reuse.
@@ -478,6 +549,22 @@ class Store:
                 "UPDATE requests SET status = ?, finished_at = ?, error = ? "
                 "WHERE id = ? AND status IN ('queued', 'running')",
                 (status.value, _stamp(now), error[:_MAX_ERROR_CHARS], job_id),
+            )
+        return cursor.rowcount == 1
+
+    def refund_by_moderator(self, job_id: int, guild_id: int, now: datetime) -> bool:
+        """Give back the units of a finished, charged request of this guild (bad stems, say).
+
+        The row becomes 'cancelled' with the refund noted in its error column; its finish time
+        stays. True only for the call that refunded it: a second call, a request of another
+        guild, an active, free or already refunded one change nothing.
+        """
+        note = f"refunded by a moderator at {_iso_seconds(_stamp(now))}"
+        with self._write():
+            cursor = self._db.execute(
+                "UPDATE requests SET status = 'cancelled', error = ? "
+                "WHERE id = ? AND guild_id = ? AND status = 'succeeded' AND cost > 0",
+                (note, job_id, guild_id),
             )
         return cursor.rowcount == 1
 

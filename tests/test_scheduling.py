@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import random
 from typing import TypeVar
 
@@ -66,3 +67,28 @@ def test_the_same_item_cannot_be_queued_twice() -> None:
     queue.push("g", 1, "first")
     with pytest.raises(ValueError):
         queue.push("h", 1, "again")
+
+
+def test_a_guild_arriving_after_the_flood_started_goes_next() -> None:
+    """A busy guild already being served does not get a second turn before a newcomer."""
+    queue: FairQueue[str] = FairQueue()
+    for n in range(5):
+        queue.push("busy", n, f"busy-{n}")
+    assert queue.pop() == "busy-0"
+    queue.push("quiet", "q", "quiet-0")
+    assert queue.position("q") == 1
+    assert drain(queue)[:2] == ["quiet-0", "busy-1"]
+
+
+def test_positions_hold_across_lanes_that_empty_and_return() -> None:
+    """Lanes that run dry and come back keep positions equal to the real pop order."""
+    rng = random.Random(11)
+    queue: FairQueue[int] = FairQueue()
+    for n in range(400):
+        queue.push(rng.choice("ab") if n % 50 < 25 else rng.choice("cde"), n, n)
+        for _ in range(rng.choice((0, 0, 1, 2))):
+            queue.pop()
+        if rng.random() < 0.1:
+            expected = {item: queue.position(item) for item in list(queue)}
+            leaving = drain(copy.deepcopy(queue))
+            assert {item: place + 1 for place, item in enumerate(leaving)} == expected

@@ -11,12 +11,16 @@ import discord
 from discord.ext import commands
 
 from stembot.bot import embeds
+from stembot.bot.admin import AdminCog
 from stembot.bot.delivery import Answer, post_to_requester
+from stembot.bot.split import FileAndModeSelect, ModeButton, SplitCog
 from stembot.bot.stems import StemsCog
 from stembot.bot.sync import SyncRecord, sync_if_changed
 from stembot.bot.tree import StemTree
+from stembot.bot.views import CancelButton
 from stembot.jobs import StemService
 from stembot.models import Job
+from stembot.moderation import ModerationService
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +30,7 @@ class StemBot(commands.Bot):
         self,
         *,
         service: StemService,
+        moderation: ModerationService,
         sync_record: SyncRecord,
         dev_guild_id: int | None,
         shutdown_grace_s: float,
@@ -45,6 +50,7 @@ class StemBot(commands.Bot):
             max_messages=None,
         )
         self.service = service
+        self.moderation = moderation
         self._sync_record = sync_record
         self._dev_guild = discord.Object(dev_guild_id) if dev_guild_id else None
         self._force_sync = force_sync
@@ -55,6 +61,9 @@ class StemBot(commands.Bot):
 
     async def setup_hook(self) -> None:
         await self.add_cog(StemsCog(self, self.service))
+        await self.add_cog(AdminCog(self, self.moderation))
+        await self.add_cog(SplitCog(self, self.service))
+        self.add_dynamic_items(CancelButton, ModeButton, FileAndModeSelect)
         if self._dev_guild is not None:
             self.tree.copy_global_to(guild=self._dev_guild)
         await sync_if_changed(self.tree, self._sync_record, self._dev_guild, force=self._force_sync)

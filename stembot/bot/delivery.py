@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import discord
 
 from stembot.bot import embeds
+from stembot.bot.views import cancel_view
 from stembot.errors import StembotError
 from stembot.models import Job, Mode, Separation
 
@@ -98,7 +99,7 @@ class RequestMessages:
         """The interaction was deferred and the job queued: start keeping the status current."""
         self._job = job
         self._acknowledged.set()
-        if not self._finished:
+        if not self._finished and job.status.is_active:
             self._status_task = asyncio.create_task(
                 self._keep_status_current(), name=f"status-{job.id}"
             )
@@ -118,6 +119,13 @@ class RequestMessages:
         quota = self._service.quota_status(job.guild_id, job.user_id)
         embed = embeds.failed_embed(self._mode, self._source_name, error, quota)
         await self._finish(job, Answer(embed))
+
+    async def on_cancelled(self, job: Job) -> None:
+        """The requester's click on Cancel already answered on the message; just stop."""
+        async with self._edit_lock:
+            self._finished = True
+            if self._status_task is not None:
+                self._status_task.cancel()
 
     # --- the status message -------------------------------------------------------------
 
@@ -142,8 +150,10 @@ class RequestMessages:
 
     async def _edit_status(self, state: tuple[str, object]) -> None:
         kind, value = state
-        if kind == "queued" and isinstance(value, int):
+        view: discord.ui.View | None = None
+        if kind == "queued" and isinstance(value, int) and self._job is not None:
             embed = embeds.queued_embed(self._mode, self._source_name, value)
+            view = cancel_view(self._job.id)
         else:
             started = value if isinstance(value, datetime) else discord.utils.utcnow()
             embed = embeds.processing_embed(self._mode, self._source_name, started)
@@ -152,7 +162,7 @@ class RequestMessages:
                 return
             self._last_edit = asyncio.get_running_loop().time()
             try:
-                await self._interaction.edit_original_response(embed=embed)
+                await self._interaction.edit_original_response(embed=embed, view=view)
             except discord.HTTPException as error:
                 log.info("job %s: status edit failed (%s)", self._job_id, _why(error))
 

@@ -26,6 +26,7 @@ from stembot.errors import (
     InvalidSourceError,
     JobInterruptedError,
     QuotaExceededError,
+    RequestCancelledError,
     SoundverseRejected,
     StembotError,
 )
@@ -356,6 +357,8 @@ def _next_step(error: StembotError) -> str:
         return "Nothing to do: the first request is still being handled."
     if isinstance(error, IncidentError):
         return "Run the command again later."
+    if isinstance(error, RequestCancelledError):
+        return "Run the command again whenever you like."
     return "Run the command again in a few minutes."
 
 

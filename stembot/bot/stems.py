@@ -78,27 +78,40 @@ class StemsCog(
         file: discord.Attachment | None,
         url: str | None,
     ) -> None:
-        """Instant checks, then acknowledge, then (for a URL) probe, then reserve and queue."""
+        """The instant checks, before anything is acknowledged or spent."""
         try:
             self._service.check_one_source(file is not None, url is not None)
             if file is not None:
-                source: CheckedSource | None = self._service.check_attachment(
-                    attachment_input(file)
-                )
-            else:
-                assert url is not None
-                self._service.check_url_syntax(url)
-                source = None
-            await interaction.response.defer(thinking=True)
-            if source is None:
-                assert url is not None
-                source = await self._service.check_url(url)
-            messages = RequestMessages(self._client, interaction, self._service, mode, source.name)
-            job = self._service.submit(requester_of(interaction), mode, source, messages)
+                source = self._service.check_attachment(attachment_input(file))
+                await start_request(self._client, self._service, interaction, mode, source)
+                return
+            assert url is not None
+            self._service.check_url_syntax(url)
         except StembotError as refusal:
             await reply_privately(interaction, refusal.user_message)
             return
-        messages.acknowledged(job)
+        await start_request(self._client, self._service, interaction, mode, url)
+
+
+async def start_request(
+    client: discord.Client,
+    service: StemService,
+    interaction: discord.Interaction,
+    mode: Mode,
+    source: CheckedSource | str,
+) -> None:
+    """Acknowledge, probe a URL source, then reserve and queue; refusals go privately."""
+    try:
+        await interaction.response.defer(thinking=True)
+        if isinstance(source, str):
+            source = await service.check_url(source)
+        messages = RequestMessages(client, interaction, service, mode, source.name)
+        job = service.submit(requester_of(interaction), mode, source, messages)
+    except StembotError as refusal:
+        await reply_privately(interaction, refusal.user_message)
+        return
+    messages.acknowledged(job)
+    client.dispatch("stems_reserved", job.guild_id)  # quota alerts (admin.py)
 
 
 def attachment_input(file: discord.Attachment) -> AttachmentInput:

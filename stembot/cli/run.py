@@ -15,7 +15,8 @@ import aiohttp
 from stembot.bot.client import StemBot
 from stembot.bot.endpoints import use_discord_endpoints
 from stembot.config import Settings, configure_logging, load_settings
-from stembot.jobs import StemService
+from stembot.jobs import StemService, utc_now
+from stembot.moderation import ModerationService
 from stembot.soundverse import SoundverseClient
 from stembot.sources import AddressPolicy, GuardedConnector, UrlProbe
 from stembot.store import Store
@@ -76,9 +77,11 @@ async def built_bot(settings: Settings, *, force_sync: bool = False) -> AsyncIte
                 UrlProbe(connector, max_bytes=settings.max_input_bytes),
                 max_concurrent_jobs=settings.max_concurrent_jobs,
                 max_input_bytes=settings.max_input_bytes,
+                result_ttl_s=settings.result_ttl_s,
             )
             bot = StemBot(
                 service=service,
+                moderation=ModerationService(store, utc_now),
                 sync_record=store,
                 dev_guild_id=settings.dev_guild_id,
                 shutdown_grace_s=settings.shutdown_grace_s,

@@ -160,6 +160,32 @@ async def running_stack(
             use_discord_endpoints(*previous)
 
 
+@contextlib.asynccontextmanager
+async def bot_connected(emulator: DiscordEmulator, settings: Settings) -> AsyncIterator[StemBot]:
+    """The real bot built from ``settings`` on an already running emulator, which may have
+    served an earlier bot (a restart on the same Discord); stopped and closed afterwards."""
+    previous = current_discord_endpoints()
+    earlier = emulator.gateway.current
+    try:
+        async with built_bot(settings) as bot:
+            runner = asyncio.create_task(bot.start(emulator.token))
+            await _ready_or_raise(emulator, runner)
+            new_session = asyncio.create_task(new_gateway_session(emulator, earlier))
+            await asyncio.wait({new_session, runner}, return_when=asyncio.FIRST_COMPLETED)
+            if runner.done():
+                new_session.cancel()
+                runner.result()
+                raise RuntimeError("the bot stopped before it was ready")
+            new_session.result()
+            try:
+                yield bot
+            finally:
+                await bot.close()
+                await runner
+    finally:
+        use_discord_endpoints(*previous)
+
+
 async def _ready_or_raise(emulator: DiscordEmulator, runner: asyncio.Task[None]) -> None:
     """Wait for READY; if the bot dies first, raise its error instead of timing out."""
     ready = asyncio.create_task(emulator.wait_ready())

@@ -1,0 +1,195 @@
+"""`/stems-admin usage|limits|export|refund|log-channel`, and the quota alerts it configures.
+
+A top-level command of its own: ``default_member_permissions`` is only a default that server
+admins can change (and Discord ignores it on subcommands), so every call is also checked here
+at run time against the member's permissions in the channel.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from stembot.bot import admin_embeds
+from stembot.moderation import ModerationService, QuotaAlert
+from stembot.store import MAX_LIMIT
+
+log = logging.getLogger(__name__)
+
+# Emitted by the /stems cog after each successful reservation: `client.dispatch(...)`.
+RESERVED_EVENT = "stems_reserved"
+
+Units = app_commands.Range[int, 0, MAX_LIMIT]
+# Discord integers are below 2**53; a request id is a positive SQLite rowid.
+RequestId = app_commands.Range[int, 1, 2**53 - 1]
+
+
+def is_moderator(permissions: discord.Permissions) -> bool:
+    return permissions.manage_guild or permissions.administrator
+
+
+@app_commands.guild_only()
+@app_commands.default_permissions(manage_guild=True)
+class AdminCog(
+    commands.GroupCog,
+    group_name="stems-admin",
+    group_description="Moderators: stembot usage, limits, ledger export, refunds, alerts",
+):
+    def __init__(self, client: discord.Client, moderation: ModerationService) -> None:
+        self._moderation = moderation
+        self.alerts = QuotaAlerts(client, moderation)
+        super().__init__()
+
+    async def interaction_check(self, interaction: discord.Interaction, /) -> bool:
+        """Manage Server (or Administrator) now, whatever the command's default said."""
+        if not is_moderator(interaction.permissions):
+            log.info("user %s was refused /stems-admin: no Manage Server", interaction.user.id)
+            raise app_commands.MissingPermissions(["manage_guild"])
+        return True
+
+    @commands.Cog.listener(f"on_{RESERVED_EVENT}")
+    async def on_stems_reserved(self, guild_id: int) -> None:
+        await self.alerts.after_reservation(guild_id)
+
+    @app_commands.command(
+        name="usage", description="Units used today and this month against the limits"
+    )
+    async def usage(self, interaction: discord.Interaction) -> None:
+        overview = self._moderation.usage(_guild_id(interaction))
+        await interaction.response.send_message(
+            embed=admin_embeds.usage_embed(overview), ephemeral=True
+        )
+
+    @app_commands.command(
+        name="limits", description="Set this server's daily, monthly and per-member unit limits"
+    )
+    @app_commands.describe(
+        daily="Units this server may use per UTC day (0 switches stembot off)",
+        monthly="Units this server may use per UTC month (0 switches stembot off)",
+        per_user="Units each member may use per UTC day",
+    )
+    async def limits(
+        self,
+        interaction: discord.Interaction,
+        daily: Units | None = None,
+        monthly: Units | None = None,
+        per_user: Units | None = None,
+    ) -> None:
+        limits = self._moderation.set_limits(
+            _guild_id(interaction), daily=daily, monthly=monthly, per_user=per_user
+        )
+        log.info("guild %s: limits set by user %s", interaction.guild_id, interaction.user.id)
+        await interaction.response.send_message(
+            embed=admin_embeds.limits_embed(limits), ephemeral=True
+        )
+
+    @app_commands.command(name="export", description="The usage ledger for a period, as CSV")
+    @app_commands.describe(
+        since="First day, YYYY-MM-DD (UTC); default: the 1st of this month",
+        until="Last day, YYYY-MM-DD (UTC), included; default: up to now",
+    )
+    async def export(
+        self, interaction: discord.Interaction, since: str | None = None, until: str | None = None
+    ) -> None:
+        export = self._moderation.export(_guild_id(interaction), since, until)
+        if len(export.data) > interaction.filesize_limit:
+            await interaction.response.send_message(
+                admin_embeds.export_too_large_text(export, interaction.filesize_limit),
+                ephemeral=True,
+            )
+            return
+        # An upload can take longer than the 3 s Discord gives the first answer.
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        await interaction.followup.send(
+            admin_embeds.export_text(export),
+            file=discord.File(io.BytesIO(export.data), filename=export.filename),
+            ephemeral=True,
+        )
+
+    @app_commands.command(name="refund", description="Give back the units of one request, once")
+    @app_commands.describe(request_id="The request's id (the request_id column of the export)")
+    async def refund(self, interaction: discord.Interaction, request_id: RequestId) -> None:
+        refund = self._moderation.refund(_guild_id(interaction), request_id)
+        log.info(
+            "guild %s: request %s refunded by user %s",
+            interaction.guild_id,
+            request_id,
+            interaction.user.id,
+        )
+        await interaction.response.send_message(admin_embeds.refund_text(refund), ephemeral=True)
+
+    @app_commands.command(
+        name="log-channel", description="Where quota alerts go; leave it empty to turn them off"
+    )
+    @app_commands.describe(channel="A text channel stembot can post in")
+    async def log_channel(
+        self, interaction: discord.Interaction, channel: discord.TextChannel | None = None
+    ) -> None:
+        guild_id = _guild_id(interaction)
+        if channel is None:
+            self._moderation.set_log_channel(guild_id, None)
+            await interaction.response.send_message(
+                admin_embeds.log_channel_text(None), ephemeral=True
+            )
+            return
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        try:
+            # Posting a first notice now proves the alerts will get through later.
+            await channel.send(embed=admin_embeds.log_channel_hello())
+        except discord.HTTPException as error:
+            log.info("guild %s: log channel %s refused: %s", guild_id, channel.id, error.status)
+            await interaction.followup.send(
+                f"I can't post in {channel.mention}. Give me View Channel, Send Messages and "
+                "Embed Links there, then try again. Alerts are unchanged.",
+                ephemeral=True,
+            )
+            return
+        self._moderation.set_log_channel(guild_id, channel.id)
+        await interaction.followup.send(admin_embeds.log_channel_text(channel.id), ephemeral=True)
+
+
+class QuotaAlerts:
+    """Posts the 80% / 100% quota alerts the moderation service decides on."""
+
+    def __init__(self, client: discord.Client, moderation: ModerationService) -> None:
+        self._client = client
+        self._moderation = moderation
+
+    async def after_reservation(self, guild_id: int) -> None:
+        """Call after each successful reservation; never raises (a failure is only logged)."""
+        try:
+            due = self._moderation.alerts_due(guild_id)
+        except Exception:
+            log.exception("guild %s: deciding on quota alerts failed", guild_id)
+            return
+        for alert in due:
+            await self._post(alert)
+
+    async def _post(self, alert: QuotaAlert) -> None:
+        channel = self._client.get_partial_messageable(alert.channel_id, guild_id=alert.guild_id)
+        try:
+            await channel.send(embed=admin_embeds.alert_embed(alert))
+        except discord.HTTPException as error:
+            log.warning(
+                "guild %s: the %s%% %s alert could not be posted in channel %s: %s",
+                alert.guild_id,
+                alert.threshold,
+                alert.period,
+                alert.channel_id,
+                error.status,
+            )
+        except Exception:
+            log.exception("guild %s: posting a quota alert failed", alert.guild_id)
+        else:
+            log.info(
+                "guild %s: %s%% %s alert posted", alert.guild_id, alert.threshold, alert.period
+            )
+
+
+def _guild_id(interaction: discord.Interaction) -> int:
+    assert interaction.guild_id is not None  # guild_only
+    return interaction.guild_id

@@ -1,0 +1,249 @@
+"""What moderators ask of the ledger: usage, limits, the export, refunds and quota alerts.
+
+Plain values in and out (no discord): the `/stems-admin` cog renders what this returns, and
+posts the alerts it decides on.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+
+from stembot.errors import StembotError
+from stembot.models import GuildLimits, Job, JobStatus, Mode, QuotaStatus, UsageReport
+from stembot.store import MAX_LIMIT, Store, day_window, month_window
+
+Clock = Callable[[], datetime]
+
+# Percentages of a window at which the log channel hears about it, once per window each.
+ALERT_THRESHOLDS = (80, 100)
+TOP_USERS = 5
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+class ModerationError(StembotError):
+    """A moderator's request cannot be done as asked; the message says why and what to do."""
+
+
+class RequestNotFoundError(ModerationError):
+    """No request with that id belongs to this server."""
+
+
+class NotRefundableError(ModerationError):
+    """The request exists but has nothing to give back (already refunded, free, in progress)."""
+
+
+@dataclass(frozen=True, slots=True)
+class UsageOverview:
+    """Everything `/stems-admin usage` shows: windows against limits, today's and the month's
+    requests by mode and by member."""
+
+    now: datetime
+    quota: QuotaStatus
+    limits: GuildLimits
+    today: UsageReport
+    month: UsageReport
+    costs: Mapping[Mode, int]
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerExport:
+    """The ledger of ``[since, until)`` as CSV bytes, ready to attach."""
+
+    filename: str
+    data: bytes
+    rows: int
+    since: datetime
+    until: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Refund:
+    """A request whose units a moderator gave back."""
+
+    job: Job
+    units: int
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaAlert:
+    """The guild just reached ``threshold`` percent of its daily or monthly window."""
+
+    guild_id: int
+    channel_id: int
+    period: str  # "day" or "month", as the store names them
+    threshold: int
+    used: int
+    limit: int
+    resets_at: datetime
+
+
+class ModerationService:
+    """The moderators' side of the ledger. Synchronous: every call is one short store call."""
+
+    def __init__(self, store: Store, clock: Clock) -> None:
+        self._store = store
+        self._clock = clock
+
+    # --- usage --------------------------------------------------------------------------
+
+    def usage(self, guild_id: int) -> UsageOverview:
+        now = self._clock()
+        day_start, day_end = day_window(now)
+        month_start, month_end = month_window(now)
+        return UsageOverview(
+            now=now,
+            quota=self._store.quota_status(guild_id, None, now),
+            limits=self._store.guild_limits(guild_id),
+            today=self._store.usage_report(guild_id, day_start, day_end, top=TOP_USERS),
+            month=self._store.usage_report(guild_id, month_start, month_end, top=TOP_USERS),
+            costs=self._store.policy.costs,
+        )
+
+    # --- limits -------------------------------------------------------------------------
+
+    def set_limits(
+        self,
+        guild_id: int,
+        *,
+        daily: int | None = None,
+        monthly: int | None = None,
+        per_user: int | None = None,
+    ) -> GuildLimits:
+        """Override the given limits (the others stay); returns the limits now in force."""
+        given = {"daily": daily, "monthly": monthly, "per_user": per_user}
+        if all(value is None for value in given.values()):
+            raise ModerationError(
+                "Give at least one of `daily`, `monthly` or `per_user` (units, 0 turns it off)."
+            )
+        for name, value in given.items():
+            if value is not None and not 0 <= value <= MAX_LIMIT:
+                raise ModerationError(f"`{name}` must be a whole number from 0 to {MAX_LIMIT:,}.")
+        return self._store.set_limits(guild_id, daily=daily, monthly=monthly, per_user=per_user)
+
+    # --- the export ---------------------------------------------------------------------
+
+    def export(self, guild_id: int, since: str | None, until: str | None) -> LedgerExport:
+        """The ledger from the day ``since`` through the day ``until`` (UTC, both included).
+
+        Defaults: from the first of this month, through today.
+        """
+        now = self._clock()
+        start = month_window(now)[0] if since is None else _day_start(since, "since")
+        # Up to now is through today: nothing in the ledger is later than now.
+        last = day_window(now)[0] if until is None else _day_start(until, "until")
+        end = last + timedelta(days=1)
+        if start >= end:
+            raise ModerationError(
+                "`since` must come before `until` (dates are YYYY-MM-DD, UTC, both included)."
+            )
+        text = io.StringIO(newline="")
+        rows = self._store.export_csv(guild_id, start, end, text)
+        filename = f"stembot-ledger-{guild_id}-{start:%Y-%m-%d}-to-{last:%Y-%m-%d}.csv"
+        return LedgerExport(filename, text.getvalue().encode("utf-8"), rows, start, end)
+
+    # --- refunds ------------------------------------------------------------------------
+
+    def refund(self, guild_id: int, request_id: int) -> Refund:
+        """Give back a finished request's units, once; raises ModerationError otherwise."""
+        refunded = self._store.refund_by_moderator(request_id, guild_id, self._clock())
+        job = self._store.get_job(request_id)
+        if job is None or job.guild_id != guild_id:
+            raise RequestNotFoundError(
+                f"There is no request {request_id} on this server. Request ids are in the "
+                "`request_id` column of `/stems-admin export`."
+            )
+        if refunded:
+            return Refund(job, job.cost)
+        raise NotRefundableError(_why_not_refundable(job))
+
+    # --- the log channel and its alerts -------------------------------------------------
+
+    def set_log_channel(self, guild_id: int, channel_id: int | None) -> None:
+        self._store.set_log_channel(guild_id, channel_id)
+
+    def log_channel(self, guild_id: int) -> int | None:
+        return self._store.log_channel(guild_id)
+
+    def alerts_due(self, guild_id: int) -> list[QuotaAlert]:
+        """The alerts to post now that the guild's usage went up, each once per window.
+
+        Nothing is claimed while the guild has no log channel, so a channel set later still
+        hears about the current window. When a jump passes 80% and 100% at once, only the
+        100% alert is posted (the 80% one is claimed with it).
+        """
+        channel_id = self._store.log_channel(guild_id)
+        if channel_id is None:
+            return []
+        now = self._clock()
+        quota = self._store.quota_status(guild_id, None, now)
+        windows = (
+            ("day", day_window(now)[0], quota.guild_daily),
+            ("month", month_window(now)[0], quota.guild_monthly),
+        )
+        alerts = []
+        for period, period_start, window in windows:
+            claimed = [
+                threshold
+                for threshold in _thresholds_reached(window.used, window.limit)
+                if self._store.claim_alert(guild_id, period, period_start, threshold, now)
+            ]
+            if claimed:
+                alerts.append(
+                    QuotaAlert(
+                        guild_id=guild_id,
+                        channel_id=channel_id,
+                        period=period,
+                        threshold=max(claimed),
+                        used=window.used,
+                        limit=window.limit,
+                        resets_at=window.resets_at,
+                    )
+                )
+        return alerts
+
+
+def _thresholds_reached(used: int, limit: int) -> list[int]:
+    if limit <= 0:
+        # A switched-off server is a moderator's choice, not news for the log channel.
+        return []
+    return [t for t in ALERT_THRESHOLDS if used * 100 >= t * limit]
+
+
+def _day_start(text: str, name: str) -> datetime:
+    cleaned = text.strip()
+    try:
+        if not _DATE.fullmatch(cleaned):
+            raise ValueError(cleaned)
+        day = date.fromisoformat(cleaned)
+    except ValueError:
+        raise ModerationError(
+            f"`{name}` must be a date written YYYY-MM-DD (UTC), for example 2026-05-01."
+        ) from None
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
+
+
+_HOW_REFUNDED = {
+    JobStatus.FAILED: "it failed",
+    JobStatus.CANCELLED: "it was cancelled",
+    JobStatus.INTERRUPTED: "it was interrupted",
+}
+
+
+def _why_not_refundable(job: Job) -> str:
+    if job.status.is_active:
+        return (
+            f"Request {job.id} is still {job.status.value}. A request that fails is refunded "
+            "automatically; refund it once it has finished if it still needs one."
+        )
+    if job.status in _HOW_REFUNDED:
+        how = (
+            "by a moderator"
+            if (job.error or "").startswith("refunded by a moderator")
+            else _HOW_REFUNDED[job.status]
+        )
+        return f"Request {job.id} was already refunded ({how}); nothing changed."
+    return f"Request {job.id} cost nothing (it reused an earlier result); nothing to refund."

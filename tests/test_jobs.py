@@ -1,0 +1,271 @@
+"""The service: reuse, shared calls, cancel, fairness and failures, with the real store and
+the real Soundverse client against the local stand-in."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from stembot.config import QuotaPolicy, Secret
+from stembot.errors import (
+    AlreadyStartedError,
+    IncidentError,
+    JobInterruptedError,
+    NotYourRequestError,
+    RequestEndedError,
+    SoundverseRejected,
+    StembotError,
+)
+from stembot.jobs import AttachmentInput, CheckedSource, Requester, StemService
+from stembot.models import Job, JobStatus, Mode, Separation
+from stembot.soundverse import SoundverseClient
+from stembot.sources import AddressPolicy, GuardedConnector, UrlProbe
+from stembot.store import Store
+from tests.standins.soundverse import Reply, SoundverseStandin
+
+KEY = "sv-test-key"
+GUILD = 1001
+ids = itertools.count(1)
+
+
+@dataclass
+class Recorder:
+    """A JobListener that remembers what it was told."""
+
+    events: list[str] = field(default_factory=list)
+    result: Separation | None = None
+    error: StembotError | None = None
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def on_started(self, job: Job) -> None:
+        self.events.append("started")
+
+    async def on_succeeded(self, job: Job, separation: Separation) -> None:
+        self.events.append("succeeded")
+        self.result = separation
+        self.done.set()
+
+    async def on_failed(self, job: Job, error: StembotError) -> None:
+        self.events.append("failed")
+        self.error = error
+        self.done.set()
+
+    async def on_cancelled(self, job: Job) -> None:
+        self.events.append("cancelled")
+        self.done.set()
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime.now(UTC)  # the API stamps results with the real time
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@dataclass
+class Rig:
+    service: StemService
+    store: Store
+    api: SoundverseStandin
+    clock: Clock
+
+    def submit(
+        self,
+        *,
+        user: int | None = None,
+        guild: int = GUILD,
+        track: str = "attachment:1",
+        mode: Mode = Mode.VOCALS,
+    ) -> tuple[Job, Recorder]:
+        listener = Recorder()
+        requester = Requester(guild, 2, user or next(ids), next(ids))
+        source = CheckedSource(f"http://cdn.test/{track}.wav", "song.wav", track)
+        return self.service.submit(requester, mode, source, listener), listener
+
+    def used(self, guild: int = GUILD) -> int:
+        return self.store.quota_status(guild, None, self.clock()).guild_daily.used
+
+
+@pytest.fixture
+async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
+    async with (
+        SoundverseStandin(api_key=KEY, latency=0.2) as api,
+        aiohttp.ClientSession() as session,
+        GuardedConnector(AddressPolicy(allow_private=True)) as connector,
+    ):
+        store = Store.open(tmp_path / "stembot.db", QuotaPolicy(user_daily_limit=100))
+        clock = Clock()
+        service = StemService(
+            store,
+            SoundverseClient(session, api.base_url, Secret(KEY), timeout_s=5),
+            UrlProbe(connector, max_bytes=1024),
+            max_concurrent_jobs=1,
+            max_input_bytes=1024,
+            result_ttl_s=3600,
+            clock=clock,
+        )
+        yield Rig(service, store, api, clock)
+        await service.shutdown(grace_s=0.1)
+        store.close()
+
+
+async def finished(*listeners: Recorder) -> None:
+    await asyncio.wait_for(asyncio.gather(*(r.done.wait() for r in listeners)), 5)
+
+
+async def test_twenty_identical_requests_make_one_call_and_one_charge(rig: Rig) -> None:
+    """20 people splitting one track at once: one API call, 20 results, one unit charged."""
+    listeners = [rig.submit()[1] for _ in range(20)]
+    await finished(*listeners)
+    assert len(rig.api.requests) == 1
+    assert all(r.events == ["started", "succeeded"] for r in listeners)
+    assert rig.used() == 1
+
+
+async def test_a_repeat_after_completion_is_answered_from_the_store(rig: Rig) -> None:
+    """The same track and mode again: answered at once, no API call, no charge."""
+    _, first = rig.submit()
+    await finished(first)
+    job, again = rig.submit()
+    await finished(again)
+    assert job.status is JobStatus.SUCCEEDED and job.cost == 0
+    assert again.events == ["succeeded"]
+    assert again.result == first.result
+    assert len(rig.api.requests) == 1
+    assert rig.used() == 1
+
+
+async def test_another_mode_of_the_same_track_is_a_new_call(rig: Rig) -> None:
+    """Vocals and all stems of one track are different work: two calls."""
+    _, vocals = rig.submit(mode=Mode.VOCALS)
+    _, everything = rig.submit(mode=Mode.ALL)
+    await finished(vocals, everything)
+    assert len(rig.api.requests) == 2
+
+
+async def test_a_stored_result_older_than_the_ttl_is_not_reused(rig: Rig) -> None:
+    """After STEMBOT_RESULT_TTL the stem links may be gone: the API is called again."""
+    _, first = rig.submit()
+    await finished(first)
+    rig.clock.now += timedelta(seconds=3601)
+    _, later = rig.submit()
+    await finished(later)
+    assert len(rig.api.requests) == 2
+
+
+async def test_a_failed_shared_call_refunds_and_tells_everyone(rig: Rig) -> None:
+    """The API rejects a track three people asked for: all three told, nothing charged."""
+    rig.api.fail_next(Reply.nsfw())
+    listeners = [rig.submit()[1] for _ in range(3)]
+    await finished(*listeners)
+    assert all(isinstance(r.error, SoundverseRejected) for r in listeners)
+    assert rig.used() == 0
+    assert len(rig.api.requests) == 1
+
+
+async def test_cancel_by_the_requester_refunds_and_leaves_the_queue(rig: Rig) -> None:
+    """A waiting request cancelled by its requester is refunded and never reaches the API."""
+    _, running = rig.submit(track="attachment:1")
+    waiting_job, waiting = rig.submit(user=7, track="attachment:2")
+    rig.service.cancel(waiting_job.id, 7)
+    await finished(running, waiting)
+    assert waiting.events == ["cancelled"]
+    assert len(rig.api.requests) == 1
+    job = rig.store.get_job(waiting_job.id)
+    assert job is not None and job.status is JobStatus.CANCELLED
+    assert rig.used() == 1
+
+
+async def test_cancel_by_someone_else_is_refused(rig: Rig) -> None:
+    """Only the requester may cancel; the request stays queued."""
+    rig.submit(track="attachment:1")
+    job, _ = rig.submit(user=7, track="attachment:2")
+    with pytest.raises(NotYourRequestError):
+        rig.service.cancel(job.id, 8)
+    assert rig.service.position(job.id) == 1
+
+
+async def test_cancel_after_the_call_started_is_refused(rig: Rig) -> None:
+    """Once the API is working on it, a request can no longer be cancelled."""
+    job, listener = rig.submit(user=7)
+    await asyncio.sleep(0)  # the call starts
+    with pytest.raises(AlreadyStartedError):
+        rig.service.cancel(job.id, 7)
+    await finished(listener)
+    with pytest.raises(RequestEndedError):
+        rig.service.cancel(job.id, 7)
+
+
+async def test_when_the_payer_cancels_the_next_requester_pays(rig: Rig) -> None:
+    """The payer of a shared call leaves: the charge moves, the call is paid exactly once."""
+    rig.submit(track="attachment:1")
+    payer_job, _ = rig.submit(user=7, track="attachment:2")
+    heir_job, heir = rig.submit(user=8, track="attachment:2")
+    rig.service.cancel(payer_job.id, 7)
+    await finished(heir)
+    assert heir.events == ["started", "succeeded"]
+    assert rig.used() == 2  # track 1's payer and the heir, one unit each
+    heir_row = rig.store.get_job(heir_job.id)
+    assert heir_row is not None and heir_row.charged == 1
+
+
+async def test_a_quiet_guild_is_not_starved_by_a_busy_one(rig: Rig) -> None:
+    """With one call at a time, a second guild's request goes next, not after the flood."""
+    started: list[int] = []
+    flood = []
+    for n in range(4):
+        job, listener = rig.submit(track=f"attachment:{n + 10}")
+        flood.append((job, listener))
+    quiet_job, quiet = rig.submit(guild=2002, track="attachment:99")
+    assert rig.service.position(quiet_job.id) == 1  # the first flood job is already running
+    await finished(quiet, *(listener for _, listener in flood))
+    started = [int(r.json()["audioUrl"].rsplit(":", 1)[1].split(".")[0]) for r in rig.api.requests]
+    assert started[:2] == [10, 99]
+
+
+async def test_shutdown_interrupts_waiting_requests_and_refunds_them(rig: Rig) -> None:
+    """On shutdown, queued requests are told and refunded; running ones get the grace time."""
+    rig.api.latency = 5
+    _, running = rig.submit(track="attachment:1")
+    _, waiting = rig.submit(track="attachment:2")
+    await asyncio.sleep(0.05)
+    await rig.service.shutdown(grace_s=0.1)
+    assert isinstance(waiting.error, JobInterruptedError)
+    assert isinstance(running.error, JobInterruptedError)
+    assert rig.used() == 0
+
+
+async def test_an_unexpected_error_is_refunded_with_an_incident_id(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bug in a call: the user gets only an incident id, the log the traceback, no charge."""
+
+    class BrokenSeparator:
+        async def separate(self, mode: Mode, audio_url: str) -> Separation:
+            raise RuntimeError("a bug")
+
+    rig.service._separator = BrokenSeparator()
+    _, listener = rig.submit()
+    await finished(listener)
+    assert isinstance(listener.error, IncidentError)
+    assert listener.error.incident_id in listener.error.user_message
+    assert "a bug" not in listener.error.user_message
+    assert any(listener.error.incident_id in r.getMessage() and r.exc_info for r in caplog.records)
+    assert rig.used() == 0
+
+
+async def test_attachment_checks_run_before_anything_is_spent(rig: Rig) -> None:
+    """An oversized attachment is refused by the service with no ledger row and no call."""
+    too_big = AttachmentInput(1, "http://cdn.test/a.mp3", "a.mp3", "audio/mpeg", 1025)
+    with pytest.raises(StembotError, match="limit"):
+        rig.service.check_attachment(too_big)
+    assert rig.store.get_job(1) is None
+    assert rig.api.requests == []
