@@ -72,6 +72,8 @@ _ALLOWED_CALLBACKS = {
     },
 }
 _ATTACHMENT_OPTION, _USER_OPTION = 11, 6
+_CHANNEL_OPTION = 7
+_PARTIAL_CHANNEL = ("id", "name", "type", "parent_id", "flags")
 _INTERACTION = web.RequestKey("interaction", InteractionRecord)
 
 
@@ -318,7 +320,9 @@ class DiscordEmulator:
         resolved: dict[str, dict[str, Any]] = {}
         for name, value in (options or {}).items():
             option = self._option_definition(node_definition, name, command)
-            node.setdefault("options", []).append(self._option_value(option, value, resolved))
+            node.setdefault("options", []).append(
+                self._option_value(option, value, resolved, invoker=member)
+            )
         if resolved:
             data["resolved"] = resolved
         return await self._dispatch("slash", APPLICATION_COMMAND, data, member, channel, age_s)
@@ -391,7 +395,11 @@ class DiscordEmulator:
         raise LookupError(f"/{command} has no option {name!r}")
 
     def _option_value(
-        self, option: dict[str, Any], value: Any, resolved: dict[str, dict[str, Any]]
+        self,
+        option: dict[str, Any],
+        value: Any,
+        resolved: dict[str, dict[str, Any]],
+        invoker: Member,
     ) -> dict[str, Any]:
         kind = option["type"]
         if kind == _ATTACHMENT_OPTION:
@@ -401,6 +409,13 @@ class DiscordEmulator:
             resolved.setdefault("users", {})[str(value.id)] = value.user
             member = {k: v for k, v in value.payload().items() if k != "user"}
             resolved.setdefault("members", {})[str(value.id)] = member
+            value = str(value.id)
+        elif kind == _CHANNEL_OPTION and isinstance(value, Channel):
+            # Discord resolves a channel option to a partial channel with the invoker's
+            # permissions in it.
+            partial = {k: v for k, v in value.payload().items() if k in _PARTIAL_CHANNEL}
+            partial["permissions"] = str(invoker.permissions)
+            resolved.setdefault("channels", {})[str(value.id)] = partial
             value = str(value.id)
         return {"name": option["name"], "type": kind, "value": value}
 
