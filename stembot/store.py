@@ -557,7 +557,9 @@ class Store:
 
         The row becomes 'cancelled' with the refund noted in its error column; its finish time
         stays. True only for the call that refunded it: a second call, a request of another
-        guild, an active, free or already refunded one change nothing.
+        guild, an active, free or already refunded one change nothing. The stored result of
+        that request is forgotten too, so the next request for the source calls the API again
+        instead of handing out the same refunded stems for free.
         """
         note = f"refunded by a moderator at {_iso_seconds(_stamp(now))}"
         with self._write():
@@ -566,6 +568,8 @@ class Store:
                 "WHERE id = ? AND guild_id = ? AND status = 'succeeded' AND cost > 0",
                 (note, job_id, guild_id),
             )
+            if cursor.rowcount == 1:
+                self._db.execute("DELETE FROM results WHERE job_id = ?", (job_id,))
         return cursor.rowcount == 1
 
     def recover_interrupted(self, now: datetime) -> list[Job]:

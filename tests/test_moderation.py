@@ -412,3 +412,11 @@ def test_a_switched_off_server_raises_no_alert(store: Store, moderation: Moderat
     moderation.set_log_channel(GUILD, LOG_CHANNEL)
     moderation.set_limits(GUILD, daily=0)
     assert moderation.alerts_due(GUILD) == []
+
+
+def test_a_moderator_refund_forgets_the_stored_result(store: Store) -> None:
+    """Refunded stems (bad, say) are not handed out again for free: the next asks the API."""
+    job = succeeded(store)
+    assert store.find_result(job.source_key, Mode.VOCALS, NOW - timedelta(days=1)) is not None
+    assert store.refund_by_moderator(job.id, GUILD, NOW)
+    assert store.find_result(job.source_key, Mode.VOCALS, NOW - timedelta(days=1)) is None
