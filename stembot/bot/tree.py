@@ -13,6 +13,9 @@ from stembot.errors import IncidentError, StembotError
 
 log = logging.getLogger(__name__)
 
+# Discord's answer to acknowledging an interaction that another copy already acknowledged.
+ALREADY_ACKNOWLEDGED = 40060
+
 
 class StemTree(app_commands.CommandTree[discord.Client]):
     async def on_error(
@@ -27,6 +30,14 @@ class StemTree(app_commands.CommandTree[discord.Client]):
             return
         if isinstance(cause, app_commands.MissingPermissions):
             await reply_privately(interaction, "You need the Manage Server permission for this.")
+            return
+        if isinstance(cause, discord.HTTPException) and cause.code == ALREADY_ACKNOWLEDGED:
+            # Not a bug here: the first copy is being handled; answering again would fail too.
+            log.warning(
+                "interaction %s arrived twice (Discord's duplicate, or a second bot running "
+                "with this token); ignored the copy",
+                interaction.id,
+            )
             return
         incident = secrets.token_hex(4).upper()
         command = interaction.command.qualified_name if interaction.command else "?"

@@ -166,6 +166,9 @@ class SoundverseStandin:
         self.latency = latency
         self.requests: list[RecordedRequest] = []
         self.downloads = 0
+        # Separation calls being answered right now, and the most there ever were at once.
+        self.in_flight = 0
+        self.max_in_flight = 0
         self._host = host
         self._port = port
         self._script: deque[Reply] = deque()
@@ -192,6 +195,7 @@ class SoundverseStandin:
         self._script.clear()
         self._always = None
         self.requests.clear()
+        self.max_in_flight = self.in_flight
 
     # --- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> str:
@@ -233,6 +237,14 @@ class SoundverseStandin:
         body = await request.read()
         headers = {k: v for k, v in request.headers.items() if k.lower() != "authorization"}
         self.requests.append(RecordedRequest(request.path, body, headers, time.monotonic()))
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            return await self._answer(body, request)
+        finally:
+            self.in_flight -= 1
+
+    async def _answer(self, body: bytes, request: web.Request) -> web.StreamResponse:
         if request.headers.get("Authorization") != f"Bearer {self.api_key}":
             return web.json_response({"detail": "Invalid API key"}, status=401)
         problem = _body_problem(body)

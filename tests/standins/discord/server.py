@@ -465,6 +465,10 @@ class DiscordEmulator:
         await self.gateway.live_session().dispatch("INTERACTION_CREATE", payload)
         return record
 
+    async def redeliver(self, interaction: InteractionRecord) -> None:
+        """Send ``interaction``'s INTERACTION_CREATE again, unchanged: Discord's duplicate."""
+        await self.gateway.live_session().dispatch("INTERACTION_CREATE", interaction.payload)
+
     # ---- asking what happened --------------------------------------------------------------
 
     async def wait_ready(self, timeout_s: float = 10.0) -> Session:
