@@ -6,7 +6,6 @@ mapping is collected and raised together as one ConfigError.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,6 +73,9 @@ class Settings:
     dev_guild_id: int | None = None
     result_ttl_s: float = 86_400.0
     shutdown_grace_s: float = 8.0
+    # Store calls run on the event loop: a locked database stalls the whole bot this long.
+    db_busy_timeout_s: float = 5.0
+    url_probe_timeout_s: float = 20.0
     quota: QuotaPolicy = field(default_factory=QuotaPolicy)
 
     @property
@@ -231,6 +233,18 @@ def load_settings(
         "result_ttl_s": r.typed(
             "STEMBOT_RESULT_TTL", _positive_float, d.result_ttl_s, "a positive number of seconds"
         ),
+        "db_busy_timeout_s": r.typed(
+            "STEMBOT_DB_BUSY_TIMEOUT_S",
+            _positive_float,
+            d.db_busy_timeout_s,
+            "a positive number of seconds",
+        ),
+        "url_probe_timeout_s": r.typed(
+            "STEMBOT_URL_PROBE_TIMEOUT_S",
+            _positive_float,
+            d.url_probe_timeout_s,
+            "a positive number of seconds",
+        ),
     }
     limit = "a whole number of at least 0"
     quota = QuotaPolicy(
@@ -262,10 +276,3 @@ def load_settings(
     if r.problems:
         raise ConfigError(r.problems)
     return Settings(**values, quota=quota)
-
-
-def configure_logging(level: str) -> None:
-    """Log to stderr; keep discord.py's loggers that print webhook URLs (tokens) above DEBUG."""
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("discord.http", "discord.webhook", "discord.gateway"):
-        logging.getLogger(noisy).setLevel(max(logging.INFO, logging.getLevelName(level)))

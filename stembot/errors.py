@@ -73,8 +73,8 @@ class SoundverseAuthError(SoundverseError):
     """401/403: the operator's API key is wrong. Users get a neutral line."""
 
     default_message = (
-        "stembot can't use the stem separation service right now. "
-        "The server's admins have been told; please try again later."
+        "stembot can't use the stem separation service right now because of a problem with "
+        "the bot's setup. Please try again later; if it keeps happening, tell the server's admins."
     )
 
 

@@ -98,7 +98,7 @@ def test_a_secret_put_in_the_wrong_setting_is_not_echoed() -> None:
 
 def test_logging_keeps_webhook_loggers_above_debug() -> None:
     """discord.py's loggers that print webhook URLs (tokens) stay at INFO even in DEBUG."""
-    from stembot.config import configure_logging
+    from stembot.logs import configure_logging
 
     configure_logging("DEBUG")
     assert logging.getLogger("discord.webhook").getEffectiveLevel() >= logging.INFO
@@ -134,3 +134,23 @@ def test_cli_reports_bad_settings_with_exit_status_2(tmp_path: Path) -> None:
     assert "STEMBOT_MAX_INPUT_MB" in done.stderr
     assert "STEMBOT_GUILD_MONTHLY_LIMIT" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_log_lines_never_show_tokens_even_from_debug_loggers() -> None:
+    """The handler's formatter redacts the secrets and token-shaped parts of every line."""
+    from stembot.logs import RedactingFormatter
+
+    formatter = RedactingFormatter("%(message)s", [TOKEN, KEY])
+    lines = [
+        f"PATCH https://discord.com/api/v10/webhooks/123/{'a' * 60}/messages/@original",
+        f"POST /api/v10/interactions/456/{'b' * 60}/callback",
+        '{"op": 0, "d": {"token": "aW50ZXJhY3Rpb246MTIz", "id": "1"}}',
+        f"Authorization: Bot {TOKEN}",
+        f"key was {KEY}",
+    ]
+    for line in lines:
+        record = logging.LogRecord("discord.webhook", logging.DEBUG, __file__, 1, line, None, None)
+        shown = formatter.format(record)
+        assert "[redacted]" in shown
+        for secret in (TOKEN, KEY, "a" * 60, "b" * 60, "aW50ZXJhY3Rpb246MTIz"):
+            assert secret not in shown

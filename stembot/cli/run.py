@@ -14,8 +14,9 @@ import aiohttp
 
 from stembot.bot.client import StemBot
 from stembot.bot.endpoints import use_discord_endpoints
-from stembot.config import Settings, configure_logging, load_settings
+from stembot.config import Settings, load_settings
 from stembot.jobs import StemService, utc_now
+from stembot.logs import configure_logging
 from stembot.moderation import ModerationService
 from stembot.soundverse import SoundverseClient
 from stembot.sources import AddressPolicy, GuardedConnector, UrlProbe
@@ -41,16 +42,20 @@ def register(subparsers: Any) -> None:
 
 def handle_run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     settings = load_settings(env, need_discord=True, need_soundverse=True)
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, secrets_of(settings))
     asyncio.run(run_bot(settings))
     return 0
 
 
 def handle_sync(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     settings = load_settings(env, need_discord=True, need_soundverse=True)
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, secrets_of(settings))
     asyncio.run(run_bot(settings, force_sync=True, stay=False))
     return 0
+
+
+def secrets_of(settings: Settings) -> list[str]:
+    return [s.reveal() for s in (settings.discord_token, settings.soundverse_api_key) if s]
 
 
 @contextlib.asynccontextmanager
@@ -58,7 +63,7 @@ async def built_bot(settings: Settings, *, force_sync: bool = False) -> AsyncIte
     """Everything the bot uses, built once here and handed in; closed in reverse order."""
     use_discord_endpoints(settings.discord_api_base, settings.discord_gateway_url)
     assert settings.soundverse_api_key is not None
-    store = Store.open(settings.db_path, settings.quota)
+    store = Store.open(settings.db_path, settings.quota, busy_timeout_s=settings.db_busy_timeout_s)
     try:
         connector = GuardedConnector(AddressPolicy(allow_private=settings.allow_private_urls))
         async with (
@@ -74,7 +79,11 @@ async def built_bot(settings: Settings, *, force_sync: bool = False) -> AsyncIte
             service = StemService(
                 store,
                 soundverse,
-                UrlProbe(connector, max_bytes=settings.max_input_bytes),
+                UrlProbe(
+                    connector,
+                    max_bytes=settings.max_input_bytes,
+                    timeout_s=settings.url_probe_timeout_s,
+                ),
                 max_concurrent_jobs=settings.max_concurrent_jobs,
                 max_input_bytes=settings.max_input_bytes,
                 result_ttl_s=settings.result_ttl_s,

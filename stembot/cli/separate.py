@@ -20,8 +20,9 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from stembot.config import Settings, configure_logging, load_settings
+from stembot.config import Settings, load_settings
 from stembot.errors import SoundverseAuthError, SoundverseError
+from stembot.logs import configure_logging
 from stembot.models import Mode, Stem
 from stembot.soundverse import SoundverseClient
 
@@ -91,7 +92,10 @@ def handle(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         except OSError as error:
             return fail(f"cannot use {args.download} for downloads: {error.strerror}", EXIT_USAGE)
     if args.verbose:
-        configure_logging(settings.log_level)
+        configure_logging(
+            settings.log_level,
+            [settings.soundverse_api_key.reveal()] if settings.soundverse_api_key else [],
+        )
     else:
         # Without a handler, Python's last-resort handler would print warnings beside our line.
         logging.getLogger().addHandler(logging.NullHandler())

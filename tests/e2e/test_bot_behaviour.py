@@ -17,7 +17,7 @@ import pytest
 from aiohttp import web
 
 from stembot.bot import delivery
-from stembot.config import configure_logging
+from stembot.logs import configure_logging
 from stembot.models import JobStatus
 from tests.e2e.stack import (
     API_KEY,
