@@ -112,7 +112,7 @@ class RequestMessages:
 
     async def on_succeeded(self, job: Job, separation: Separation) -> None:
         quota = self._service.quota_status(job.guild_id, job.user_id)
-        embed, view = embeds.result_message(self._source_name, separation, quota)
+        embed, view = embeds.result_message(self._source_name, separation, quota, job.id)
         await self._finish(job, Answer(embed, view))
 
     async def on_failed(self, job: Job, error: StembotError) -> None:

@@ -290,15 +290,26 @@ def _link_view(stems: Sequence[Stem], with_button: set[int]) -> discord.ui.View:
 
 
 def result_message(
-    source_name: str, separation: Separation, quota: QuotaStatus | None = None
+    source_name: str,
+    separation: Separation,
+    quota: QuotaStatus | None = None,
+    request_id: int | None = None,
 ) -> tuple[discord.Embed, discord.ui.View]:
     """The finished result: one line per stem with its link, link buttons, quota in the footer.
 
     ``separation.mode`` names the mode; the links' issue time is shown as a relative
-    timestamp since the API's URLs may expire.
+    timestamp since the API's URLs may expire. The request id in the footer is what a
+    moderator's `/stems-admin refund` takes.
     """
     title = _title(separation.mode, source_name)
-    footer = quota_left_text(quota) if quota is not None else ""
+    footer = " · ".join(
+        part
+        for part in (
+            f"Request {request_id}" if request_id is not None else "",
+            quota_left_text(quota) if quota is not None else "",
+        )
+        if part
+    )
     closing = (
         f"Links issued {timestamp(separation.issued_at, 'R')}; download them soon, they may expire."
     )

@@ -34,6 +34,7 @@ async def test_vocals_from_an_attachment_delivers_the_stem(stack: Stack) -> None
     buttons = [b for row in final["components"] for b in row["components"]]
     assert [b["label"] for b in buttons] == ["Vocals"]
     assert buttons[0]["url"].startswith(stack.api.base_url)
+    assert embed["footer"]["text"].startswith("Request 1 · ")  # what a moderator refunds by
 
 
 async def test_the_api_gets_the_attachment_url_exactly_as_discord_gave_it(stack: Stack) -> None:
