@@ -154,3 +154,18 @@ def test_log_lines_never_show_tokens_even_from_debug_loggers() -> None:
         assert "[redacted]" in shown
         for secret in (TOKEN, KEY, "a" * 60, "b" * 60, "aW50ZXJhY3Rpb246MTIz"):
             assert secret not in shown
+
+
+def test_env_example_lists_every_setting_with_a_valid_default() -> None:
+    """.env.example names each setting the code reads, and its values load as they are."""
+    import re
+
+    from dotenv import dotenv_values
+
+    example = dotenv_values(REPO / ".env.example")
+    source = (REPO / "stembot" / "config.py").read_text()
+    read = set(re.findall(r'"((?:DISCORD|SOUNDVERSE|STEMBOT)_[A-Z_]+)"', source))
+    read |= {f"STEMBOT_COST_{mode.name}" for mode in Mode}
+    assert read - set(example) == set()
+    assert set(example) - read == set()
+    load_settings({k: v for k, v in example.items() if v is not None})
