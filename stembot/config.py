@@ -74,7 +74,7 @@ class Settings:
     result_ttl_s: float = 86_400.0
     shutdown_grace_s: float = 8.0
     # Store calls run on the event loop: a locked database stalls the whole bot this long.
-    db_busy_timeout_s: float = 5.0
+    db_busy_timeout_s: float = 1.0
     url_probe_timeout_s: float = 20.0
     quota: QuotaPolicy = field(default_factory=QuotaPolicy)
 

@@ -25,6 +25,7 @@ from stembot.errors import (
     ShuttingDownError,
     SoundverseAuthError,
     StembotError,
+    StoreBusyError,
 )
 from stembot.models import Job, JobRequest, JobStatus, Mode, QuotaStatus, Separation
 from stembot.scheduling import FairQueue
@@ -41,6 +42,10 @@ from stembot.store import Store
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
+
+
+# About 16 s in all: long enough to outlast an operator's CLI command holding the database.
+_PERSIST_PAUSES_S = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 
 
 def utc_now() -> datetime:
@@ -269,7 +274,7 @@ class StemService:
         self._flight_of_job[job.id] = flight
         log.info("job %s joined job %s's call at no cost", job.id, flight.payer.job.id)
         if flight.started_at is not None:
-            self._store.mark_all_running([job.id], now)
+            self._mark_running([job.id], now)
             self._reply_soon(listener.on_started(job), job.id)
         return job
 
@@ -315,7 +320,7 @@ class StemService:
         payer = flight.payer
         try:
             flight.started_at = self._clock()
-            self._store.mark_all_running(flight.job_ids, flight.started_at)
+            self._mark_running(flight.job_ids, flight.started_at)
             log.info("job %s running (%d requests share it)", payer.job.id, len(flight.tickets))
             for ticket in list(flight.tickets):
                 self._reply_soon(ticket.listener.on_started(ticket.job), ticket.job.id)
@@ -347,8 +352,14 @@ class StemService:
     async def _succeed(self, flight: _Flight, separation: Separation) -> None:
         now = self._clock()
         payer, *joined = flight.tickets
-        self._store.settle(payer.job.id, separation, payer.request.source_key, now)
-        self._store.settle_joined([t.job.id for t in joined], now)
+        await self._persist(
+            f"settling job {payer.job.id}",
+            lambda: self._store.settle(payer.job.id, separation, payer.request.source_key, now),
+        )
+        await self._persist(
+            f"settling the {len(joined)} request(s) that joined job {payer.job.id}",
+            lambda: self._store.settle_joined([t.job.id for t in joined], now),
+        )
         tickets = self._land(flight)
         log.info(
             "job %s succeeded: %d stems for %d request(s)",
@@ -361,7 +372,11 @@ class StemService:
         )
 
     async def _fail(self, flight: _Flight, status: JobStatus, error: StembotError) -> None:
-        self._store.refund_all(flight.job_ids, status, error.user_message, self._clock())
+        now = self._clock()
+        await self._persist(
+            f"refunding job(s) {flight.job_ids}",
+            lambda: self._store.refund_all(flight.job_ids, status, error.user_message, now),
+        )
         tickets = self._land(flight)
         job_id = flight.payer.job.id
         if isinstance(error, SoundverseAuthError):
@@ -378,6 +393,31 @@ class StemService:
         await asyncio.gather(
             *(_tell(t.listener.on_failed(t.job, error), t.job.id) for t in tickets)
         )
+
+    def _mark_running(self, job_ids: list[int], now: datetime) -> None:
+        """Only a label in the ledger (queued and running are settled and refunded alike):
+        a busy database must not stop the call."""
+        try:
+            self._store.mark_all_running(job_ids, now)
+        except StoreBusyError:
+            log.warning("job(s) %s: database busy; left marked queued while running", job_ids)
+
+    async def _persist(self, what: str, write: Callable[[], object]) -> None:
+        """Retry a ledger write the API's outcome depends on, without blocking the loop.
+
+        A result is delivered even if its charge could not be written: the job then stays
+        active in the ledger and the next start-up refunds it (the user is never overcharged).
+        """
+        for pause in (*_PERSIST_PAUSES_S, None):
+            try:
+                write()
+                return
+            except StoreBusyError:
+                if pause is None:
+                    log.error("%s failed: the database stayed busy; carrying on", what)
+                    return
+                log.warning("%s: database busy, retrying in %.2f s", what, pause)
+                await asyncio.sleep(pause)
 
     def _reply_soon(self, notification: Awaitable[None], job_id: int) -> None:
         """Tell a listener without making the caller wait for Discord."""

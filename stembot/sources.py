@@ -709,7 +709,8 @@ class UrlProbe:
             raise self._refuse(
                 checked,
                 "timed out",
-                f"That link took too long to answer (over {self._timeout_s:g} seconds). "
+                f"That link took too long to answer (over {self._timeout_s:g} "
+                f"{'second' if self._timeout_s == 1 else 'seconds'}). "
                 f"Try another host {_TRY_ELSE}.",
             ) from None
         except aiohttp.ClientError as error:

@@ -357,11 +357,6 @@ async def _slash_vocals(
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="StemService._succeed lets StoreBusyError from store.settle escape the flight task: "
-    "the result is dropped, the job stays running and charged until a restart",
-)
 async def test_a_database_locked_when_the_api_answers_loses_nothing(tmp_path: Path) -> None:
     """Locked from mid-call past the settle's timeout: stems delivered, charged once, unstuck."""
     env = {"STEMBOT_DB_BUSY_TIMEOUT_S": "0.5"}
