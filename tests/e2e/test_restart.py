@@ -107,3 +107,49 @@ async def test_sigterm_interrupts_queued_jobs_and_exits_cleanly(tmp_path: Path) 
     statuses = {store.get_job(n).status for n in (1, 2)}  # type: ignore[union-attr]
     assert statuses == {JobStatus.INTERRUPTED}
     assert store.quota_status(guild.id, None, datetime.now(UTC)).guild_daily.used == 0
+
+
+async def test_a_cancel_button_from_before_a_crash_still_answers(tmp_path: Path) -> None:
+    """After a restart, Cancel on an old status message gets an answer, not "did not respond"."""
+    db = tmp_path / "stembot.db"
+    async with DiscordEmulator() as discord, SoundverseStandin(api_key=API_KEY, latency=60) as api:
+        guild = await discord.add_guild()
+        alice, bob = discord.add_member(guild, "alice"), discord.add_member(guild, "bob")
+        env = {**stack_env(discord, api, db), "STEMBOT_MAX_CONCURRENT_JOBS": "1"}
+        first = BotProcess(env, tmp_path / "bot.log")
+        await first.start()
+        try:
+            await discord.wait_ready(timeout_s=20)
+            session = discord.gateway.current
+            for member in (alice, bob):
+                attachment = discord.upload_attachment(WAV, f"{member.id}.wav", "audio/wav")
+                queued = await discord.slash(
+                    "stems vocals",
+                    member=member,
+                    channel=guild.default_channel,
+                    options={"file": attachment},
+                )
+            await eventually(lambda: "Cancel" in str(queued.view().original), timeout_s=15)
+        finally:
+            first.signal(signal.SIGKILL)
+            await first.wait()
+        second = BotProcess(env, tmp_path / "bot.log")
+        await second.start()
+        try:
+            await new_gateway_session(discord, session)
+            assert queued.original is not None
+            (cancel,) = [
+                c["custom_id"]
+                for row in queued.original.components
+                for c in row["components"]
+                if c.get("label") == "Cancel"
+            ]
+            click = await discord.click(queued.original, cancel, member=bob)
+            await discord.acknowledged(click)
+            await eventually(lambda: click.view().original or click.view().followups)
+        finally:
+            second.signal(signal.SIGTERM)
+            assert await second.wait() == 0, second.log_text()
+        answer = click.view().original or click.view().followups[0]
+        assert "already ended" in answer["content"]
+        assert len(api.requests) == 1
