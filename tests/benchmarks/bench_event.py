@@ -1,0 +1,684 @@
+"""A remix event: N members run `/stems vocals` at once while every API call takes L seconds.
+
+The real bot runs as its own OS process (`python -m stembot run`), so the memory and CPU
+figures are the bot's alone; the loopback Discord (OpenAPI check off: it is not what is
+measured) and the Soundverse stand-in (fixed latency L) run in this process.
+
+    .venv/bin/python -m tests.benchmarks.bench_event [--n 500] [--latency 2] [--concurrency 8]
+                                                     [--quota] [--json PATH]
+    .venv/bin/python -m tests.benchmarks.bench_event --standard [--json PATH]
+
+The crowd: N distinct members; 80% pick one of five shared tracks (uploaded once, the same
+attachment reused), 20% send a track of their own. `--quota` adds a run where the guild's
+daily limit binds (300 members, 300 distinct tracks, 100 units allowed). `--standard` runs
+N = 500, 1000 and 2000 and the quota run. Prints a table, writes JSON; asserts nothing.
+Developer aids: `--timings PATH` writes raw per-request and per-call times, `--profile PATH`
+runs py-spy on the bot during the burst (py-spy is not a dependency: pip install it to use).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import bisect
+import contextlib
+import json
+import math
+import os
+import platform
+import random
+import resource
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from stembot.config import QuotaPolicy
+from stembot.store import Store
+from tests.e2e.stack import API_KEY, WAV, BotProcess, stack_env
+from tests.standins.discord import (
+    EPHEMERAL,
+    LOADING,
+    Channel,
+    DiscordEmulator,
+    Guild,
+    InteractionRecord,
+    Member,
+)
+from tests.standins.soundverse import SoundverseStandin
+
+UNLIMITED = 10**8
+SHARED_TRACKS = 5
+SHARED_SHARE = 0.8
+ACK_WINDOW_S = 3.0
+SAMPLE_EVERY_S = 0.05
+LINK_BUTTON = 5
+STANDARD_SIZES = (500, 1000, 2000)
+QUOTA_RUN = {"n": 300, "daily_limit": 100}
+TARGETS = {
+    "acked_within_3s_share": "= 1.0 (at N=1000)",
+    "ack_p99_ms": "< 250 (at N=1000)",
+    "makespan_ratio": "<= 1.05",
+    "api_calls_per_unique_pair": "= 1",
+    "kib_per_held_request": "< 32",
+    "over_grant_units": "= 0",
+}
+
+
+# --- the bot process, seen from /proc ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProcSample:
+    at: float  # time.time()
+    rss_kib: int
+    hwm_kib: int
+    cpu_s: float
+    harness_cpu_s: float  # this process (emulator + stand-in), for comparison
+
+
+def harness_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def proc_sample(pid: int) -> ProcSample:
+    """VmRSS, VmHWM and utime+stime of ``pid``."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    after_name = stat[stat.rindex(")") + 2 :].split()
+    ticks = int(after_name[11]) + int(after_name[12])  # utime, stime (fields 14, 15)
+    return ProcSample(
+        time.time(),
+        int(fields["VmRSS"].split()[0]),
+        int(fields["VmHWM"].split()[0]),
+        ticks / os.sysconf("SC_CLK_TCK"),
+        harness_cpu(),
+    )
+
+
+async def sample_until(pid: int, stop: asyncio.Event, into: list[ProcSample]) -> None:
+    while not stop.is_set():
+        into.append(proc_sample(pid))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), SAMPLE_EVERY_S)
+
+
+# --- the harness's listening sockets -------------------------------------------------------
+
+LISTEN_BACKLOG = 4096
+
+
+class _RoomyTCPSite(web.TCPSite):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("backlog", LISTEN_BACKLOG)
+        super().__init__(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def roomy_listen_backlog(enabled: bool = True) -> Iterator[None]:
+    """Stand-ins started inside listen with a deep accept queue.
+
+    A burst makes the bot open hundreds of connections to the loopback Discord at once;
+    aiohttp's default backlog (128) drops the excess SYNs and the kernel retries them a second
+    later, which would be charged to the bot's acknowledgement latency. Discord's edge does
+    not drop them.
+    """
+    original = web.TCPSite
+    if enabled:
+        web.TCPSite = _RoomyTCPSite  # type: ignore[misc]
+    try:
+        yield
+    finally:
+        web.TCPSite = original  # type: ignore[misc]
+
+
+# --- what each user saw -----------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    """One interaction's fate as the emulator recorded it."""
+
+    created_at: float
+    acked_at: float | None
+    answered_at: float | None  # result with link buttons, a refusal, or another final answer
+    kind: str  # "result", "refused", "other", "no_ack", "pending"
+
+
+def _has_link_button(data: dict[str, Any]) -> bool:
+    return any(
+        child.get("style") == LINK_BUTTON
+        for row in data.get("components") or []
+        for child in row.get("components") or []
+    )
+
+
+def _is_status(data: dict[str, Any]) -> bool:
+    embeds = data.get("embeds") or []
+    return bool(embeds) and "I'll update this message" in str(embeds[0].get("description", ""))
+
+
+def outcome_of(record: InteractionRecord) -> Outcome:
+    acked = record.acked_at
+    for message in record.followups:
+        if message.data.get("flags", 0) & EPHEMERAL:
+            return Outcome(record.created_at, acked, message.created_at, "refused")
+    original = record.original
+    if original is not None and original.deleted_at is None:
+        for at, data in original.history:
+            if _has_link_button(data):
+                return Outcome(record.created_at, acked, at, "result")
+        last_at, last = original.history[-1]
+        if not (last.get("flags", 0) & LOADING) and not _is_status(last):
+            return Outcome(record.created_at, acked, last_at, "other")
+    if acked is None and record.failed:
+        return Outcome(record.created_at, None, None, "no_ack")
+    return Outcome(record.created_at, acked, None, "pending")
+
+
+async def all_answered(records: Sequence[InteractionRecord], timeout_s: float) -> None:
+    """Wait until every interaction got its final answer (or failed); bounded."""
+    pending = list(records)
+    give_up = time.monotonic() + timeout_s
+    while pending and time.monotonic() < give_up:
+        pending = [r for r in pending if outcome_of(r).kind == "pending"]
+        await asyncio.sleep(0.1)
+
+
+# --- numbers ----------------------------------------------------------------------------------
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """Nearest rank."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
+
+
+def held_at(outcomes: Sequence[Outcome], moments: Sequence[float]) -> list[int]:
+    """Requests the bot held (acknowledged, not yet answered) at each moment."""
+    acks = sorted(o.acked_at for o in outcomes if o.acked_at is not None)
+    ends = sorted(o.answered_at for o in outcomes if o.acked_at and o.answered_at is not None)
+    return [bisect.bisect_right(acks, t) - bisect.bisect_right(ends, t) for t in moments]
+
+
+@dataclass
+class Config:
+    n: int
+    latency_s: float
+    concurrency: int
+    daily_limit: int | None = None  # None: limits high enough never to bind
+    shared_share: float = SHARED_SHARE
+    seed: int = 1
+    roomy_backlog: bool = True
+
+
+@dataclass
+class Result:
+    config: Config
+    unique_pairs: int
+    dispatch_s: float
+    ack_ms: dict[str, float]
+    acked_within_3s_share: float
+    outcomes: dict[str, int]
+    makespan_s: float | None
+    ideal_makespan_s: float
+    makespan_ratio: float | None
+    api_calls: int
+    api_first_call_s: float | None  # after the first dispatch
+    api_last_call_done_s: float | None  # the last call's start + L
+    api_max_in_flight: int
+    api_calls_per_unique_pair: float
+    baseline_rss_kib: int
+    peak_rss_kib: int
+    peak_held: int
+    rss_at_peak_held_kib: int
+    kib_per_held_request: float | None
+    bot_cpu_s: float
+    bot_cpu_ms_per_request: float
+    harness_cpu_s: float
+    units_granted: int
+    units_allowed: int | None
+    over_grant_units: int
+    ledger_statuses: dict[str, int]
+    wall_s: float
+    notes: list[str] = field(default_factory=list)
+
+
+def ideal_makespan(cfg: Config, unique_pairs: int) -> float:
+    """ceil(calls / C) * L, where calls are the unique pairs the quota lets through."""
+    calls = unique_pairs if cfg.daily_limit is None else min(unique_pairs, cfg.daily_limit)
+    return math.ceil(calls / cfg.concurrency) * cfg.latency_s
+
+
+# --- one run ----------------------------------------------------------------------------------
+
+
+def bot_env(
+    discord: DiscordEmulator, api: SoundverseStandin, db: Path, cfg: Config
+) -> dict[str, str]:
+    daily = cfg.daily_limit if cfg.daily_limit is not None else UNLIMITED
+    return {
+        **stack_env(discord, api, db),
+        "STEMBOT_MAX_CONCURRENT_JOBS": str(cfg.concurrency),
+        "STEMBOT_API_TIMEOUT_S": str(max(60.0, 10 * cfg.latency_s)),
+        "STEMBOT_GUILD_DAILY_LIMIT": str(daily),
+        "STEMBOT_GUILD_MONTHLY_LIMIT": str(UNLIMITED),
+        "STEMBOT_SHUTDOWN_GRACE_S": "2",
+    }
+
+
+def crowd(
+    discord: DiscordEmulator, guild: Guild, channel: Channel, cfg: Config
+) -> tuple[list[tuple[Member, dict[str, Any]]], int]:
+    """(member, attachment) per request, in random order, and the number of distinct tracks."""
+    rng = random.Random(cfg.seed)
+    shared = [
+        discord.upload_attachment(WAV, f"event-track-{k}.wav", "audio/wav", channel=channel)
+        for k in range(SHARED_TRACKS)
+    ]
+    plan = []
+    for i in range(cfg.n):
+        member = discord.add_member(guild, f"raver{i}")
+        if rng.random() < cfg.shared_share:
+            attachment = rng.choice(shared)
+        else:
+            attachment = discord.upload_attachment(
+                WAV, f"own-track-{i}.wav", "audio/wav", channel=channel
+            )
+        plan.append((member, attachment))
+    return plan, len({a["id"] for _, a in plan})
+
+
+async def warm_up(discord: DiscordEmulator, latency_s: float) -> None:
+    """One request in a guild of its own: imports, pools and caches warm, no quota touched."""
+    guild = await discord.add_guild("Warm-up")
+    member = discord.add_member(guild, "early-bird")
+    attachment = discord.upload_attachment(WAV, "warm-up.wav", "audio/wav")
+    record = await discord.slash(
+        "stems vocals", member=member, channel=guild.default_channel, options={"file": attachment}
+    )
+    await all_answered([record], latency_s + 30)
+    if outcome_of(record).kind != "result":
+        raise RuntimeError(f"the warm-up request did not succeed: {outcome_of(record)}")
+
+
+async def start_profiler(pid: int, output: Path) -> asyncio.subprocess.Process:
+    """py-spy (if installed: a developer's aid, not a dependency) on the bot for 10 s."""
+    process = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).with_name("py-spy")),
+        *("record", "--pid", str(pid), "--rate", "1000", "--duration", "4"),
+        *("--format", "raw", "--output", str(output), "--nonblocking"),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    await asyncio.sleep(1.0)  # attaching takes a moment
+    return process
+
+
+def write_timings(
+    path: Path,
+    first: float,
+    outcomes: Sequence[Outcome],
+    discord: DiscordEmulator,
+    samples: Sequence[ProcSample],
+    call_starts: Sequence[float],
+) -> None:
+    """Raw seconds after the first dispatch: each request, and each REST call the bot made."""
+
+    def rel(t: float | None) -> float | None:
+        return None if t is None else round(t - first, 4)
+
+    data = {
+        "requests": [
+            [rel(o.created_at), rel(o.acked_at), rel(o.answered_at), o.kind] for o in outcomes
+        ],
+        "calls": [[rel(c.at), c.method, c.route, c.status] for c in discord.calls if c.at >= first],
+        "samples": [[rel(s.at), s.rss_kib, s.cpu_s, s.harness_cpu_s] for s in samples],
+        "api_call_starts": [round(t, 4) for t in sorted(call_starts)],
+    }
+    path.write_text(json.dumps(data))
+
+
+async def run_event(
+    cfg: Config, workdir: Path, profile: Path | None = None, timings: Path | None = None
+) -> Result:
+    db = workdir / f"event-{cfg.n}-{cfg.daily_limit}.db"
+    log_path = workdir / f"bot-{cfg.n}-{cfg.daily_limit}.log"
+    wall_start = time.monotonic()
+    async with contextlib.AsyncExitStack() as stack:
+        with roomy_listen_backlog(cfg.roomy_backlog):
+            discord = await stack.enter_async_context(DiscordEmulator(validate_spec=False))
+            api = await stack.enter_async_context(
+                SoundverseStandin(api_key=API_KEY, latency=cfg.latency_s)
+            )
+        guild = await discord.add_guild("Remix event")
+        channel = guild.default_channel
+        bot = BotProcess(bot_env(discord, api, db, cfg), log_path)
+        await bot.start()
+        assert bot.process is not None
+        pid = bot.process.pid
+        try:
+            await discord.wait_ready(timeout_s=30)
+            await warm_up(discord, cfg.latency_s)
+            plan, unique_pairs = crowd(discord, guild, channel, cfg)  # one mode: pairs = tracks
+            await asyncio.sleep(1.0)  # let the warm-up's status task and GC settle
+            calls_before = len(api.requests)
+            api.max_in_flight = api.in_flight
+            baseline = proc_sample(pid)
+            profiler = await start_profiler(pid, profile) if profile else None
+            samples: list[ProcSample] = []
+            stop = asyncio.Event()
+            sampler = asyncio.create_task(sample_until(pid, stop, samples))
+            first, first_mono = time.time(), time.monotonic()
+            records = await asyncio.gather(
+                *(
+                    discord.slash("stems vocals", member=m, channel=channel, options={"file": a})
+                    for m, a in plan
+                )
+            )
+            dispatched = time.time()
+            ideal = ideal_makespan(cfg, unique_pairs)
+            await all_answered(records, timeout_s=3 * ideal + 120)
+            stop.set()
+            await sampler
+            after = proc_sample(pid)
+            if profiler is not None:
+                await profiler.wait()
+        finally:
+            await stop_bot(bot)
+        api_calls = len(api.requests) - calls_before
+        call_starts = [r.received_at - first_mono for r in api.requests[calls_before:]]
+        max_in_flight = api.max_in_flight
+    outcomes = [outcome_of(r) for r in records]
+    if timings is not None:
+        write_timings(timings, first, outcomes, discord, samples, call_starts)
+    granted, statuses = read_ledger(db, guild.id)
+    harness_cpu = after.harness_cpu_s - baseline.harness_cpu_s
+    return summarise(
+        cfg,
+        outcomes,
+        unique_pairs=unique_pairs,
+        first=first,
+        dispatched=dispatched,
+        api_calls=api_calls,
+        call_starts=call_starts,
+        max_in_flight=max_in_flight,
+        baseline=baseline,
+        samples=[*samples, after],
+        granted=granted,
+        statuses=statuses,
+        harness_cpu_s=harness_cpu,
+        wall_s=time.monotonic() - wall_start,
+    )
+
+
+async def stop_bot(bot: BotProcess) -> None:
+    """SIGTERM, then wait; SIGKILL only if it does not stop within 30 s."""
+    if bot.process is None or bot.process.returncode is not None:
+        return
+    bot.signal(signal.SIGTERM)
+    try:
+        await bot.wait(timeout_s=30)
+    except TimeoutError:
+        bot.signal(signal.SIGKILL)
+        await bot.wait()
+
+
+def read_ledger(db: Path, guild_id: int) -> tuple[int, dict[str, int]]:
+    """Units charged to the guild today, and how many requests ended in each status."""
+    store = Store.open(db, QuotaPolicy())
+    try:
+        used = store.quota_status(guild_id, None, datetime.now(UTC)).guild_daily.used
+        statuses: dict[str, int] = {}
+        job_id = 1
+        while (job := store.get_job(job_id)) is not None:
+            if job.guild_id == guild_id:
+                statuses[job.status.value] = statuses.get(job.status.value, 0) + 1
+            job_id += 1
+        return used, statuses
+    finally:
+        store.close()
+
+
+def summarise(
+    cfg: Config,
+    outcomes: Sequence[Outcome],
+    *,
+    unique_pairs: int,
+    first: float,
+    dispatched: float,
+    api_calls: int,
+    call_starts: Sequence[float],
+    max_in_flight: int,
+    baseline: ProcSample,
+    samples: Sequence[ProcSample],
+    granted: int,
+    statuses: dict[str, int],
+    harness_cpu_s: float,
+    wall_s: float,
+) -> Result:
+    acks_ms = [(o.acked_at - o.created_at) * 1000 for o in outcomes if o.acked_at is not None]
+    within = sum(1 for ms in acks_ms if ms <= ACK_WINDOW_S * 1000)
+    kinds: dict[str, int] = {}
+    for o in outcomes:
+        kinds[o.kind] = kinds.get(o.kind, 0) + 1
+    results = [o.answered_at for o in outcomes if o.kind == "result" and o.answered_at]
+    ideal = ideal_makespan(cfg, unique_pairs)
+    makespan = max(results) - first if results and kinds.get("pending", 0) == 0 else None
+    held = held_at(outcomes, [s.at for s in samples])
+    peak_index = max(range(len(samples)), key=lambda i: (held[i], samples[i].rss_kib))
+    peak_held = held[peak_index]
+    rss_at_peak = samples[peak_index].rss_kib
+    last = samples[-1]
+    allowed = cfg.daily_limit
+    notes = []
+    if kinds.get("pending"):
+        notes.append(f"{kinds['pending']} requests had no final answer when the run gave up")
+    return Result(
+        config=cfg,
+        unique_pairs=unique_pairs,
+        dispatch_s=round(dispatched - first, 3),
+        ack_ms={
+            "p50": round(percentile(acks_ms, 50), 1),
+            "p99": round(percentile(acks_ms, 99), 1),
+            "max": round(max(acks_ms), 1),
+        }
+        if acks_ms
+        else {},
+        acked_within_3s_share=round(within / len(outcomes), 4),
+        outcomes=kinds,
+        makespan_s=None if makespan is None else round(makespan, 2),
+        ideal_makespan_s=ideal,
+        makespan_ratio=None if makespan is None else round(makespan / ideal, 3),
+        api_calls=api_calls,
+        api_first_call_s=round(min(call_starts), 3) if call_starts else None,
+        api_last_call_done_s=round(max(call_starts) + cfg.latency_s, 3) if call_starts else None,
+        api_max_in_flight=max_in_flight,
+        api_calls_per_unique_pair=round(api_calls / unique_pairs, 3),
+        baseline_rss_kib=baseline.rss_kib,
+        peak_rss_kib=max(s.hwm_kib for s in samples),
+        peak_held=peak_held,
+        rss_at_peak_held_kib=rss_at_peak,
+        kib_per_held_request=round((rss_at_peak - baseline.rss_kib) / peak_held, 2)
+        if peak_held
+        else None,
+        bot_cpu_s=round(last.cpu_s - baseline.cpu_s, 2),
+        bot_cpu_ms_per_request=round((last.cpu_s - baseline.cpu_s) / cfg.n * 1000, 2),
+        harness_cpu_s=round(harness_cpu_s, 2),
+        units_granted=granted,
+        units_allowed=allowed,
+        over_grant_units=max(0, granted - allowed) if allowed is not None else 0,
+        ledger_statuses=statuses,
+        wall_s=round(wall_s, 1),
+        notes=notes,
+    )
+
+
+# --- printing ---------------------------------------------------------------------------------
+
+
+def _fmt(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.2f}" if abs(value) < 1000 else f"{value:,.0f}"
+    return str(value)
+
+
+def rows(result: Result) -> Iterator[tuple[str, object]]:
+    cfg = result.config
+    yield "requests (N) / unique (source, mode)", f"{cfg.n} / {result.unique_pairs}"
+    yield "dispatch of the burst (s)", result.dispatch_s
+    yield "ack p50 / p99 / max (ms)", " / ".join(_fmt(v) for v in result.ack_ms.values())
+    yield "acknowledged within 3 s", f"{result.acked_within_3s_share:.2%}"
+    yield "outcomes", ", ".join(f"{k} {v}" for k, v in sorted(result.outcomes.items()))
+    yield "makespan / ideal (s)", f"{_fmt(result.makespan_s)} / {_fmt(result.ideal_makespan_s)}"
+    yield "makespan ratio", result.makespan_ratio
+    yield "API calls / unique pairs", f"{result.api_calls} / {result.unique_pairs}"
+    yield "API calls at once (max)", result.api_max_in_flight
+    yield (
+        "first API call / last call done (s)",
+        (f"{_fmt(result.api_first_call_s)} / {_fmt(result.api_last_call_done_s)}"),
+    )
+    yield (
+        "bot RSS baseline / peak (MiB)",
+        (f"{result.baseline_rss_kib / 1024:.1f} / {result.peak_rss_kib / 1024:.1f}"),
+    )
+    yield (
+        "held requests at peak / RSS then (MiB)",
+        (f"{result.peak_held} / {result.rss_at_peak_held_kib / 1024:.1f}"),
+    )
+    yield "KiB per held request", result.kib_per_held_request
+    yield (
+        "bot CPU s / ms per request",
+        (f"{_fmt(result.bot_cpu_s)} / {_fmt(result.bot_cpu_ms_per_request)}"),
+    )
+    yield "harness CPU s (emulator + stand-in)", result.harness_cpu_s
+    yield "units granted / allowed", f"{result.units_granted} / {_fmt(result.units_allowed)}"
+    yield "ledger", ", ".join(f"{k} {v}" for k, v in sorted(result.ledger_statuses.items()))
+    yield "wall time of the run (s)", result.wall_s
+
+
+def print_table(results: Sequence[Result]) -> None:
+    headers = [
+        f"N={r.config.n} L={r.config.latency_s:g}s C={r.config.concurrency}"
+        + (f" daily={r.config.daily_limit}" if r.config.daily_limit is not None else "")
+        for r in results
+    ]
+    table = [list(zip(*rows(r), strict=True)) for r in results]
+    labels = table[0][0]
+    width = max(len(str(label)) for label in labels)
+    cols = [[_fmt(v) for v in t[1]] for t in table]
+    col_w = [max(len(h), *(len(v) for v in c)) for h, c in zip(headers, cols, strict=True)]
+    print(" " * width + " | " + " | ".join(h.rjust(w) for h, w in zip(headers, col_w, strict=True)))
+    print("-" * (width + sum(w + 3 for w in col_w)))
+    for i, label in enumerate(labels):
+        cells = " | ".join(c[i].rjust(w) for c, w in zip(cols, col_w, strict=True))
+        print(f"{label:<{width}} | {cells}")
+    for r in results:
+        for note in r.notes:
+            print(f"note (N={r.config.n}): {note}")
+
+
+def machine() -> dict[str, object]:
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    return {
+        "cpus": os.cpu_count(),
+        "cpu": model,
+        "python": platform.python_version(),
+        "load_average": os.getloadavg(),
+    }
+
+
+# --- entry point ------------------------------------------------------------------------------
+
+
+def configs(args: argparse.Namespace) -> list[Config]:
+    sizes = STANDARD_SIZES if args.standard else (args.n,)
+    roomy = not args.default_backlog
+    chosen = [
+        Config(n, args.latency, args.concurrency, seed=args.seed, roomy_backlog=roomy)
+        for n in sizes
+    ]
+    if args.standard or args.quota:
+        chosen.append(
+            Config(
+                QUOTA_RUN["n"],
+                args.quota_latency,
+                args.concurrency,
+                daily_limit=QUOTA_RUN["daily_limit"],
+                shared_share=0.0,
+                seed=args.seed,
+                roomy_backlog=roomy,
+            )
+        )
+    return chosen
+
+
+async def run_all(
+    chosen: Sequence[Config], profile: Path | None, timings: Path | None
+) -> list[Result]:
+    results = []
+    with tempfile.TemporaryDirectory(prefix="bench-event-") as tmp:
+        for cfg in chosen:
+            print(f"running N={cfg.n} L={cfg.latency_s:g}s C={cfg.concurrency} ...", flush=True)
+            where = profile.with_suffix(f".{cfg.n}.txt") if profile else None
+            raw = timings.with_suffix(f".{cfg.n}.json") if timings else None
+            results.append(await run_event(cfg, Path(tmp), where, raw))
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=500, help="simultaneous requests")
+    parser.add_argument("--latency", type=float, default=2.0, help="seconds per API call (L)")
+    parser.add_argument("--concurrency", type=int, default=8, help="STEMBOT_MAX_CONCURRENT_JOBS")
+    parser.add_argument("--standard", action="store_true", help="N=500, 1000, 2000 + quota run")
+    parser.add_argument("--quota", action="store_true", help="add the run where quota binds")
+    parser.add_argument("--quota-latency", type=float, default=0.5, help="L of the quota run")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--default-backlog",
+        action="store_true",
+        help="keep aiohttp's listen backlog of 128 in the loopback Discord (drops SYNs)",
+    )
+    parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument(
+        "--profile", type=Path, help="py-spy the bot's first 10 s of each burst (needs py-spy)"
+    )
+    parser.add_argument(
+        "--timings", type=Path, help="also write raw per-request and per-call times (PATH.N.json)"
+    )
+    args = parser.parse_args()
+    started = datetime.now(UTC)
+    results = asyncio.run(run_all(configs(args), args.profile, args.timings))
+    print_table(results)
+    report = {
+        "date": started.isoformat(timespec="seconds"),
+        "machine": machine(),
+        "targets": TARGETS,
+        "runs": [asdict(r) for r in results],
+    }
+    if args.json is not None:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
