@@ -269,12 +269,12 @@ class StemService:
     def _join(
         self, flight: _Flight, request: JobRequest, listener: JobListener, now: datetime
     ) -> Job:
-        job = self._store.reserve_joined(request, now)
+        running = flight.started_at is not None
+        job = self._store.reserve_joined(request, now, running=running)
         flight.tickets.append(_Ticket(job, request, listener))
         self._flight_of_job[job.id] = flight
         log.info("job %s joined job %s's call at no cost", job.id, flight.payer.job.id)
-        if flight.started_at is not None:
-            self._mark_running([job.id], now)
+        if running:
             self._reply_soon(listener.on_started(job), job.id)
         return job
 

@@ -423,18 +423,19 @@ class Store:
             _enforce(seen, cost, now)
             return self._insert(request, cost, JobStatus.QUEUED, now)
 
-    def reserve_joined(self, request: JobRequest, now: datetime) -> Job:
-        """Record a request that joins an identical one already queued or running: cost 0.
+    def reserve_joined(self, request: JobRequest, now: datetime, *, running: bool) -> Job:
+        """Record a request that joins an identical one already queued or ``running``: cost 0.
 
         The limits that do not depend on cost still hold (a switched-off server, the member's
         cap on active requests); the first requester pays for the shared call.
         """
+        status = JobStatus.RUNNING if running else JobStatus.QUEUED
         with self._write():
             seen = self._snapshot(request.guild_id, request.user_id, request.interaction_id, now)
             if seen.duplicate:
                 raise DuplicateRequestError()
             _enforce(seen, 0, now)
-            return self._insert(request, 0, JobStatus.QUEUED, now)
+            return self._insert(request, 0, status, now)
 
     def hand_over_charge(self, payer_id: int, heir_id: int, now: datetime) -> bool:
         """The payer of a shared call cancels: refund it and charge its cost to the heir.

@@ -675,3 +675,53 @@ def test_command_digest_is_remembered_per_scope(store: Store) -> None:
     store.remember_command_digest("guild:1", "def")
     store.remember_command_digest("global", "xyz")
     assert (store.command_digest("global"), store.command_digest("guild:1")) == ("xyz", "def")
+
+
+# --- requests sharing one API call ----------------------------------------------------------
+
+
+def test_a_joined_request_costs_nothing_but_still_counts_as_active(store: Store) -> None:
+    """Joining a shared call charges 0 units, and the member's active-request cap holds."""
+    store.reserve(request(ALICE), NOW)
+    joined = store.reserve_joined(request(BOB), NOW, running=True)
+    assert joined.cost == 0 and joined.status is JobStatus.RUNNING
+    assert used_today(store) == 1
+    with pytest.raises(QuotaLimitReached) as refused:
+        store.reserve_joined(request(BOB), NOW, running=False)
+    assert refused.value.limit is QuotaLimit.USER_ACTIVE
+
+
+def test_a_joined_request_is_refused_in_a_switched_off_server(store: Store) -> None:
+    """A server with a limit of 0 gets nothing, not even free shared results."""
+    store.set_limits(GUILD, daily=0)
+    with pytest.raises(QuotaExceededError):
+        store.reserve_joined(request(BOB), NOW, running=False)
+
+
+def test_handing_over_the_charge_keeps_one_payment(store: Store) -> None:
+    """The payer cancels: refunded, the heir now carries the cost, the total stays one call."""
+    payer = store.reserve(request(ALICE, Mode.ALL), NOW)
+    heir = store.reserve_joined(request(BOB, Mode.ALL), NOW, running=False)
+    assert store.hand_over_charge(payer.id, heir.id, NOW)
+    assert used_today(store) == 2
+    payer_now, heir_now = store.get_job(payer.id), store.get_job(heir.id)
+    assert payer_now is not None and payer_now.status is JobStatus.CANCELLED
+    assert heir_now is not None and heir_now.charged == 2
+    assert not store.hand_over_charge(payer.id, heir.id, NOW)  # the payer is no longer active
+
+
+def test_shared_calls_settle_and_refund_every_request_once(store: Store) -> None:
+    """All requests of a call become running, then succeeded or refunded together, once."""
+    payer = store.reserve(request(ALICE), NOW)
+    joined = [store.reserve_joined(request(user), NOW, running=False) for user in (BOB, 1003)]
+    ids = [payer.id, *(j.id for j in joined)]
+    assert store.mark_all_running(ids, NOW) == 3
+    assert store.refund_all(ids, JobStatus.FAILED, "API failed", NOW) == 3
+    assert store.refund_all(ids, JobStatus.FAILED, "API failed", NOW) == 0
+    assert used_today(store) == 0
+    again = store.reserve(request(ALICE), NOW)
+    late = store.reserve_joined(request(BOB), NOW, running=True)
+    assert store.settle(again.id, separation(), again.source_key, NOW)
+    assert store.settle_joined([late.id], NOW) == 1
+    assert store.settle_joined([late.id], NOW) == 0
+    assert used_today(store) == 1

@@ -111,7 +111,8 @@ async def start_request(
         await reply_privately(interaction, refusal.user_message)
         return
     messages.acknowledged(job)
-    client.dispatch("stems_reserved", job.guild_id)  # quota alerts (admin.py)
+    if job.cost:  # a free request cannot push the server past an alert threshold
+        client.dispatch("stems_reserved", job.guild_id)  # quota alerts (admin.py)
 
 
 def attachment_input(file: discord.Attachment) -> AttachmentInput:
