@@ -8,6 +8,7 @@ JobListener it hands in with the request.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import secrets
@@ -342,6 +343,26 @@ class StemService:
             self._running.discard(flight)
             self._start_what_fits()
 
+    async def _close_out(
+        self,
+        flight: _Flight,
+        write: Callable[[list[int]], object],
+        *,
+        after_payer: bool = False,
+    ) -> list[_Ticket]:
+        """Write every request's outcome, then land the flight.
+
+        Requests can still join while a busy database makes a write wait; they are written in
+        the next round, and the flight lands with no await after the last check, so none is
+        left active in the ledger.
+        """
+        done = 1 if after_payer else 0
+        while done < len(flight.tickets):
+            job_ids = [t.job.id for t in flight.tickets[done:]]
+            done = len(flight.tickets)
+            await self._persist(f"closing job(s) {job_ids}", functools.partial(write, job_ids))
+        return self._land(flight)
+
     def _land(self, flight: _Flight) -> list[_Ticket]:
         """The flight is over: later identical requests start afresh or use the stored result."""
         self._flights.pop(flight.key, None)
@@ -351,16 +372,14 @@ class StemService:
 
     async def _succeed(self, flight: _Flight, separation: Separation) -> None:
         now = self._clock()
-        payer, *joined = flight.tickets
+        payer = flight.payer
         await self._persist(
             f"settling job {payer.job.id}",
             lambda: self._store.settle(payer.job.id, separation, payer.request.source_key, now),
         )
-        await self._persist(
-            f"settling the {len(joined)} request(s) that joined job {payer.job.id}",
-            lambda: self._store.settle_joined([t.job.id for t in joined], now),
+        tickets = await self._close_out(
+            flight, lambda ids: self._store.settle_joined(ids, now), after_payer=True
         )
-        tickets = self._land(flight)
         log.info(
             "job %s succeeded: %d stems for %d request(s)",
             payer.job.id,
@@ -373,11 +392,9 @@ class StemService:
 
     async def _fail(self, flight: _Flight, status: JobStatus, error: StembotError) -> None:
         now = self._clock()
-        await self._persist(
-            f"refunding job(s) {flight.job_ids}",
-            lambda: self._store.refund_all(flight.job_ids, status, error.user_message, now),
+        tickets = await self._close_out(
+            flight, lambda ids: self._store.refund_all(ids, status, error.user_message, now)
         )
-        tickets = self._land(flight)
         job_id = flight.payer.job.id
         if isinstance(error, SoundverseAuthError):
             log.error(
