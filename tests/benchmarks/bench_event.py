@@ -38,8 +38,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
-
 from stembot.config import QuotaPolicy
 from stembot.store import Store
 from tests.e2e.stack import API_KEY, WAV, BotProcess, stack_env
@@ -110,35 +108,6 @@ async def sample_until(pid: int, stop: asyncio.Event, into: list[ProcSample]) ->
         into.append(proc_sample(pid))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), SAMPLE_EVERY_S)
-
-
-# --- the harness's listening sockets -------------------------------------------------------
-
-LISTEN_BACKLOG = 4096
-
-
-class _RoomyTCPSite(web.TCPSite):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("backlog", LISTEN_BACKLOG)
-        super().__init__(*args, **kwargs)
-
-
-@contextlib.contextmanager
-def roomy_listen_backlog(enabled: bool = True) -> Iterator[None]:
-    """Stand-ins started inside listen with a deep accept queue.
-
-    A burst makes the bot open hundreds of connections to the loopback Discord at once;
-    aiohttp's default backlog (128) drops the excess SYNs and the kernel retries them a second
-    later, which would be charged to the bot's acknowledgement latency. Discord's edge does
-    not drop them.
-    """
-    original = web.TCPSite
-    if enabled:
-        web.TCPSite = _RoomyTCPSite  # type: ignore[misc]
-    try:
-        yield
-    finally:
-        web.TCPSite = original  # type: ignore[misc]
 
 
 # --- what each user saw -----------------------------------------------------------------------
@@ -218,7 +187,6 @@ class Config:
     daily_limit: int | None = None  # None: limits high enough never to bind
     shared_share: float = SHARED_SHARE
     seed: int = 1
-    roomy_backlog: bool = True
 
 
 @dataclass
@@ -355,11 +323,10 @@ async def run_event(
     log_path = workdir / f"bot-{cfg.n}-{cfg.daily_limit}.log"
     wall_start = time.monotonic()
     async with contextlib.AsyncExitStack() as stack:
-        with roomy_listen_backlog(cfg.roomy_backlog):
-            discord = await stack.enter_async_context(DiscordEmulator(validate_spec=False))
-            api = await stack.enter_async_context(
-                SoundverseStandin(api_key=API_KEY, latency=cfg.latency_s)
-            )
+        discord = await stack.enter_async_context(DiscordEmulator(validate_spec=False))
+        api = await stack.enter_async_context(
+            SoundverseStandin(api_key=API_KEY, latency=cfg.latency_s)
+        )
         guild = await discord.add_guild("Remix event")
         channel = guild.default_channel
         bot = BotProcess(bot_env(discord, api, db, cfg), log_path)
@@ -611,11 +578,7 @@ def machine() -> dict[str, object]:
 
 def configs(args: argparse.Namespace) -> list[Config]:
     sizes = STANDARD_SIZES if args.standard else (args.n,)
-    roomy = not args.default_backlog
-    chosen = [
-        Config(n, args.latency, args.concurrency, seed=args.seed, roomy_backlog=roomy)
-        for n in sizes
-    ]
+    chosen = [Config(n, args.latency, args.concurrency, seed=args.seed) for n in sizes]
     if args.standard or args.quota:
         chosen.append(
             Config(
@@ -625,7 +588,6 @@ def configs(args: argparse.Namespace) -> list[Config]:
                 daily_limit=QUOTA_RUN["daily_limit"],
                 shared_share=0.0,
                 seed=args.seed,
-                roomy_backlog=roomy,
             )
         )
     return chosen
@@ -653,11 +615,6 @@ def main() -> None:
     parser.add_argument("--quota", action="store_true", help="add the run where quota binds")
     parser.add_argument("--quota-latency", type=float, default=0.5, help="L of the quota run")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument(
-        "--default-backlog",
-        action="store_true",
-        help="keep aiohttp's listen backlog of 128 in the loopback Discord (drops SYNs)",
-    )
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument(
         "--profile", type=Path, help="py-spy the bot's first 10 s of each burst (needs py-spy)"

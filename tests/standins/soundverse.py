@@ -54,6 +54,10 @@ _HTML_PAGE = (
 )
 
 
+# Thousands of benchmark calls arrive at once; aiohttp's default backlog (128) would drop SYNs.
+LISTEN_BACKLOG = 4096
+
+
 @dataclass(frozen=True)
 class Reply:
     """What the stand-in does for one separation call. Build one with the class methods."""
@@ -209,7 +213,7 @@ class SoundverseStandin:
             app, handler_cancellation=True, shutdown_timeout=0.2, access_log=None
         )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self._host, self._port)
+        site = web.TCPSite(self._runner, self._host, self._port, backlog=LISTEN_BACKLOG)
         await site.start()
         host, port = self._runner.addresses[0][:2]
         self.base_url = f"http://{host}:{port}"

@@ -77,6 +77,12 @@ _PARTIAL_CHANNEL = ("id", "name", "type", "parent_id", "flags")
 _INTERACTION = web.RequestKey("interaction", InteractionRecord)
 
 
+# A burst makes a bot open hundreds of connections at once; aiohttp's default backlog (128)
+# drops the excess SYNs and the kernel retries them a second later, which would be charged to
+# the bot. Discord's edge does not drop them.
+LISTEN_BACKLOG = 4096
+
+
 class DiscordError(Exception):
     """An answer Discord gives instead of doing what was asked."""
 
@@ -182,7 +188,7 @@ class DiscordEmulator:
         self._add_routes(app)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, backlog=LISTEN_BACKLOG)
         await site.start()
         self._port = self._runner.addresses[0][1]
 
