@@ -16,7 +16,7 @@ from dotenv import dotenv_values
 
 from stembot import __version__
 from stembot.cli import quota, run, separate
-from stembot.errors import ConfigError
+from stembot.errors import ConfigError, StembotError
 
 EXIT_USAGE = 2
 
@@ -53,6 +53,9 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     except ConfigError as error:
         print(f"stembot: {error.user_message}", file=sys.stderr)
         return EXIT_USAGE
+    except StembotError as error:  # e.g. a database file that cannot be opened
+        print(f"stembot: {error.user_message}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     return status

@@ -7,10 +7,12 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import AsyncIterator, Mapping
+import sys
+from collections.abc import AsyncIterator, Coroutine, Mapping
 from typing import Any
 
 import aiohttp
+import discord
 
 from stembot.bot.client import StemBot
 from stembot.bot.endpoints import use_discord_endpoints
@@ -23,6 +25,9 @@ from stembot.sources import AddressPolicy, GuardedConnector, UrlProbe
 from stembot.store import Store
 
 log = logging.getLogger(__name__)
+
+EXIT_FAILED = 1
+EXIT_BAD_SETTINGS = 2
 
 
 def register(subparsers: Any) -> None:
@@ -43,14 +48,33 @@ def register(subparsers: Any) -> None:
 def handle_run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     settings = load_settings(env, need_discord=True, need_soundverse=True)
     configure_logging(settings.log_level, secrets_of(settings))
-    asyncio.run(run_bot(settings))
-    return 0
+    return run_reporting_discord_problems(settings, run_bot(settings))
 
 
 def handle_sync(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     settings = load_settings(env, need_discord=True, need_soundverse=True)
     configure_logging(settings.log_level, secrets_of(settings))
-    asyncio.run(run_bot(settings, force_sync=True, stay=False))
+    return run_reporting_discord_problems(settings, run_bot(settings, force_sync=True, stay=False))
+
+
+def run_reporting_discord_problems(settings: Settings, main: Coroutine[Any, Any, None]) -> int:
+    """Run the bot; a refused token or an unreachable Discord is one line, not a traceback."""
+    try:
+        asyncio.run(main)
+    except discord.LoginFailure:
+        print(
+            "stembot: Discord refused the bot token. Check DISCORD_TOKEN "
+            "(Developer Portal -> your application -> Bot -> Reset Token).",
+            file=sys.stderr,
+        )
+        return EXIT_BAD_SETTINGS
+    except (aiohttp.ClientConnectionError, discord.GatewayNotFound, OSError) as error:
+        print(
+            f"stembot: could not reach Discord at {settings.discord_api_base} "
+            f"({type(error).__name__}). Check the network or DISCORD_API_BASE.",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
     return 0
 
 
