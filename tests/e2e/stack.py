@@ -9,6 +9,7 @@ import os
 import sys
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from stembot.bot.client import StemBot
 from stembot.bot.endpoints import current_discord_endpoints, use_discord_endpoints
 from stembot.cli.run import built_bot
 from stembot.config import Settings, load_settings
+from stembot.models import JobStatus
 from stembot.store import Store
 from tests.standins.discord import (
     EPHEMERAL,
@@ -91,6 +93,43 @@ class Stack:
         return len(self.api.requests)
 
 
+# --- what a test asks of a message or the ledger ----------------------------------------
+
+
+def description(message: dict[str, Any]) -> str:
+    embeds = message.get("embeds") or []
+    return str(embeds[0].get("description", "")) if embeds else ""
+
+
+def buttons(message: dict[str, Any]) -> list[dict[str, Any]]:
+    return [c for row in message.get("components") or [] for c in row.get("components", [])]
+
+
+def is_result(message: dict[str, Any]) -> bool:
+    """Stems delivered: link buttons only, and not a status that promises an update."""
+    links = buttons(message)
+    return bool(links) and all(b.get("url") for b in links) and not _promises_update(message)
+
+
+def used_today(stack: Stack, member_id: int | None = None) -> int:
+    """Units the stack's guild has been charged today, from the bot's own ledger."""
+    status = stack.ledger().quota_status(stack.guild.id, member_id, datetime.now(UTC))
+    return status.guild_daily.used
+
+
+def job_status(stack: Stack, job_id: int) -> JobStatus | None:
+    job = stack.ledger().get_job(job_id)
+    return None if job is None else job.status
+
+
+def acked_in_time(interaction: InteractionRecord) -> bool:
+    return interaction.acked_at is not None and interaction.acked_at <= interaction.ack_deadline
+
+
+def _promises_update(message: dict[str, Any]) -> bool:
+    return STATUS_PROMISE in description(message)
+
+
 def channel_posts(discord: DiscordEmulator, channel: Channel) -> list[MessageRecord]:
     """Plain messages in a channel (type 0), not the interaction responses that live there."""
     return [m for m in discord.channel_messages(channel) if m.data.get("type", 0) == 0]
@@ -107,8 +146,7 @@ def _is_answer(interaction: InteractionRecord) -> bool:
     original = interaction.view().original
     if original is None or original.get("flags", 0) & LOADING:
         return False
-    embeds = original.get("embeds") or []
-    return not embeds or STATUS_PROMISE not in str(embeds[0].get("description", ""))
+    return not _promises_update(original)
 
 
 STATUS_PROMISE = "I'll update this message"

@@ -9,7 +9,6 @@ import itertools
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +23,13 @@ from tests.e2e.stack import (
     STATUS_PROMISE,
     WAV,
     Stack,
+    acked_in_time,
     channel_posts,
+    description,
     eventually,
+    is_result,
     running_stack,
+    used_today,
 )
 from tests.standins.discord import DEFAULT_SPEC_PATH, InteractionRecord
 from tests.standins.soundverse import Reply
@@ -38,11 +41,6 @@ CLOCK_SLACK_S = 0.1
 
 
 # --- helpers --------------------------------------------------------------------------------
-
-
-def description(message: dict[str, Any]) -> str:
-    embeds = message.get("embeds") or []
-    return str(embeds[0].get("description", "")) if embeds else ""
 
 
 def whole_text(message: dict[str, Any]) -> str:
@@ -74,20 +72,6 @@ def shown_states(interaction: InteractionRecord) -> list[str]:
 
 def gaps(times: list[float]) -> list[float]:
     return [later - earlier for earlier, later in itertools.pairwise(times)]
-
-
-def used_today(stack: Stack, member_id: int | None = None) -> int:
-    status = stack.ledger().quota_status(stack.guild.id, member_id, datetime.now(UTC))
-    return status.guild_daily.used
-
-
-def is_result(message: dict[str, Any]) -> bool:
-    buttons = [b for row in message.get("components") or [] for b in row.get("components", [])]
-    return bool(buttons) and all(b.get("url") for b in buttons) and not is_status(message)
-
-
-def acked_in_time(interaction: InteractionRecord) -> bool:
-    return interaction.acked_at is not None and interaction.acked_at <= interaction.ack_deadline
 
 
 # --- 1. the status message ------------------------------------------------------------------

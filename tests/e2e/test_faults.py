@@ -31,7 +31,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 from aiohttp import web
@@ -45,10 +44,15 @@ from tests.e2e.stack import (
     WAV,
     BotProcess,
     Stack,
+    acked_in_time,
     channel_posts,
+    description,
     eventually,
+    is_result,
+    job_status,
     running_stack,
     stack_env,
+    used_today,
 )
 from tests.standins.discord import EPHEMERAL, DiscordEmulator, Guild, InteractionRecord, Member
 from tests.standins.soundverse import Reply, SoundverseStandin
@@ -60,29 +64,6 @@ NOT_CHARGED = "not charged"
 
 
 # --- helpers --------------------------------------------------------------------------------
-
-
-def description(message: dict[str, Any]) -> str:
-    embeds = message.get("embeds") or []
-    return str(embeds[0].get("description", "")) if embeds else ""
-
-
-def is_result(message: dict[str, Any]) -> bool:
-    buttons = [b for row in message.get("components") or [] for b in row.get("components", [])]
-    return bool(buttons) and all(b.get("url") for b in buttons)
-
-
-def used_today(stack: Stack) -> int:
-    return stack.ledger().quota_status(stack.guild.id, None, datetime.now(UTC)).guild_daily.used
-
-
-def job_status(stack: Stack, job_id: int) -> JobStatus | None:
-    job = stack.ledger().get_job(job_id)
-    return None if job is None else job.status
-
-
-def acked_in_time(interaction: InteractionRecord) -> bool:
-    return interaction.acked_at is not None and interaction.acked_at <= interaction.ack_deadline
 
 
 def statuses(stack: Stack, method: str, route: str) -> list[int]:

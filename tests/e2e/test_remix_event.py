@@ -3,25 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from stembot.models import JobStatus
-from tests.e2e.stack import WAV, Stack, eventually, running_stack
-
-
-def buttons(message: dict[str, Any]) -> list[dict[str, Any]]:
-    return [c for row in message.get("components", []) for c in row["components"]]
-
-
-def is_result(message: dict[str, Any]) -> bool:
-    return any(b.get("url") for b in buttons(message))
-
-
-def used_today(stack: Stack) -> int:
-    status = stack.ledger().quota_status(stack.guild.id, None, datetime.now(UTC))
-    return status.guild_daily.used
+from tests.e2e.stack import WAV, Stack, buttons, eventually, is_result, running_stack, used_today
 
 
 async def test_twenty_requests_for_one_track_make_one_call_and_one_charge(tmp_path: Path) -> None:

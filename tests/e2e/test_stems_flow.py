@@ -4,16 +4,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from stembot.models import JobStatus
-from tests.e2e.stack import Stack, channel_posts, eventually, running_stack
+from tests.e2e.stack import Stack, channel_posts, description, eventually, running_stack
 from tests.standins.discord import EPHEMERAL
 from tests.standins.soundverse import Reply
-
-
-def description(message: dict[str, Any]) -> str:
-    return str(message["embeds"][0].get("description", ""))
 
 
 async def test_commands_are_registered_at_start(stack: Stack) -> None:
