@@ -37,6 +37,8 @@ class Answer:
 
     embed: discord.Embed
     view: discord.ui.View | None = None
+    # The line above the embed when it has to go to the channel; a bare mention by default.
+    channel_line: str | None = None
 
 
 async def post_to_requester(
@@ -47,7 +49,7 @@ async def post_to_requester(
     channel = client.get_partial_messageable(channel_id, guild_id=guild_id)
     try:
         await channel.send(
-            content=f"<@{user_id}>",
+            content=answer.channel_line or f"<@{user_id}>",
             embed=answer.embed,
             view=answer.view or discord.utils.MISSING,
             allowed_mentions=mention,
@@ -113,7 +115,8 @@ class RequestMessages:
     async def on_succeeded(self, job: Job, separation: Separation) -> None:
         quota = self._service.quota_status(job.guild_id, job.user_id)
         embed, view = embeds.result_message(self._source_name, separation, quota, job.id)
-        await self._finish(job, Answer(embed, view))
+        line, _ = embeds.ready_mention(job.user_id, self._mode, self._source_name)
+        await self._finish(job, Answer(embed, view, line))
 
     async def on_failed(self, job: Job, error: StembotError) -> None:
         quota = self._service.quota_status(job.guild_id, job.user_id)

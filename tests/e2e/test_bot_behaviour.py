@@ -16,7 +16,7 @@ import pytest
 from aiohttp import web
 
 from stembot.bot import delivery
-from stembot.logs import configure_logging
+from stembot.logs import TOKEN_CARRYING_LOGGERS, configure_logging
 from stembot.models import JobStatus
 from tests.e2e.stack import (
     API_KEY,
@@ -351,7 +351,6 @@ async def test_a_503_is_retried_and_the_result_delivered_and_charged_once(stack:
 
 # discord.py logs webhook URLs and gateway payloads (interaction tokens) at DEBUG; the bot's
 # logging set-up holds exactly these above DEBUG whatever STEMBOT_LOG_LEVEL says.
-TOKEN_CARRYING_LOGGERS = ("discord.http", "discord.webhook", "discord.gateway")
 
 
 @pytest.fixture

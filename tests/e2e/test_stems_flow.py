@@ -121,7 +121,7 @@ async def test_a_result_after_token_expiry_is_posted_in_the_channel(stack: Stack
     stack.discord.age(interaction, 16 * 60)
     await eventually(lambda: channel_posts(stack.discord, stack.channel))
     (posted,) = channel_posts(stack.discord, stack.channel)
-    assert posted.content == f"<@{stack.member.id}>"
+    assert posted.content == f"<@{stack.member.id}> your stems for song.wav are ready (Vocals)."
     assert posted.embeds[0]["title"].startswith("Vocals")
 
 
