@@ -74,7 +74,7 @@ class AttachmentInput:
     """A Discord attachment as plain values; ``url`` is the signed URL exactly as given."""
 
     id: int
-    url: str
+    url: str = field(repr=False)
     filename: str
     content_type: str | None
     size: int
@@ -84,7 +84,7 @@ class AttachmentInput:
 class CheckedSource:
     """An input that passed every check: the URL the API gets, a name to show, a reuse key."""
 
-    url: str
+    url: str = field(repr=False)
     name: str
     key: str
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 
 
@@ -81,7 +81,8 @@ class JobRequest:
     """Everything the service needs about one request, in plain values (no discord objects).
 
     ``source_key`` identifies the input for reuse: ``attachment:<id>`` for a Discord
-    attachment, or the normalised URL.
+    attachment, or ``url:sha256:<hex>`` for a link (a hash: signed links are credentials).
+    ``source_url`` goes to the API only; it is kept out of reprs, logs and the database.
     """
 
     guild_id: int
@@ -89,7 +90,7 @@ class JobRequest:
     user_id: int
     interaction_id: int
     mode: Mode
-    source_url: str
+    source_url: str = field(repr=False)
     source_name: str
     source_key: str
 

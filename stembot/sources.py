@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import hashlib
 import ipaddress
 import logging
 import re
 import socket
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any, Final
 from urllib.parse import unquote, urlsplit
@@ -419,12 +420,13 @@ _DISCORD_ATTACHMENT_PATH = re.compile(r"/(?:ephemeral-)?attachments/\d+/(\d+)/[^
 def source_key_for_url(url: str) -> str:
     """The reuse key of a URL: the same audio at the same address gives the same key.
 
-    Lower-cases the scheme and host (punycode for international names), drops a default
-    port, an empty path becomes ``/``, and the fragment goes (it never reaches the server).
-    The path and query stay byte for byte: signed links differ only by their query, and
-    re-encoding or re-ordering either could make two different files share a key. A Discord
-    CDN link is keyed by its attachment id, like the attachment itself, because its signature
-    changes each time Discord re-signs it.
+    A hash, never the URL: signed links are credentials, and the key is stored and exported.
+    What is hashed is the URL normalised: the scheme and host lower-cased (punycode for
+    international names), a default port dropped, an empty path made ``/``, the fragment gone
+    (it never reaches the server). The path and query stay byte for byte: signed links differ
+    only by their query, and re-encoding or re-ordering either could make two different files
+    share a key. A Discord CDN link is keyed by its attachment id, like the attachment itself,
+    because its signature changes each time Discord re-signs it.
     """
     text = check_url_syntax(url)
     parsed = _parse(text)
@@ -438,7 +440,21 @@ def source_key_for_url(url: str) -> str:
     if port is not None and port != _DEFAULT_PORTS[parsed.scheme]:
         netloc = f"{netloc}:{port}"
     query = f"?{raw.query}" if raw.query else ""
-    return f"{parsed.scheme}://{netloc}{path}{query}"
+    return hashed_url_key(f"{parsed.scheme}://{netloc}{path}{query}")
+
+
+def hashed_url_key(normalised_url: str) -> str:
+    """``url:sha256:<hex>``: tells links apart without keeping them."""
+    return URL_KEY_PREFIX + hashlib.sha256(normalised_url.encode("utf-8")).hexdigest()
+
+
+URL_KEY_PREFIX: Final = "url:sha256:"
+
+
+def without_query(url: str) -> str:
+    """The URL without its query string and fragment (where signatures and tokens live)."""
+    cut = min((i for i in (url.find("?"), url.find("#")) if i >= 0), default=len(url))
+    return url[:cut]
 
 
 def redact_url(url: str | URL) -> str:
@@ -635,8 +651,8 @@ def _is_blocked(error: BaseException) -> bool:
 class ProbedSource:
     """A URL that passed the probe. Hand ``url`` (what the user gave) to the API."""
 
-    url: str
-    final_url: str
+    url: str = field(repr=False)
+    final_url: str = field(repr=False)
     content_type: str | None
     size: int
     filename: str

@@ -48,6 +48,7 @@ from stembot.models import (
     UsageReport,
     WindowStatus,
 )
+from stembot.sources import hashed_url_key, without_query
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +133,33 @@ def _create_ledger(db: Database) -> None:
 @MIGRATIONS(name="0002_command_digests")
 def _create_command_digests(db: Database) -> None:
     db.execute("CREATE TABLE command_digests (scope TEXT PRIMARY KEY, digest TEXT NOT NULL) STRICT")
+
+
+@MIGRATIONS(name="0005_privacy")
+def _privacy(db: Database) -> None:
+    """Free repeats share a row (``request_count``); links are kept only as hashes.
+
+    Keys written before were the normalised URL, query included (signed links are
+    credentials): each becomes the hash the new code computes for that URL, so stored results
+    stay reusable. Names that are links lose their query and fragment.
+    """
+    db.conn.create_function("stembot_url_key", 1, hashed_url_key, deterministic=True)
+    db.conn.create_function("stembot_without_query", 1, without_query, deterministic=True)
+    db.executescript(
+        """
+        ALTER TABLE requests ADD COLUMN request_count INTEGER NOT NULL DEFAULT 1
+            CHECK (request_count >= 1);
+        CREATE INDEX requests_free_repeats
+            ON requests (guild_id, user_id, channel_id, source_key, mode, created_at)
+            WHERE cost = 0 AND status = 'succeeded';
+        UPDATE requests SET source_key = stembot_url_key(source_key)
+            WHERE source_key GLOB 'http*://*';
+        UPDATE results SET source_key = stembot_url_key(source_key)
+            WHERE source_key GLOB 'http*://*';
+        UPDATE requests SET source_name = stembot_without_query(source_name)
+            WHERE source_name GLOB '*://*' AND (source_name GLOB '*[?#]*');
+        """
+    )
 
 
 class QuotaLimitReached(QuotaExceededError):
@@ -262,7 +290,10 @@ CSV_COLUMNS = (
     "charged",
     "status",
     "error",
+    "requests",
 )
+# Columns holding Discord ids (snowflakes, up to 19 digits), written so spreadsheets keep them.
+CSV_ID_COLUMNS = ("guild_id", "channel_id", "user_id", "interaction_id")
 
 
 def _job(row: Sequence[Any]) -> Job:
@@ -327,6 +358,7 @@ class Store:
         self._db = db
         self._policy = policy
         self._busy_timeout_ms = max(0, round(busy_timeout_s * 1000))
+        self._repeats = _RecentInteractions()
 
     @classmethod
     def open(
@@ -418,7 +450,7 @@ class Store:
         cost = self._policy.cost_of(request.mode)
         with self._write():
             seen = self._snapshot(request.guild_id, request.user_id, request.interaction_id, now)
-            if seen.duplicate:
+            if seen.duplicate or request.interaction_id in self._repeats:
                 raise DuplicateRequestError()
             _enforce(seen, cost, now)
             return self._insert(request, cost, JobStatus.QUEUED, now)
@@ -432,7 +464,7 @@ class Store:
         status = JobStatus.RUNNING if running else JobStatus.QUEUED
         with self._write():
             seen = self._snapshot(request.guild_id, request.user_id, request.interaction_id, now)
-            if seen.duplicate:
+            if seen.duplicate or request.interaction_id in self._repeats:
                 raise DuplicateRequestError()
             _enforce(seen, 0, now)
             return self._insert(request, 0, status, now)
@@ -456,12 +488,47 @@ class Store:
         return True
 
     def record_free(self, request: JobRequest, separation: Separation, now: datetime) -> Job:
-        """Record a request answered from a stored or shared result: cost 0, succeeded."""
+        """Record a request answered from a stored or shared result: cost 0, succeeded.
+
+        A member's free repeats of one source and mode in one channel share one row per UTC
+        day (its ``request_count`` goes up, its finish time is the latest), so repeating a
+        stored result cannot grow the ledger without bound. Their interaction ids are
+        remembered for as long as Discord can deliver one again, so a duplicate is still
+        refused.
+        """
         if separation.mode is not request.mode:
             raise ValueError("the separation's mode does not match the request's")
         with self._write():
             self._refuse_duplicate(request.interaction_id)
-            return self._insert(request, 0, JobStatus.SUCCEEDED, now)
+            earlier = self._todays_free_row(request, now)
+            if earlier is None:
+                return self._insert(request, 0, JobStatus.SUCCEEDED, now)
+            self._db.execute(
+                "UPDATE requests SET request_count = request_count + 1, finished_at = ? "
+                "WHERE id = ?",
+                (_stamp(now), earlier),
+            )
+            self._repeats.remember(request.interaction_id, now)
+            return _job(self._one(_SELECT_JOB, (earlier,)))
+
+    def _todays_free_row(self, request: JobRequest, now: datetime) -> int | None:
+        day, day_end, _, _ = _window_stamps(_utc(now).date())
+        row = self._one(
+            "SELECT id FROM requests INDEXED BY requests_free_repeats "
+            "WHERE guild_id = ? AND user_id = ? AND channel_id = ? AND source_key = ? "
+            "AND mode = ? AND created_at >= ? AND created_at < ? "
+            "AND cost = 0 AND status = 'succeeded' ORDER BY created_at LIMIT 1",
+            (
+                request.guild_id,
+                request.user_id,
+                request.channel_id,
+                request.source_key,
+                request.mode.value,
+                day,
+                day_end,
+            ),
+        )
+        return None if row is None else int(row[0])
 
     def mark_running(self, job_id: int, now: datetime) -> bool:
         """queued -> running; False when the job is not queued (cancelled, unknown, ...)."""
@@ -609,7 +676,9 @@ class Store:
         return Separation(mode=mode, stems=stems, issued_at=issued_at)
 
     def _refuse_duplicate(self, interaction_id: int) -> None:
-        if self._one("SELECT 1 FROM requests WHERE interaction_id = ?", (interaction_id,)):
+        if interaction_id in self._repeats or self._one(
+            "SELECT 1 FROM requests WHERE interaction_id = ?", (interaction_id,)
+        ):
             raise DuplicateRequestError()
 
     def _insert(self, request: JobRequest, cost: int, status: JobStatus, now: datetime) -> Job:
@@ -833,7 +902,7 @@ class Store:
     def _grouped(self, key: str, window: tuple[int, str, str]) -> list[Any]:
         # ``key`` is one of three constant expressions chosen above, never user input.
         sql = (
-            f"SELECT {key} AS k, count(*), coalesce(sum({_CHARGED}), 0), "  # noqa: S608
+            f"SELECT {key} AS k, sum(request_count), coalesce(sum({_CHARGED}), 0), "  # noqa: S608
             f"coalesce(sum({_REFUNDED}), 0) FROM requests "
             "WHERE guild_id = ? AND created_at >= ? AND created_at < ? GROUP BY k ORDER BY k"
         )
@@ -846,7 +915,7 @@ class Store:
         written = 0
         with self._read():
             cursor = self._db.execute(
-                f"SELECT {_JOB_COLUMNS} FROM requests "  # noqa: S608 (constant)
+                f"SELECT {_JOB_COLUMNS}, request_count FROM requests "  # noqa: S608 (constant)
                 "WHERE guild_id = ? AND created_at >= ? AND created_at < ? ORDER BY id",
                 (guild_id, _stamp(since), _stamp(until)),
             )
@@ -861,10 +930,10 @@ def _csv_row(job: Job, row: Sequence[Any]) -> list[object]:
         job.id,
         _iso_seconds(row[10]),
         _iso_seconds(row[12]),
-        job.guild_id,
-        job.channel_id,
-        job.user_id,
-        job.interaction_id,
+        _spreadsheet_id(job.guild_id),
+        _spreadsheet_id(job.channel_id),
+        _spreadsheet_id(job.user_id),
+        _spreadsheet_id(job.interaction_id),
         job.mode.value,
         _spreadsheet_safe(job.source_name),
         _spreadsheet_safe(job.source_key),
@@ -872,7 +941,19 @@ def _csv_row(job: Job, row: Sequence[Any]) -> list[object]:
         job.charged,
         job.status.value,
         _spreadsheet_safe(job.error),
+        row[14],
     ]
+
+
+def _spreadsheet_id(snowflake: int) -> str:
+    """A Discord id as ``="123..."``: a spreadsheet shows the digits as text.
+
+    Plain, a 19-digit id is read as a number and rounded to 15 significant digits (Excel,
+    LibreOffice, Sheets). The formula is a constant made only of digits we wrote ourselves,
+    never user text, so it cannot do what ``_spreadsheet_safe`` guards against; a program
+    reads the id back with ``int(value.strip('="'))`` (see the README).
+    """
+    return f'="{int(snowflake)}"'
 
 
 def _line(row: Sequence[Any]) -> UsageLine:
@@ -896,6 +977,29 @@ def _prepare(db: Database) -> None:
     except BaseException:
         db.rollback()
         raise
+
+
+class _RecentInteractions:
+    """Interaction ids of free repeats that share an earlier row, for as long as Discord may
+    deliver one again (its token lives 15 minutes); older ones are forgotten."""
+
+    _KEEP = timedelta(minutes=20)
+
+    def __init__(self) -> None:
+        self._seen: dict[int, datetime] = {}
+
+    def remember(self, interaction_id: int, now: datetime) -> None:
+        horizon = now - self._KEEP
+        # Insertion order is time order: the oldest come first.
+        while self._seen:
+            oldest, at = next(iter(self._seen.items()))
+            if at >= horizon:
+                break
+            del self._seen[oldest]
+        self._seen[interaction_id] = now
+
+    def __contains__(self, interaction_id: object) -> bool:
+        return interaction_id in self._seen
 
 
 class _Snapshot(NamedTuple):

@@ -201,7 +201,7 @@ def test_export_defaults_to_this_month_and_parses_back(
     assert [row["request_id"] for row in rows] == [str(job.id)]
     assert rows[0]["created_at"] == "2026-05-02T08:30:00Z"
     assert datetime.fromisoformat(rows[0]["created_at"]).tzinfo == UTC
-    assert (rows[0]["user_id"], rows[0]["mode"], rows[0]["charged"]) == (str(BOB), "all", "2")
+    assert (rows[0]["user_id"], rows[0]["mode"], rows[0]["charged"]) == (f'="{BOB}"', "all", "2")
     assert export.rows == 1
 
 

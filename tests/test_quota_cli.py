@@ -107,9 +107,9 @@ def test_usage_csv_parses_back_with_a_csv_reader(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     rows = list(csv.DictReader(io.StringIO(done.stdout)))
     assert [(r["user_id"], r["mode"], r["status"], r["charged"]) for r in rows] == [
-        ("7", "all", "succeeded", "2"),
-        ("7", "vocals", "failed", "0"),
-        ("8", "all", "queued", "2"),
+        ('="7"', "all", "succeeded", "2"),
+        ('="7"', "vocals", "failed", "0"),
+        ('="8"', "all", "queued", "2"),
     ]
     assert rows[0]["source"] == 'a, "quoted" name.mp3'
     created = datetime.fromisoformat(rows[0]["created_at"])

@@ -6,6 +6,7 @@ import asyncio
 import gzip
 import io
 import logging
+import re
 import socket
 import wave
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -24,12 +25,14 @@ from stembot.sources import (
     check_attachment,
     check_url_syntax,
     describe_size,
+    hashed_url_key,
     is_global_address,
     parse_address,
     redact_url,
     require_one_source,
     source_key_for_attachment,
     source_key_for_url,
+    without_query,
 )
 
 MB = 1024 * 1024
@@ -328,12 +331,34 @@ def test_url_of_exactly_2048_characters_is_accepted():
 def test_source_key_normalises_scheme_host_port_and_fragment():
     """Case of scheme and host, a default port and the fragment do not change the key."""
     key = source_key_for_url("HTTPS://Example.COM:443/Songs/A.mp3?b=2&a=1#t=10")
-    assert key == "https://example.com/Songs/A.mp3?b=2&a=1"
+    assert key == hashed_url_key("https://example.com/Songs/A.mp3?b=2&a=1")
+    assert key == source_key_for_url("https://example.com/Songs/A.mp3?b=2&a=1")
 
 
 def test_source_key_keeps_a_non_default_port_and_adds_the_root_path():
     """``http://host:8080`` and ``http://host:8080/`` are one source, other ports are not."""
-    assert source_key_for_url("http://example.com:8080") == "http://example.com:8080/"
+    assert source_key_for_url("http://example.com:8080") == source_key_for_url(
+        "http://example.com:8080/"
+    )
+    assert source_key_for_url("http://example.com:8080/") != source_key_for_url(
+        "http://example.com:8081/"
+    )
+
+
+def test_source_key_of_a_signed_link_is_a_hash_without_the_link():
+    """A signed link is a credential: its key is ``url:sha256:<hex>``, nothing of the URL."""
+    key = source_key_for_url("https://files.example/a.mp3?X-Amz-Signature=SECRET#t=1")
+    assert re.fullmatch(r"url:sha256:[0-9a-f]{64}", key)
+    assert "SECRET" not in key and "files.example" not in key
+
+
+def test_without_query_drops_the_query_and_the_fragment():
+    """What is stored or shown of a link keeps its address but not its signature."""
+    assert without_query("https://files.example/a.mp3?sig=SECRET#frag") == (
+        "https://files.example/a.mp3"
+    )
+    assert without_query("https://files.example/a.mp3#t=1?x") == "https://files.example/a.mp3"
+    assert without_query("https://files.example/a.mp3") == "https://files.example/a.mp3"
 
 
 def test_source_key_keeps_the_query_of_signed_links():

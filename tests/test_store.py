@@ -99,7 +99,7 @@ def test_migrations_are_safe_to_rerun(db_path: Path) -> None:
     try:
         assert second.get_job(job.id) == job
         applied = second._db.conn.execute("SELECT name FROM _sqlite_migrations").fetchall()
-        assert applied == [("0001_ledger",), ("0002_command_digests",)]
+        assert applied == [("0001_ledger",), ("0002_command_digests",), ("0005_privacy",)]
     finally:
         second.close()
 
@@ -627,7 +627,7 @@ def test_csv_export_parses_back_one_row_per_request(store: Store) -> None:
     )
     rows = list(csv.DictReader(io.StringIO(out.getvalue())))
     assert written == len(rows) == 4
-    assert [row["user_id"] for row in rows] == [str(ALICE), str(ALICE), str(BOB), str(BOB)]
+    assert [row["user_id"] for row in rows] == [f'="{u}"' for u in (ALICE, ALICE, BOB, BOB)]
     assert rows[0]["created_at"] == "2026-05-01T09:00:00Z"
     assert datetime.fromisoformat(rows[0]["created_at"]) == datetime(2026, 5, 1, 9, tzinfo=UTC)
     assert [(r["mode"], r["cost"], r["charged"], r["status"]) for r in rows[2:]] == [

@@ -180,7 +180,7 @@ async def test_export_attaches_the_ledger_as_csv(stack: Stack) -> None:
     ]
     created = datetime.fromisoformat(rows[0]["created_at"])
     assert created.tzinfo == UTC and rows[0]["created_at"].endswith("Z")
-    assert {r["user_id"] for r in rows} == {str(stack.member.id)}
+    assert {r["user_id"] for r in rows} == {f'="{stack.member.id}"'}
     assert "2 requests" in message["content"]
 
 

@@ -1,0 +1,128 @@
+"""Bounded growth and privacy, end to end: the real bot over the loopback Discord."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from stembot.logs import TOKEN_CARRYING_LOGGERS, configure_logging
+from stembot.store import CSV_ID_COLUMNS
+from tests.e2e.stack import WAV, Stack, is_result, running_stack
+from tests.e2e.test_admin import admin, download, moderator, text_of
+
+SIGNATURE = "X-Amz-Signature=0123456789abcdefSECRET"
+
+
+def files_under(folder: Path) -> bytes:
+    """Every byte the bot left in ``folder``: the database, its WAL, anything else."""
+    return b"".join(p.read_bytes() for p in folder.iterdir() if p.is_file())
+
+
+def ledger_rows(stack: Stack) -> int:
+    return int(stack.ledger()._db.execute("SELECT count(*) FROM requests").fetchone()[0])
+
+
+# --- 1. free repeats ------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+async def test_repeating_a_stored_result_gets_stems_but_adds_no_rows(stack: Stack) -> None:
+    """Every repeat is answered with the stems; the ledger keeps one row for all of them and
+    the moderators' usage still counts each request."""
+    attachment = stack.upload()
+    first = await stack.answer(await stack.stems(options={"file": attachment}))
+    assert is_result(first)
+    repeats = 500
+    for _ in range(repeats):
+        answer = await stack.answer(await stack.stems(options={"file": attachment}))
+        assert is_result(answer)
+    assert stack.api_calls() == 1
+    assert ledger_rows(stack) == 2
+    usage = text_of(await admin(stack, "usage", moderator(stack)))
+    assert f"{repeats + 1} requests made" in usage
+
+
+# --- 4. signed links ------------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def audio_server() -> AsyncIterator[str]:
+    """A local host serving a WAV file at /song.wav, whatever the query; yields its base URL."""
+
+    async def song(request: web.Request) -> web.Response:
+        return web.Response(body=WAV, content_type="audio/wav")
+
+    app = web.Application()
+    app.router.add_get("/song.wav", song)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.2)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        await runner.cleanup()
+
+
+@pytest.fixture
+def every_log_line(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    """Every logger at DEBUG, then the bot's own set-up for STEMBOT_LOG_LEVEL=DEBUG on top."""
+    caplog.set_level(logging.DEBUG)
+    for name in {*logging.root.manager.loggerDict, *TOKEN_CARRYING_LOGGERS}:
+        if not name.startswith(tuple(f"{noisy}." for noisy in TOKEN_CARRYING_LOGGERS)):
+            caplog.set_level(logging.DEBUG, logger=name)
+    configure_logging("DEBUG")
+    return caplog
+
+
+async def test_a_signed_link_reaches_the_api_whole_and_nothing_else(
+    tmp_path: Path, every_log_line: pytest.LogCaptureFixture
+) -> None:
+    """The API gets the full signed URL; the ledger, the export, the messages and the logs
+    never hold its query. Two links differing only by their signature stay two sources."""
+    async with audio_server() as base, running_stack(tmp_path / "stembot.db") as stack:
+        signed = f"{base}/song.wav?{SIGNATURE}#t=1"
+        answer = await stack.answer(await stack.stems(options={"url": signed}))
+        assert is_result(answer)
+        assert stack.api.requests[0].json() == {"audioUrl": signed}
+        again = await stack.answer(await stack.stems(options={"url": signed}))
+        assert is_result(again) and stack.api_calls() == 1  # the same link is reused
+        other = f"{base}/song.wav?X-Amz-Signature=another"
+        await stack.answer(await stack.stems("vocals", options={"url": other}))
+        assert stack.api_calls() == 2  # a different link is a different source
+        export = await admin(stack, "export", moderator(stack))
+        (attachment,) = export["attachments"]
+        exported = (await download(attachment["url"])).decode()
+        shown = [text_of(answer), text_of(again), text_of(export)]
+    assert "SECRET" not in exported
+    assert all("SECRET" not in text for text in shown)
+    assert b"SECRET" not in files_under(tmp_path)
+    leaks = [r.getMessage() for r in every_log_line.records if "SECRET" in r.getMessage()]
+    assert not leaks
+
+
+# --- 5. ids in the export -------------------------------------------------------------------------
+
+
+async def test_exported_ids_are_text_to_a_spreadsheet(stack: Stack) -> None:
+    """Every id column of the attached CSV is ="digits", which spreadsheets keep as text."""
+    await stack.answer(await stack.stems())
+    export = await admin(stack, "export", moderator(stack))
+    (attachment,) = export["attachments"]
+    (row,) = csv.DictReader(io.StringIO((await download(attachment["url"])).decode()))
+    ids = {column: row[column] for column in CSV_ID_COLUMNS}
+    assert ids == {
+        "guild_id": f'="{stack.guild.id}"',
+        "channel_id": f'="{stack.channel.id}"',
+        "user_id": f'="{stack.member.id}"',
+        "interaction_id": row["interaction_id"],
+    }
+    assert row["interaction_id"].startswith('="') and row["interaction_id"][2:-1].isdigit()
