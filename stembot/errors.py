@@ -53,6 +53,25 @@ class StoreBusyError(StembotError):
     default_message = "stembot's database is busy right now. Please try again in a minute."
 
 
+class StoreFailedError(StembotError):
+    """The database refused a write for a reason other than busy (disk full, I/O error,
+    a corrupt page); nothing was recorded, so nothing was charged."""
+
+    default_message = (
+        "stembot can't record requests right now because its database failed. You were not "
+        "charged. The bot's operator can see the error; please try again later."
+    )
+
+
+class DatabaseReplacedError(StoreFailedError):
+    """The database file was deleted or replaced while the bot ran: it takes no requests."""
+
+    default_message = (
+        "stembot has stopped taking requests: its database file went missing while it was "
+        "running. You were not charged. The bot's operator has to restart it."
+    )
+
+
 class SoundverseError(StembotError):
     """Root of errors from the Soundverse API."""
 

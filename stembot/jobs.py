@@ -19,6 +19,7 @@ from typing import Protocol
 
 from stembot.errors import (
     AlreadyStartedError,
+    DatabaseReplacedError,
     IncidentError,
     JobInterruptedError,
     NotYourRequestError,
@@ -171,6 +172,10 @@ class StemService:
         self._flight_ids = itertools.count(1)
         self._replies: set[asyncio.Task[None]] = set()
         self._accepting = True
+        # Ledger writes that failed after the API answered, tried again before later requests.
+        self._unwritten: list[tuple[str, Callable[[], object]]] = []
+        # Set once the database file is found deleted or replaced: no more requests.
+        self._ledger_problem: str | None = None
 
     # --- asking -------------------------------------------------------------------------
 
@@ -231,6 +236,10 @@ class StemService:
         """
         if not self._accepting:
             raise ShuttingDownError()
+        if self._ledger_lost():
+            raise DatabaseReplacedError()
+        if self._unwritten:
+            self.retry_unwritten()
         request = JobRequest(
             guild_id=requester.guild_id,
             channel_id=requester.channel_id,
@@ -422,8 +431,10 @@ class StemService:
     async def _persist(self, what: str, write: Callable[[], object]) -> None:
         """Retry a ledger write the API's outcome depends on, without blocking the loop.
 
-        A result is delivered even if its charge could not be written: the job then stays
-        active in the ledger and the next start-up refunds it (the user is never overcharged).
+        A result is delivered even if its charge could not be written, whatever the reason
+        (busy, disk full, I/O error, a corrupt or vanished file): the write is kept and tried
+        again before later requests, and until it lands the job stays active in the ledger,
+        so the next start-up settles or refunds it (the user is never overcharged).
         """
         for pause in (*_PERSIST_PAUSES_S, None):
             try:
@@ -432,9 +443,52 @@ class StemService:
             except StoreBusyError:
                 if pause is None:
                     log.error("%s failed: the database stayed busy; carrying on", what)
+                    self._unwritten.append((what, write))
                     return
                 log.warning("%s: database busy, retrying in %.2f s", what, pause)
                 await asyncio.sleep(pause)
+            except Exception as error:
+                cause = error.__cause__ or error
+                log.error(
+                    "%s failed: the database refused the write (%s: %s); the answer is "
+                    "delivered anyway and the write is retried later",
+                    what,
+                    type(cause).__name__,
+                    cause,
+                    exc_info=True,
+                )
+                self._unwritten.append((what, write))
+                self._ledger_lost()
+                return
+
+    def check_ledger(self) -> None:
+        """Run now and then: notice a lost database file; retry writes that failed."""
+        if not self._ledger_lost() and self._unwritten:
+            self.retry_unwritten()
+
+    def _ledger_lost(self) -> bool:
+        """Whether the database file was deleted or replaced under the bot (one stat)."""
+        if self._ledger_problem is None:
+            self._ledger_problem = self._store.file_problem()
+            if self._ledger_problem is not None:
+                log.error(
+                    "%s while stembot was running. It takes no new requests now (members are "
+                    "told so) and will not start a fresh ledger on its own: put the file back "
+                    "or decide to start afresh, then restart stembot",
+                    self._ledger_problem,
+                )
+        return self._ledger_problem is not None
+
+    def retry_unwritten(self) -> None:
+        """Try again the ledger writes that failed after the API answered; keep what fails."""
+        pending, self._unwritten = self._unwritten, []
+        for what, write in pending:
+            try:
+                write()
+            except Exception:
+                self._unwritten.append((what, write))
+            else:
+                log.info("%s: written on a later try", what)
 
     def _reply_soon(self, notification: Awaitable[None], job_id: int) -> None:
         """Tell a listener without making the caller wait for Discord."""

@@ -15,6 +15,7 @@ import csv
 import functools
 import json
 import logging
+import os
 import random
 import sqlite3
 import time
@@ -29,10 +30,12 @@ from sqlite_utils.migrations import Migrations
 
 from stembot.config import QuotaPolicy
 from stembot.errors import (
+    DatabaseReplacedError,
     DuplicateRequestError,
     QuotaExceededError,
     StembotError,
     StoreBusyError,
+    StoreFailedError,
 )
 from stembot.models import (
     GuildLimits,
@@ -349,16 +352,50 @@ def _busy_is_retryable() -> Iterator[None]:
         raise
 
 
+@contextmanager
+def _write_failures_explained() -> Iterator[None]:
+    """A write the database refuses for a reason other than busy becomes StoreFailedError.
+
+    Constraint violations are not among them: they are bugs, and stay as they are.
+    """
+    try:
+        yield
+    except sqlite3.IntegrityError:
+        raise
+    except sqlite3.DatabaseError as error:
+        if isinstance(error, sqlite3.OperationalError) and _is_busy(error):
+            raise
+        log.error("the database refused a write: %s: %s", type(error).__name__, error)
+        raise StoreFailedError() from error
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """Which file ``path`` names now (device, inode); None when there is none."""
+    try:
+        found = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return found.st_dev, found.st_ino
+
+
 class Store:
     """The ledger. One instance (one connection) per process; calls are short and synchronous."""
 
     def __init__(
-        self, db: Database, policy: QuotaPolicy, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S
+        self,
+        db: Database,
+        policy: QuotaPolicy,
+        busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S,
+        *,
+        path: Path | None = None,
     ) -> None:
         self._db = db
         self._policy = policy
         self._busy_timeout_ms = max(0, round(busy_timeout_s * 1000))
         self._repeats = _RecentInteractions()
+        # The file this connection opened: a write goes nowhere else (see file_problem).
+        self._path = path
+        self._opened = None if path is None else _identity(path)
 
     @classmethod
     def open(
@@ -379,10 +416,25 @@ class Store:
         except BaseException:
             conn.close()
             raise
-        return cls(db, policy, busy_timeout_s)
+        return cls(db, policy, busy_timeout_s, path=path)
 
     def close(self) -> None:
         self._db.close()
+
+    def file_problem(self) -> str | None:
+        """What happened to the database file since it was opened, if anything; one stat.
+
+        SQLite keeps writing to a deleted or replaced file through the open handle, so without
+        this check the ledger would silently go on in a file nobody can see or reopen.
+        """
+        if self._path is None or self._opened is None:
+            return None
+        now = _identity(self._path)
+        if now == self._opened:
+            return None
+        if now is None:
+            return f"the database file {self._path} was deleted"
+        return f"the database file {self._path} was replaced by another file"
 
     @property
     def policy(self) -> QuotaPolicy:
@@ -394,7 +446,10 @@ class Store:
     @contextmanager
     def _write(self) -> Iterator[None]:
         """A write transaction that holds the write lock from its first statement."""
-        with _busy_is_retryable():
+        problem = self.file_problem()
+        if problem is not None:
+            raise DatabaseReplacedError() from StoreFailedError(problem)
+        with _busy_is_retryable(), _write_failures_explained():
             self._begin_immediate()
             try:
                 yield

@@ -24,6 +24,9 @@ from stembot.moderation import ModerationService
 
 log = logging.getLogger(__name__)
 
+# How often the bot checks that its database file is still the one it opened (one stat).
+LEDGER_CHECK_INTERVAL_S = 5.0
+
 
 class StemBot(commands.Bot):
     def __init__(
@@ -58,6 +61,7 @@ class StemBot(commands.Bot):
         self._recover_jobs = recover_jobs
         self._interrupted: list[Job] = []
         self._background: set[asyncio.Task[None]] = set()
+        self._watcher: asyncio.Task[None] | None = None
 
     async def setup_hook(self) -> None:
         await self.add_cog(StemsCog(self, self.service))
@@ -70,6 +74,7 @@ class StemBot(commands.Bot):
         if self._recover_jobs:
             # Read before the gateway connects; the requesters are told once the bot is ready.
             self._interrupted = self.service.recover_interrupted()
+        self._watcher = asyncio.create_task(self._watch_ledger(), name="ledger-watch")
 
     async def on_ready(self) -> None:
         log.info("connected as %s to %d server(s)", self.user, len(self.guilds))
@@ -83,6 +88,14 @@ class StemBot(commands.Bot):
             where = await post_to_requester(self, job.guild_id, job.channel_id, job.user_id, answer)
             log.info("job %s: interruption notice sent via %s", job.id, where or "nowhere")
 
+    async def _watch_ledger(self) -> None:
+        while True:
+            await asyncio.sleep(LEDGER_CHECK_INTERVAL_S)
+            try:
+                self.service.check_ledger()
+            except Exception:
+                log.exception("checking the database failed")
+
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coroutine)
         self._background.add(task)
@@ -91,4 +104,6 @@ class StemBot(commands.Bot):
     async def close(self) -> None:
         """Stop taking requests, let running jobs finish or mark them, then disconnect."""
         await self.service.shutdown(grace_s=self._shutdown_grace_s)
+        if self._watcher is not None:
+            self._watcher.cancel()
         await super().close()

@@ -21,7 +21,7 @@ import discord
 from stembot.bot import embeds
 from stembot.bot.views import cancel_view
 from stembot.errors import StembotError
-from stembot.models import Job, Mode, Separation
+from stembot.models import Job, Mode, QuotaStatus, Separation
 
 if TYPE_CHECKING:
     from stembot.jobs import StemService
@@ -113,13 +113,13 @@ class RequestMessages:
         self._changed.set()
 
     async def on_succeeded(self, job: Job, separation: Separation) -> None:
-        quota = self._service.quota_status(job.guild_id, job.user_id)
+        quota = self._quota_if_readable(job)
         embed, view = embeds.result_message(self._source_name, separation, quota, job.id)
         line, _ = embeds.ready_mention(job.user_id, self._mode, self._source_name)
         await self._finish(job, Answer(embed, view, line))
 
     async def on_failed(self, job: Job, error: StembotError) -> None:
-        quota = self._service.quota_status(job.guild_id, job.user_id)
+        quota = self._quota_if_readable(job)
         embed = embeds.failed_embed(self._mode, self._source_name, error, quota)
         await self._finish(job, Answer(embed))
 
@@ -129,6 +129,14 @@ class RequestMessages:
             self._finished = True
             if self._status_task is not None:
                 self._status_task.cancel()
+
+    def _quota_if_readable(self, job: Job) -> QuotaStatus | None:
+        """The footer's quota line is a nicety: a failing database must not hold the answer."""
+        try:
+            return self._service.quota_status(job.guild_id, job.user_id)
+        except Exception as error:
+            log.warning("job %s: quota left unknown (%s); answering without it", job.id, error)
+            return None
 
     # --- the status message -------------------------------------------------------------
 

@@ -238,26 +238,48 @@ async def _ready_or_raise(emulator: DiscordEmulator, runner: asyncio.Task[None])
 class BotProcess:
     """The bot as a real OS process (`python -m stembot run`), for crash and signal tests."""
 
-    def __init__(self, env: Mapping[str, str], log_path: Path) -> None:
+    def __init__(
+        self, env: Mapping[str, str], log_path: Path, *, log_through_pipe: bool = False
+    ) -> None:
+        """``log_through_pipe``: the bot writes its log to a pipe that this process copies to
+        ``log_path``, so that a limit on the bot's file writes does not silence its log."""
         self._env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **env}
         self._log_path = log_path
+        self._log_through_pipe = log_through_pipe
+        self._copier: asyncio.Task[None] | None = None
         self.process: asyncio.subprocess.Process | None = None
 
-    async def start(self) -> None:
+    async def start(self, *args: str) -> None:
+        """Start `stembot run` (or the command ``args``)."""
         log = self._log_path.open("ab")
+        out: Any = asyncio.subprocess.PIPE if self._log_through_pipe else log
         self.process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
             "stembot",
             "--env-file",
             os.devnull,
-            "run",
+            *(args or ("run",)),
             env=self._env,
-            stdout=log,
-            stderr=log,
+            stdout=out,
+            stderr=asyncio.subprocess.STDOUT if self._log_through_pipe else log,
             stdin=asyncio.subprocess.DEVNULL,
         )
         log.close()
+        if self._log_through_pipe:
+            self._copier = asyncio.create_task(self._copy_log())
+
+    async def _copy_log(self) -> None:
+        assert self.process is not None and self.process.stdout is not None
+        with self._log_path.open("ab") as log:
+            async for line in self.process.stdout:
+                log.write(line)
+                log.flush()
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
 
     def signal(self, signum: int) -> None:
         assert self.process is not None
@@ -265,7 +287,10 @@ class BotProcess:
 
     async def wait(self, timeout_s: float = 20.0) -> int:
         assert self.process is not None
-        return await asyncio.wait_for(self.process.wait(), timeout_s)
+        status = await asyncio.wait_for(self.process.wait(), timeout_s)
+        if self._copier is not None:
+            await asyncio.wait_for(self._copier, timeout_s)
+        return status
 
     def log_text(self) -> str:
         return self._log_path.read_text(errors="replace")

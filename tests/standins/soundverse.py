@@ -178,6 +178,8 @@ class SoundverseStandin:
         self._script: deque[Reply] = deque()
         self._always: Reply | None = None
         self._issued: set[str] = set()
+        self._released = asyncio.Event()
+        self._released.set()
         self._wav = make_wav()
         self._runner: web.AppRunner | None = None
         self.base_url = ""
@@ -194,6 +196,14 @@ class SoundverseStandin:
     def fail_always(self, reply: Reply | None) -> None:
         """Answer every call after the script with ``reply`` (None: succeed again)."""
         self._always = reply
+
+    def hold(self) -> None:
+        """Keep every separation call waiting (recorded, in flight) until ``release()``."""
+        self._released.clear()
+
+    def release(self) -> None:
+        """Let the held calls (and later ones) be answered."""
+        self._released.set()
 
     def clear(self) -> None:
         self._script.clear()
@@ -256,6 +266,7 @@ class SoundverseStandin:
             return web.json_response({"success": False, "message": problem}, status=400)
         if self.latency:
             await asyncio.sleep(self.latency)
+        await self._released.wait()
         reply = self._next_reply()
         return await self._perform(reply, request)
 

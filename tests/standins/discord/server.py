@@ -11,6 +11,7 @@ async with DiscordEmulator() as discord:
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -164,6 +165,8 @@ class DiscordEmulator:
         self._rate_limits: dict[tuple[str, str], _RateLimit] = {}
         self._refused_channels: set[int] = set()
         self._refused_dm_users: set[int] = set()
+        self._held: dict[tuple[str, str], asyncio.Event] = {}
+        self._held_count: dict[tuple[str, str], int] = {}
         self.gateway = Gateway(token, self._ready_payload, self._guild_payloads)
         self._runner: web.AppRunner | None = None
         self._port = 0
@@ -193,6 +196,7 @@ class DiscordEmulator:
         self._port = self._runner.addresses[0][1]
 
     async def close(self) -> None:
+        self.release_held()
         await self.gateway.close_all()
         if self._runner is not None:
             await self._runner.cleanup()
@@ -549,6 +553,20 @@ class DiscordEmulator:
         """
         self._rate_limits[(method.upper(), route)] = _RateLimit(times, via, retry_after, is_global)
 
+    def hold(self, method: str, route: str) -> None:
+        """Keep the bot's calls of ``method route`` (a template) waiting, unanswered, until
+        ``release_held()``; a call whose client is gone by then never takes effect (the reply
+        did not reach Discord)."""
+        self._held[(method.upper(), route)] = asyncio.Event()
+
+    def held_calls(self, method: str, route: str) -> int:
+        return self._held_count.get((method.upper(), route), 0)
+
+    def release_held(self) -> None:
+        for event in self._held.values():
+            event.set()
+        self._held.clear()
+
     def refuse_channel(self, channel: Channel) -> None:
         """Bot posts to ``channel`` get 403 / 50013 Missing Permissions."""
         self._refused_channels.add(channel.id)
@@ -625,6 +643,13 @@ class DiscordEmulator:
         if not request.path.startswith(API_PREFIX):
             return await handler(request)
         route = self._route_template(request)
+        held = self._held.get((request.method, route))
+        if held is not None:
+            key = (request.method, route)
+            self._held_count[key] = self._held_count.get(key, 0) + 1
+            await held.wait()
+            if request.transport is None or request.transport.is_closing():
+                return web.Response(status=503)  # the client is gone: nothing happened
         code: int | None = None
         try:
             limited = self._take_rate_limit(request.method, route)
