@@ -52,6 +52,11 @@ class QuotaPolicy:
     costs: Mapping[Mode, int] = field(
         default_factory=lambda: {Mode.VOCALS: 1, Mode.INSTRUMENTS: 1, Mode.ALL: 2}
     )
+    # The operator's ceilings on what a server's moderators may set (None: no ceiling).
+    max_guild_daily_limit: int | None = None
+    max_guild_monthly_limit: int | None = None
+    # Paid API calls per UTC day across all servers (None: no budget).
+    api_daily_budget: int | None = None
 
     def cost_of(self, mode: Mode) -> int:
         return self.costs[mode]
@@ -175,6 +180,31 @@ def _log_level(text: str) -> str:
     return upper
 
 
+def _defaults_above_ceilings(quota: QuotaPolicy) -> list[str]:
+    """A default limit must itself be one a moderator could set."""
+    problems = []
+    for default, ceiling, default_name, ceiling_name in (
+        (
+            quota.guild_daily_limit,
+            quota.max_guild_daily_limit,
+            "STEMBOT_GUILD_DAILY_LIMIT",
+            "STEMBOT_MAX_GUILD_DAILY_LIMIT",
+        ),
+        (
+            quota.guild_monthly_limit,
+            quota.max_guild_monthly_limit,
+            "STEMBOT_GUILD_MONTHLY_LIMIT",
+            "STEMBOT_MAX_GUILD_MONTHLY_LIMIT",
+        ),
+    ):
+        if ceiling is not None and default > ceiling:
+            problems.append(
+                f"{default_name} ({default}) is above {ceiling_name} ({ceiling}): "
+                f"lower the default or raise the ceiling"
+            )
+    return problems
+
+
 def load_settings(
     env: Mapping[str, str], *, need_discord: bool = False, need_soundverse: bool = False
 ) -> Settings:
@@ -267,7 +297,17 @@ def load_settings(
             mode: r.typed(f"STEMBOT_COST_{mode.name}", _non_negative_int, q.cost_of(mode), limit)
             for mode in Mode
         },
+        max_guild_daily_limit=r.typed(
+            "STEMBOT_MAX_GUILD_DAILY_LIMIT", _non_negative_int, q.max_guild_daily_limit, limit
+        ),
+        max_guild_monthly_limit=r.typed(
+            "STEMBOT_MAX_GUILD_MONTHLY_LIMIT", _non_negative_int, q.max_guild_monthly_limit, limit
+        ),
+        api_daily_budget=r.typed(
+            "STEMBOT_API_DAILY_BUDGET", _non_negative_int, q.api_daily_budget, limit
+        ),
     )
+    r.problems += _defaults_above_ceilings(quota)
     if values["api_timeout_s"] > _MAX_API_TIMEOUT_S:
         r.problems.append(
             f"STEMBOT_API_TIMEOUT_S must be at most {_MAX_API_TIMEOUT_S} "

@@ -8,6 +8,7 @@ JobListener it hands in with the request.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import itertools
 import logging
@@ -29,7 +30,15 @@ from stembot.errors import (
     StembotError,
     StoreBusyError,
 )
-from stembot.models import Job, JobRequest, JobStatus, Mode, QuotaStatus, Separation
+from stembot.models import (
+    Job,
+    JobRequest,
+    JobStatus,
+    Mode,
+    QuotaLimit,
+    QuotaStatus,
+    Separation,
+)
 from stembot.scheduling import FairQueue
 from stembot.sources import (
     ProbedSource,
@@ -39,7 +48,7 @@ from stembot.sources import (
     source_key_for_attachment,
     source_key_for_url,
 )
-from stembot.store import Store
+from stembot.store import QuotaLimitReached, Store
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +107,8 @@ class Requester:
     channel_id: int
     user_id: int
     interaction_id: int
+    # The member's role ids in the server (a role may carry its own daily allowance).
+    role_ids: tuple[int, ...] = ()
 
 
 class JobListener(Protocol):
@@ -179,8 +190,10 @@ class StemService:
 
     # --- asking -------------------------------------------------------------------------
 
-    def quota_status(self, guild_id: int, user_id: int | None) -> QuotaStatus:
-        return self._store.quota_status(guild_id, user_id, self._clock())
+    def quota_status(
+        self, guild_id: int, user_id: int | None, role_ids: tuple[int, ...] = ()
+    ) -> QuotaStatus:
+        return self._store.quota_status(guild_id, user_id, self._clock(), role_ids)
 
     @property
     def costs(self) -> Mapping[Mode, int]:
@@ -219,6 +232,49 @@ class StemService:
         """Instant checks of a URL's form; raises InvalidSourceError."""
         return check_url_syntax(url)
 
+    def precheck(self, requester: Requester, mode: Mode, url: str | None = None) -> None:
+        """The cheap checks, before a URL is fetched: reads the ledger, writes nothing.
+
+        Raises QuotaExceededError (a switched-off or spent server or member, the bot-wide
+        budget, too many requests in progress) or ShuttingDownError. A repeat answered from a
+        stored result is never refused here, and one that would join a running call only for
+        the limits that do not depend on units, as ``submit`` does; the key is the URL's as
+        given (a link that redirects elsewhere is checked in full by ``submit``).
+        """
+        if not self._accepting:
+            raise ShuttingDownError()
+        now = self._clock()
+        cost: int | None = self._store.policy.cost_of(mode)
+        if url is not None:
+            key = source_key_for_url(url)
+            if self._store.find_result(key, mode, now - self._result_ttl) is not None:
+                return
+            if (key, mode) in self._flights:
+                cost = None
+        try:
+            self._store.check_limits(
+                requester.guild_id, requester.user_id, requester.role_ids, cost, now
+            )
+        except QuotaLimitReached as refusal:
+            self._note_refusal(refusal, now)
+            raise
+
+    def _note_refusal(self, refusal: QuotaLimitReached, now: datetime) -> None:
+        """Tell the operator's log, once a UTC day, that the bot-wide budget is spent."""
+        if refusal.limit is not QuotaLimit.API_BUDGET:
+            return
+        try:
+            first = self._store.claim_budget_notice(now)
+        except StoreBusyError:
+            return  # the next refusal tries again
+        if first:
+            log.warning(
+                "the API daily budget is spent: %s paid calls on %s (STEMBOT_API_DAILY_BUDGET); "
+                "new paid requests are refused until 00:00 UTC, repeats and joins still work",
+                self._store.policy.api_daily_budget,
+                now.date().isoformat(),
+            )
+
     async def check_url(self, url: str) -> CheckedSource:
         """Guarded, bounded probe that the URL leads to audio within the size limit."""
         probed = await self._prober.probe(url)
@@ -249,6 +305,7 @@ class StemService:
             source_url=source.url,
             source_name=source.name,
             source_key=source.key,
+            role_ids=requester.role_ids,
         )
         now = self._clock()
         stored = self._store.find_result(source.key, mode, now - self._result_ttl)
@@ -257,7 +314,11 @@ class StemService:
         flight = self._flights.get((source.key, mode))
         if flight is not None:
             return self._join(flight, request, listener, now)
-        job = self._store.reserve(request, now)
+        try:
+            job = self._store.reserve(request, now)
+        except QuotaLimitReached as refusal:
+            self._note_refusal(refusal, now)
+            raise
         flight = _Flight(
             next(self._flight_ids), (source.key, mode), [_Ticket(job, request, listener)]
         )
@@ -291,8 +352,9 @@ class StemService:
     def cancel(self, job_id: int, user_id: int) -> Job:
         """Take a waiting request out and refund it; only its requester may.
 
-        When the payer of a shared call leaves, the next requester inherits the charge, so the
-        call is still paid for exactly once.
+        When the payer of a shared call leaves, the charge passes on (the store's rule: the
+        first requester with room in their own allowance, else the server alone), so the call
+        is still paid for exactly once.
         """
         flight = self._flight_of_job.get(job_id)
         if flight is None:
@@ -304,7 +366,7 @@ class StemService:
             raise NotYourRequestError()
         now = self._clock()
         if ticket is flight.payer and len(flight.tickets) > 1:
-            self._store.hand_over_charge(job_id, flight.tickets[1].job.id, now)
+            self._hand_over(flight, ticket, now)
         else:
             self._store.refund(job_id, JobStatus.CANCELLED, "cancelled by the requester", now)
         flight.tickets.remove(ticket)
@@ -315,6 +377,26 @@ class StemService:
         log.info("job %s cancelled by its requester and refunded", job_id)
         self._reply_soon(ticket.listener.on_cancelled(ticket.job), job_id)
         return ticket.job
+
+    def _hand_over(self, flight: _Flight, payer: _Ticket, now: datetime) -> None:
+        heirs = [t for t in flight.tickets if t is not payer]
+        handed = self._store.hand_over_charge(
+            payer.job.id, [(t.job.id, t.request.role_ids) for t in heirs], now
+        )
+        if handed is None:
+            return
+        heir_id, member_pays = handed
+        heir = next(t for t in heirs if t.job.id == heir_id)
+        heir.job = dataclasses.replace(heir.job, cost=payer.job.cost)
+        # The heir becomes the payer: the one settled first, whose result is stored.
+        flight.tickets.remove(heir)
+        flight.tickets.insert(0, heir)
+        log.info(
+            "job %s: the charge of cancelled job %s passed on%s",
+            heir_id,
+            payer.job.id,
+            "" if member_pays else " to the server alone (no requester had room)",
+        )
 
     # --- running ------------------------------------------------------------------------
 

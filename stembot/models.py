@@ -93,6 +93,8 @@ class JobRequest:
     source_url: str = field(repr=False)
     source_name: str
     source_key: str
+    # The member's roles in the server: a role's allowance may replace the per-member limit.
+    role_ids: tuple[int, ...] = ()
 
 
 # --- The ledger's values (written by stembot.store) ---------------------------------------
@@ -132,6 +134,7 @@ class QuotaLimit(enum.StrEnum):
     GUILD_MONTHLY = "guild_monthly"
     USER_DAILY = "user_daily"
     USER_ACTIVE = "user_active"
+    API_BUDGET = "api_budget"
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +156,8 @@ class QuotaStatus:
     user_daily: WindowStatus | None
     user_active_jobs: int | None
     user_active_limit: int
+    # True when the member's daily limit is a role's allowance, not the server's per-member one.
+    user_limit_from_role: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +169,8 @@ class GuildLimits:
     per_user: int
     active_jobs: int
     overridden: frozenset[str] = frozenset()
+    # (role id, units a day) for roles whose members get their own daily allowance.
+    role_allowances: tuple[tuple[int, int], ...] = ()
 
     @property
     def switched_off(self) -> bool:

@@ -21,6 +21,8 @@ Clock = Callable[[], datetime]
 # Percentages of a window at which the log channel hears about it, once per window each.
 ALERT_THRESHOLDS = (80, 100)
 TOP_USERS = 5
+# What `reset` may name: one limit, or all of them.
+RESETTABLE = ("daily", "monthly", "per_user", "all")
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
@@ -112,17 +114,77 @@ class ModerationService:
         daily: int | None = None,
         monthly: int | None = None,
         per_user: int | None = None,
+        role_id: int | None = None,
+        reset: str | None = None,
     ) -> GuildLimits:
-        """Override the given limits (the others stay); returns the limits now in force."""
+        """Override the given limits (the others stay), or ``reset`` some to the default;
+        with ``role_id``, set or remove that role's per-member allowance instead.
+
+        Returns the limits now in force. A value above the operator's ceiling is refused.
+        """
         given = {"daily": daily, "monthly": monthly, "per_user": per_user}
-        if all(value is None for value in given.values()):
+        if reset is not None and reset not in RESETTABLE:
+            raise ModerationError(f"`reset` must be one of {', '.join(RESETTABLE)}.")
+        if all(value is None for value in given.values()) and reset is None:
             raise ModerationError(
-                "Give at least one of `daily`, `monthly` or `per_user` (units, 0 turns it off)."
+                "Give at least one of `daily`, `monthly` or `per_user` (units, 0 turns it off), "
+                "or `reset` to go back to the default."
             )
         for name, value in given.items():
             if value is not None and not 0 <= value <= MAX_LIMIT:
                 raise ModerationError(f"`{name}` must be a whole number from 0 to {MAX_LIMIT:,}.")
-        return self._store.set_limits(guild_id, daily=daily, monthly=monthly, per_user=per_user)
+        if role_id is not None:
+            return self._set_role_allowance(guild_id, role_id, daily, monthly, per_user, reset)
+        names = _reset_names(reset)
+        clash = [name for name in names if given[name] is not None]
+        if clash:
+            raise ModerationError(
+                f"`{clash[0]}` can't be both set and reset; give one or the other."
+            )
+        self._check_ceilings(daily, monthly)
+        if names:
+            self._store.reset_limits(guild_id, names)
+        if any(value is not None for value in given.values()):
+            return self._store.set_limits(guild_id, daily=daily, monthly=monthly, per_user=per_user)
+        return self._store.guild_limits(guild_id)
+
+    def _check_ceilings(self, daily: int | None, monthly: int | None) -> None:
+        policy = self._store.policy
+        for name, value, ceiling in (
+            ("daily", daily, policy.max_guild_daily_limit),
+            ("monthly", monthly, policy.max_guild_monthly_limit),
+        ):
+            if value is not None and ceiling is not None and value > ceiling:
+                raise ModerationError(
+                    f"This bot's operator caps the {name} limit at {ceiling:,} units. "
+                    f"Choose {ceiling:,} or less."
+                )
+
+    def _set_role_allowance(
+        self,
+        guild_id: int,
+        role_id: int,
+        daily: int | None,
+        monthly: int | None,
+        per_user: int | None,
+        reset: str | None,
+    ) -> GuildLimits:
+        if daily is not None or monthly is not None:
+            raise ModerationError(
+                "A role gets only a `per_user` allowance; set `daily` and `monthly` without `role`."
+            )
+        if reset is not None:
+            if per_user is not None:
+                raise ModerationError("Give `per_user` or `reset` with `role`, not both.")
+            return self._store.set_role_allowance(guild_id, role_id, None)
+        assert per_user is not None
+        server_daily = self._store.guild_limits(guild_id).daily
+        if per_user > server_daily:
+            raise ModerationError(
+                f"A role's allowance can't be above this server's daily limit "
+                f"({server_daily:,} units). Choose {server_daily:,} or less."
+            )
+        return self._store.set_role_allowance(guild_id, role_id, per_user)
 
     # --- the export ---------------------------------------------------------------------
 
@@ -204,6 +266,12 @@ class ModerationService:
                     )
                 )
         return alerts
+
+
+def _reset_names(reset: str | None) -> list[str]:
+    if reset is None:
+        return []
+    return ["daily", "monthly", "per_user"] if reset == "all" else [reset]
 
 
 def _thresholds_reached(used: int, limit: int) -> list[int]:

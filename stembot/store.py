@@ -12,6 +12,7 @@ committed in between, whatever the busy timeout (see ../shared/design.md).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import functools
 import json
 import logging
@@ -138,6 +139,40 @@ def _create_command_digests(db: Database) -> None:
     db.execute("CREATE TABLE command_digests (scope TEXT PRIMARY KEY, digest TEXT NOT NULL) STRICT")
 
 
+@MIGRATIONS(name="0004_spend")
+def _create_spend(db: Database) -> None:
+    db.executescript(
+        """
+        -- 0 when the server alone carries a request's charge (a shared call handed over to a
+        -- requester with no room left): the member's own daily sum leaves it out.
+        ALTER TABLE requests ADD COLUMN member_pays INTEGER NOT NULL DEFAULT 1
+            CHECK (member_pays IN (0, 1));
+
+        CREATE TABLE role_allowances (
+            guild_id INTEGER NOT NULL,
+            role_id INTEGER NOT NULL,
+            per_user INTEGER NOT NULL CHECK (per_user >= 0),
+            PRIMARY KEY (guild_id, role_id)
+        ) STRICT, WITHOUT ROWID;
+
+        -- One row per paid API call, from its reservation: the bot-wide daily budget counts
+        -- them. made_at is set when the call goes out; one that never did (cancelled or
+        -- interrupted while queued) stops counting.
+        CREATE TABLE api_calls (
+            job_id INTEGER PRIMARY KEY,
+            guild_id INTEGER NOT NULL,
+            day TEXT NOT NULL,
+            reserved_at TEXT NOT NULL,
+            made_at TEXT
+        ) STRICT;
+        CREATE INDEX api_calls_day ON api_calls (day, guild_id);
+
+        -- The day the operator's log was told the budget is spent, once a day.
+        CREATE TABLE budget_notices (day TEXT PRIMARY KEY, sent_at TEXT NOT NULL) STRICT;
+        """
+    )
+
+
 @MIGRATIONS(name="0005_privacy")
 def _privacy(db: Database) -> None:
     """Free repeats share a row (``request_count``); links are kept only as hashes.
@@ -244,12 +279,21 @@ _SELECT_ACTIVE = (
     f"SELECT {_JOB_COLUMNS} FROM requests INDEXED BY requests_active "  # noqa: S608 (constant)
     "WHERE status IN ('queued', 'running') ORDER BY id"
 )
+# A paid call counts from its reservation unless it never went out (cancelled or interrupted
+# while queued). A call whose start could not be written still counts once it succeeded or
+# failed.
+_CALL_COUNTS = "(c.made_at IS NOT NULL OR r.status IN ('queued', 'running', 'succeeded', 'failed'))"
 _CHARGED = "CASE WHEN status IN ('queued', 'running', 'succeeded') THEN cost ELSE 0 END"
+# A member's own share: not what the server alone carries for a handed-over call.
+_MEMBER_CHARGED = (
+    "CASE WHEN status IN ('queued', 'running', 'succeeded') AND member_pays = 1 "
+    "THEN cost ELSE 0 END"
+)
 _REFUNDED = "CASE WHEN status IN ('failed', 'cancelled', 'interrupted') THEN 1 ELSE 0 END"
 
 # Everything a reservation checks, read in one statement: whether the interaction is already
-# in the ledger, the guild's overrides, and the units used in each window (one scan of the
-# month gives the day too).
+# in the ledger, the guild's overrides, the units used in each window (one scan of the month
+# gives the day too), and the highest allowance among the member's roles.
 _SNAPSHOT = """
 SELECT
   (SELECT count(*) FROM requests WHERE interaction_id = :interaction),
@@ -257,9 +301,11 @@ SELECT
   m.today, m.month,
   (SELECT coalesce(sum(cost), 0) FROM requests INDEXED BY requests_user_charged
     WHERE guild_id = :guild AND user_id = :user AND created_at >= :day AND created_at < :day_end
-      AND cost > 0 AND status IN ('queued', 'running', 'succeeded')),
+      AND cost > 0 AND status IN ('queued', 'running', 'succeeded') AND member_pays = 1),
   (SELECT count(*) FROM requests INDEXED BY requests_active
-    WHERE guild_id = :guild AND user_id = :user AND status IN ('queued', 'running'))
+    WHERE guild_id = :guild AND user_id = :user AND status IN ('queued', 'running')),
+  (SELECT max(per_user) FROM role_allowances
+    WHERE guild_id = :guild AND role_id IN (SELECT value FROM json_each(:roles)))
 FROM (
   SELECT
     coalesce(sum(CASE WHEN created_at >= :day AND created_at < :day_end THEN cost END), 0)
@@ -325,6 +371,14 @@ def _spreadsheet_safe(text: str | None) -> str:
     if not text:
         return ""
     return "'" + text if text[0] in "=+-@\t\r" else text
+
+
+_LIMIT_COLUMNS = {
+    "daily": "daily_limit",
+    "monthly": "monthly_limit",
+    "per_user": "user_daily_limit",
+    "active_jobs": "user_active_jobs",
+}
 
 
 def _check_limit(value: int | None, name: str) -> None:
@@ -504,11 +558,66 @@ class Store:
         """
         cost = self._policy.cost_of(request.mode)
         with self._write():
-            seen = self._snapshot(request.guild_id, request.user_id, request.interaction_id, now)
+            seen = self._snapshot(
+                request.guild_id, request.user_id, request.interaction_id, now, request.role_ids
+            )
             if seen.duplicate or request.interaction_id in self._repeats:
                 raise DuplicateRequestError()
             _enforce(seen, cost, now)
-            return self._insert(request, cost, JobStatus.QUEUED, now)
+            self._enforce_budget(now)
+            job = self._insert(request, cost, JobStatus.QUEUED, now)
+            self._db.execute(
+                "INSERT INTO api_calls (job_id, guild_id, day, reserved_at) VALUES (?, ?, ?, ?)",
+                (job.id, job.guild_id, _utc(now).date().isoformat(), _stamp(now)),
+            )
+            return job
+
+    def check_limits(
+        self,
+        guild_id: int,
+        user_id: int,
+        role_ids: Sequence[int],
+        cost: int | None,
+        now: datetime,
+    ) -> None:
+        """Raise QuotaLimitReached if a request would be refused; reads only, writes nothing.
+
+        ``cost`` None: the request would join a call or reuse a result (no units, no API call),
+        so only the limits that do not depend on cost apply. A precheck: ``reserve`` decides.
+        """
+        with self._read():
+            seen = self._snapshot(guild_id, user_id, None, now, role_ids)
+            _enforce(seen, cost or 0, now)
+            if cost is not None:
+                self._enforce_budget(now)
+
+    def _enforce_budget(self, now: datetime) -> None:
+        budget = self._policy.api_daily_budget
+        if budget is not None and self._calls_on(_utc(now).date()) >= budget:
+            raise _budget_refusal(budget, now)
+
+    def _calls_on(self, day: date) -> int:
+        return int(
+            self._one(
+                f"SELECT count(*) FROM api_calls AS c JOIN requests AS r ON r.id = c.job_id "  # noqa: S608 (constant)
+                f"WHERE c.day = ? AND {_CALL_COUNTS}",
+                (day.isoformat(),),
+            )[0]
+        )
+
+    def api_calls_today(self, now: datetime) -> int:
+        """Paid API calls made or reserved on the UTC day of ``now``, across all servers."""
+        with _busy_is_retryable():
+            return self._calls_on(_utc(now).date())
+
+    def claim_budget_notice(self, now: datetime) -> bool:
+        """Remember that the operator was told the day's budget is spent; True the first time."""
+        with self._write():
+            cursor = self._db.execute(
+                "INSERT OR IGNORE INTO budget_notices (day, sent_at) VALUES (?, ?)",
+                (_utc(now).date().isoformat(), _stamp(now)),
+            )
+        return cursor.rowcount == 1
 
     def reserve_joined(self, request: JobRequest, now: datetime, *, running: bool) -> Job:
         """Record a request that joins an identical one already queued or ``running``: cost 0.
@@ -518,29 +627,59 @@ class Store:
         """
         status = JobStatus.RUNNING if running else JobStatus.QUEUED
         with self._write():
-            seen = self._snapshot(request.guild_id, request.user_id, request.interaction_id, now)
+            seen = self._snapshot(
+                request.guild_id, request.user_id, request.interaction_id, now, request.role_ids
+            )
             if seen.duplicate or request.interaction_id in self._repeats:
                 raise DuplicateRequestError()
             _enforce(seen, 0, now)
             return self._insert(request, 0, status, now)
 
-    def hand_over_charge(self, payer_id: int, heir_id: int, now: datetime) -> bool:
-        """The payer of a shared call cancels: refund it and charge its cost to the heir.
+    def hand_over_charge(
+        self, payer_id: int, heirs: Sequence[tuple[int, Sequence[int]]], now: datetime
+    ) -> tuple[int, bool] | None:
+        """The payer of a shared call cancels: refund it and pass its charge on, in one
+        transaction, so the shared call is paid for exactly once whatever happens.
 
-        One transaction, so the shared call is paid for exactly once whatever happens.
-        False (nothing changed) unless both jobs are still active.
+        ``heirs`` are the other requests of the call, in the order they asked, each with its
+        member's role ids. The first whose member has room for the cost in their own daily
+        allowance takes the charge. If none has, the first takes it on the server's account
+        alone (``member_pays`` = 0): it counts against the server's limits but no member's.
+        Returns (the heir's job id, whether its member pays), or None (nothing changed) unless
+        the payer and an heir are still active.
         """
-        active = "SELECT cost FROM requests WHERE id = ? AND status IN ('queued', 'running')"
+        active = (
+            "SELECT cost, guild_id, user_id FROM requests "
+            "WHERE id = ? AND status IN ('queued', 'running')"
+        )
         with self._write():
-            payer, heir = self._one(active, (payer_id,)), self._one(active, (heir_id,))
-            if payer is None or heir is None:
-                return False
-            self._db.execute("UPDATE requests SET cost = ? WHERE id = ?", (payer[0], heir_id))
+            payer = self._one(active, (payer_id,))
+            if payer is None:
+                return None
+            cost, guild_id = payer[0], payer[1]
+            candidates = [
+                (heir_id, row[2], roles)
+                for heir_id, roles in heirs
+                if (row := self._one(active, (heir_id,))) is not None and row[1] == guild_id
+            ]
+            if not candidates:
+                return None
+            chosen, member_pays = candidates[0][0], False
+            for heir_id, user_id, roles in candidates:
+                seen = self._snapshot(guild_id, user_id, None, now, roles)
+                if cost == 0 or seen.user_today + cost <= seen.member_limit:
+                    chosen, member_pays = heir_id, True
+                    break
+            self._db.execute(
+                "UPDATE requests SET cost = ?, member_pays = ? WHERE id = ?",
+                (cost, int(member_pays), chosen),
+            )
             self._db.execute(
                 "UPDATE requests SET status = 'cancelled', finished_at = ?, error = ? WHERE id = ?",
                 (_stamp(now), "cancelled by the requester", payer_id),
             )
-        return True
+            self._db.execute("UPDATE api_calls SET job_id = ? WHERE job_id = ?", (chosen, payer_id))
+        return chosen, member_pays
 
     def record_free(self, request: JobRequest, separation: Separation, now: datetime) -> Job:
         """Record a request answered from a stored or shared result: cost 0, succeeded.
@@ -596,14 +735,24 @@ class Store:
         return cursor.rowcount == 1
 
     def mark_all_running(self, job_ids: Sequence[int], now: datetime) -> int:
-        """queued -> running for every job sharing one call; how many changed."""
+        """queued -> running for every job sharing one call; how many changed.
+
+        The call counts against the budget of the day it is made.
+        """
+        ids = json.dumps(list(job_ids))
         with self._write():
             cursor = self._db.execute(
                 "UPDATE requests SET status = 'running', started_at = ? "
                 "WHERE status = 'queued' AND id IN (SELECT value FROM json_each(?))",
-                (_stamp(now), json.dumps(list(job_ids))),
+                (_stamp(now), ids),
             )
-        return cursor.rowcount
+            changed = cursor.rowcount
+            self._db.execute(
+                "UPDATE api_calls SET made_at = ?, day = ? "
+                "WHERE made_at IS NULL AND job_id IN (SELECT value FROM json_each(?))",
+                (_stamp(now), _utc(now).date().isoformat(), ids),
+            )
+        return changed
 
     def settle_joined(self, job_ids: Sequence[int], now: datetime) -> int:
         """Mark requests that shared a settled call succeeded (they cost nothing)."""
@@ -777,7 +926,12 @@ class Store:
         )
 
     def _snapshot(
-        self, guild_id: int, user_id: int | None, interaction_id: int | None, now: datetime
+        self,
+        guild_id: int,
+        user_id: int | None,
+        interaction_id: int | None,
+        now: datetime,
+        role_ids: Sequence[int] = (),
     ) -> _Snapshot:
         day, day_end, month, month_end = _window_stamps(_utc(now).date())
         row = self._one(
@@ -790,23 +944,37 @@ class Store:
                 "day_end": day_end,
                 "month": month,
                 "month_end": month_end,
+                "roles": json.dumps(list(role_ids)),
             },
         )
+        limits = self._effective_limits(row[1:5])
+        role_allowance = row[9]
         return _Snapshot(
             duplicate=row[0] > 0,
-            limits=self._effective_limits(row[1:5]),
+            limits=limits,
             today=row[5],
             month=row[6],
             user_today=row[7],
             user_active=row[8],
+            # A role's allowance replaces the per-member limit, never beyond the server's day.
+            member_limit=limits.per_user
+            if role_allowance is None
+            else min(role_allowance, limits.daily),
+            limit_from_role=role_allowance is not None,
         )
 
     # --- quotas -------------------------------------------------------------------------
 
-    def quota_status(self, guild_id: int, user_id: int | None, now: datetime) -> QuotaStatus:
+    def quota_status(
+        self,
+        guild_id: int,
+        user_id: int | None,
+        now: datetime,
+        role_ids: Sequence[int] = (),
+    ) -> QuotaStatus:
         """Used, limit, remaining and reset time of the guild's windows (and the user's)."""
         with _busy_is_retryable():
-            seen = self._snapshot(guild_id, user_id, None, now)
+            seen = self._snapshot(guild_id, user_id, None, now, role_ids)
         limits = seen.limits
         day_end = day_window(now)[1]
         return QuotaStatus(
@@ -814,9 +982,10 @@ class Store:
             guild_monthly=_window(seen.month, limits.monthly, month_window(now)[1]),
             user_daily=None
             if user_id is None
-            else _window(seen.user_today, limits.per_user, day_end),
+            else _window(seen.user_today, seen.member_limit, day_end),
             user_active_jobs=None if user_id is None else seen.user_active,
             user_active_limit=limits.active_jobs,
+            user_limit_from_role=user_id is not None and seen.limit_from_role,
         )
 
     def guild_limits(self, guild_id: int) -> GuildLimits:
@@ -830,7 +999,46 @@ class Store:
             "FROM guild_settings WHERE guild_id = ?",
             (guild_id,),
         )
-        return self._effective_limits(row or (None, None, None, None))
+        roles = self._db.execute(
+            "SELECT role_id, per_user FROM role_allowances WHERE guild_id = ? "
+            "ORDER BY per_user DESC, role_id",
+            (guild_id,),
+        ).fetchall()
+        limits = self._effective_limits(row or (None, None, None, None))
+        return dataclasses.replace(limits, role_allowances=tuple((r[0], r[1]) for r in roles))
+
+    def reset_limits(self, guild_id: int, names: Sequence[str]) -> GuildLimits:
+        """Drop the guild's overrides of ``names`` (daily, monthly, per_user, active_jobs):
+        those limits are the defaults again. Returns the limits now in force."""
+        unknown = set(names) - set(_LIMIT_COLUMNS)
+        if unknown:
+            raise ValueError(f"unknown limits: {sorted(unknown)}")
+        with self._write():
+            for name in names:
+                # The column name comes from the constant table above, never from input.
+                self._db.execute(
+                    f"UPDATE guild_settings SET {_LIMIT_COLUMNS[name]} = NULL "  # noqa: S608
+                    "WHERE guild_id = ?",
+                    (guild_id,),
+                )
+            return self._limits(guild_id)
+
+    def set_role_allowance(self, guild_id: int, role_id: int, per_user: int | None) -> GuildLimits:
+        """Give a role's members their own daily allowance, or (None) remove it."""
+        _check_limit(per_user, "per_user")
+        with self._write():
+            if per_user is None:
+                self._db.execute(
+                    "DELETE FROM role_allowances WHERE guild_id = ? AND role_id = ?",
+                    (guild_id, role_id),
+                )
+            else:
+                self._db.execute(
+                    "INSERT INTO role_allowances (guild_id, role_id, per_user) VALUES (?, ?, ?) "
+                    "ON CONFLICT (guild_id, role_id) DO UPDATE SET per_user = excluded.per_user",
+                    (guild_id, role_id, per_user),
+                )
+            return self._limits(guild_id)
 
     def _effective_limits(self, overrides: Sequence[int | None]) -> GuildLimits:
         p = self._policy
@@ -930,7 +1138,10 @@ class Store:
         """Requests made in ``[since, until)``: totals, by user, by mode, by UTC day."""
         window = (guild_id, _stamp(since), _stamp(until))
         with self._read():
-            by_user = [(row[0], _line(row)) for row in self._grouped("user_id", window)]
+            by_user = [
+                (row[0], _line(row))
+                for row in self._grouped("user_id", window, charged=_MEMBER_CHARGED)
+            ]
             by_mode = [(Mode(row[0]), _line(row)) for row in self._grouped("mode", window)]
             by_day = [
                 (date.fromisoformat(row[0]), _line(row))
@@ -954,10 +1165,12 @@ class Store:
             top_users=tuple(by_user[:top]),
         )
 
-    def _grouped(self, key: str, window: tuple[int, str, str]) -> list[Any]:
-        # ``key`` is one of three constant expressions chosen above, never user input.
+    def _grouped(
+        self, key: str, window: tuple[int, str, str], *, charged: str = _CHARGED
+    ) -> list[Any]:
+        # ``key`` and ``charged`` are constant expressions chosen above, never user input.
         sql = (
-            f"SELECT {key} AS k, sum(request_count), coalesce(sum({_CHARGED}), 0), "  # noqa: S608
+            f"SELECT {key} AS k, sum(request_count), coalesce(sum({charged}), 0), "  # noqa: S608
             f"coalesce(sum({_REFUNDED}), 0) FROM requests "
             "WHERE guild_id = ? AND created_at >= ? AND created_at < ? GROUP BY k ORDER BY k"
         )
@@ -1066,6 +1279,8 @@ class _Snapshot(NamedTuple):
     month: int
     user_today: int
     user_active: int
+    member_limit: int
+    limit_from_role: bool = False
 
 
 def _enforce(seen: _Snapshot, cost: int, now: datetime) -> None:
@@ -1083,8 +1298,9 @@ def _enforce(seen: _Snapshot, cost: int, now: datetime) -> None:
         raise _refusal(QuotaLimit.GUILD_MONTHLY, limits.monthly, used_month, cost, month_end, now)
     if limits.daily == 0 or used_today + cost > limits.daily:
         raise _refusal(QuotaLimit.GUILD_DAILY, limits.daily, used_today, cost, day_end, now)
-    if limits.per_user == 0 or user_today + cost > limits.per_user:
-        raise _refusal(QuotaLimit.USER_DAILY, limits.per_user, user_today, cost, day_end, now)
+    member_limit = seen.member_limit
+    if member_limit == 0 or user_today + cost > member_limit:
+        raise _refusal(QuotaLimit.USER_DAILY, member_limit, user_today, cost, day_end, now)
     if user_active >= limits.active_jobs:
         raise _refusal(QuotaLimit.USER_ACTIVE, limits.active_jobs, user_active, cost, None, now)
 
@@ -1129,6 +1345,17 @@ _SWITCHED_OFF = {
         "A moderator can raise it."
     ),
 }
+
+
+def _budget_refusal(budget: int, now: datetime) -> QuotaLimitReached:
+    day_end = day_window(now)[1]
+    return QuotaLimitReached(
+        QuotaLimit.API_BUDGET,
+        f"stembot has made all the new separations it can today ({budget} across all "
+        f"servers). New songs can be split again after {_when(day_end, now)}; songs already "
+        "split recently are still answered.",
+        day_end,
+    )
 
 
 def _active_message(limit: int, active: int) -> str:

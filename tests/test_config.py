@@ -169,3 +169,31 @@ def test_env_example_lists_every_setting_with_a_valid_default() -> None:
     assert read - set(example) == set()
     assert set(example) - read == set()
     load_settings({k: v for k, v in example.items() if v is not None})
+
+
+def test_default_limits_above_the_operators_ceilings_are_a_settings_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A default a moderator could not set is refused at start: both named, exit status 2."""
+    from stembot.cli import main
+
+    env = {
+        "STEMBOT_DB_PATH": str(tmp_path / "ledger.db"),
+        "STEMBOT_MAX_GUILD_DAILY_LIMIT": "40",
+        "STEMBOT_MAX_GUILD_MONTHLY_LIMIT": "499",
+    }
+    with pytest.raises(ConfigError) as error:
+        load_settings(env)
+    assert error.value.problems == (
+        "STEMBOT_GUILD_DAILY_LIMIT (50) is above STEMBOT_MAX_GUILD_DAILY_LIMIT (40): "
+        "lower the default or raise the ceiling",
+        "STEMBOT_GUILD_MONTHLY_LIMIT (500) is above STEMBOT_MAX_GUILD_MONTHLY_LIMIT (499): "
+        "lower the default or raise the ceiling",
+    )
+    assert main(["quota", "show", "1234"], env=env) == 2
+    assert "STEMBOT_MAX_GUILD_DAILY_LIMIT (40)" in capsys.readouterr().err
+    assert not (tmp_path / "ledger.db").exists()
+    within = load_settings(
+        {**env, "STEMBOT_GUILD_DAILY_LIMIT": "40", "STEMBOT_GUILD_MONTHLY_LIMIT": "499"}
+    )
+    assert (within.quota.max_guild_daily_limit, within.quota.api_daily_budget) == (40, None)

@@ -22,6 +22,7 @@ from tests.standins.discord import (
     OpenAPISpec,
     SpecViolationError,
 )
+from tests.standins.discord.world import Guild, Member, Role, user_payload
 
 AUDIO = b"RIFF" + bytes(4096)
 has_spec = pytest.mark.skipif(
@@ -102,6 +103,13 @@ def build_bot(probe: Probe) -> commands.Bot:
         extra = await interaction.followup.send("second", wait=True)
         await extra.edit(content="second, edited")
         await interaction.delete_original_response()
+
+    @stems.command(name="roles", description="Say which roles the member and the option have")
+    async def roles(interaction: discord.Interaction, role: discord.Role | None = None) -> None:
+        member = interaction.user
+        assert isinstance(member, discord.Member)
+        probe.seen.append(([r.name for r in member.roles], role and (role.id, role.name)))
+        await interaction.response.send_message("seen", ephemeral=True)
 
     @app_commands.context_menu(name="Split stems")
     async def split(interaction: discord.Interaction, message: discord.Message) -> None:
@@ -398,3 +406,30 @@ async def eventually(condition, timeout_s: float = 5.0) -> None:
     async with asyncio.timeout(timeout_s):
         while not condition():  # noqa: ASYNC110 - the state lives in the bot, nothing to await
             await asyncio.sleep(0.005)
+
+
+async def test_member_roles_and_role_options_reach_the_bot(emulator, bot, probe, guild):
+    """member.roles and a role option arrive as Discord sends them; discord.py resolves both,
+    including a role created after the bot connected (GUILD_ROLE_CREATE)."""
+    patrons = await emulator.add_role(guild, "Patrons")
+    djs = await emulator.add_role(guild, "DJs")
+    member = emulator.add_member(guild, "carol", roles=[patrons, djs])
+    interaction = await emulator.slash("stems roles", member=member, options={"role": patrons})
+    await emulator.final_message(interaction)
+    assert interaction.payload["member"]["roles"] == [str(patrons.id), str(djs.id)]
+    (seen,) = probe.seen
+    assert sorted(seen[0]) == ["@everyone", "DJs", "Patrons"]
+    assert seen[1] == (patrons.id, "Patrons")
+
+
+@has_spec
+def test_roles_and_members_sent_to_the_bot_follow_the_openapi_description(emulator) -> None:
+    """The role object and the interaction's member payload match Discord's own schemas."""
+    spec = OpenAPISpec.load()
+    assert spec is not None
+    guild = Guild(1234, "g", 1)
+    role = Role(5678, "Patrons")
+    member = Member(user_payload(42, "carol"), guild.id, 0, roles=[role])
+    assert spec.check_schema("GuildRoleResponse", role.payload()) == []
+    assert spec.check_schema("GuildRoleResponse", guild.everyone.payload()) == []
+    assert spec.check_schema("GuildMemberResponse", member.payload()) == []

@@ -99,7 +99,12 @@ def test_migrations_are_safe_to_rerun(db_path: Path) -> None:
     try:
         assert second.get_job(job.id) == job
         applied = second._db.conn.execute("SELECT name FROM _sqlite_migrations").fetchall()
-        assert applied == [("0001_ledger",), ("0002_command_digests",), ("0005_privacy",)]
+        assert applied == [
+            ("0001_ledger",),
+            ("0002_command_digests",),
+            ("0004_spend",),
+            ("0005_privacy",),
+        ]
     finally:
         second.close()
 
@@ -702,12 +707,113 @@ def test_handing_over_the_charge_keeps_one_payment(store: Store) -> None:
     """The payer cancels: refunded, the heir now carries the cost, the total stays one call."""
     payer = store.reserve(request(ALICE, Mode.ALL), NOW)
     heir = store.reserve_joined(request(BOB, Mode.ALL), NOW, running=False)
-    assert store.hand_over_charge(payer.id, heir.id, NOW)
+    assert store.hand_over_charge(payer.id, [(heir.id, ())], NOW) == (heir.id, True)
     assert used_today(store) == 2
     payer_now, heir_now = store.get_job(payer.id), store.get_job(heir.id)
     assert payer_now is not None and payer_now.status is JobStatus.CANCELLED
     assert heir_now is not None and heir_now.charged == 2
-    assert not store.hand_over_charge(payer.id, heir.id, NOW)  # the payer is no longer active
+    assert store.quota_status(GUILD, BOB, NOW).user_daily.used == 2  # type: ignore[union-attr]
+    # the payer is no longer active
+    assert store.hand_over_charge(payer.id, [(heir.id, ())], NOW) is None
+
+
+def test_the_charge_skips_an_heir_without_room(store: Store) -> None:
+    """The first heir has spent their allowance: the next one, who has room, takes the charge."""
+    for _ in range(10):
+        job = store.reserve(request(BOB, source_key="other"), NOW)
+        store.settle(job.id, separation(), "other", NOW)
+    payer = store.reserve(request(ALICE), NOW)
+    full = store.reserve_joined(request(BOB), NOW, running=False)
+    roomy = store.reserve_joined(request(1003), NOW, running=False)
+    handed = store.hand_over_charge(payer.id, [(full.id, ()), (roomy.id, ())], NOW)
+    assert handed == (roomy.id, True)
+    assert store.quota_status(GUILD, BOB, NOW).user_daily.used == 10  # type: ignore[union-attr]
+    assert store.quota_status(GUILD, 1003, NOW).user_daily.used == 1  # type: ignore[union-attr]
+    assert used_today(store) == 11
+
+
+def test_with_no_heir_with_room_the_server_alone_carries_the_charge(store: Store) -> None:
+    """Nobody left has room: the server's sum keeps the charge, no member is shown over limit."""
+    store.set_limits(GUILD, per_user=2)
+    earlier = store.reserve(request(1003, source_key="other"), NOW)
+    store.settle(earlier.id, separation(), "other", NOW)
+    payer = store.reserve(request(ALICE, Mode.ALL), NOW)
+    heir = store.reserve_joined(request(1003, Mode.ALL), NOW, running=False)
+    assert store.hand_over_charge(payer.id, [(heir.id, ())], NOW) == (heir.id, False)
+    status = store.quota_status(GUILD, 1003, NOW)
+    assert status.user_daily is not None and status.user_daily.used == 1
+    assert status.guild_daily.used == 3
+    report = store.usage_report(GUILD, NOW - timedelta(hours=1), NOW + timedelta(hours=1))
+    assert report.total.units == 3
+    assert dict(report.by_user)[1003].units == 1
+
+
+def test_a_role_allowance_replaces_the_per_member_limit(store: Store) -> None:
+    """The highest allowance among the member's roles holds; other members keep the default."""
+    store.set_limits(GUILD, per_user=1)
+    store.set_role_allowance(GUILD, 77, 3)
+    store.set_role_allowance(GUILD, 78, 2)
+    patron = replace(request(ALICE), role_ids=(78, 77))
+    for _ in range(3):
+        job = store.reserve(replace(patron, interaction_id=next(_ids)), NOW)
+        store.settle(job.id, separation(), job.source_key, NOW)
+    with pytest.raises(QuotaLimitReached) as refused:
+        store.reserve(replace(patron, interaction_id=next(_ids)), NOW)
+    assert refused.value.limit is QuotaLimit.USER_DAILY
+    status = store.quota_status(GUILD, ALICE, NOW, (77, 78))
+    assert status.user_daily is not None and status.user_daily.limit == 3
+    assert status.user_limit_from_role
+    bob = store.reserve(request(BOB), NOW)
+    store.settle(bob.id, separation(), bob.source_key, NOW)
+    with pytest.raises(QuotaLimitReached):
+        store.reserve(request(BOB), NOW)
+    assert store.guild_limits(GUILD).role_allowances == ((77, 3), (78, 2))
+    store.set_role_allowance(GUILD, 77, None)
+    assert store.quota_status(GUILD, ALICE, NOW, (77, 78)).user_daily.limit == 2  # type: ignore[union-attr]
+
+
+def test_a_role_allowance_never_goes_beyond_the_server_day(store: Store) -> None:
+    """An allowance above the server's daily limit is held to the daily limit."""
+    store.set_role_allowance(GUILD, 77, 40)
+    store.set_limits(GUILD, daily=5)
+    status = store.quota_status(GUILD, ALICE, NOW, (77,))
+    assert status.user_daily is not None and status.user_daily.limit == 5
+
+
+def test_reset_limits_brings_back_the_defaults(store: Store) -> None:
+    """Overrides dropped by name are the defaults again; the others stay."""
+    store.set_limits(GUILD, daily=3, monthly=30, per_user=2)
+    limits = store.reset_limits(GUILD, ["daily", "per_user"])
+    assert (limits.daily, limits.monthly, limits.per_user) == (50, 30, 10)
+    assert limits.overridden == frozenset({"monthly"})
+
+
+def test_the_api_budget_counts_calls_across_servers_and_survives_reopening(
+    db_path: Path,
+) -> None:
+    """Two calls a day: the third paid request anywhere is refused; joins and repeats are not."""
+    policy = replace(POLICY, api_daily_budget=2)
+    store = open_store(db_path, policy)
+    first = store.reserve(request(ALICE), NOW)
+    store.mark_all_running([first.id], NOW)
+    store.refund(first.id, JobStatus.FAILED, "the API failed", NOW)  # a made call still counts
+    cancelled = store.reserve(request(BOB, source_key="b"), NOW)
+    store.refund(cancelled.id, JobStatus.CANCELLED, "cancelled", NOW)  # never made: given back
+    store.reserve(request(ALICE, guild=OTHER_GUILD, source_key="c"), NOW)
+    store.close()
+    store = open_store(db_path, policy)
+    assert store.api_calls_today(NOW) == 2
+    with pytest.raises(QuotaLimitReached) as refused:
+        store.reserve(request(BOB, source_key="d"), NOW)
+    assert refused.value.limit is QuotaLimit.API_BUDGET
+    assert "across all servers" in refused.value.user_message
+    store.reserve_joined(request(1004, guild=OTHER_GUILD, source_key="c"), NOW, running=False)
+    store.check_limits(GUILD, BOB, (), None, NOW)  # a join passes the precheck
+    with pytest.raises(QuotaLimitReached):
+        store.check_limits(GUILD, BOB, (), 1, NOW)
+    assert store.api_calls_today(NOW + timedelta(days=1)) == 0
+    assert store.claim_budget_notice(NOW) and not store.claim_budget_notice(NOW)
+    store.close()
 
 
 def test_shared_calls_settle_and_refund_every_request_once(store: Store) -> None:

@@ -70,7 +70,17 @@ class AdminCog(
     @app_commands.describe(
         daily="Units this server may use per UTC day (0 switches stembot off)",
         monthly="Units this server may use per UTC month (0 switches stembot off)",
-        per_user="Units each member may use per UTC day",
+        per_user="Units each member may use per UTC day (with role: that role's members)",
+        role="Give this role's members their own per_user allowance (reset removes it)",
+        reset="Go back to the default for this limit (with role: remove its allowance)",
+    )
+    @app_commands.choices(
+        reset=[
+            app_commands.Choice(name="daily", value="daily"),
+            app_commands.Choice(name="monthly", value="monthly"),
+            app_commands.Choice(name="per_user", value="per_user"),
+            app_commands.Choice(name="all limits", value="all"),
+        ]
     )
     async def limits(
         self,
@@ -78,9 +88,16 @@ class AdminCog(
         daily: Units | None = None,
         monthly: Units | None = None,
         per_user: Units | None = None,
+        role: discord.Role | None = None,
+        reset: app_commands.Choice[str] | None = None,
     ) -> None:
         limits = self._moderation.set_limits(
-            _guild_id(interaction), daily=daily, monthly=monthly, per_user=per_user
+            _guild_id(interaction),
+            daily=daily,
+            monthly=monthly,
+            per_user=per_user,
+            role_id=None if role is None else role.id,
+            reset=None if reset is None else reset.value,
         )
         log.info("guild %s: limits set by user %s", interaction.guild_id, interaction.user.id)
         await interaction.response.send_message(

@@ -95,7 +95,12 @@ def usage_embed(overview: UsageOverview) -> discord.Embed:
     )
     embed.add_field(
         name="Per member",
-        value=f"{units(limits.per_user)} a day, {requests(limits.active_jobs)} at once",
+        value="\n".join(
+            [
+                f"{units(limits.per_user)} a day, {requests(limits.active_jobs)} at once",
+                *_role_lines(limits),
+            ]
+        ),
         inline=False,
     )
     embed.add_field(name="By mode today", value=_mode_lines(overview.today))
@@ -115,12 +120,29 @@ def limits_embed(limits: GuildLimits) -> discord.Embed:
         f"({'set on this server' if name in limits.overridden else 'default'})"
         for name, label in _LIMIT_NAMES
     ]
+    lines += _role_lines(limits)
     embed = discord.Embed(title="Limits now in force", description="\n".join(lines))
     notes = _limit_notes(limits)
     if notes:
         embed.add_field(name="Note", value="\n".join(notes), inline=False)
     embed.colour = USAGE_COLOUR
     return embed
+
+
+# Enough for any real server; the embed field stays far below Discord's 1,024 characters.
+_ROLES_SHOWN = 10
+
+
+def _role_lines(limits: GuildLimits) -> list[str]:
+    """Roles whose members get their own daily allowance (a member gets their highest)."""
+    shown = [
+        f"Members of <@&{role_id}>: **{units(per_user)}** a day"
+        for role_id, per_user in limits.role_allowances[:_ROLES_SHOWN]
+    ]
+    hidden = len(limits.role_allowances) - len(shown)
+    if hidden:
+        shown.append(f"…and {hidden} more roles")
+    return shown
 
 
 def _limit_notes(limits: GuildLimits) -> list[str]:

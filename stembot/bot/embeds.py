@@ -185,7 +185,10 @@ def quota_embed(quota: QuotaStatus, costs: Mapping[Mode, int]) -> discord.Embed:
     embed.add_field(name="This server today", value=_window_value(quota.guild_daily))
     embed.add_field(name="This server this month", value=_window_value(quota.guild_monthly))
     if quota.user_daily is not None:
-        embed.add_field(name="You today", value=_window_value(quota.user_daily))
+        embed.add_field(
+            name="You today (your role's allowance)" if quota.user_limit_from_role else "You today",
+            value=_window_value(quota.user_daily),
+        )
     if quota.user_active_jobs is not None:
         embed.add_field(
             name="Your requests in progress",

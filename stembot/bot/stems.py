@@ -66,7 +66,9 @@ class StemsCog(
     @app_commands.command(name="quota", description="How many stem splits are left today")
     async def quota(self, interaction: discord.Interaction) -> None:
         assert interaction.guild_id is not None  # guild_only
-        status = self._service.quota_status(interaction.guild_id, interaction.user.id)
+        status = self._service.quota_status(
+            interaction.guild_id, interaction.user.id, role_ids_of(interaction.user)
+        )
         await interaction.response.send_message(
             embed=embeds.quota_embed(status, self._service.costs), ephemeral=True
         )
@@ -100,13 +102,18 @@ async def start_request(
     mode: Mode,
     source: CheckedSource | str,
 ) -> None:
-    """Acknowledge, probe a URL source, then reserve and queue; refusals go privately."""
+    """Acknowledge, probe a URL source, then reserve and queue; refusals go privately.
+
+    A URL is fetched only after the cheap checks (limits, budget, requests in progress) pass.
+    """
+    requester = requester_of(interaction)
     try:
         await interaction.response.defer(thinking=True)
         if isinstance(source, str):
+            service.precheck(requester, mode, source)
             source = await service.check_url(source)
         messages = RequestMessages(client, interaction, service, mode, source.name)
-        job = service.submit(requester_of(interaction), mode, source, messages)
+        job = service.submit(requester, mode, source, messages)
     except StembotError as refusal:
         await reply_privately(interaction, refusal.user_message)
         return
@@ -132,4 +139,10 @@ def requester_of(interaction: discord.Interaction) -> Requester:
         channel_id=interaction.channel_id,
         user_id=interaction.user.id,
         interaction_id=interaction.id,
+        role_ids=role_ids_of(interaction.user),
     )
+
+
+def role_ids_of(user: discord.User | discord.Member) -> tuple[int, ...]:
+    """The member's role ids in the server, as Discord sent them with the interaction."""
+    return tuple(role.id for role in user.roles) if isinstance(user, discord.Member) else ()

@@ -150,10 +150,14 @@ async def test_discord_keeps_limits_non_negative(stack: Stack) -> None:
     """The options are registered as integers with a minimum of 0."""
     (command,) = [c for c in stack.discord.commands[None] if c["name"] == "stems-admin"]
     (limits,) = [o for o in command["options"] if o["name"] == "limits"]
-    assert {o["name"]: (o["type"], o["min_value"], o["required"]) for o in limits["options"]} == {
+    assert {
+        o["name"]: (o["type"], o.get("min_value"), o["required"]) for o in limits["options"]
+    } == {
         "daily": (4, 0, False),
         "monthly": (4, 0, False),
         "per_user": (4, 0, False),
+        "role": (8, None, False),
+        "reset": (3, None, False),
     }
 
 

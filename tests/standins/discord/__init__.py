@@ -18,6 +18,7 @@ from .world import (
     Channel,
     Guild,
     Member,
+    Role,
 )
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "Member",
     "MessageRecord",
     "OpenAPISpec",
+    "Role",
     "SpecViolation",
     "SpecViolationError",
     "UserView",

@@ -18,7 +18,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -43,6 +43,7 @@ from .world import (
     Channel,
     Guild,
     Member,
+    Role,
     iso,
     snowflake,
     user_payload,
@@ -74,6 +75,7 @@ _ALLOWED_CALLBACKS = {
 }
 _ATTACHMENT_OPTION, _USER_OPTION = 11, 6
 _CHANNEL_OPTION = 7
+_ROLE_OPTION = 8
 _PARTIAL_CHANNEL = ("id", "name", "type", "parent_id", "flags")
 _INTERACTION = web.RequestKey("interaction", InteractionRecord)
 
@@ -260,13 +262,31 @@ class DiscordEmulator:
         self._channel_messages[channel.id] = []
         return channel
 
-    def add_member(self, guild: Guild, name: str, *, permissions: int = MEMBER_DEFAULT) -> Member:
+    def add_member(
+        self,
+        guild: Guild,
+        name: str,
+        *,
+        permissions: int = MEMBER_DEFAULT,
+        roles: Sequence[Role] = (),
+    ) -> Member:
         """A member whose total permissions in every channel are ``permissions``."""
         user = user_payload(snowflake(), name)
         self.users[int(user["id"])] = user
-        member = Member(user, guild.id, permissions)
+        member = Member(user, guild.id, permissions, roles=list(roles))
         guild.members[member.id] = member
         return member
+
+    async def add_role(self, guild: Guild, name: str) -> Role:
+        """A new role in ``guild``; a connected bot receives GUILD_ROLE_CREATE, as from Discord."""
+        role = Role(snowflake(), name, position=len(guild.roles) + 1)
+        guild.roles[role.id] = role
+        session = self.gateway.current
+        if session is not None:
+            await session.dispatch(
+                "GUILD_ROLE_CREATE", {"guild_id": str(guild.id), "role": role.payload()}
+            )
+        return role
 
     def upload_attachment(
         self,
@@ -419,6 +439,10 @@ class DiscordEmulator:
             resolved.setdefault("users", {})[str(value.id)] = value.user
             member = {k: v for k, v in value.payload().items() if k != "user"}
             resolved.setdefault("members", {})[str(value.id)] = member
+            value = str(value.id)
+        elif kind == _ROLE_OPTION and isinstance(value, Role):
+            # Discord resolves a role option to the full role object.
+            resolved.setdefault("roles", {})[str(value.id)] = value.payload()
             value = str(value.id)
         elif kind == _CHANNEL_OPTION and isinstance(value, Channel):
             # Discord resolves a channel option to a partial channel with the invoker's

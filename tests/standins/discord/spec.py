@@ -65,6 +65,13 @@ class OpenAPISpec:
         schema = {"$ref": f"{_SPEC_URI}#/{pointer}"}
         return Draft202012Validator(schema, registry=self._registry)
 
+    def check_schema(self, name: str, payload: Any) -> list[str]:
+        """Problems with ``payload`` as the component schema ``name`` (e.g. GuildRoleResponse):
+        how the emulator checks what it sends the bot, as the bot's bodies are checked."""
+        schema = {"$ref": f"{_SPEC_URI}#/components/schemas/{_pointer_part(name)}"}
+        validator = Draft202012Validator(schema, registry=self._registry)
+        return [_describe(error) for error in validator.iter_errors(payload)]
+
     def check(self, method: str, template: str, body: Any) -> list[str]:
         """Problems with ``body`` as the JSON request body of ``method template``.
 

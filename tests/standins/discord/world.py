@@ -45,7 +45,34 @@ def user_payload(user_id: int, name: str, bot: bool = False) -> dict[str, Any]:
         "bot": bot,
         "public_flags": 0,
         "flags": 0,
+        "primary_guild": None,
     }
+
+
+@dataclass
+class Role:
+    """A guild role; its payload is Discord's role object (GuildRoleResponse)."""
+
+    id: int
+    name: str
+    position: int = 1
+    permissions: int = 0
+
+    def payload(self) -> dict[str, Any]:
+        return {
+            "id": str(self.id),
+            "name": self.name,
+            "permissions": str(self.permissions),
+            "position": self.position,
+            "color": 0,
+            "colors": {"primary_color": 0, "secondary_color": None, "tertiary_color": None},
+            "hoist": False,
+            "managed": False,
+            "mentionable": False,
+            "icon": None,
+            "unicode_emoji": None,
+            "flags": 0,
+        }
 
 
 @dataclass
@@ -54,6 +81,8 @@ class Member:
     guild_id: int
     permissions: int
     joined_at: float = field(default_factory=time.time)
+    # The member's roles, not counting @everyone (Discord leaves it out of member.roles).
+    roles: list[Role] = field(default_factory=list)
 
     @property
     def id(self) -> int:
@@ -65,8 +94,10 @@ class Member:
             "user": self.user,
             "nick": None,
             "avatar": None,
-            "roles": [],
+            "roles": [str(role.id) for role in self.roles],
             "joined_at": iso(self.joined_at),
+            "premium_since": None,
+            "banner": None,
             "deaf": False,
             "mute": False,
             "flags": 0,
@@ -117,6 +148,12 @@ class Guild:
     channels: dict[int, Channel] = field(default_factory=dict)
     members: dict[int, Member] = field(default_factory=dict)
     joined_at: float = field(default_factory=time.time)
+    roles: dict[int, Role] = field(default_factory=dict)
+
+    @property
+    def everyone(self) -> Role:
+        """The @everyone role: its id is the guild's."""
+        return Role(self.id, "@everyone", 0, self.bot_permissions)
 
     @property
     def default_channel(self) -> Channel:
@@ -124,17 +161,7 @@ class Guild:
 
     def payload(self, bot_user: dict[str, Any]) -> dict[str, Any]:
         """GUILD_CREATE: the guild as the bot receives it after READY."""
-        everyone = {
-            "id": str(self.id),
-            "name": "@everyone",
-            "permissions": str(self.bot_permissions),
-            "position": 0,
-            "color": 0,
-            "hoist": False,
-            "managed": False,
-            "mentionable": False,
-            "flags": 0,
-        }
+        everyone = self.everyone.payload()
         bot_member = Member(bot_user, self.id, self.bot_permissions, self.joined_at).payload()
         bot_member.pop("permissions")
         return {
@@ -142,7 +169,7 @@ class Guild:
             "name": self.name,
             "icon": None,
             "owner_id": str(self.owner_id),
-            "roles": [everyone],
+            "roles": [everyone, *(role.payload() for role in self.roles.values())],
             "emojis": [],
             "stickers": [],
             "features": [],
