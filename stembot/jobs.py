@@ -37,6 +37,7 @@ from stembot.models import (
     Mode,
     QuotaLimit,
     QuotaStatus,
+    Recovery,
     Separation,
 )
 from stembot.scheduling import FairQueue
@@ -57,6 +58,9 @@ Clock = Callable[[], datetime]
 
 # About 16 s in all: long enough to outlast an operator's CLI command holding the database.
 _PERSIST_PAUSES_S = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+# Deliveries noted within this long share one ledger write (a shared call's crowd, say). A
+# crash inside it re-delivers those results at start-up: the cost of not writing per message.
+_DELIVERY_BATCH_S = 0.02
 
 
 def utc_now() -> datetime:
@@ -185,6 +189,8 @@ class StemService:
         self._accepting = True
         # Ledger writes that failed after the API answered, tried again before later requests.
         self._unwritten: list[tuple[str, Callable[[], object]]] = []
+        self._deliveries: list[tuple[int, str]] = []
+        self._delivery_flush: asyncio.Task[None] | None = None
         # Set once the database file is found deleted or replaced: no more requests.
         self._ledger_problem: str | None = None
 
@@ -578,7 +584,40 @@ class StemService:
         self._replies.add(task)
         task.add_done_callback(self._replies.discard)
 
+    # --- delivery -----------------------------------------------------------------------
+
+    def record_delivery(self, job_id: int, via: str) -> None:
+        """The answer of a succeeded request reached Discord ``via`` a route (or "nowhere").
+
+        Noted in the ledger so that a start-up after a crash delivers exactly the results
+        that never arrived; deliveries close together share one write.
+        """
+        self._deliveries.append((job_id, via))
+        if self._delivery_flush is None:
+            self._delivery_flush = asyncio.create_task(self._flush_deliveries())
+            self._replies.add(self._delivery_flush)
+            self._delivery_flush.add_done_callback(self._replies.discard)
+
+    async def _flush_deliveries(self) -> None:
+        await asyncio.sleep(_DELIVERY_BATCH_S)
+        self._delivery_flush = None
+        batch, self._deliveries = self._deliveries, []
+        now = self._clock()
+        await self._persist(
+            f"recording the delivery of job(s) {[job_id for job_id, _ in batch]}",
+            lambda: self._store.record_deliveries(batch, now),
+        )
+
     # --- restart and shutdown -----------------------------------------------------------
+
+    def recover(self) -> Recovery:
+        """What a stopped bot left owing: requests refunded, results still to deliver."""
+        recovery = self._store.recover(self._clock())
+        for job in recovery.interrupted:
+            log.info("job %s was interrupted by a restart and refunded", job.id)
+        for job, _ in recovery.undelivered:
+            log.info("job %s succeeded before a restart; delivering its result now", job.id)
+        return recovery
 
     def recover_interrupted(self) -> list[Job]:
         """Jobs a crash left behind: marked interrupted and refunded by the store, once."""
@@ -600,6 +639,12 @@ class StemService:
             await asyncio.gather(*still_running, return_exceptions=True)
         if self._replies:
             await asyncio.wait(list(self._replies), timeout=grace_s)
+        if self._deliveries:
+            batch, self._deliveries = self._deliveries, []
+            await self._persist(
+                f"recording the delivery of job(s) {[job_id for job_id, _ in batch]}",
+                lambda: self._store.record_deliveries(batch, self._clock()),
+            )
 
 
 async def _tell(notification: Awaitable[None], job_id: int) -> None:

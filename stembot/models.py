@@ -199,3 +199,12 @@ class UsageReport:
     by_mode: tuple[tuple[Mode, UsageLine], ...]
     by_day: tuple[tuple[date, UsageLine], ...]
     top_users: tuple[tuple[int, UsageLine], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Recovery:
+    """What a start-up found a stopped bot owing: requests refunded (their requesters are
+    told), and succeeded requests whose result never reached them (delivered now)."""
+
+    interrupted: list[Job]
+    undelivered: list[tuple[Job, Separation]]

@@ -46,6 +46,7 @@ from stembot.models import (
     Mode,
     QuotaLimit,
     QuotaStatus,
+    Recovery,
     Separation,
     Stem,
     UsageLine,
@@ -137,6 +138,26 @@ def _create_ledger(db: Database) -> None:
 @MIGRATIONS(name="0002_command_digests")
 def _create_command_digests(db: Database) -> None:
     db.execute("CREATE TABLE command_digests (scope TEXT PRIMARY KEY, digest TEXT NOT NULL) STRICT")
+
+
+@MIGRATIONS(name="0003_deliveries")
+def _record_deliveries(db: Database) -> None:
+    """Where and when each request's answer reached Discord, so that a start-up after a crash
+    knows which succeeded requests still owe their requester the result.
+
+    ``delivered_via``: interaction, channel, dm, nowhere (every route refused; the result stays
+    stored for a free repeat), or unrecorded (answered before this was kept).
+    """
+    db.execute("ALTER TABLE requests ADD COLUMN delivered_at TEXT")
+    db.execute("ALTER TABLE requests ADD COLUMN delivered_via TEXT")
+    db.execute(
+        "UPDATE requests SET delivered_at = finished_at, delivered_via = 'unrecorded' "
+        "WHERE status = 'succeeded'"
+    )
+    db.execute(
+        "CREATE INDEX requests_undelivered ON requests (id) "
+        "WHERE status = 'succeeded' AND delivered_at IS NULL"
+    )
 
 
 @MIGRATIONS(name="0004_spend")
@@ -283,6 +304,13 @@ _SELECT_ACTIVE = (
 # while queued). A call whose start could not be written still counts once it succeeded or
 # failed.
 _CALL_COUNTS = "(c.made_at IS NOT NULL OR r.status IN ('queued', 'running', 'succeeded', 'failed'))"
+# Succeeded requests whose answer never reached Discord, with their stored result if any.
+_SELECT_UNDELIVERED = (
+    f"SELECT {', '.join('q.' + c for c in _JOB_COLUMNS.split(', '))}, r.stems, r.issued_at "  # noqa: S608
+    "FROM requests AS q INDEXED BY requests_undelivered LEFT JOIN results AS r "
+    "ON r.source_key = q.source_key AND r.mode = q.mode "
+    "WHERE q.status = 'succeeded' AND q.delivered_at IS NULL ORDER BY q.id"
+)
 _CHARGED = "CASE WHEN status IN ('queued', 'running', 'succeeded') THEN cost ELSE 0 END"
 # A member's own share: not what the server alone carries for a handed-over call.
 _MEMBER_CHARGED = (
@@ -364,6 +392,18 @@ def _job(row: Sequence[Any]) -> Job:
         finished_at=_parse(row[12]),
         error=row[13],
     )
+
+
+def _interrupted(row: Sequence[Any], finished: str) -> Job:
+    """The job of ``row`` as the start-up left it: interrupted, refunded."""
+    return _job((*row[:9], JobStatus.INTERRUPTED.value, *row[10:12], finished, _INTERRUPTED_ERROR))
+
+
+def _separation(mode: Mode, stems: str, issued: str) -> Separation:
+    issued_at = _parse(issued)
+    assert issued_at is not None
+    stored = tuple(Stem(name=s["name"], url=s["url"]) for s in json.loads(stems))
+    return Separation(mode=mode, stems=stored, issued_at=issued_at)
 
 
 def _spreadsheet_safe(text: str | None) -> str:
@@ -844,20 +884,74 @@ class Store:
                 self._db.execute("DELETE FROM results WHERE job_id = ?", (job_id,))
         return cursor.rowcount == 1
 
-    def recover_interrupted(self, now: datetime) -> list[Job]:
-        """Jobs a crash left queued or running: marked interrupted, refunded, returned."""
+    def record_deliveries(self, deliveries: Sequence[tuple[int, str]], now: datetime) -> int:
+        """Note where each request's answer went (see 0003_deliveries); the first note stands."""
+        if not deliveries:
+            return 0
+        stamp = _stamp(now)
+        with self._write():
+            cursor = self._db.conn.executemany(
+                "UPDATE requests SET delivered_at = ?, delivered_via = ? "
+                "WHERE id = ? AND delivered_at IS NULL",
+                [(stamp, via, job_id) for job_id, via in deliveries],
+            )
+        return cursor.rowcount
+
+    def delivered_via(self, job_id: int) -> str | None:
+        """Where the request's answer went, or None while it is undelivered (or unknown)."""
+        with _busy_is_retryable():
+            row = self._one("SELECT delivered_via FROM requests WHERE id = ?", (job_id,))
+        return None if row is None else row[0]
+
+    def recover(self, now: datetime) -> Recovery:
+        """What a stopped bot left owing, settled in one transaction at start-up.
+
+        A request still queued or running whose call finished (a result for its source and
+        mode issued after it was made: it shared a call that was settled) succeeded. Every
+        other queued or running one is interrupted and refunded. Every succeeded request
+        whose answer never reached Discord is returned with its stored result, to be delivered
+        (it stays charged); one whose result is no longer stored is refunded as interrupted.
+        """
         finished = _stamp(now)
         with self._write():
-            rows = self._db.execute(_SELECT_ACTIVE).fetchall()
             self._db.execute(
-                "UPDATE requests SET status = 'interrupted', finished_at = ?, error = ? "
-                "WHERE status IN ('queued', 'running')",
-                (finished, _INTERRUPTED_ERROR),
+                "UPDATE requests SET status = 'succeeded', finished_at = ? "
+                "WHERE status IN ('queued', 'running') AND EXISTS (SELECT 1 FROM results AS r "
+                "WHERE r.source_key = requests.source_key AND r.mode = requests.mode "
+                "AND r.issued_at >= requests.created_at)",
+                (finished,),
             )
-        return [
-            _job((*row[:9], JobStatus.INTERRUPTED.value, *row[10:12], finished, _INTERRUPTED_ERROR))
-            for row in rows
-        ]
+            interrupted = self._interrupt_active(finished)
+            owed = self._db.execute(_SELECT_UNDELIVERED).fetchall()
+            undelivered: list[tuple[Job, Separation]] = []
+            lost: list[int] = []
+            for row in owed:
+                job = _job(row)
+                if row[-2] is None:
+                    lost.append(job.id)
+                    interrupted.append(_interrupted(row, finished))
+                else:
+                    undelivered.append((job, _separation(job.mode, row[-2], row[-1])))
+            self._db.conn.executemany(
+                "UPDATE requests SET status = 'interrupted', finished_at = ?, error = ? "
+                "WHERE id = ?",
+                [(finished, _INTERRUPTED_ERROR, job_id) for job_id in lost],
+            )
+        return Recovery(interrupted, undelivered)
+
+    def _interrupt_active(self, finished: str) -> list[Job]:
+        rows = self._db.execute(_SELECT_ACTIVE).fetchall()
+        self._db.execute(
+            "UPDATE requests SET status = 'interrupted', finished_at = ?, error = ? "
+            "WHERE status IN ('queued', 'running')",
+            (finished, _INTERRUPTED_ERROR),
+        )
+        return [_interrupted(row, finished) for row in rows]
+
+    def recover_interrupted(self, now: datetime) -> list[Job]:
+        """Jobs a crash left queued or running: marked interrupted, refunded, returned."""
+        with self._write():
+            return self._interrupt_active(_stamp(now))
 
     def get_job(self, job_id: int) -> Job | None:
         with _busy_is_retryable():

@@ -102,6 +102,7 @@ def test_migrations_are_safe_to_rerun(db_path: Path) -> None:
         assert applied == [
             ("0001_ledger",),
             ("0002_command_digests",),
+            ("0003_deliveries",),
             ("0004_spend",),
             ("0005_privacy",),
         ]
@@ -415,6 +416,77 @@ def test_recovery_interrupts_and_refunds_active_jobs_once(store: Store) -> None:
     assert [store.get_job(job.id) for job in recovered] == recovered
     assert store.recover_interrupted(later) == []
     assert used_today(store) == 1
+
+
+def test_recovery_sorts_what_a_crash_left_owing(store: Store) -> None:
+    """A settled result never delivered is owed (charged); so is a request that shared its
+    call but was still marked running; a queued one with no result is refunded; delivered
+    ones, and results of another source or mode, are left alone. Nothing is owed twice."""
+    store.set_limits(GUILD, active_jobs=5)
+    payer = store.reserve(request(), NOW)
+    joiner = store.reserve_joined(request(user=BOB), NOW, running=True)
+    store.mark_running(payer.id, NOW)
+    store.settle(payer.id, separation(issued_at=NOW + timedelta(seconds=5)), "attachment:42", NOW)
+    queued = store.reserve(request(source_key="attachment:7"), NOW)
+    told = store.reserve(request(source_key="attachment:9"), NOW)
+    store.settle(told.id, separation(), "attachment:9", NOW)
+    assert store.record_deliveries([(told.id, "interaction")], NOW) == 1
+    forgotten = store.reserve(request(mode=Mode.ALL), NOW)
+    store.settle(forgotten.id, separation(Mode.ALL), "attachment:42", NOW)
+    store._db.execute("DELETE FROM results WHERE mode = 'all'")
+
+    later = NOW + timedelta(minutes=5)
+    recovery = store.recover(later)
+    assert [(job.id, sep.stems) for job, sep in recovery.undelivered] == [
+        (payer.id, separation().stems),
+        (joiner.id, separation().stems),
+    ]
+    assert [job.id for job in recovery.interrupted] == [queued.id, forgotten.id]
+    assert [store.get_job(j.id).status for j in (payer, joiner, queued, told, forgotten)] == [  # type: ignore[union-attr]
+        JobStatus.SUCCEEDED,
+        JobStatus.SUCCEEDED,
+        JobStatus.INTERRUPTED,
+        JobStatus.SUCCEEDED,
+        JobStatus.INTERRUPTED,
+    ]
+    assert used_today(store) == 2  # the payer's unit and the delivered one's
+    store.record_deliveries([(payer.id, "channel"), (joiner.id, "dm")], later)
+    assert store.record_deliveries([(payer.id, "dm")], later) == 0  # the first note stands
+    assert [store.delivered_via(j.id) for j in (payer, joiner, told)] == [
+        "channel",
+        "dm",
+        "interaction",
+    ]
+    again = store.recover(later)
+    assert again.interrupted == [] and again.undelivered == []
+
+
+def test_upgrading_does_not_deliver_earlier_answers_again(db_path: Path) -> None:
+    """Requests answered before deliveries were recorded count as delivered ("unrecorded")."""
+    from sqlite_utils import Database
+
+    from stembot.store import MIGRATIONS
+
+    old = Database(db_path)
+    MIGRATIONS.apply(old, stop_before="0003_deliveries")
+    old.execute(
+        "INSERT INTO requests (interaction_id, guild_id, channel_id, user_id, mode, source_name,"
+        " source_key, cost, status, created_at, finished_at) VALUES "
+        "(1, ?, 555, ?, 'vocals', 'song.mp3', 'attachment:42', 1, 'succeeded', ?, ?)",
+        (GUILD, ALICE, "2026-05-14T11:00:00.000000Z", "2026-05-14T11:00:05.000000Z"),
+    )
+    old.execute(
+        "INSERT INTO results (source_key, mode, stems, issued_at, job_id) "
+        "VALUES ('attachment:42', 'vocals', '[]', '2026-05-14T11:00:05.000000Z', 1)"
+    )
+    old.conn.commit()
+    old.close()
+    store = open_store(db_path)
+    try:
+        assert store.recover(NOW).undelivered == []
+        assert store.delivered_via(1) == "unrecorded"
+    finally:
+        store.close()
 
 
 def _hold_a_running_job(path: str, ready: Any) -> None:

@@ -19,7 +19,7 @@ from stembot.bot.sync import SyncRecord, sync_if_changed
 from stembot.bot.tree import StemTree
 from stembot.bot.views import CancelButton
 from stembot.jobs import StemService
-from stembot.models import Job
+from stembot.models import Job, Recovery, Separation
 from stembot.moderation import ModerationService
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ class StemBot(commands.Bot):
         self._force_sync = force_sync
         self._shutdown_grace_s = shutdown_grace_s
         self._recover_jobs = recover_jobs
-        self._interrupted: list[Job] = []
+        self._recovery: Recovery | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._watcher: asyncio.Task[None] | None = None
 
@@ -72,21 +72,41 @@ class StemBot(commands.Bot):
             self.tree.copy_global_to(guild=self._dev_guild)
         await sync_if_changed(self.tree, self._sync_record, self._dev_guild, force=self._force_sync)
         if self._recover_jobs:
-            # Read before the gateway connects; the requesters are told once the bot is ready.
-            self._interrupted = self.service.recover_interrupted()
+            # Settled before the gateway connects; the requesters hear once the bot is ready.
+            self._recovery = self.service.recover()
         self._watcher = asyncio.create_task(self._watch_ledger(), name="ledger-watch")
 
     async def on_ready(self) -> None:
         log.info("connected as %s to %d server(s)", self.user, len(self.guilds))
-        if self._interrupted:
-            jobs, self._interrupted = self._interrupted, []
-            self._spawn(self._tell_interrupted(jobs))
+        if self._recovery is not None:
+            recovery, self._recovery = self._recovery, None
+            self._spawn(self._settle_recovery(recovery))
+
+    async def _settle_recovery(self, recovery: Recovery) -> None:
+        await self._tell_interrupted(recovery.interrupted)
+        await self._deliver_owed(recovery.undelivered)
+        log.info(
+            "start-up: %d interrupted request(s) told and refunded, %d owed result(s) delivered",
+            len(recovery.interrupted),
+            len(recovery.undelivered),
+        )
 
     async def _tell_interrupted(self, jobs: list[Job]) -> None:
         for job in jobs:
             answer = Answer(embeds.interrupted_embed(job.mode, job.source_name))
             where = await post_to_requester(self, job.guild_id, job.channel_id, job.user_id, answer)
             log.info("job %s: interruption notice sent via %s", job.id, where or "nowhere")
+
+    async def _deliver_owed(self, owed: list[tuple[Job, Separation]]) -> None:
+        """Results that succeeded before a crash but never reached their requester: the
+        interaction token died with the old process, so the channel with a mention, else DM."""
+        for job, separation in owed:
+            embed, view = embeds.result_message(job.source_name, separation, None, job.id)
+            line, _ = embeds.ready_mention(job.user_id, job.mode, job.source_name)
+            answer = Answer(embed, view, line)
+            where = await post_to_requester(self, job.guild_id, job.channel_id, job.user_id, answer)
+            self.service.record_delivery(job.id, where or "nowhere")
+            log.info("job %s: owed result delivered via %s", job.id, where or "nowhere")
 
     async def _watch_ledger(self) -> None:
         while True:

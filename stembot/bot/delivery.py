@@ -116,7 +116,8 @@ class RequestMessages:
         quota = self._quota_if_readable(job)
         embed, view = embeds.result_message(self._source_name, separation, quota, job.id)
         line, _ = embeds.ready_mention(job.user_id, self._mode, self._source_name)
-        await self._finish(job, Answer(embed, view, line))
+        where = await self._finish(job, Answer(embed, view, line))
+        self._service.record_delivery(job.id, where or "nowhere")
 
     async def on_failed(self, job: Job, error: StembotError) -> None:
         quota = self._quota_if_readable(job)
@@ -179,7 +180,8 @@ class RequestMessages:
 
     # --- the final answer ---------------------------------------------------------------
 
-    async def _finish(self, job: Job, answer: Answer) -> None:
+    async def _finish(self, job: Job, answer: Answer) -> str:
+        """Deliver the final answer; where it went ("" = nowhere, logged)."""
         self._job = job
         await self._acknowledged.wait()
         async with self._edit_lock:
@@ -188,6 +190,7 @@ class RequestMessages:
                 self._status_task.cancel()
             where = await self._deliver(job, answer)
         log.info("job %s answer delivered via %s", job.id, where or "nowhere (logged)")
+        return where
 
     async def _deliver(self, job: Job, answer: Answer) -> str:
         if not self._interaction.is_expired():

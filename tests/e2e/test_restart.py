@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import signal
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,14 +18,29 @@ from tests.e2e.stack import (
     WAV,
     BotProcess,
     channel_posts,
+    description,
     eventually,
+    is_result,
     new_gateway_session,
     stack_env,
 )
-from tests.standins.discord import DiscordEmulator
+from tests.standins.discord import (
+    DiscordEmulator,
+    Guild,
+    InteractionRecord,
+    Member,
+    MessageRecord,
+)
 from tests.standins.soundverse import SoundverseStandin
 
 pytestmark = pytest.mark.slow
+
+NOT_CHARGED = "not charged"
+
+
+def job_status(ledger: Store, job_id: int) -> JobStatus | None:
+    job = ledger.get_job(job_id)
+    return None if job is None else job.status
 
 
 async def test_sigkill_mid_job_is_reported_and_refunded_after_restart(tmp_path: Path) -> None:
@@ -153,3 +170,126 @@ async def test_a_cancel_button_from_before_a_crash_still_answers(tmp_path: Path)
         answer = click.view().original or click.view().followups[0]
         assert "already ended" in answer["content"]
         assert len(api.requests) == 1
+
+
+# --- a crash at each step of a request: one answer, the right charge, never a second call -----
+
+PATCH_ORIGINAL = "/webhooks/{webhook_id}/{webhook_token}/messages/@original"
+QUEUED = "before the call (queued)"
+CALLING = "during the call"
+SETTLED = "after settling, before the reply reached Discord"
+SETTLED_NO_CHANNEL = "after settling, before the reply; the channel refuses posts"
+REPLIED = "after the reply"
+
+
+async def _vocals(
+    discord: DiscordEmulator, guild: Guild, member: Member, track: dict[str, Any]
+) -> InteractionRecord:
+    return await discord.slash(
+        "stems vocals", member=member, channel=guild.default_channel, options={"file": track}
+    )
+
+
+def _separating(interaction: InteractionRecord) -> bool:
+    return "Separating" in description(interaction.view().original or {})
+
+
+def _mentioned(discord: DiscordEmulator, guild: Guild) -> dict[int, list[MessageRecord]]:
+    """The bot's posts in the channel, by the member each mentions."""
+    posts: dict[int, list[MessageRecord]] = {}
+    for post in channel_posts(discord, guild.default_channel):
+        user = int(post.content.split(">", 1)[0].removeprefix("<@"))
+        posts.setdefault(user, []).append(post)
+    return posts
+
+
+@pytest.mark.parametrize("step", [QUEUED, CALLING, SETTLED, SETTLED_NO_CHANNEL, REPLIED])
+async def test_a_crash_at_any_step_ends_in_one_answer_and_the_right_charge(
+    tmp_path: Path, step: str
+) -> None:
+    """SIGKILL at each step of a shared call (alice pays, bob joins; carol waits behind them
+    when the crash comes before the call). After the restart every requester has exactly one
+    answer: stems if the API had answered (charged once, delivered once, from the stored
+    result), else a refund notice; the API is never called a second time."""
+    db = tmp_path / "stembot.db"
+    async with DiscordEmulator() as discord, SoundverseStandin(api_key=API_KEY) as api:
+        guild = await discord.add_guild()
+        alice, bob, carol = (discord.add_member(guild, n) for n in ("alice", "bob", "carol"))
+        env = {**stack_env(discord, api, db), "STEMBOT_MAX_CONCURRENT_JOBS": "1"}
+        ledger = Store.open(db, QuotaPolicy())
+        first = BotProcess(env, tmp_path / "first.log")
+        await first.start()
+        try:
+            await discord.wait_ready(timeout_s=20)
+            session = discord.gateway.current
+            track = discord.upload_attachment(WAV, "song.wav", "audio/wav")
+            api.hold()
+            paying = await _vocals(discord, guild, alice, track)
+            await eventually(lambda: len(api.requests) == 1)
+            joining = await _vocals(discord, guild, bob, track)
+            await eventually(lambda: ledger.get_job(2) is not None)
+            if step == QUEUED:
+                other = discord.upload_attachment(WAV, "other.wav", "audio/wav")
+                await _vocals(discord, guild, carol, other)
+                await eventually(lambda: ledger.get_job(3) is not None)
+            elif step in (SETTLED, SETTLED_NO_CHANNEL):
+                await eventually(lambda: _separating(paying) and _separating(joining))
+                discord.hold("PATCH", PATCH_ORIGINAL)
+                api.release()
+                await eventually(lambda: discord.held_calls("PATCH", PATCH_ORIGINAL) == 2)
+                assert [job_status(ledger, n) for n in (1, 2)] == [JobStatus.SUCCEEDED] * 2
+            elif step == REPLIED:
+                api.release()
+                await eventually(lambda: is_result(paying.view().original or {}))
+                await eventually(lambda: is_result(joining.view().original or {}))
+                await eventually(
+                    lambda: None not in (ledger.delivered_via(1), ledger.delivered_via(2))
+                )
+        finally:
+            first.signal(signal.SIGKILL)
+            await first.wait()
+        if step == SETTLED_NO_CHANNEL:
+            discord.refuse_channel(guild.default_channel)
+        second = BotProcess(env, tmp_path / "second.log")
+        await second.start()
+        try:
+            await new_gateway_session(discord, session)
+            await eventually(lambda: "start-up:" in second.log_text(), timeout_s=10)
+            await asyncio.sleep(0.3)  # room for a wrongly repeated answer to show itself
+        finally:
+            second.signal(signal.SIGTERM)
+            assert await second.wait() == 0, second.log_text()
+
+        posts = _mentioned(discord, guild)
+        dms = {m.id: discord.dm_messages(m) for m in (alice, bob, carol)}
+        assert len(api.requests) == 1
+        if step in (QUEUED, CALLING):
+            told = [alice, bob, carol] if step == QUEUED else [alice, bob]
+            assert sorted(posts) == sorted(m.id for m in told)
+            for member in told:
+                (notice,) = posts[member.id]
+                assert NOT_CHARGED in str(notice.embeds[0]).lower()
+            statuses = [JobStatus.INTERRUPTED] * len(told)
+            charged = 0
+        else:
+            statuses, charged = [JobStatus.SUCCEEDED] * 2, 1
+        if step == SETTLED:
+            assert sorted(posts) == sorted([alice.id, bob.id])
+            assert all(is_result(post.data) for (post,) in posts.values())
+            assert [ledger.delivered_via(n) for n in (1, 2)] == ["channel", "channel"]
+        if step == SETTLED_NO_CHANNEL:
+            assert posts == {}
+            assert [len(dms[m.id]) for m in (alice, bob)] == [1, 1]
+            assert all(is_result(dms[m.id][0].data) for m in (alice, bob))
+            assert [ledger.delivered_via(n) for n in (1, 2)] == ["dm", "dm"]
+        if step in (SETTLED, SETTLED_NO_CHANNEL):
+            # The held edits never reached Discord: the status messages still say "Separating".
+            assert _separating(paying) and _separating(joining)
+        if step == REPLIED:
+            assert posts == {}
+            assert [ledger.delivered_via(n) for n in (1, 2)] == ["interaction", "interaction"]
+        if step != SETTLED_NO_CHANNEL:
+            assert all(found == [] for found in dms.values())
+        assert [job_status(ledger, n) for n in range(1, len(statuses) + 1)] == statuses
+        assert ledger.quota_status(guild.id, None, datetime.now(UTC)).guild_daily.used == charged
+        assert ledger.recover(datetime.now(UTC)).undelivered == []
