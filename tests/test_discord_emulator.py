@@ -16,11 +16,16 @@ from discord.ext import commands
 from stembot.bot.endpoints import current_discord_endpoints, use_discord_endpoints
 from tests.standins.discord import (
     ADMINISTRATOR,
+    BOT_DM,
     DEFAULT_SPEC_PATH,
+    USER_APP,
+    USER_APP_DM,
     DiscordEmulator,
     InteractionFailed,
     OpenAPISpec,
+    Pings,
     SpecViolationError,
+    rules,
 )
 from tests.standins.discord.world import Guild, Member, Role, user_payload
 
@@ -110,6 +115,19 @@ def build_bot(probe: Probe) -> commands.Bot:
         assert isinstance(member, discord.Member)
         probe.seen.append(([r.name for r in member.roles], role and (role.id, role.name)))
         await interaction.response.send_message("seen", ephemeral=True)
+
+    @stems.command(name="where", description="Say where the interaction came from")
+    async def where(interaction: discord.Interaction) -> None:
+        probe.seen.append(
+            (
+                interaction.guild_id,
+                (interaction.context.guild, interaction.context.dm_channel),
+                interaction.is_guild_integration(),
+                interaction.is_user_integration(),
+                interaction.channel.type if interaction.channel else None,
+            )
+        )
+        await interaction.response.send_message("here <@1> @everyone", ephemeral=True)
 
     @app_commands.context_menu(name="Split stems")
     async def split(interaction: discord.Interaction, message: discord.Message) -> None:
@@ -433,3 +451,85 @@ def test_roles_and_members_sent_to_the_bot_follow_the_openapi_description(emulat
     assert spec.check_schema("GuildRoleResponse", role.payload()) == []
     assert spec.check_schema("GuildRoleResponse", guild.everyone.payload()) == []
     assert spec.check_schema("GuildMemberResponse", member.payload()) == []
+
+
+@pytest.mark.parametrize(
+    ("context", "expected"),
+    [
+        (BOT_DM, (None, (False, True), False, False, discord.ChannelType.private)),
+        (USER_APP_DM, (None, (False, False), False, True, discord.ChannelType.private)),
+    ],
+)
+async def test_dm_interactions_arrive_as_discord_sends_them(
+    emulator, bot, probe, alice, context, expected
+):
+    """No guild, the user instead of a member, a DM channel, the context and the installs."""
+    interaction = await emulator.slash("stems where", member=alice, context=context)
+    answer = await emulator.final_message(interaction)
+    assert answer is not None and answer["content"].startswith("here")
+    assert probe.seen == [expected]
+    assert "member" not in interaction.payload and "guild_id" not in interaction.payload
+    assert interaction.payload["user"]["id"] == str(alice.id)
+
+
+async def test_a_user_install_in_a_server_without_the_bot(emulator, bot, probe):
+    """The server's id comes along, but only the member's install authorised the app."""
+    server = await emulator.add_guild("No bot", bot_present=False)
+    visitor = emulator.add_member(server, "visitor")
+    assert server.id not in {g.id for g in bot.guilds}
+    interaction = await emulator.slash("stems where", member=visitor, context=USER_APP)
+    await emulator.final_message(interaction)
+    assert probe.seen == [(server.id, (True, False), False, True, discord.ChannelType.text)]
+    assert interaction.payload["authorizing_integration_owners"] == {"1": str(visitor.id)}
+
+
+def test_contexts_and_installs_are_the_values_the_openapi_description_names():
+    if not DEFAULT_SPEC_PATH.is_file():
+        pytest.skip(f"no OpenAPI description at {DEFAULT_SPEC_PATH}")
+    import json
+
+    schemas = json.loads(DEFAULT_SPEC_PATH.read_text())["components"]["schemas"]
+    contexts = {c["const"] for c in schemas["InteractionContextType"]["oneOf"]}
+    installs = {str(c["const"]) for c in schemas["ApplicationIntegrationType"]["oneOf"]}
+    assert contexts == {0, 1, 2}
+    assert installs == {"0", "1"}
+
+
+@pytest.mark.parametrize(
+    ("content", "allowed", "expected"),
+    [
+        ("<@12> <@!13> <@&14> @everyone", None, Pings(frozenset({12, 13}), frozenset({14}), True)),
+        ("<@12> <@&14> @here", {"parse": []}, Pings()),
+        ("<@12> <@13> @everyone", {"parse": [], "users": ["13"]}, Pings(frozenset({13}))),
+        (
+            "<@12> <@&14> @everyone",
+            {"parse": ["users", "everyone"]},
+            Pings(frozenset({12}), everyone=True),
+        ),
+        ("<@&14> <@&15>", {"roles": ["15"]}, Pings(roles=frozenset({15}))),
+        ("<@12> @everyone", {}, Pings()),
+    ],
+)
+def test_who_a_body_pings_follows_allowed_mentions(content, allowed, expected):
+    assert rules.pings(content, allowed) == expected
+
+
+async def test_every_message_body_is_kept_with_who_it_pinged(emulator, bot, probe, alice):
+    interaction = await emulator.slash("stems where", member=alice)
+    await emulator.final_message(interaction)
+    (sent,) = emulator.sent_bodies
+    assert sent.route == "/interactions/{interaction_id}/{interaction_token}/callback"
+    assert not sent.sets_allowed_mentions  # this test bot sets no default
+    assert sent.pings == Pings(frozenset({1}), everyone=True)
+    assert interaction.original is not None
+    assert interaction.original.data["mention_everyone"] is True
+
+
+async def test_parse_users_with_a_user_list_is_refused(emulator, bot, guild):
+    channel = guild.default_channel
+    route = discord.http.Route("POST", "/channels/{channel_id}/messages", channel_id=channel.id)
+    body = {"content": "<@1>", "allowed_mentions": {"parse": ["users"], "users": ["1"]}}
+    with pytest.raises(discord.HTTPException) as refused:
+        await bot.http.request(route, json=body)
+    assert refused.value.code == 50035
+    assert emulator.sent_bodies == []

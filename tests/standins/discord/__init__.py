@@ -7,14 +7,20 @@ from .records import (
     InteractionFailed,
     InteractionRecord,
     MessageRecord,
+    SentBody,
     UserView,
 )
+from .rules import Pings
 from .server import DiscordEmulator, DiscordError, SpecViolation, SpecViolationError
 from .spec import DEFAULT_SPEC_PATH, OpenAPISpec
 from .world import (
     ADMINISTRATOR,
+    BOT_DM,
+    GUILD,
     MANAGE_GUILD,
     MEMBER_DEFAULT,
+    USER_APP,
+    USER_APP_DM,
     Channel,
     Guild,
     Member,
@@ -23,11 +29,15 @@ from .world import (
 
 __all__ = [
     "ADMINISTRATOR",
+    "BOT_DM",
     "DEFAULT_SPEC_PATH",
     "EPHEMERAL",
+    "GUILD",
     "LOADING",
     "MANAGE_GUILD",
     "MEMBER_DEFAULT",
+    "USER_APP",
+    "USER_APP_DM",
     "Call",
     "Channel",
     "DiscordEmulator",
@@ -38,7 +48,9 @@ __all__ = [
     "Member",
     "MessageRecord",
     "OpenAPISpec",
+    "Pings",
     "Role",
+    "SentBody",
     "SpecViolation",
     "SpecViolationError",
     "UserView",

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .rules import Pings
+
 LOADING = 1 << 7  # message flag of a deferred "is thinking..." response
 EPHEMERAL = 1 << 6
 
@@ -83,6 +85,23 @@ class MessageRecord:
             for child in row.get("components") or []
             if "custom_id" in child
         ]
+
+
+@dataclass
+class SentBody:
+    """One body that created or edited a message, and who Discord would have pinged for it."""
+
+    at: float
+    method: str
+    route: str
+    message_id: int
+    channel_id: int
+    body: dict[str, Any]
+    pings: Pings
+
+    @property
+    def sets_allowed_mentions(self) -> bool:
+        return isinstance(self.body.get("allowed_mentions"), dict)
 
 
 @dataclass

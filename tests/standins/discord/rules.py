@@ -6,6 +6,8 @@ Each check returns a list of ``(path, message)`` problems; ``form_error`` turns 
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from typing import Any
 
 CONTENT_MAX = 2000
@@ -100,6 +102,7 @@ def check_components(rows: list[dict[str, Any]]) -> list[Problem]:
 def check_message(body: dict[str, Any], file_count: int = 0) -> list[Problem]:
     """Limits on a message create/edit body (channel message, callback data or webhook)."""
     problems = _too_long(("content",), body.get("content"), CONTENT_MAX)
+    problems += allowed_mentions_problems(body.get("allowed_mentions"))
     problems += check_embeds(body.get("embeds") or [])
     problems += check_components(body.get("components") or [])
     if file_count > FILES_MAX:
@@ -120,3 +123,62 @@ def form_error(problems: list[Problem]) -> dict[str, Any]:
 
 def error_body(code: int, message: str) -> dict[str, Any]:
     return {"code": code, "message": message}
+
+
+# --- who a message pings (https://discord.com/developers/docs/resources/message#allowed-mentions-object)
+
+_USER_MENTION = re.compile(r"<@!?([0-9]+)>")
+_ROLE_MENTION = re.compile(r"<@&([0-9]+)>")
+_EVERYONE_MENTION = re.compile(r"@(everyone|here)")
+
+
+@dataclass(frozen=True)
+class Pings:
+    """Who a message body notifies, as Discord works it out from its content."""
+
+    users: frozenset[int] = frozenset()
+    roles: frozenset[int] = frozenset()
+    everyone: bool = False
+
+    @property
+    def anyone(self) -> bool:
+        return bool(self.users or self.roles or self.everyone)
+
+
+def allowed_mentions_problems(allowed: Any) -> list[Problem]:
+    """Discord refuses ``parse`` naming a type whose ids are also listed."""
+    if not isinstance(allowed, dict):
+        return []
+    parse = set(allowed.get("parse") or [])
+    problems: list[Problem] = []
+    for kind in ("users", "roles"):
+        if kind in parse and allowed.get(kind):
+            problems.append(
+                (
+                    ("allowed_mentions", "parse"),
+                    f'parse:["{kind}"] and {kind}: [ids] are mutually exclusive.',
+                )
+            )
+    return problems
+
+
+def pings(content: str, allowed: dict[str, Any] | None) -> Pings:
+    """The mentions in ``content`` that notify, given the body's ``allowed_mentions``.
+
+    Without ``allowed_mentions`` Discord parses every mention in the content; with it, only
+    the types named in ``parse`` and the ids listed under ``users`` and ``roles``. Mentions in
+    embeds never notify.
+    """
+    users = {int(found) for found in _USER_MENTION.findall(content)}
+    roles = {int(found) for found in _ROLE_MENTION.findall(content)}
+    everyone = bool(_EVERYONE_MENTION.search(content))
+    if allowed is None:
+        return Pings(frozenset(users), frozenset(roles), everyone)
+    parse = set(allowed.get("parse") or [])
+    listed_users = {int(u) for u in allowed.get("users") or []}
+    listed_roles = {int(r) for r in allowed.get("roles") or []}
+    return Pings(
+        frozenset(u for u in users if "users" in parse or u in listed_users),
+        frozenset(r for r in roles if "roles" in parse or r in listed_roles),
+        everyone and "everyone" in parse,
+    )

@@ -12,6 +12,7 @@ async with DiscordEmulator() as discord:
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import hashlib
 import hmac
 import json
@@ -35,11 +36,19 @@ from .records import (
     InteractionFailed,
     InteractionRecord,
     MessageRecord,
+    SentBody,
 )
 from .spec import OpenAPISpec
 from .world import (
+    ATTACH_FILES,
     BOT_DEFAULT,
+    BOT_DM,
+    CONTEXTS,
+    EMBED_LINKS,
+    GUILD,
     MEMBER_DEFAULT,
+    USER_APP,
+    USER_APP_DM,
     Channel,
     Guild,
     Member,
@@ -73,11 +82,17 @@ _ALLOWED_CALLBACKS = {
         MODAL,
     },
 }
+# What a user-installed app may do where its bot is not: answer the interaction, no more.
+USER_APP_PERMISSIONS = EMBED_LINKS | ATTACH_FILES
 _ATTACHMENT_OPTION, _USER_OPTION = 11, 6
 _CHANNEL_OPTION = 7
 _ROLE_OPTION = 8
 _PARTIAL_CHANNEL = ("id", "name", "type", "parent_id", "flags")
 _INTERACTION = web.RequestKey("interaction", InteractionRecord)
+# The REST call being handled (method, route template), for the records it leaves.
+_REQUEST: contextvars.ContextVar[tuple[str, str]] = contextvars.ContextVar(
+    "request", default=("", "")
+)
 
 
 # A burst makes a bot open hundreds of connections at once; aiohttp's default backlog (128)
@@ -157,6 +172,8 @@ class DiscordEmulator:
         self.interactions: dict[int, InteractionRecord] = {}
         self.messages: dict[int, MessageRecord] = {}
         self.calls: list[Call] = []
+        # Every body that created or edited a message (deferrals carry none), in order.
+        self.sent_bodies: list[SentBody] = []
         self.spec_violations: list[SpecViolation] = []
         self.cdn_fetches = 0
         self._by_token: dict[str, InteractionRecord] = {}
@@ -237,14 +254,23 @@ class DiscordEmulator:
     # ---- the world -------------------------------------------------------------------------
 
     async def add_guild(
-        self, name: str = "Test server", *, bot_permissions: int = BOT_DEFAULT
+        self,
+        name: str = "Test server",
+        *,
+        bot_permissions: int = BOT_DEFAULT,
+        bot_present: bool = True,
     ) -> Guild:
-        """A guild with one text channel ("general"); a connected bot receives GUILD_CREATE."""
+        """A guild with one text channel ("general"); a connected bot receives GUILD_CREATE.
+
+        ``bot_present=False``: a server the bot was never added to, where members can still use
+        the app if they installed it to their account (``context=USER_APP``).
+        """
         guild = Guild(snowflake(), name, int(self.owner["id"]), bot_permissions)
+        guild.bot_present = bot_present
         self.guilds[guild.id] = guild
         self._add_channel(guild, "general")
         session = self.gateway.current
-        if session is not None:
+        if session is not None and bot_present:
             await session.dispatch("GUILD_CREATE", guild.payload(self.bot_user))
         return guild
 
@@ -329,12 +355,16 @@ class DiscordEmulator:
         channel: Channel | None = None,
         options: dict[str, Any] | None = None,
         age_s: float = 0.0,
+        context: str = GUILD,
     ) -> InteractionRecord:
         """Run ``/command`` ("stems vocals" for a subcommand) as ``member``.
 
         Option values: plain values for strings and numbers, an attachment dict from
         ``upload_attachment`` for attachment options, a Member for user options. ``age_s``
         mints the interaction that many seconds in the past (late acks, expired tokens).
+        ``context``: where it is run (see world.CONTEXTS); outside GUILD, Discord offers a
+        command only if its registration allows that context, or before a changed registration
+        has reached every client, so the bot must not rely on it.
         """
         root, *path = command.split()
         definition = self.find_command(root, 1, member.guild_id)
@@ -355,7 +385,9 @@ class DiscordEmulator:
             )
         if resolved:
             data["resolved"] = resolved
-        return await self._dispatch("slash", APPLICATION_COMMAND, data, member, channel, age_s)
+        return await self._dispatch(
+            "slash", APPLICATION_COMMAND, data, member, channel, age_s, context=context
+        )
 
     async def message_command(
         self,
@@ -364,8 +396,9 @@ class DiscordEmulator:
         member: Member,
         target: MessageRecord,
         age_s: float = 0.0,
+        context: str = GUILD,
     ) -> InteractionRecord:
-        """Run the message context-menu command ``name`` on ``target``."""
+        """Run the message context-menu command ``name`` on ``target`` (``context``: see slash)."""
         definition = self.find_command(name, 3, member.guild_id)
         data = {
             "id": definition["id"],
@@ -376,7 +409,7 @@ class DiscordEmulator:
         }
         channel = self.channels[target.channel_id]
         return await self._dispatch(
-            "message_command", APPLICATION_COMMAND, data, member, channel, age_s
+            "message_command", APPLICATION_COMMAND, data, member, channel, age_s, context=context
         )
 
     async def click(
@@ -387,8 +420,14 @@ class DiscordEmulator:
         member: Member,
         values: list[str] | None = None,
         age_s: float = 0.0,
+        context: str = GUILD,
+        check_component: bool = True,
     ) -> InteractionRecord:
-        """Click the button (or pick ``values`` in the select) ``custom_id`` on ``message``."""
+        """Click the button (or pick ``values`` in the select) ``custom_id`` on ``message``.
+
+        ``check_component=False`` sends ``custom_id`` and ``values`` even if the message does
+        not offer them: what a modified client can send.
+        """
         component = next(
             (
                 child
@@ -398,14 +437,15 @@ class DiscordEmulator:
             ),
             None,
         )
-        if component is None:
+        if component is None and check_component:
             raise LookupError(f"message {message.id} has no component {custom_id!r}")
-        data: dict[str, Any] = {"custom_id": custom_id, "component_type": component["type"]}
+        kind = component["type"] if component is not None else (2 if values is None else 3)
+        data: dict[str, Any] = {"custom_id": custom_id, "component_type": kind}
         if values is not None:
             data["values"] = values
         channel = self.channels[message.channel_id]
         record = await self._dispatch(
-            "component", MESSAGE_COMPONENT, data, member, channel, age_s, message
+            "component", MESSAGE_COMPONENT, data, member, channel, age_s, message, context
         )
         return record
 
@@ -462,9 +502,11 @@ class DiscordEmulator:
         channel: Channel | None,
         age_s: float,
         message: MessageRecord | None = None,
+        context: str = GUILD,
     ) -> InteractionRecord:
+        if context not in CONTEXTS:
+            raise ValueError(f"context must be one of {CONTEXTS}, not {context!r}")
         guild = self.guilds[member.guild_id]
-        channel = channel or guild.default_channel
         created = time.time() - age_s
         interaction_id = snowflake(created)
         token = secrets.token_urlsafe(32)
@@ -473,20 +515,39 @@ class DiscordEmulator:
             "application_id": str(self.application_id),
             "type": interaction_type,
             "data": data,
-            "guild_id": str(guild.id),
-            "guild": {"id": str(guild.id), "locale": "en-US", "features": []},
-            "channel_id": str(channel.id),
-            "channel": channel.payload(),
-            "member": member.payload(),
             "token": token,
             "version": 1,
-            "app_permissions": str(guild.bot_permissions),
             "locale": "en-US",
-            "guild_locale": "en-US",
             "entitlements": [],
-            "authorizing_integration_owners": {"0": str(guild.id)},
-            "context": 0,
             "attachment_size_limit": self.upload_limit,
+        }
+        if context in (GUILD, USER_APP):
+            channel = channel or guild.default_channel
+            payload |= {
+                "guild_id": str(guild.id),
+                "guild": {"id": str(guild.id), "locale": "en-US", "features": []},
+                "member": member.payload(),
+                "guild_locale": "en-US",
+            }
+        else:
+            channel = self._private_channel(member, with_bot=context == BOT_DM)
+            payload["user"] = member.user
+        owners = {
+            GUILD: {"0": str(guild.id)},
+            BOT_DM: {"0": "0"},
+            USER_APP: {"1": str(member.id)},
+            USER_APP_DM: {"1": str(member.id)},
+        }[context]
+        if context == USER_APP and guild.bot_present:
+            owners["0"] = str(guild.id)  # installed there too: Discord names both
+        payload |= {
+            "channel_id": str(channel.id),
+            "channel": channel.payload(),
+            "app_permissions": str(
+                guild.bot_permissions if context == GUILD else USER_APP_PERMISSIONS
+            ),
+            "authorizing_integration_owners": owners,
+            "context": {GUILD: 0, USER_APP: 0, BOT_DM: 1, USER_APP_DM: 2}[context],
         }
         if message is not None:
             payload["message"] = message.data
@@ -498,6 +559,16 @@ class DiscordEmulator:
         self._by_token[token] = record
         await self.gateway.live_session().dispatch("INTERACTION_CREATE", payload)
         return record
+
+    def _private_channel(self, member: Member, *, with_bot: bool) -> Channel:
+        """The member's DM with the bot, or a DM with another user (which the bot is not in)."""
+        if with_bot:
+            return self._dm_channel(member.user)
+        other = user_payload(snowflake(), "friend")
+        channel = Channel(snowflake(), "", recipient=other)
+        self.channels[channel.id] = channel
+        self._channel_messages[channel.id] = []
+        return channel
 
     async def redeliver(self, interaction: InteractionRecord) -> None:
         """Send ``interaction``'s INTERACTION_CREATE again, unchanged: Discord's duplicate."""
@@ -674,6 +745,7 @@ class DiscordEmulator:
             await held.wait()
             if request.transport is None or request.transport.is_closing():
                 return web.Response(status=503)  # the client is gone: nothing happened
+        _REQUEST.set((request.method, route))
         code: int | None = None
         try:
             limited = self._take_rate_limit(request.method, route)
@@ -1015,13 +1087,16 @@ class DiscordEmulator:
         user = self.users.get(int((body or {}).get("recipient_id", 0)))
         if user is None:
             raise DiscordError(400, 50033, "Invalid Recipient(s)")
+        return _json(self._dm_channel(user).payload())
+
+    def _dm_channel(self, user: dict[str, Any]) -> Channel:
         channel = self._dm_channels.get(int(user["id"]))
         if channel is None:
             channel = Channel(snowflake(), "", recipient=user)
             self._dm_channels[int(user["id"])] = channel
             self.channels[channel.id] = channel
             self._channel_messages[channel.id] = []
-        return _json(channel.payload())
+        return channel
 
     # ---- messages, attachments and the CDN -------------------------------------------------
 
@@ -1078,7 +1153,9 @@ class DiscordEmulator:
             channel, now, content=body.get("content") or "", flags=flags, type_=msg_type
         )
         self._apply_fields(data, body, uploads, channel.id)
-        return self._keep(MessageRecord(data, now))
+        record = self._keep(MessageRecord(data, now))
+        self._note_mentions(record, body, now)
+        return record
 
     def _edit_message(
         self, message: MessageRecord, body: dict[str, Any], uploads: list[Upload]
@@ -1095,6 +1172,24 @@ class DiscordEmulator:
         self._apply_fields(data, body, uploads, message.channel_id)
         message.data = data
         message.history.append((now, data))
+        self._note_mentions(message, body, now)
+
+    def _note_mentions(self, message: MessageRecord, body: dict[str, Any], now: float) -> None:
+        """Work out who the body pings, store it on the message as Discord does, keep the body."""
+        allowed = body.get("allowed_mentions")
+        pinged = rules.pings(
+            str(body.get("content") or ""), allowed if isinstance(allowed, dict) else None
+        )
+        if "content" in body:
+            message.data["mentions"] = [
+                self.users.get(u) or user_payload(u, str(u)) for u in sorted(pinged.users)
+            ]
+            message.data["mention_roles"] = [str(r) for r in sorted(pinged.roles)]
+            message.data["mention_everyone"] = pinged.everyone
+        method, route = _REQUEST.get()
+        self.sent_bodies.append(
+            SentBody(now, method, route, message.id, message.channel_id, body, pinged)
+        )
 
     def _apply_fields(
         self, data: dict[str, Any], body: dict[str, Any], uploads: list[Upload], channel_id: int
@@ -1186,7 +1281,11 @@ class DiscordEmulator:
         return {
             "v": 10,
             "user": {**self.bot_user, "verified": True, "mfa_enabled": False},
-            "guilds": [{"id": str(g), "unavailable": True} for g in self.guilds],
+            "guilds": [
+                {"id": str(g.id), "unavailable": True}
+                for g in self.guilds.values()
+                if g.bot_present
+            ],
             "session_id": session.id,
             "resume_gateway_url": self.resume_gateway_url,
             "shard": [0, 1],
@@ -1200,4 +1299,4 @@ class DiscordEmulator:
         }
 
     def _guild_payloads(self) -> list[dict[str, Any]]:
-        return [g.payload(self.bot_user) for g in self.guilds.values()]
+        return [g.payload(self.bot_user) for g in self.guilds.values() if g.bot_present]

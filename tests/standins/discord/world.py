@@ -24,6 +24,14 @@ MEMBER_DEFAULT = (
 )
 BOT_DEFAULT = MEMBER_DEFAULT
 
+# Where an interaction happens (``context``, the InteractionContextType) and who authorised the
+# app there (``authorizing_integration_owners``: "0" = installed to a server, "1" = to a user).
+GUILD = "guild"  # a server the bot is in, installed there
+BOT_DM = "bot_dm"  # the bot's DM with the user
+USER_APP = "user_app"  # installed to the user, used in a server the bot is not in
+USER_APP_DM = "user_app_dm"  # installed to the user, used in a DM with someone else
+CONTEXTS = (GUILD, BOT_DM, USER_APP, USER_APP_DM)
+
 
 def snowflake(at: float | None = None) -> int:
     """A Discord id whose timestamp is ``at`` (``time.time()`` seconds, default now)."""
@@ -149,6 +157,8 @@ class Guild:
     members: dict[int, Member] = field(default_factory=dict)
     joined_at: float = field(default_factory=time.time)
     roles: dict[int, Role] = field(default_factory=dict)
+    # False for a server the bot was never added to (its app reaches it only user-installed).
+    bot_present: bool = True
 
     @property
     def everyone(self) -> Role:
