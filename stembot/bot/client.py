@@ -51,6 +51,10 @@ class StemBot(commands.Bot):
             chunk_guilds_at_startup=False,
             member_cache_flags=discord.MemberCacheFlags.none(),
             max_messages=None,
+            # Sent with every message and edit (discord.py merges it into interaction
+            # responses, followups and channel posts): names and texts users chose never
+            # ping anyone. The one intended ping, the requester's, is allowed where it is sent.
+            allowed_mentions=discord.AllowedMentions.none(),
         )
         self.service = service
         self.moderation = moderation

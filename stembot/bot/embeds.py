@@ -116,6 +116,15 @@ def _escape_markdown(text: str) -> str:
     return _MARKDOWN_CHARACTERS.sub(r"\\\1", text)
 
 
+def label_text(text: str, limit: int) -> str:
+    """Untrusted text for a label (button, select option): one line, mentions neutralised.
+
+    The same sanitising as ``safe_text`` less the markdown escapes, which a label would show
+    as literal backslashes: labels render no markdown.
+    """
+    return shorten(escape_mentions(one_line(text)), limit)
+
+
 def our_text(text: str, limit: int) -> str:
     """stembot's own user-safe message (markdown intended), mention-neutralised and capped."""
     return shorten(escape_mentions(text), limit)

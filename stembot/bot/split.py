@@ -8,6 +8,7 @@ requests share one API call (see StemService), so a crowd costs one call per mod
 from __future__ import annotations
 
 from collections import OrderedDict
+from dataclasses import dataclass
 from re import Match
 from typing import Any
 
@@ -15,6 +16,8 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from stembot.bot import embeds
+from stembot.bot.guild_only import answer_if_elsewhere
 from stembot.bot.stems import attachment_input, start_request
 from stembot.bot.tree import reply_privately
 from stembot.errors import InvalidSourceError
@@ -23,38 +26,62 @@ from stembot.models import Mode
 
 # Buttons and a select hold 25 options: every mode for up to eight files.
 MAX_FILES = 8
-_REMEMBERED = 5_000
+SELECT_LABEL_MAX = 100
+# Pickers remembered per server, and servers remembered (least recently used forgotten).
+_PICKERS_PER_SERVER = 200
+_SERVERS = 2_000
 
 
-class PickedFiles:
-    """The audio files offered in recent pickers, by attachment id (most recent kept).
+@dataclass(frozen=True, slots=True)
+class Picker:
+    """One picker shown: where, to whom, and the files it offered (by attachment id)."""
 
-    A picker's buttons carry only ids; the files' signed URLs live here. After a restart the
-    picker says it expired instead of guessing.
+    guild_id: int
+    user_id: int
+    files: dict[int, AttachmentInput]
+
+
+class Pickers:
+    """The pickers shown recently, by server, each under its own id (its interaction's id).
+
+    A picker's components carry only its id and an attachment id; the files' signed URLs live
+    here. A click counts only in the picker's own server, by the member it was shown to, for a
+    file and mode it offered: a hand-made custom_id or select value from elsewhere finds
+    nothing. After a restart the picker says it expired instead of guessing. One busy server
+    can only push out its own old pickers.
     """
 
-    def __init__(self, limit: int = _REMEMBERED) -> None:
-        self._files: OrderedDict[int, AttachmentInput] = OrderedDict()
-        self._limit = limit
+    def __init__(self, per_server: int = _PICKERS_PER_SERVER, servers: int = _SERVERS) -> None:
+        self._servers: OrderedDict[int, OrderedDict[int, Picker]] = OrderedDict()
+        self._per_server = per_server
+        self._max_servers = servers
 
-    def remember(self, file: AttachmentInput) -> None:
-        self._files[file.id] = file
-        self._files.move_to_end(file.id)
-        while len(self._files) > self._limit:
-            self._files.popitem(last=False)
+    def remember(self, picker_id: int, picker: Picker) -> None:
+        shown = self._servers.setdefault(picker.guild_id, OrderedDict())
+        self._servers.move_to_end(picker.guild_id)
+        shown[picker_id] = picker
+        while len(shown) > self._per_server:
+            shown.popitem(last=False)
+        while len(self._servers) > self._max_servers:
+            self._servers.popitem(last=False)
 
-    def get(self, attachment_id: int) -> AttachmentInput | None:
-        return self._files.get(attachment_id)
+    def get(self, guild_id: int, picker_id: int) -> Picker | None:
+        shown = self._servers.get(guild_id)
+        return None if shown is None else shown.get(picker_id)
 
 
 EXPIRED = "This menu has expired. Use **Apps → Split stems** on the message again."
+NOT_YOURS = (
+    "This menu was opened by someone else. Use **Apps → Split stems** on the message yourself."
+)
+NOT_OFFERED = "That is not one of the choices this menu offered. Pick one from the menu."
 
 
 class SplitCog(commands.Cog):
     def __init__(self, bot: commands.Bot, service: StemService) -> None:
         self._bot = bot
         self._service = service
-        self.picked = PickedFiles()
+        self.pickers = Pickers()
         self._menu = app_commands.guild_only(
             app_commands.ContextMenu(name="Split stems", callback=self.split_stems)
         )
@@ -82,37 +109,58 @@ class SplitCog(commands.Cog):
                 interaction, f"That message has no audio file stembot can split.{why}"
             )
             return
-        for file in usable[:MAX_FILES]:
-            self.picked.remember(file)
+        offered = usable[:MAX_FILES]
+        assert interaction.guild_id is not None  # guild_only (checked by the tree)
+        self.pickers.remember(
+            interaction.id,
+            Picker(interaction.guild_id, interaction.user.id, {f.id: f for f in offered}),
+        )
         await interaction.response.send_message(
-            picker_text(usable), view=picker_view(usable[:MAX_FILES]), ephemeral=True
+            picker_text(usable), view=picker_view(interaction.id, offered), ephemeral=True
         )
 
     async def run_pick(
-        self, interaction: discord.Interaction, mode: Mode, attachment_id: int
+        self,
+        interaction: discord.Interaction,
+        picker_id: int | None,
+        mode_text: str,
+        attachment: str,
     ) -> None:
-        file = self.picked.get(attachment_id)
-        if file is None:
+        picker = None
+        if picker_id is not None and interaction.guild_id is not None:
+            picker = self.pickers.get(interaction.guild_id, picker_id)
+        if picker is None:
             await reply_privately(interaction, EXPIRED)
             return
+        if interaction.user.id != picker.user_id:
+            await reply_privately(interaction, NOT_YOURS)
+            return
+        file = picker.files.get(int(attachment)) if attachment.isdigit() else None
+        if file is None or mode_text not in _MODES:
+            await reply_privately(interaction, NOT_OFFERED)
+            return
         source = self._service.check_attachment(file)
-        await start_request(self._bot, self._service, interaction, mode, source)
+        await start_request(self._bot, self._service, interaction, Mode(mode_text), source)
+
+
+_MODES = frozenset(mode.value for mode in Mode)
 
 
 def picker_text(files: list[AttachmentInput]) -> str:
     if len(files) == 1:
-        return f"Split **{discord.utils.escape_markdown(files[0].filename)}** into…"
+        name = embeds.safe_text(files[0].filename, embeds.SOURCE_NAME_MAX)
+        return f"Split **{name or 'this file'}** into…"
     extra = f" (the first {MAX_FILES} are offered)" if len(files) > MAX_FILES else ""
     return f"This message has {len(files)} audio files{extra}. Pick a file and what to split:"
 
 
-def picker_view(files: list[AttachmentInput]) -> discord.ui.View:
+def picker_view(picker_id: int, files: list[AttachmentInput]) -> discord.ui.View:
     view = discord.ui.View(timeout=None)
     if len(files) == 1:
         for mode in Mode:
-            view.add_item(ModeButton(mode, files[0].id))
+            view.add_item(ModeButton(mode.value, picker_id, files[0].id))
     else:
-        view.add_item(FileAndModeSelect(files))
+        view.add_item(FileAndModeSelect(picker_id, files))
     return view
 
 
@@ -122,70 +170,92 @@ def _split_cog(interaction: discord.Interaction) -> SplitCog | None:
     return cog if isinstance(cog, SplitCog) else None
 
 
-async def _run_pick(interaction: discord.Interaction, mode: Mode, attachment_id: int) -> None:
+async def _run_pick(
+    interaction: discord.Interaction, picker_id: int | None, mode_text: str, attachment: str
+) -> None:
     cog = _split_cog(interaction)
     if cog is None:
         await reply_privately(interaction, EXPIRED)
         return
-    await cog.run_pick(interaction, mode, attachment_id)
+    await cog.run_pick(interaction, picker_id, mode_text, attachment)
+
+
+def _option_label(mode: Mode, file: AttachmentInput) -> str:
+    head = f"{mode.label} · "
+    name = embeds.label_text(file.filename, SELECT_LABEL_MAX - len(head))
+    return head + (name or "this file")
+
+
+def _picker_id(match: Match[str]) -> int | None:
+    """None for a picker made before pickers had ids (it can only have expired)."""
+    return int(match["picker"]) if match["picker"] else None
 
 
 class ModeButton(
     discord.ui.DynamicItem[discord.ui.Button[Any]],
-    template=r"stems:split:(?P<mode>[a-z]+):(?P<attachment>[0-9]+)",
+    template=r"stems:split:(?P<mode>[a-z]+):(?:(?P<picker>[0-9]+):)?(?P<attachment>[0-9]+)",
 ):
-    def __init__(self, mode: Mode, attachment_id: int) -> None:
+    def __init__(self, mode_text: str, picker_id: int | None, attachment_id: int) -> None:
+        label = Mode(mode_text).label if mode_text in _MODES else "?"
+        picker = "" if picker_id is None else f"{picker_id}:"
         super().__init__(
             discord.ui.Button(
-                label=mode.label,
+                label=label,
                 style=discord.ButtonStyle.primary,
-                custom_id=f"stems:split:{mode.value}:{attachment_id}",
+                custom_id=f"stems:split:{mode_text}:{picker}{attachment_id}",
             )
         )
-        self.mode = mode
+        self.mode_text = mode_text
+        self.picker_id = picker_id
         self.attachment_id = attachment_id
 
     @classmethod
     async def from_custom_id(
         cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: Match[str], /
     ) -> ModeButton:
-        return cls(Mode(match["mode"]), int(match["attachment"]))
+        return cls(match["mode"], _picker_id(match), int(match["attachment"]))
+
+    async def interaction_check(self, interaction: discord.Interaction, /) -> bool:
+        return await answer_if_elsewhere(interaction)
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        await _run_pick(interaction, self.mode, self.attachment_id)
+        await _run_pick(interaction, self.picker_id, self.mode_text, str(self.attachment_id))
 
 
 class FileAndModeSelect(
-    discord.ui.DynamicItem[discord.ui.Select[Any]], template=r"stems:split-pick"
+    discord.ui.DynamicItem[discord.ui.Select[Any]],
+    template=r"stems:split-pick(?::(?P<picker>[0-9]+))?",
 ):
     """One pick among (file, mode) pairs; the values carry ``mode:attachment_id``."""
 
-    def __init__(self, files: list[AttachmentInput] | None = None) -> None:
+    def __init__(
+        self, picker_id: int | None = None, files: list[AttachmentInput] | None = None
+    ) -> None:
         options = [
-            discord.SelectOption(
-                label=f"{mode.label} · {file.filename}"[:100], value=f"{mode.value}:{file.id}"
-            )
+            discord.SelectOption(label=_option_label(mode, file), value=f"{mode.value}:{file.id}")
             for file in files or []
             for mode in Mode
         ]
+        custom_id = "stems:split-pick" if picker_id is None else f"stems:split-pick:{picker_id}"
         super().__init__(
             discord.ui.Select(
-                custom_id="stems:split-pick",
+                custom_id=custom_id,
                 placeholder="Pick a file and what to split",
                 options=options or [discord.SelectOption(label="-", value="-")],
             )
         )
+        self.picker_id = picker_id
 
     @classmethod
     async def from_custom_id(
         cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: Match[str], /
     ) -> FileAndModeSelect:
-        return cls()
+        return cls(_picker_id(match))
+
+    async def interaction_check(self, interaction: discord.Interaction, /) -> bool:
+        return await answer_if_elsewhere(interaction)
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        picked = self.item.values[0] if self.item.values else ""
+        picked = self.item.values[0] if len(self.item.values) == 1 else ""
         mode_text, _, attachment = picked.partition(":")
-        if mode_text not in {m.value for m in Mode} or not attachment.isdigit():
-            await reply_privately(interaction, EXPIRED)
-            return
-        await _run_pick(interaction, Mode(mode_text), int(attachment))
+        await _run_pick(interaction, self.picker_id, mode_text, attachment)

@@ -9,6 +9,7 @@ import secrets
 import discord
 from discord import app_commands
 
+from stembot.bot.guild_only import NOT_HERE, in_its_server
 from stembot.errors import IncidentError, StembotError
 
 log = logging.getLogger(__name__)
@@ -18,6 +19,12 @@ ALREADY_ACKNOWLEDGED = 40060
 
 
 class StemTree(app_commands.CommandTree[discord.Client]):
+    async def interaction_check(self, interaction: discord.Interaction, /) -> bool:
+        """Every command, before its own checks: only in a server that added the bot."""
+        if not in_its_server(interaction):
+            raise app_commands.NoPrivateMessage(NOT_HERE)
+        return True
+
     async def on_error(
         self, interaction: discord.Interaction, error: app_commands.AppCommandError
     ) -> None:
@@ -26,7 +33,7 @@ class StemTree(app_commands.CommandTree[discord.Client]):
             await reply_privately(interaction, cause.user_message)
             return
         if isinstance(cause, app_commands.NoPrivateMessage):
-            await reply_privately(interaction, "stembot works in servers, not in direct messages.")
+            await reply_privately(interaction, NOT_HERE)
             return
         if isinstance(cause, app_commands.MissingPermissions):
             await reply_privately(interaction, "You need the Manage Server permission for this.")

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import discord
 
 from stembot.bot import embeds
+from stembot.bot.guild_only import answer_if_elsewhere
 from stembot.bot.tree import reply_privately
 from stembot.errors import RequestCancelledError, StembotError
 
@@ -44,6 +45,9 @@ class CancelButton(
         /,
     ) -> CancelButton:
         return cls(int(match["job_id"]))
+
+    async def interaction_check(self, interaction: discord.Interaction, /) -> bool:
+        return await answer_if_elsewhere(interaction)
 
     async def callback(self, interaction: discord.Interaction) -> None:
         service = service_of(interaction)

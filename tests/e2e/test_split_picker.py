@@ -1,0 +1,89 @@
+"""The "Split stems" picker keeps its files to itself: its server, its member, its choices."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from stembot.bot.split import EXPIRED, NOT_OFFERED
+from stembot.config import load_settings
+from tests.e2e.stack import (
+    API_KEY,
+    Stack,
+    bot_connected,
+    buttons,
+    stack_env,
+    used_today,
+)
+from tests.standins.discord import DiscordEmulator, InteractionRecord, Member
+from tests.standins.soundverse import SoundverseStandin
+
+
+async def open_picker(
+    stack: Stack,
+    member: Member,
+    files: list[dict[str, Any]],
+    discord: DiscordEmulator | None = None,
+) -> tuple[InteractionRecord, dict[str, Any]]:
+    """``member`` posts ``files`` in their server's first channel and opens the picker on it."""
+    discord = discord or stack.discord
+    channel = discord.guilds[member.guild_id].default_channel
+    post = await discord.post_user_message(channel, member, attachments=files)
+    menu = await discord.message_command("Split stems", member=member, target=post)
+    picker = await discord.final_message(menu)
+    assert picker is not None and menu.original is not None
+    return menu, picker
+
+
+def select_of(picker: dict[str, Any]) -> dict[str, Any]:
+    (select,) = [c for c in buttons(picker) if c["type"] == 3]
+    return select
+
+
+async def test_a_select_value_the_picker_did_not_offer_is_refused(stack: Stack) -> None:
+    """A modified client picks, in its own picker, a file offered in another server's picker,
+    or something no picker offered: refused privately, nothing fetched, nothing spent."""
+    other_guild = await stack.discord.add_guild("Elsewhere")
+    mallory = stack.discord.add_member(other_guild, "mallory")
+    # alice's picker, in her server, offers her file X.
+    _, alices = await open_picker(stack, stack.member, [stack.upload("secret.wav")])
+    attachment_x = buttons(alices)[0]["custom_id"].rsplit(":", 1)[1]
+    # mallory's own picker in her server offers two files of hers.
+    files = [stack.upload("a.wav"), stack.upload("b.wav")]
+    menu, hers = await open_picker(stack, mallory, files)
+    assert menu.original is not None
+    select = select_of(hers)
+    fetched = stack.discord.cdn_fetches
+    for value in (f"vocals:{attachment_x}", "vocals:1", "karaoke:" + files[0]["id"], ""):
+        click = await stack.discord.click(
+            menu.original, select["custom_id"], member=mallory, values=[value]
+        )
+        assert await stack.refusal(click) == NOT_OFFERED
+    assert stack.api_calls() == 0
+    assert stack.discord.cdn_fetches == fetched
+    assert used_today(stack) == 0
+
+
+async def test_a_picker_from_before_a_restart_says_it_expired(tmp_path: Path) -> None:
+    """The picker's files are not kept across a restart: a click says so, nothing is guessed."""
+    async with DiscordEmulator() as discord, SoundverseStandin(api_key=API_KEY) as api:
+        guild = await discord.add_guild()
+        alice = discord.add_member(guild, "alice")
+        env = stack_env(discord, api, tmp_path / "stembot.db")
+        settings = load_settings(env, need_discord=True, need_soundverse=True)
+        track = discord.upload_attachment(b"RIFF" + bytes(64), "song.wav", "audio/wav")
+        async with bot_connected(discord, settings):
+            post = await discord.post_user_message(
+                guild.default_channel, alice, attachments=[track]
+            )
+            menu = await discord.message_command("Split stems", member=alice, target=post)
+            picker = await discord.final_message(menu)
+        assert picker is not None and menu.original is not None
+        async with bot_connected(discord, settings):
+            click = await discord.click(
+                menu.original, buttons(picker)[0]["custom_id"], member=alice
+            )
+            answer = await discord.final_message(click)
+        assert answer is not None and answer["content"] == EXPIRED
+        assert answer["flags"] & 64
+        assert api.requests == []
