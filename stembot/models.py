@@ -208,3 +208,13 @@ class Recovery:
 
     interrupted: list[Job]
     undelivered: list[tuple[Job, Separation]]
+
+
+@dataclass(frozen=True, slots=True)
+class DailySpend:
+    """One server's paid API calls and units charged on one UTC day (the operator's view)."""
+
+    day: date
+    guild_id: int
+    calls: int
+    units: int

@@ -39,6 +39,7 @@ from stembot.errors import (
     StoreFailedError,
 )
 from stembot.models import (
+    DailySpend,
     GuildLimits,
     Job,
     JobRequest,
@@ -1270,6 +1271,33 @@ class Store:
         )
         return self._db.execute(sql, window).fetchall()
 
+    def spend_by_day(self, since: datetime, until: datetime) -> list[DailySpend]:
+        """Paid API calls and units charged per UTC day and server in ``[since, until)``,
+        across all servers: the operator's view of what the bot spends."""
+        first, last = _utc(since).date().isoformat(), _utc(until).date().isoformat()
+        with self._read():
+            calls = self._db.execute(
+                "SELECT c.day, c.guild_id, count(*) FROM api_calls AS c "  # noqa: S608 (constant)
+                f"JOIN requests AS r ON r.id = c.job_id WHERE c.day >= ? AND c.day <= ? "
+                f"AND {_CALL_COUNTS} GROUP BY c.day, c.guild_id",
+                (first, last),
+            ).fetchall()
+            units = self._db.execute(
+                f"SELECT substr(created_at, 1, 10) AS day, guild_id, sum({_CHARGED}) "  # noqa: S608
+                "FROM requests WHERE created_at >= ? AND created_at < ? "
+                "GROUP BY day, guild_id",
+                (_stamp(since), _stamp(until)),
+            ).fetchall()
+        spend: dict[tuple[str, int], list[int]] = {}
+        for day, guild_id, count in calls:
+            spend.setdefault((day, guild_id), [0, 0])[0] = count
+        for day, guild_id, charged in units:
+            spend.setdefault((day, guild_id), [0, 0])[1] = charged
+        return [
+            DailySpend(date.fromisoformat(day), guild_id, figures[0], figures[1])
+            for (day, guild_id), figures in sorted(spend.items())
+        ]
+
     def export_csv(self, guild_id: int, since: datetime, until: datetime, out: TextIO) -> int:
         """Write the guild's ledger rows in ``[since, until)`` as CSV; returns rows written."""
         writer = csv.writer(out)
@@ -1305,6 +1333,16 @@ def _csv_row(job: Job, row: Sequence[Any]) -> list[object]:
         _spreadsheet_safe(job.error),
         row[14],
     ]
+
+
+def write_spend_csv(spend: Sequence[DailySpend], out: TextIO) -> None:
+    """The operator's bot-wide view as CSV: one row per UTC day and server."""
+    writer = csv.writer(out)
+    writer.writerow(("day", "guild_id", "api_calls", "units"))
+    writer.writerows(
+        (line.day.isoformat(), _spreadsheet_id(line.guild_id), line.calls, line.units)
+        for line in spend
+    )
 
 
 def _spreadsheet_id(snowflake: int) -> str:

@@ -186,3 +186,85 @@ def test_an_unusable_database_is_one_line_and_exit_1(
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1
     assert "cannot use the database at" in err
+
+
+def _other_server_request(db_path: Path, now: datetime, policy: QuotaPolicy) -> None:
+    store = Store.open(db_path, policy)
+    try:
+        request = JobRequest(
+            guild_id=42,
+            channel_id=9,
+            user_id=7,
+            interaction_id=99,
+            mode=Mode.VOCALS,
+            source_url="https://cdn.example/b.mp3",
+            source_name="b.mp3",
+            source_key="attachment:99",
+        )
+        job = store.reserve(request, now)
+        separation = Separation(Mode.VOCALS, (Stem("vocals", "https://stems.example/v"),), now)
+        store.settle(job.id, separation, "attachment:99", now)
+    finally:
+        store.close()
+
+
+def test_usage_all_shows_calls_and_units_per_day_and_server(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`stembot usage --all`: the bot-wide view, against the API daily budget; --csv too."""
+    now = datetime.now(UTC)
+    db_path = tmp_path / "ledger.db"
+    fill_ledger(db_path, now)
+    _other_server_request(db_path, now, QuotaPolicy())
+    env = {"STEMBOT_DB_PATH": str(db_path), "STEMBOT_API_DAILY_BUDGET": "10"}
+    assert main(["usage", "--all"], env=env) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("Bot-wide usage from ")
+    assert lines[1].split() == [
+        "API",
+        "calls",
+        "today",
+        "4",
+        "of",
+        "10",
+        "(STEMBOT_API_DAILY_BUDGET)",
+    ]
+    today = now.date().isoformat()
+    assert [today, "4", "5", "2"] in [line.split() for line in lines]
+    assert [today, GUILD, "3", "4"] in [line.split() for line in lines]
+    assert [today, "42", "1", "1"] in [line.split() for line in lines]
+    assert main(["usage", "--all", "--csv"], env=env) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert [(r["day"], r["guild_id"], r["api_calls"], r["units"]) for r in rows] == [
+        (today, '="42"', "1", "1"),
+        (today, f'="{GUILD}"', "3", "4"),
+    ]
+    assert main(["usage", GUILD, "--all"], env=env) == 2
+    assert "either GUILD or --all" in capsys.readouterr().err
+    assert main(["usage"], env=env) == 2
+    assert "or --all for every server" in capsys.readouterr().err
+
+
+def test_quota_reset_gives_back_the_defaults(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`quota reset GUILD --daily` drops one override; without flags, all of them."""
+    env = {"STEMBOT_DB_PATH": str(tmp_path / "ledger.db")}
+    assert main(["quota", "set", GUILD, "--daily", "3", "--monthly", "30"], env=env) == 0
+    assert main(["quota", "reset", GUILD, "--daily"], env=env) == 0
+    out = capsys.readouterr().out
+    assert "daily limit      50 units (default)" in out
+    assert "monthly limit    30 units (set for this server)" in out
+    assert main(["quota", "reset", GUILD], env=env) == 0
+    assert "monthly limit    500 units (default)" in capsys.readouterr().out
+
+
+def test_the_operator_may_set_a_limit_above_the_ceiling_and_is_told(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The ceiling bounds moderators; the operator who owns it may go past it, with a note."""
+    env = {"STEMBOT_DB_PATH": str(tmp_path / "ledger.db"), "STEMBOT_MAX_GUILD_DAILY_LIMIT": "100"}
+    assert main(["quota", "set", GUILD, "--daily", "5000"], env=env) == 0
+    out = capsys.readouterr().out
+    assert "daily limit      5000 units (set for this server)" in out
+    assert "note: the daily limit is above STEMBOT_MAX_GUILD_DAILY_LIMIT (100)" in out

@@ -14,8 +14,8 @@ from typing import Any
 
 from stembot.config import load_settings
 from stembot.errors import ConfigError, StembotError
-from stembot.models import GuildLimits, QuotaStatus, UsageLine, UsageReport
-from stembot.store import MAX_LIMIT, Store, month_window
+from stembot.models import DailySpend, GuildLimits, QuotaStatus, UsageLine, UsageReport
+from stembot.store import MAX_LIMIT, Store, month_window, write_spend_csv
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -58,12 +58,29 @@ def register(subparsers: Any) -> None:
         set_.add_argument(flag, dest=dest, metavar="N", help=f"{text} (0 allows none)")
     set_.set_defaults(handler=handle_set)
 
+    reset = actions.add_parser(
+        "reset",
+        help="give a server its default limits back",
+        description="Drop a server's own limits: the named ones (all of them if none is named) "
+        "are the defaults from the settings again.",
+    )
+    reset.add_argument("guild", metavar="GUILD", help=_GUILD_HELP)
+    for flag, dest, text in _LIMIT_OPTIONS:
+        reset.add_argument(flag, dest=dest, action="store_true", help=f"{text}: the default")
+    reset.set_defaults(handler=handle_reset)
+
     usage = subparsers.add_parser(
         "usage",
         help="a server's usage report, or its ledger as CSV",
         description="Report a server's usage since a date (UTC), or export the ledger as CSV.",
     )
-    usage.add_argument("guild", metavar="GUILD", help=_GUILD_HELP)
+    usage.add_argument("guild", metavar="GUILD", nargs="?", help=_GUILD_HELP)
+    usage.add_argument(
+        "--all",
+        dest="all_servers",
+        action="store_true",
+        help="every server instead of one: paid API calls and units per UTC day and server",
+    )
     usage.add_argument(
         "--since", metavar="DATE", help="first UTC day, YYYY-MM-DD (default: the 1st of this month)"
     )
@@ -84,7 +101,13 @@ def handle_set(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     return _run(lambda: _set(args, env))
 
 
+def handle_reset(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    return _run(lambda: _reset(args, env))
+
+
 def handle_usage(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    if args.all_servers:
+        return _run(lambda: _usage_all(args, env))
     return _run(lambda: _usage(args, env))
 
 
@@ -139,14 +162,60 @@ def _set(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     store = _open(env)
     try:
         limits = store.set_limits(guild_id, **changes)
+        policy = store.policy
     finally:
         store.close()
     print(f"Server {guild_id}: limits updated")
     print(_limits_text(limits))
+    # The operator owns the ceilings: they bound what moderators set, not what the operator does.
+    for name, env_name, ceiling in (
+        ("daily", "STEMBOT_MAX_GUILD_DAILY_LIMIT", policy.max_guild_daily_limit),
+        ("monthly", "STEMBOT_MAX_GUILD_MONTHLY_LIMIT", policy.max_guild_monthly_limit),
+    ):
+        value = changes.get(name)
+        if value is not None and ceiling is not None and value > ceiling:
+            print(
+                f"  note: the {name} limit is above {env_name} ({ceiling}); moderators can "
+                "lower it but not set it this high themselves"
+            )
+    return EXIT_OK
+
+
+def _reset(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    guild_id = _guild_id(args.guild)
+    names = [dest for _, dest, _ in _LIMIT_OPTIONS if getattr(args, dest)]
+    store = _open(env)
+    try:
+        limits = store.reset_limits(guild_id, names or [dest for _, dest, _ in _LIMIT_OPTIONS])
+    finally:
+        store.close()
+    print(f"Server {guild_id}: limits reset to the defaults")
+    print(_limits_text(limits))
+    return EXIT_OK
+
+
+def _usage_all(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    if args.guild is not None:
+        raise _BadArgument("give either GUILD or --all, not both")
+    now = datetime.now(UTC)
+    since = _since(args.since, now)
+    store = _open(env)
+    try:
+        spend = store.spend_by_day(since, now)
+        calls_today = store.api_calls_today(now)
+        budget = store.policy.api_daily_budget
+    finally:
+        store.close()
+    if args.csv:
+        write_spend_csv(spend, sys.stdout)
+        return EXIT_OK
+    print(_spend_text(spend, since, now, calls_today, budget))
     return EXIT_OK
 
 
 def _usage(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    if args.guild is None:
+        raise _BadArgument("give a GUILD (a Discord server id), or --all for every server")
     guild_id = _guild_id(args.guild)
     now = datetime.now(UTC)
     since = _since(args.since, now)
@@ -213,8 +282,39 @@ def _limits_text(limits: GuildLimits) -> str:
             f"  per member       {limits.per_user} units a day ({_origin(limits, 'per_user')})",
             f"  active requests  {limits.active_jobs} per member at once "
             f"({_origin(limits, 'active_jobs')})",
+            *(
+                f"  role {role_id:<19} {per_user} units a day per member"
+                for role_id, per_user in limits.role_allowances
+            ),
         )
     )
+
+
+def _spend_text(
+    spend: list[DailySpend], since: datetime, now: datetime, calls_today: int, budget: int | None
+) -> str:
+    lines = [
+        f"Bot-wide usage from {since:%Y-%m-%d %H:%M} UTC to {now:%Y-%m-%d %H:%M} UTC",
+        f"  API calls today  {calls_today} of "
+        + (f"{budget} (STEMBOT_API_DAILY_BUDGET)" if budget is not None else "no daily budget"),
+    ]
+    if not spend:
+        lines.append("  (no requests in this period)")
+        return "\n".join(lines)
+    by_day: dict[date, list[int]] = {}
+    for line in spend:
+        figures = by_day.setdefault(line.day, [0, 0, 0])
+        figures[0] += line.calls
+        figures[1] += line.units
+        figures[2] += 1
+    lines.append("By day (UTC):           API calls   units  servers")
+    lines += [
+        f"  {day.isoformat():<20} {calls:>10} {units:>7} {servers:>8}"
+        for day, (calls, units, servers) in sorted(by_day.items())
+    ]
+    lines.append("By day and server:      API calls   units")
+    lines += [f"  {s.day.isoformat()} {s.guild_id:<20} {s.calls:>6} {s.units:>7}" for s in spend]
+    return "\n".join(lines)
 
 
 def _usage_text(status: QuotaStatus) -> str:
