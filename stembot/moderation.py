@@ -6,11 +6,13 @@ posts the alerts it decides on.
 
 from __future__ import annotations
 
-import io
+import asyncio
 import re
+import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 from stembot.errors import StembotError
 from stembot.models import GuildLimits, Job, JobStatus, Mode, QuotaStatus, UsageReport
@@ -53,13 +55,26 @@ class UsageOverview:
 
 @dataclass(frozen=True, slots=True)
 class LedgerExport:
-    """The ledger of ``[since, until)`` as CSV bytes, ready to attach."""
+    """The ledger of ``[since, until)`` written to a file, ready to attach if it fits.
+
+    A CSV that is larger than the upload limit is zipped (a ledger compresses about tenfold,
+    and every system opens a .zip); if even that is too large, ``path`` is None and ``parts``
+    are shorter periods, each expected to fit, that together cover the one asked for.
+    """
 
     filename: str
-    data: bytes
+    path: Path | None
+    size: int
+    csv_size: int
     rows: int
+    requests: int
     since: datetime
     until: datetime
+    parts: tuple[tuple[date, date], ...] = ()
+
+    @property
+    def zipped(self) -> bool:
+        return self.filename.endswith(".zip")
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +99,8 @@ class QuotaAlert:
 
 
 class ModerationService:
-    """The moderators' side of the ledger. Synchronous: every call is one short store call."""
+    """The moderators' side of the ledger. Every call is one short store call, but the export,
+    which runs in a thread."""
 
     def __init__(self, store: Store, clock: Clock) -> None:
         self._store = store
@@ -188,10 +204,9 @@ class ModerationService:
 
     # --- the export ---------------------------------------------------------------------
 
-    def export(self, guild_id: int, since: str | None, until: str | None) -> LedgerExport:
-        """The ledger from the day ``since`` through the day ``until`` (UTC, both included).
-
-        Defaults: from the first of this month, through today.
+    def export_period(self, since: str | None, until: str | None) -> tuple[datetime, datetime]:
+        """``[start, end)`` from the day ``since`` through the day ``until`` (UTC, both
+        included); raises ModerationError for a bad date. Defaults: this month through today.
         """
         now = self._clock()
         start = month_window(now)[0] if since is None else _day_start(since, "since")
@@ -202,10 +217,49 @@ class ModerationService:
             raise ModerationError(
                 "`since` must come before `until` (dates are YYYY-MM-DD, UTC, both included)."
             )
-        text = io.StringIO(newline="")
-        rows = self._store.export_csv(guild_id, start, end, text)
-        filename = f"stembot-ledger-{guild_id}-{start:%Y-%m-%d}-to-{last:%Y-%m-%d}.csv"
-        return LedgerExport(filename, text.getvalue().encode("utf-8"), rows, start, end)
+        return start, end
+
+    async def export(
+        self, guild_id: int, since: str | None, until: str | None, *, max_bytes: int, folder: Path
+    ) -> LedgerExport:
+        """The ledger of the period as a file in ``folder`` (the caller removes it).
+
+        Written page by page from a thread with its own database connection: a ledger of
+        any size neither holds up the event loop nor sits in memory whole.
+        """
+        start, end = self.export_period(since, until)
+        return await asyncio.to_thread(
+            self.write_export, guild_id, start, end, max_bytes=max_bytes, folder=folder
+        )
+
+    def write_export(
+        self, guild_id: int, start: datetime, end: datetime, *, max_bytes: int, folder: Path
+    ) -> LedgerExport:
+        """``export``'s blocking work: the CSV, zipped if too large, or how to split it."""
+        last = end - timedelta(days=1)
+        name = f"stembot-ledger-{guild_id}-{start:%Y-%m-%d}-to-{last:%Y-%m-%d}.csv"
+        csv_path = folder / name
+        with csv_path.open("w", newline="", encoding="utf-8") as out:
+            rows, requests = self._store.stream_ledger(guild_id, start, end, out)
+        csv_size = csv_path.stat().st_size
+        if csv_size <= max_bytes:
+            return LedgerExport(name, csv_path, csv_size, csv_size, rows, requests, start, end)
+        zip_path = csv_path.with_suffix(".zip")
+        with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_DEFLATED, compresslevel=6) as archive:
+            archive.write(csv_path, arcname=name)
+        csv_path.unlink()
+        zip_size = zip_path.stat().st_size
+        if zip_size <= max_bytes:
+            return LedgerExport(
+                zip_path.name, zip_path, zip_size, csv_size, rows, requests, start, end
+            )
+        zip_path.unlink()
+        days = self._store.ledger_days(guild_id, start, end)
+        per_row = zip_size / max(rows, 1)
+        parts = _periods_that_fit(days, start.date(), last.date(), per_row, max_bytes)
+        return LedgerExport(
+            zip_path.name, None, zip_size, csv_size, rows, requests, start, end, parts
+        )
 
     # --- refunds ------------------------------------------------------------------------
 
@@ -272,6 +326,27 @@ def _reset_names(reset: str | None) -> list[str]:
     if reset is None:
         return []
     return ["daily", "monthly", "per_user"] if reset == "all" else [reset]
+
+
+def _periods_that_fit(
+    days: list[tuple[date, int]], first: date, last: date, bytes_per_row: float, max_bytes: int
+) -> tuple[tuple[date, date], ...]:
+    """Consecutive periods covering ``first``..``last`` whose zipped export should each fit.
+
+    Estimated from the rows per day and the zipped size per row just measured, with a margin
+    because some days compress less well than the average.
+    """
+    budget = max_bytes * 0.8
+    parts: list[tuple[date, date]] = []
+    part_start, part_bytes = first, 0.0
+    for day, rows in days:
+        day_bytes = rows * bytes_per_row
+        if part_bytes and part_bytes + day_bytes > budget:
+            parts.append((part_start, day - timedelta(days=1)))
+            part_start, part_bytes = day, 0.0
+        part_bytes += day_bytes
+    parts.append((part_start, last))
+    return tuple(parts)
 
 
 def _thresholds_reached(used: int, limit: int) -> list[int]:

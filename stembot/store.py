@@ -491,6 +491,8 @@ class Store:
         # The file this connection opened: a write goes nowhere else (see file_problem).
         self._path = path
         self._opened = None if path is None else _identity(path)
+        # Where exports read from, on connections of their own.
+        self._file = Path(db.execute("PRAGMA database_list").fetchone()[2])
 
     @classmethod
     def open(
@@ -1300,38 +1302,101 @@ class Store:
 
     def export_csv(self, guild_id: int, since: datetime, until: datetime, out: TextIO) -> int:
         """Write the guild's ledger rows in ``[since, until)`` as CSV; returns rows written."""
-        writer = csv.writer(out)
-        writer.writerow(CSV_COLUMNS)
-        written = 0
         with self._read():
-            cursor = self._db.execute(
-                f"SELECT {_JOB_COLUMNS}, request_count FROM requests "  # noqa: S608 (constant)
-                "WHERE guild_id = ? AND created_at >= ? AND created_at < ? ORDER BY id",
+            return _write_ledger(self._db.conn, guild_id, since, until, out).rows
+
+    def stream_ledger(
+        self, guild_id: int, since: datetime, until: datetime, out: TextIO
+    ) -> LedgerCount:
+        """``export_csv`` on a read connection of its own, page by page: call it from a thread.
+
+        In WAL mode a reader never blocks the bot's writer (nor waits for it), so a long
+        export stalls nobody, and it sees one consistent snapshot of the ledger.
+        """
+        with _reader(self._file) as conn:
+            return _write_ledger(conn, guild_id, since, until, out)
+
+    def ledger_days(
+        self, guild_id: int, since: datetime, until: datetime
+    ) -> list[tuple[date, int]]:
+        """How many rows the guild's ledger holds on each UTC day of ``[since, until)``.
+
+        Like ``stream_ledger``, on a connection of its own: call it from a thread.
+        """
+        with _reader(self._file) as conn:
+            rows = conn.execute(
+                "SELECT substr(created_at, 1, 10) AS day, count(*) FROM requests "
+                "WHERE guild_id = ? AND created_at >= ? AND created_at < ? "
+                "GROUP BY day ORDER BY day",
                 (guild_id, _stamp(since), _stamp(until)),
-            )
-            for row in cursor:
-                writer.writerow(_csv_row(_job(row), row))
-                written += 1
-        return written
+            ).fetchall()
+        return [(date.fromisoformat(day), count) for day, count in rows]
 
 
-def _csv_row(job: Job, row: Sequence[Any]) -> list[object]:
+_EXPORT_PAGE_ROWS = 1000
+# In the index's order (guild, time, then rowid), so no sort of the whole period is needed.
+_SELECT_EXPORT = """
+SELECT id, created_at, finished_at, guild_id, channel_id, user_id, interaction_id, mode,
+       source_name, source_key, cost, status, error, request_count
+FROM requests INDEXED BY requests_guild_time
+WHERE guild_id = ? AND created_at >= ? AND created_at < ?
+ORDER BY created_at, id
+"""
+_CHARGED_STATUSES = frozenset(("queued", "running", "succeeded"))
+
+
+@contextmanager
+def _reader(path: Path) -> Iterator[sqlite3.Connection]:
+    """A read-only connection holding one snapshot; closed afterwards."""
+    with _busy_is_retryable():
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            conn.execute("BEGIN")
+            yield conn
+        finally:
+            conn.close()
+
+
+class LedgerCount(NamedTuple):
+    """What an export wrote: its rows, and the requests they stand for (free repeats share)."""
+
+    rows: int
+    requests: int
+
+
+def _write_ledger(
+    conn: sqlite3.Connection, guild_id: int, since: datetime, until: datetime, out: TextIO
+) -> LedgerCount:
+    writer = csv.writer(out)
+    writer.writerow(CSV_COLUMNS)
+    rows = requests = 0
+    cursor = conn.execute(_SELECT_EXPORT, (guild_id, _stamp(since), _stamp(until)))
+    while page := cursor.fetchmany(_EXPORT_PAGE_ROWS):
+        writer.writerows(map(_csv_row, page))
+        rows += len(page)
+        requests += sum(row[13] for row in page)
+    return LedgerCount(rows, requests)
+
+
+def _csv_row(row: Sequence[Any]) -> list[object]:
+    (request_id, created, finished, guild, channel, user, interaction, mode) = row[:8]
+    (name, key, cost, status, error, count) = row[8:]
     return [
-        job.id,
-        _iso_seconds(row[10]),
-        _iso_seconds(row[12]),
-        _spreadsheet_id(job.guild_id),
-        _spreadsheet_id(job.channel_id),
-        _spreadsheet_id(job.user_id),
-        _spreadsheet_id(job.interaction_id),
-        job.mode.value,
-        _spreadsheet_safe(job.source_name),
-        _spreadsheet_safe(job.source_key),
-        job.cost,
-        job.charged,
-        job.status.value,
-        _spreadsheet_safe(job.error),
-        row[14],
+        request_id,
+        _stamp_seconds(created),
+        _stamp_seconds(finished),
+        _spreadsheet_id(guild),
+        _spreadsheet_id(channel),
+        _spreadsheet_id(user),
+        _spreadsheet_id(interaction),
+        mode,
+        _spreadsheet_safe(name),
+        _spreadsheet_safe(key),
+        cost,
+        cost if status in _CHARGED_STATUSES else 0,
+        status,
+        _spreadsheet_safe(error),
+        count,
     ]
 
 
@@ -1343,6 +1408,11 @@ def write_spend_csv(spend: Sequence[DailySpend], out: TextIO) -> None:
         (line.day.isoformat(), _spreadsheet_id(line.guild_id), line.calls, line.units)
         for line in spend
     )
+
+
+def _stamp_seconds(stamp: str | None) -> str:
+    """A stored stamp (fixed width, see ``_stamp``) to whole seconds: 2026-05-01T09:00:00Z."""
+    return "" if stamp is None else stamp[:19] + "Z"
 
 
 def _spreadsheet_id(snowflake: int) -> str:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import itertools
+import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,6 +17,7 @@ from stembot.config import QuotaPolicy
 from stembot.errors import QuotaExceededError
 from stembot.models import JobRequest, JobStatus, Mode, Separation, Stem
 from stembot.moderation import (
+    LedgerExport,
     ModerationError,
     ModerationService,
     NotRefundableError,
@@ -92,9 +95,18 @@ def status_of(store: Store, job_id: int) -> JobStatus:
     return job.status
 
 
+def exported(moderation: ModerationService, since=None, until=None) -> tuple[LedgerExport, str]:
+    """The export as the Discord layer gets it, and the text of its CSV."""
+    with tempfile.TemporaryDirectory() as folder:
+        export = asyncio.run(
+            moderation.export(GUILD, since, until, max_bytes=10**9, folder=Path(folder))
+        )
+        assert export.path is not None
+        return export, export.path.read_text(encoding="utf-8")
+
+
 def export_rows(moderation: ModerationService, since=None, until=None) -> list[dict[str, str]]:
-    export = moderation.export(GUILD, since, until)
-    return list(csv.DictReader(io.StringIO(export.data.decode("utf-8"))))
+    return list(csv.DictReader(io.StringIO(exported(moderation, since, until)[1])))
 
 
 # --- usage -----------------------------------------------------------------------------------
@@ -193,10 +205,10 @@ def test_export_defaults_to_this_month_and_parses_back(
     """Without dates the CSV holds this month's rows through today, times in ISO-8601 UTC."""
     succeeded(store, at=datetime(2026, 4, 30, 23, 59, tzinfo=UTC))
     job = succeeded(store, BOB, Mode.ALL, at=datetime(2026, 5, 2, 8, 30, tzinfo=UTC))
-    export = moderation.export(GUILD, None, None)
+    export, text = exported(moderation)
     assert export.since == datetime(2026, 5, 1, tzinfo=UTC)
     assert export.until == datetime(2026, 5, 15, tzinfo=UTC)
-    rows = list(csv.DictReader(io.StringIO(export.data.decode("utf-8"))))
+    rows = list(csv.DictReader(io.StringIO(text)))
     assert list(rows[0]) == list(CSV_COLUMNS)
     assert [row["request_id"] for row in rows] == [str(job.id)]
     assert rows[0]["created_at"] == "2026-05-02T08:30:00Z"
@@ -215,7 +227,7 @@ def test_export_includes_both_named_days(store: Store, moderation: ModerationSer
 
 def test_export_names_the_file_after_the_guild_and_days(moderation: ModerationService) -> None:
     """The filename says whose ledger and which days it holds."""
-    export = moderation.export(GUILD, "2026-04-01", "2026-04-30")
+    export, _ = exported(moderation, "2026-04-01", "2026-04-30")
     assert export.filename == f"stembot-ledger-{GUILD}-2026-04-01-to-2026-04-30.csv"
 
 
@@ -223,13 +235,13 @@ def test_export_names_the_file_after_the_guild_and_days(moderation: ModerationSe
 def test_export_refuses_a_badly_written_date(moderation: ModerationService, text: str) -> None:
     """A date not written YYYY-MM-DD is refused with an example."""
     with pytest.raises(ModerationError, match="YYYY-MM-DD"):
-        moderation.export(GUILD, text, None)
+        moderation.export_period(text, None)
 
 
 def test_export_refuses_since_after_until(moderation: ModerationService) -> None:
     """A period that ends before it starts is refused."""
     with pytest.raises(ModerationError, match="before"):
-        moderation.export(GUILD, "2026-05-10", "2026-05-09")
+        moderation.export_period("2026-05-10", "2026-05-09")
 
 
 # --- refunds ---------------------------------------------------------------------------------

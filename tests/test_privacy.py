@@ -7,8 +7,10 @@ import csv
 import io
 import itertools
 import re
+import tracemalloc
+import zipfile
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -19,6 +21,7 @@ from stembot import store as store_module
 from stembot.config import QuotaPolicy
 from stembot.errors import DuplicateRequestError
 from stembot.models import JobRequest, Mode, Separation, Stem
+from stembot.moderation import LedgerExport, ModerationService
 from stembot.sources import source_key_for_url
 from stembot.store import CSV_ID_COLUMNS, Store
 
@@ -187,3 +190,87 @@ def test_discord_ids_in_the_export_are_not_read_as_numbers(store: Store) -> None
         SNOWFLAKE - 2,
     ]
     assert row["source"] == "'=HYPERLINK(evil)"  # user text is still defused
+
+
+# --- 3. the export: streamed, zipped when too large, else split -----------------------------------
+
+
+def fill(store: Store, rows: int, days: int = 1) -> None:
+    """``rows`` free requests spread over ``days`` days ending today, in one transaction."""
+    first = NOW.replace(hour=0) - timedelta(days=days - 1)
+    step = timedelta(days=days) / rows
+    with store._db.conn:
+        store._db.conn.executemany(
+            "INSERT INTO requests (interaction_id, guild_id, channel_id, user_id, mode, "
+            "source_name, source_key, cost, status, created_at) VALUES "
+            "(?, ?, ?, ?, 'vocals', 'song.mp3', ?, 0, 'succeeded', ?)",
+            (
+                (
+                    SNOWFLAKE + i,
+                    GUILD,
+                    SNOWFLAKE,
+                    SNOWFLAKE + i % 997,
+                    f"attachment:{SNOWFLAKE + i}",
+                    (first + step * i).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+                )
+                for i in range(rows)
+            ),
+        )
+
+
+def write_export(
+    store: Store, folder: Path, max_bytes: int, since: str | None = None, until: str | None = None
+) -> LedgerExport:
+    folder.mkdir(exist_ok=True)
+    moderation = ModerationService(store, lambda: NOW)
+    start, end = moderation.export_period(since, until)
+    return moderation.write_export(GUILD, start, end, max_bytes=max_bytes, folder=folder)
+
+
+def test_the_export_is_written_page_by_page_not_held_in_memory(
+    store: Store, tmp_path: Path
+) -> None:
+    """Exporting 50,000 rows never holds more than a small part of the CSV in memory."""
+    fill(store, 50_000)
+    tracemalloc.start()
+    try:
+        export = write_export(store, tmp_path, max_bytes=10**9)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert export.rows == 50_000 and export.path is not None
+    assert export.csv_size > 5_000_000
+    assert peak < export.csv_size / 4, f"peak {peak:,} bytes for a {export.csv_size:,}-byte CSV"
+
+
+def test_an_export_larger_than_the_upload_limit_is_zipped(store: Store, tmp_path: Path) -> None:
+    """Above the limit the CSV goes in a .zip that fits; it unzips to the whole CSV."""
+    fill(store, 5_000)
+    whole = write_export(store, tmp_path / "plain", max_bytes=10**9)
+    assert whole.path is not None and not whole.zipped
+    limit = whole.csv_size // 2
+    export = write_export(store, tmp_path / "zipped", max_bytes=limit)
+    assert export.zipped and export.path is not None
+    assert export.size <= limit and export.filename == whole.filename[:-4] + ".zip"
+    with zipfile.ZipFile(export.path) as archive:
+        assert archive.namelist() == [whole.filename]
+        assert archive.read(whole.filename) == whole.path.read_bytes()
+    assert [p.name for p in (tmp_path / "zipped").iterdir()] == [export.filename]
+
+
+def test_an_export_too_large_even_zipped_names_periods_that_each_fit(
+    store: Store, tmp_path: Path
+) -> None:
+    """The moderator is told consecutive periods covering the month that each export fits."""
+    fill(store, 20_000, days=10)
+    zipped = write_export(store, tmp_path / "all", max_bytes=10**5)
+    limit = zipped.size // 3
+    export = write_export(store, tmp_path / "too-big", max_bytes=limit)
+    assert export.path is None and not list((tmp_path / "too-big").iterdir())
+    parts = export.parts
+    assert len(parts) >= 3
+    assert parts[0][0] == date(2026, 5, 1) and parts[-1][1] == date(2026, 5, 14)
+    assert all(b[0] == a[1] + timedelta(days=1) for a, b in itertools.pairwise(parts))
+    for first, last in parts:
+        part = write_export(store, tmp_path / f"{first}", limit, f"{first}", f"{last}")
+        assert part.path is not None, (first, last, part.size, limit)

@@ -7,8 +7,9 @@ at run time against the member's permissions in the channel.
 
 from __future__ import annotations
 
-import io
 import logging
+import tempfile
+from pathlib import Path
 
 import discord
 from discord import app_commands
@@ -112,20 +113,24 @@ class AdminCog(
     async def export(
         self, interaction: discord.Interaction, since: str | None = None, until: str | None = None
     ) -> None:
-        export = self._moderation.export(_guild_id(interaction), since, until)
-        if len(export.data) > interaction.filesize_limit:
-            await interaction.response.send_message(
-                admin_embeds.export_too_large_text(export, interaction.filesize_limit),
+        self._moderation.export_period(since, until)  # a bad date is refused at once
+        # Writing a big ledger, and uploading it, takes longer than the 3 s for a first answer.
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        limit = interaction.filesize_limit
+        with tempfile.TemporaryDirectory(prefix="stembot-export-") as folder:
+            export = await self._moderation.export(
+                _guild_id(interaction), since, until, max_bytes=limit, folder=Path(folder)
+            )
+            if export.path is None:
+                await interaction.followup.send(
+                    admin_embeds.export_too_large_text(export, limit), ephemeral=True
+                )
+                return
+            await interaction.followup.send(
+                admin_embeds.export_text(export),
+                file=discord.File(export.path, filename=export.filename),
                 ephemeral=True,
             )
-            return
-        # An upload can take longer than the 3 s Discord gives the first answer.
-        await interaction.response.defer(ephemeral=True, thinking=True)
-        await interaction.followup.send(
-            admin_embeds.export_text(export),
-            file=discord.File(io.BytesIO(export.data), filename=export.filename),
-            ephemeral=True,
-        )
 
     @app_commands.command(name="refund", description="Give back the units of one request, once")
     @app_commands.describe(request_id="The request's id (the request_id column of the export)")

@@ -157,18 +157,44 @@ def _limit_notes(limits: GuildLimits) -> list[str]:
 
 
 def export_text(export: LedgerExport) -> str:
-    return (
+    text = (
         f"The ledger from {utc_text(export.since)} up to {utc_text(export.until)}: "
-        f"{requests(export.rows)}. Times in the file are ISO-8601 UTC."
+        f"{requests(export.requests)}"
+        + (f" in {export.rows:,} rows" if export.rows != export.requests else "")
+        + '. Times in the file are ISO-8601 UTC; ids are written ="…" so spreadsheets '
+        "keep every digit."
     )
+    if export.zipped:
+        text += (
+            f" The CSV ({size_text(export.csv_size)}) is larger than Discord lets me upload "
+            "here, so it is zipped: open the .zip to get it."
+        )
+    return text
 
 
 def export_too_large_text(export: LedgerExport, limit_bytes: int) -> str:
-    return (
-        f"The ledger for that period is {len(export.data):,} bytes, more than the "
-        f"{limit_bytes:,} bytes Discord lets me upload here. Ask for a shorter period "
-        "with `since` and `until`."
+    head = (
+        f"The ledger for that period is {size_text(export.csv_size)} as CSV and still "
+        f"{size_text(export.size)} zipped, more than the {size_text(limit_bytes)} Discord lets "
+        "me upload here."
     )
+    if len(export.parts) < 2:
+        return (
+            f"{head} A shorter period won't help; the bot's operator can export it with "
+            "`stembot usage`."
+        )
+    shown = [f"`since:{first:%Y-%m-%d} until:{last:%Y-%m-%d}`" for first, last in export.parts[:10]]
+    more = len(export.parts) - len(shown)
+    tail = f", and {more} more periods after those" if more else ""
+    return f"{head} Export it in {len(export.parts)} parts: " + ", ".join(shown) + tail + "."
+
+
+def size_text(count: int) -> str:
+    if count < 1024:
+        return f"{count:,} bytes"
+    if count < 1024 * 1024:
+        return f"{count / 1024:,.1f} KiB"
+    return f"{count / 1024 / 1024:,.1f} MiB"
 
 
 def refund_text(refund: Refund) -> str:

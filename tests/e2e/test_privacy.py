@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import csv
 import io
 import logging
+import sqlite3
+import time
+import zipfile
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from aiohttp import web
 
 from stembot.logs import TOKEN_CARRYING_LOGGERS, configure_logging
-from stembot.store import CSV_ID_COLUMNS
-from tests.e2e.stack import WAV, Stack, is_result, running_stack
+from stembot.store import CSV_ID_COLUMNS, month_window
+from tests.e2e.stack import WAV, Stack, acked_in_time, eventually, is_result, running_stack
 from tests.e2e.test_admin import admin, download, moderator, text_of
+from tests.standins.discord import LOADING, InteractionRecord
 
 SIGNATURE = "X-Amz-Signature=0123456789abcdefSECRET"
 
@@ -126,3 +132,76 @@ async def test_exported_ids_are_text_to_a_spreadsheet(stack: Stack) -> None:
         "interaction_id": row["interaction_id"],
     }
     assert row["interaction_id"].startswith('="') and row["interaction_id"][2:-1].isdigit()
+
+
+# --- 3. a big export stalls nobody -----------------------------------------------------------
+
+BIG_LEDGER_ROWS = 400_000
+
+
+def fill_ledger(stack: Stack, rows: int) -> None:
+    """``rows`` free requests of this month (the quota stays open) in one transaction."""
+    now = datetime.now(UTC)
+    month = month_window(now)[0]
+    step = (now - month) / rows
+    guild_id = stack.guild.id
+    path = stack.settings.db_path
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.executemany(
+            "INSERT INTO requests (interaction_id, guild_id, channel_id, user_id, mode, "
+            "source_name, source_key, cost, status, created_at, finished_at) "
+            "VALUES (?, ?, 1234567890123456789, ?, 'vocals', 'song.mp3', ?, 0, 'succeeded', ?, ?)",
+            (
+                (
+                    10**18 + i,
+                    guild_id,
+                    10**18 + i % 5000,
+                    f"attachment:{10**18 + i}",
+                    stamp := (month + step * i).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+                    stamp,
+                )
+                for i in range(rows)
+            ),
+        )
+    conn.close()
+
+
+@pytest.mark.slow
+async def test_a_big_export_is_streamed_while_members_are_answered(tmp_path: Path) -> None:
+    """A 400,000-row export runs while a member's /stems is acknowledged within 3 s and
+    answered; the file that arrives holds every row."""
+    async with running_stack(tmp_path / "stembot.db") as stack:
+        await asyncio.to_thread(fill_ledger, stack, BIG_LEDGER_ROWS)
+        started = time.monotonic()
+        export = await stack.discord.slash(
+            "stems-admin export", member=moderator(stack), channel=stack.channel
+        )
+        await asyncio.sleep(0.3)  # the export is under way
+        member = await stack.stems()
+        answer = await stack.answer(member, timeout_s=30)
+        member_done = time.monotonic() - started
+        await eventually(lambda: settled(export), timeout_s=100)
+        elapsed = time.monotonic() - started
+        message = export.view().original
+        assert message is not None
+        (attachment,) = message["attachments"]
+        data = await download(attachment["url"])
+    assert acked_in_time(member) and is_result(answer)
+    assert member_done < elapsed  # answered while the export was still being made
+    print(f"export of {BIG_LEDGER_ROWS:,} rows: {elapsed:.1f} s, {len(data):,} bytes attached")
+    text = io.TextIOWrapper(io.BytesIO(unzipped(attachment["filename"], data)), encoding="utf-8")
+    assert sum(1 for _ in csv.reader(text)) - 1 >= BIG_LEDGER_ROWS
+
+
+def settled(interaction: InteractionRecord) -> bool:
+    original = interaction.view().original
+    return original is not None and not original.get("flags", 0) & LOADING
+
+
+def unzipped(filename: str, data: bytes) -> bytes:
+    if not filename.endswith(".zip"):
+        return data
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        (name,) = archive.namelist()
+        return archive.read(name)
