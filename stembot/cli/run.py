@@ -17,6 +17,7 @@ import discord
 from stembot.bot.client import StemBot
 from stembot.bot.endpoints import use_discord_endpoints
 from stembot.config import Settings, load_settings
+from stembot.database_lock import hold_database
 from stembot.jobs import StemService, utc_now
 from stembot.logs import configure_logging
 from stembot.moderation import ModerationService
@@ -48,7 +49,9 @@ def register(subparsers: Any) -> None:
 def handle_run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     settings = load_settings(env, need_discord=True, need_soundverse=True)
     configure_logging(settings.log_level, secrets_of(settings))
-    return run_reporting_discord_problems(settings, run_bot(settings))
+    # Before anything reads the ledger: start-up recovery is only right for the one bot.
+    with hold_database(settings.db_path):
+        return run_reporting_discord_problems(settings, run_bot(settings))
 
 
 def handle_sync(args: argparse.Namespace, env: Mapping[str, str]) -> int:
