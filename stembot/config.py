@@ -81,6 +81,8 @@ class Settings:
     # Store calls run on the event loop: a locked database stalls the whole bot this long.
     db_busy_timeout_s: float = 1.0
     url_probe_timeout_s: float = 20.0
+    # Links one member may have being checked at once (the probe slots are shared).
+    url_probes_per_member: int = 2
     quota: QuotaPolicy = field(default_factory=QuotaPolicy)
 
     @property
@@ -274,6 +276,12 @@ def load_settings(
             _positive_float,
             d.url_probe_timeout_s,
             "a positive number of seconds",
+        ),
+        "url_probes_per_member": r.typed(
+            "STEMBOT_URL_PROBES_PER_MEMBER",
+            _positive_int,
+            d.url_probes_per_member,
+            "a whole number of at least 1",
         ),
     }
     limit = "a whole number of at least 0"

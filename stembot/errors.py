@@ -41,6 +41,19 @@ class QuotaExceededError(StembotError):
         super().__init__(user_message)
 
 
+class TooManyLinksError(StembotError):
+    """The member already has as many links being checked as one member may."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        links = "a link" if limit == 1 else f"{limit} links"
+        super().__init__(
+            f"You already have {links} being checked. Wait until "
+            f"{'it is' if limit == 1 else 'they are'} answered, then try again. "
+            "You were not charged."
+        )
+
+
 class DuplicateRequestError(StembotError):
     """The same interaction was already accepted (Discord delivered it twice)."""
 

@@ -8,6 +8,7 @@ JobListener it hands in with the request.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import itertools
@@ -40,6 +41,7 @@ from stembot.models import (
     Recovery,
     Separation,
 )
+from stembot.probe_slots import ProbeSlots
 from stembot.scheduling import FairQueue
 from stembot.sources import (
     ProbedSource,
@@ -171,11 +173,13 @@ class StemService:
         max_concurrent_jobs: int,
         max_input_bytes: int,
         result_ttl_s: float,
+        probes_per_member: int = 2,
         clock: Clock = utc_now,
     ) -> None:
         self._store = store
         self._separator = separator
         self._prober = prober
+        self._probe_slots = ProbeSlots(probes_per_member)
         self._max_input_bytes = max_input_bytes
         self._max_running = max_concurrent_jobs
         self._result_ttl = timedelta(seconds=result_ttl_s)
@@ -281,9 +285,14 @@ class StemService:
                 now.date().isoformat(),
             )
 
-    async def check_url(self, url: str) -> CheckedSource:
-        """Guarded, bounded probe that the URL leads to audio within the size limit."""
-        probed = await self._prober.probe(url)
+    async def check_url(self, url: str, requester: Requester | None = None) -> CheckedSource:
+        """Guarded, bounded probe that the URL leads to audio within the size limit.
+
+        A requester's probes take one of their own slots (see ProbeSlots): TooManyLinksError
+        when they already have ``probes_per_member`` links being checked.
+        """
+        with self._probe_slots.take(requester.user_id) if requester else contextlib.nullcontext():
+            probed = await self._prober.probe(url)
         return CheckedSource(probed.url, probed.filename, source_key_for_url(probed.url))
 
     # --- submitting and cancelling ------------------------------------------------------

@@ -111,7 +111,7 @@ async def start_request(
         await interaction.response.defer(thinking=True)
         if isinstance(source, str):
             service.precheck(requester, mode, source)
-            source = await service.check_url(source)
+            source = await service.check_url(source, requester)
         messages = RequestMessages(client, interaction, service, mode, source.name)
         job = service.submit(requester, mode, source, messages)
     except StembotError as refusal:

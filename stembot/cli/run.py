@@ -114,6 +114,7 @@ async def built_bot(settings: Settings, *, force_sync: bool = False) -> AsyncIte
                 max_concurrent_jobs=settings.max_concurrent_jobs,
                 max_input_bytes=settings.max_input_bytes,
                 result_ttl_s=settings.result_ttl_s,
+                probes_per_member=settings.url_probes_per_member,
             )
             bot = StemBot(
                 service=service,
