@@ -577,15 +577,19 @@ class StemService:
         return self._ledger_problem is not None
 
     def retry_unwritten(self) -> None:
-        """Try again the ledger writes that failed after the API answered; keep what fails."""
-        pending, self._unwritten = self._unwritten, []
-        for what, write in pending:
+        """Try again, in order, the ledger writes that failed after the API answered.
+
+        Stops at the first that fails again (keeping it and the rest): a database that is
+        still busy or broken costs one attempt here, not one per pending write.
+        """
+        while self._unwritten:
+            what, write = self._unwritten[0]
             try:
                 write()
             except Exception:
-                self._unwritten.append((what, write))
-            else:
-                log.info("%s: written on a later try", what)
+                return
+            self._unwritten.pop(0)
+            log.info("%s: written on a later try", what)
 
     def _reply_soon(self, notification: Awaitable[None], job_id: int) -> None:
         """Tell a listener without making the caller wait for Discord."""

@@ -51,6 +51,9 @@ def handle_run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     configure_logging(settings.log_level, secrets_of(settings))
     # Before anything reads the ledger: start-up recovery is only right for the one bot.
     with hold_database(settings.db_path):
+        if not settings.db_path.exists():
+            # Said out loud: a ledger that went missing must not be replaced unnoticed.
+            log.warning("no database at %s: starting a new, empty ledger", settings.db_path)
         return run_reporting_discord_problems(settings, run_bot(settings))
 
 

@@ -129,3 +129,5 @@ async def test_the_database_is_taken_over_after_a_crash_and_released_on_exit(
                 bot.signal(signal.SIGTERM)
                 assert await bot.wait() == 0, bot.log_text()
         assert REFUSAL not in bot.log_text()
+        # Only the first start found no database, and said so.
+        assert bot.log_text().count(f"no database at {db}: starting a new, empty ledger") == 1
