@@ -169,6 +169,8 @@ class GuildLimits:
     per_user: int
     active_jobs: int
     overridden: frozenset[str] = frozenset()
+    # Those set above the operator's ceiling: held to the ceiling.
+    capped: frozenset[str] = frozenset()
     # (role id, units a day) for roles whose members get their own daily allowance.
     role_allowances: tuple[tuple[int, int], ...] = ()
 

@@ -1145,12 +1145,22 @@ class Store:
             d if o is None else o
             for o, d in zip(overrides, (*defaults, p.user_active_jobs), strict=True)
         ]
+        # The operator's ceilings bind every server, even a limit set before they were.
+        capped = set()
+        for index, name, ceiling in (
+            (0, "daily", p.max_guild_daily_limit),
+            (1, "monthly", p.max_guild_monthly_limit),
+        ):
+            if ceiling is not None and values[index] > ceiling:
+                values[index] = ceiling
+                capped.add(name)
         return GuildLimits(
             daily=values[0],
             monthly=values[1],
             per_user=values[2],
             active_jobs=values[3],
             overridden=frozenset(n for n, o in zip(names, overrides, strict=True) if o is not None),
+            capped=frozenset(capped),
         )
 
     def set_limits(

@@ -259,12 +259,16 @@ def test_quota_reset_gives_back_the_defaults(
     assert "monthly limit    500 units (default)" in capsys.readouterr().out
 
 
-def test_the_operator_may_set_a_limit_above_the_ceiling_and_is_told(
+def test_the_ceilings_bind_the_operators_changes_too(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The ceiling bounds moderators; the operator who owns it may go past it, with a note."""
-    env = {"STEMBOT_DB_PATH": str(tmp_path / "ledger.db"), "STEMBOT_MAX_GUILD_DAILY_LIMIT": "100"}
-    assert main(["quota", "set", GUILD, "--daily", "5000"], env=env) == 0
-    out = capsys.readouterr().out
-    assert "daily limit      5000 units (set for this server)" in out
-    assert "note: the daily limit is above STEMBOT_MAX_GUILD_DAILY_LIMIT (100)" in out
+    """One rule for every server: `quota set` above a ceiling is refused, nothing written."""
+    db_path = tmp_path / "ledger.db"
+    env = {"STEMBOT_DB_PATH": str(db_path), "STEMBOT_MAX_GUILD_DAILY_LIMIT": "100"}
+    assert main(["quota", "set", GUILD, "--daily", "5000"], env=env) == 2
+    assert capsys.readouterr().err == (
+        "stembot: --daily 5000 is above STEMBOT_MAX_GUILD_DAILY_LIMIT (100); "
+        "raise that setting first\n"
+    )
+    assert not db_path.exists()
+    assert main(["quota", "set", GUILD, "--daily", "100"], env=env) == 0

@@ -903,3 +903,15 @@ def test_shared_calls_settle_and_refund_every_request_once(store: Store) -> None
     assert store.settle_joined([late.id], NOW) == 1
     assert store.settle_joined([late.id], NOW) == 0
     assert used_today(store) == 1
+
+
+def test_a_limit_set_before_a_ceiling_is_held_to_it(db_path: Path) -> None:
+    """A server's old override above a new ceiling binds at the ceiling, marked as capped."""
+    store = open_store(db_path)
+    store.set_limits(GUILD, daily=1_000_000, monthly=1_000_000)
+    store.close()
+    store = open_store(db_path, replace(POLICY, max_guild_daily_limit=60))
+    limits = store.guild_limits(GUILD)
+    assert (limits.daily, limits.monthly, limits.capped) == (60, 1_000_000, frozenset({"daily"}))
+    assert store.quota_status(GUILD, None, NOW).guild_daily.limit == 60
+    store.close()

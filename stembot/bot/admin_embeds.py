@@ -116,8 +116,7 @@ def limits_embed(limits: GuildLimits) -> discord.Embed:
     """The limits now in force, saying which a moderator set and which are the defaults."""
     values = {"daily": limits.daily, "monthly": limits.monthly, "per_user": limits.per_user}
     lines = [
-        f"{label}: **{units(values[name])}** "
-        f"({'set on this server' if name in limits.overridden else 'default'})"
+        f"{label}: **{units(values[name])}** ({_origin(limits, name)})"
         for name, label in _LIMIT_NAMES
     ]
     lines += _role_lines(limits)
@@ -143,6 +142,12 @@ def _role_lines(limits: GuildLimits) -> list[str]:
     if hidden:
         shown.append(f"…and {hidden} more roles")
     return shown
+
+
+def _origin(limits: GuildLimits, name: str) -> str:
+    if name in limits.capped:
+        return "the most the bot's operator allows"
+    return "set on this server" if name in limits.overridden else "default"
 
 
 def _limit_notes(limits: GuildLimits) -> list[str]:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime
 from typing import Any
 
-from stembot.config import load_settings
+from stembot.config import QuotaPolicy, load_settings
 from stembot.errors import ConfigError, StembotError
 from stembot.models import DailySpend, GuildLimits, QuotaStatus, UsageLine, UsageReport
 from stembot.store import MAX_LIMIT, Store, month_window, write_spend_csv
@@ -159,25 +159,14 @@ def _set(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     if not changes:
         flags = ", ".join(flag for flag, _, _ in _LIMIT_OPTIONS)
         raise _BadArgument(f"nothing to set: give at least one of {flags}")
+    _within_ceilings(changes, load_settings(env).quota)
     store = _open(env)
     try:
         limits = store.set_limits(guild_id, **changes)
-        policy = store.policy
     finally:
         store.close()
     print(f"Server {guild_id}: limits updated")
     print(_limits_text(limits))
-    # The operator owns the ceilings: they bound what moderators set, not what the operator does.
-    for name, env_name, ceiling in (
-        ("daily", "STEMBOT_MAX_GUILD_DAILY_LIMIT", policy.max_guild_daily_limit),
-        ("monthly", "STEMBOT_MAX_GUILD_MONTHLY_LIMIT", policy.max_guild_monthly_limit),
-    ):
-        value = changes.get(name)
-        if value is not None and ceiling is not None and value > ceiling:
-            print(
-                f"  note: the {name} limit is above {env_name} ({ceiling}); moderators can "
-                "lower it but not set it this high themselves"
-            )
     return EXIT_OK
 
 
@@ -252,6 +241,19 @@ def _limit(flag: str, text: str) -> int:
     raise _BadArgument(f"{flag} must be a whole number from 0 to {MAX_LIMIT}, not {_shown(text)}")
 
 
+def _within_ceilings(changes: Mapping[str, int], policy: QuotaPolicy) -> None:
+    """The ceilings bind the operator's own changes too: one rule for every server."""
+    for name, flag, env_name, ceiling in (
+        ("daily", "--daily", "STEMBOT_MAX_GUILD_DAILY_LIMIT", policy.max_guild_daily_limit),
+        ("monthly", "--monthly", "STEMBOT_MAX_GUILD_MONTHLY_LIMIT", policy.max_guild_monthly_limit),
+    ):
+        value = changes.get(name)
+        if value is not None and ceiling is not None and value > ceiling:
+            raise _BadArgument(
+                f"{flag} {value} is above {env_name} ({ceiling}); raise that setting first"
+            )
+
+
 def _since(text: str | None, now: datetime) -> datetime:
     if text is None:
         return month_window(now)[0]
@@ -271,6 +273,8 @@ def _since(text: str | None, now: datetime) -> datetime:
 
 
 def _origin(limits: GuildLimits, name: str) -> str:
+    if name in limits.capped:
+        return "set for this server, held to the STEMBOT_MAX_GUILD_* ceiling"
     return "set for this server" if name in limits.overridden else "default"
 
 

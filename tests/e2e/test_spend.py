@@ -78,6 +78,17 @@ async def test_moderators_cannot_set_limits_above_the_operators_ceilings(tmp_pat
         assert "Server per UTC day: **100 units** (set on this server)" in text_of(accepted)
 
 
+async def test_a_limit_set_before_the_ceiling_is_held_to_it(tmp_path: Path) -> None:
+    """A daily 100 a moderator set before the operator chose a ceiling of 1 binds at 1."""
+    env = {"STEMBOT_MAX_GUILD_DAILY_LIMIT": "1", "STEMBOT_GUILD_DAILY_LIMIT": "1"}
+    async with running_stack(tmp_path / "db.sqlite", env) as stack:
+        stack.ledger().set_limits(stack.guild.id, daily=100)  # as an older bot let them
+        await stack.answer(await stack.stems())
+        assert "used 1 of its 1 daily units" in await stack.refusal(await stack.stems())
+        shown = text_of(await admin(stack, "limits", moderator(stack), {"monthly": 400}))
+        assert "Server per UTC day: **1 unit** (the most the bot's operator allows)" in shown
+
+
 # --- 2.4 back to the default ------------------------------------------------------------------
 
 
