@@ -52,9 +52,9 @@ async def test_no_message_pings_anyone_but_the_requester_where_intended(tmp_path
             )
             await eventually(lambda: done.original is not None and not done.original.loading)
 
-        # Alerts: the 7 units used below pass 80% and 100% of a daily limit of 7.
+        # Alerts: the 8 units used below pass 80% and 100% of a daily limit of 8.
         logs = await discord.add_channel(stack.guild, "mod-log")
-        await admin("limits", {"daily": 7, "per_user": 7})
+        await admin("limits", {"daily": 8, "per_user": 8})
         await admin("log-channel", {"channel": logs})
         await admin("usage")
         await admin("export", {"since": f"@everyone <@&{stack.guild.id}>"})
@@ -86,6 +86,16 @@ async def test_no_message_pings_anyone_but_the_requester_where_intended(tmp_path
                 menu.original, first["custom_id"], member=stack.member, values=value
             )
             await stack.answer(pick)
+        # Cancel while queued (an edit of the status message), and /stems quota.
+        stack.api.latency = 1.0
+        running = await stack.stems("vocals", options={"file": stack.upload("e" + name)})
+        queued = await stack.stems("vocals", member=bob, options={"file": stack.upload(name)})
+        await eventually(lambda: queued.original is not None and queued.original.custom_ids())
+        assert queued.original is not None
+        (cancel,) = queued.original.custom_ids()
+        await discord.acknowledged(await discord.click(queued.original, cancel, member=bob))
+        await stack.answer(running)
+        await discord.final_message(await discord.slash("stems quota", member=stack.member))
         # Token expired: posted in the channel with the requester's mention...
         stack.api.latency = 0.3
         # (the channel holds bob's two posts)

@@ -5,13 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from stembot.bot.split import EXPIRED, NOT_OFFERED
+from stembot.bot.split import EXPIRED, NOT_OFFERED, NOT_YOURS
 from stembot.config import load_settings
 from tests.e2e.stack import (
     API_KEY,
     Stack,
     bot_connected,
     buttons,
+    is_result,
     stack_env,
     used_today,
 )
@@ -62,6 +63,20 @@ async def test_a_select_value_the_picker_did_not_offer_is_refused(stack: Stack) 
     assert stack.api_calls() == 0
     assert stack.discord.cdn_fetches == fetched
     assert used_today(stack) == 0
+
+
+async def test_another_members_click_on_a_picker_is_refused(stack: Stack) -> None:
+    """The picker is private, so Discord shows it to no one else; should another member's
+    click reach the bot all the same (a modified client), it runs nothing."""
+    bob = stack.discord.add_member(stack.guild, "bob")
+    menu, picker = await open_picker(stack, stack.member, [stack.upload("hers.wav")])
+    assert menu.original is not None
+    vocals = buttons(picker)[0]["custom_id"]
+    click = await stack.discord.click(menu.original, vocals, member=bob)
+    assert await stack.refusal(click) == NOT_YOURS
+    assert stack.api_calls() == 0
+    own = await stack.discord.click(menu.original, vocals, member=stack.member)
+    assert is_result(await stack.answer(own))
 
 
 async def test_a_picker_from_before_a_restart_says_it_expired(tmp_path: Path) -> None:
