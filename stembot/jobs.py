@@ -246,13 +246,16 @@ class StemService:
         """The cheap checks, before a URL is fetched: reads the ledger, writes nothing.
 
         Raises QuotaExceededError (a switched-off or spent server or member, the bot-wide
-        budget, too many requests in progress) or ShuttingDownError. A repeat answered from a
+        budget, too many requests in progress), ShuttingDownError or DatabaseReplacedError.
+        A repeat answered from a
         stored result is never refused here, and one that would join a running call only for
         the limits that do not depend on units, as ``submit`` does; the key is the URL's as
         given (a link that redirects elsewhere is checked in full by ``submit``).
         """
         if not self._accepting:
             raise ShuttingDownError()
+        if self._ledger_lost():
+            raise DatabaseReplacedError()
         now = self._clock()
         cost: int | None = self._store.policy.cost_of(mode)
         if url is not None:
@@ -398,7 +401,8 @@ class StemService:
         handed = self._store.hand_over_charge(
             payer.job.id, [(t.job.id, t.request.role_ids) for t in heirs], now
         )
-        if handed is None:
+        if handed is None:  # no heir still active in the ledger: a plain refund
+            self._store.refund(payer.job.id, JobStatus.CANCELLED, "cancelled by the requester", now)
             return
         heir_id, member_pays = handed
         heir = next(t for t in heirs if t.job.id == heir_id)

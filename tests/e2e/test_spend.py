@@ -264,7 +264,8 @@ async def test_a_cancelled_payers_charge_goes_to_the_next_requester_with_room(
     tmp_path: Path,
 ) -> None:
     """Alice pays, Bob (spent) and Carol (room) join; Alice cancels: Carol carries the charge,
-    Bob stays within his limit, the call is paid once and everyone gets the stems."""
+    Bob stays within his limit, the call is paid once, everyone gets the stems, and Carol's
+    request is the one a moderator refunds."""
     env = {"STEMBOT_MAX_CONCURRENT_JOBS": "1", "STEMBOT_USER_DAILY_LIMIT": "1"}
     async with running_stack(tmp_path / "db.sqlite", env, api_latency=0.7) as stack:
         bob = stack.discord.add_member(stack.guild, "bob")
@@ -291,6 +292,14 @@ async def test_a_cancelled_payers_charge_goes_to_the_next_requester_with_room(
             assert status.user_daily.used == used <= status.user_daily.limit
         assert used_today(stack) == 3  # Bob's, Dave's, and the shared call once
         assert stack.api_calls() == 3
+        # Carol is now the payer of record: refunding her forgets the stored result.
+        refund = await admin(stack, "refund", moderator(stack), {"request_id": 5})
+        assert refund["content"].startswith("Refunded request 5 ")
+        erin = stack.discord.add_member(stack.guild, "erin")
+        assert is_result(
+            await stack.answer(await stack.stems(member=erin, options={"file": track}))
+        )
+        assert stack.api_calls() == 4
 
 
 async def test_with_nobody_left_with_room_the_server_alone_carries_the_charge(
