@@ -526,7 +526,10 @@ class Store:
         """
         if self._path is None or self._opened is None:
             return None
-        now = _identity(self._path)
+        try:
+            now = _identity(self._path)
+        except OSError as error:
+            return f"the database file {self._path} can no longer be reached ({error.strerror})"
         if now == self._opened:
             return None
         if now is None:

@@ -18,11 +18,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlite_utils import Database
 
 from stembot.config import QuotaPolicy
-from stembot.errors import DuplicateRequestError, QuotaExceededError, StoreBusyError
+from stembot.errors import (
+    DatabaseReplacedError,
+    DuplicateRequestError,
+    QuotaExceededError,
+    StoreBusyError,
+    StoreFailedError,
+)
 from stembot.models import JobRequest, JobStatus, Mode, QuotaLimit, Separation, Stem
-from stembot.store import QuotaLimitReached, Store, StoreUnavailableError
+from stembot.store import MIGRATIONS, QuotaLimitReached, Store, StoreUnavailableError
 
 NOW = datetime(2026, 5, 14, 12, 0, tzinfo=UTC)
 GUILD = 111
@@ -463,10 +470,6 @@ def test_recovery_sorts_what_a_crash_left_owing(store: Store) -> None:
 
 def test_upgrading_does_not_deliver_earlier_answers_again(db_path: Path) -> None:
     """Requests answered before deliveries were recorded count as delivered ("unrecorded")."""
-    from sqlite_utils import Database
-
-    from stembot.store import MIGRATIONS
-
     old = Database(db_path)
     MIGRATIONS.apply(old, stop_before="0003_deliveries")
     old.execute(
@@ -487,6 +490,42 @@ def test_upgrading_does_not_deliver_earlier_answers_again(db_path: Path) -> None
         assert store.delivered_via(1) == "unrecorded"
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("how", ["deleted", "replaced"])
+def test_a_vanished_database_file_refuses_writes_instead_of_writing_nowhere(
+    db_path: Path, store: Store, how: str
+) -> None:
+    """SQLite would go on writing through the open handle; the store refuses and says why."""
+    job = store.reserve(request(), NOW)
+    assert store.file_problem() is None
+    db_path.unlink()
+    if how == "replaced":
+        sqlite3.connect(db_path).close()
+    assert store.file_problem() == f"the database file {db_path} was {how}" + (
+        " by another file" if how == "replaced" else ""
+    )
+    with pytest.raises(DatabaseReplacedError):
+        store.settle(job.id, separation(), "attachment:42", NOW)
+    with pytest.raises(DatabaseReplacedError):
+        store.reserve(request(user=BOB), NOW)
+
+
+def test_a_corrupt_page_is_a_store_failure_not_a_crash(db_path: Path, store: Store) -> None:
+    """A write that hits a corrupt page raises StoreFailedError (safe to show), not sqlite's."""
+    job = store.reserve(request(), NOW)
+    other = sqlite3.connect(db_path, isolation_level=None)
+    other.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    (root,) = other.execute("SELECT rootpage FROM sqlite_master WHERE name = 'requests'").fetchone()
+    (page_size,) = other.execute("PRAGMA page_size").fetchone()
+    with db_path.open("r+b") as file:
+        file.seek((root - 1) * page_size)
+        file.write(b"\xff" * page_size)
+    other.execute("INSERT INTO command_digests (scope, digest) VALUES ('x', '')")
+    other.close()
+    with pytest.raises(StoreFailedError) as raised:
+        store.settle(job.id, separation(), "attachment:42", NOW)
+    assert isinstance(raised.value.__cause__, sqlite3.DatabaseError)
 
 
 def _hold_a_running_job(path: str, ready: Any) -> None:
