@@ -7,7 +7,9 @@ developers who want to try the bot without spending credits::
 
 Separation calls answer the documented lists with fresh stem URLs that point back at the
 stand-in, which serves a small real WAV file at each. Failures are injected on demand with
-``Reply`` values: ``fail_next(reply, times=n)``, ``script(r1, r2, ...)`` or ``fail_always(reply)``.
+``Reply`` values: ``fail_next(reply, times=n)``, ``script(r1, r2, ...)`` or ``fail_always(reply)``;
+``hold()`` keeps every call waiting (recorded, in flight) until ``release()``, so a test can
+break something while a call runs.
 Every API call is recorded in ``requests`` (without the Authorization header).
 """
 
