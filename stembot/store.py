@@ -178,8 +178,9 @@ def _create_spend(db: Database) -> None:
         ) STRICT, WITHOUT ROWID;
 
         -- One row per paid API call, from its reservation: the bot-wide daily budget counts
-        -- them. made_at is set when the call goes out; one that never did (cancelled or
-        -- interrupted while queued) stops counting.
+        -- them. made_at is set when the call goes out (and day becomes that day); one that
+        -- never did (cancelled or interrupted while still queued) is deleted by a trigger,
+        -- whichever code ends the request.
         CREATE TABLE api_calls (
             job_id INTEGER PRIMARY KEY,
             guild_id INTEGER NOT NULL,
@@ -188,6 +189,28 @@ def _create_spend(db: Database) -> None:
             made_at TEXT
         ) STRICT;
         CREATE INDEX api_calls_day ON api_calls (day, guild_id);
+        CREATE TRIGGER api_calls_never_made AFTER UPDATE OF status ON requests
+            WHEN OLD.status = 'queued' AND NEW.status IN ('cancelled', 'interrupted')
+        BEGIN
+            DELETE FROM api_calls WHERE job_id = NEW.id AND made_at IS NULL;
+        END;
+
+        -- The calls of each day, kept by triggers: a reservation reads one row, not a count.
+        CREATE TABLE api_call_days (day TEXT PRIMARY KEY, calls INTEGER NOT NULL) STRICT;
+        CREATE TRIGGER api_call_counted AFTER INSERT ON api_calls BEGIN
+            INSERT INTO api_call_days (day, calls) VALUES (NEW.day, 1)
+                ON CONFLICT (day) DO UPDATE SET calls = calls + 1;
+        END;
+        CREATE TRIGGER api_call_uncounted AFTER DELETE ON api_calls BEGIN
+            UPDATE api_call_days SET calls = calls - 1 WHERE day = OLD.day;
+        END;
+        CREATE TRIGGER api_call_moved AFTER UPDATE OF day ON api_calls
+            WHEN OLD.day <> NEW.day
+        BEGIN
+            UPDATE api_call_days SET calls = calls - 1 WHERE day = OLD.day;
+            INSERT INTO api_call_days (day, calls) VALUES (NEW.day, 1)
+                ON CONFLICT (day) DO UPDATE SET calls = calls + 1;
+        END;
 
         -- The day the operator's log was told the budget is spent, once a day.
         CREATE TABLE budget_notices (day TEXT PRIMARY KEY, sent_at TEXT NOT NULL) STRICT;
@@ -301,10 +324,6 @@ _SELECT_ACTIVE = (
     f"SELECT {_JOB_COLUMNS} FROM requests INDEXED BY requests_active "  # noqa: S608 (constant)
     "WHERE status IN ('queued', 'running') ORDER BY id"
 )
-# A paid call counts from its reservation unless it never went out (cancelled or interrupted
-# while queued). A call whose start could not be written still counts once it succeeded or
-# failed.
-_CALL_COUNTS = "(c.made_at IS NOT NULL OR r.status IN ('queued', 'running', 'succeeded', 'failed'))"
 # Succeeded requests whose answer never reached Discord, with their stored result if any.
 _SELECT_UNDELIVERED = (
     f"SELECT {', '.join('q.' + c for c in _JOB_COLUMNS.split(', '))}, r.stems, r.issued_at "  # noqa: S608
@@ -645,8 +664,7 @@ class Store:
     def _calls_on(self, day: date) -> int:
         return int(
             self._one(
-                f"SELECT count(*) FROM api_calls AS c JOIN requests AS r ON r.id = c.job_id "  # noqa: S608 (constant)
-                f"WHERE c.day = ? AND {_CALL_COUNTS}",
+                "SELECT coalesce(sum(calls), 0) FROM api_call_days WHERE day = ?",
                 (day.isoformat(),),
             )[0]
         )
@@ -720,11 +738,12 @@ class Store:
                 "UPDATE requests SET cost = ?, member_pays = ? WHERE id = ?",
                 (cost, int(member_pays), chosen),
             )
+            # The call moves first: cancelling a queued payer drops its row (the trigger).
+            self._db.execute("UPDATE api_calls SET job_id = ? WHERE job_id = ?", (chosen, payer_id))
             self._db.execute(
                 "UPDATE requests SET status = 'cancelled', finished_at = ?, error = ? WHERE id = ?",
                 (_stamp(now), "cancelled by the requester", payer_id),
             )
-            self._db.execute("UPDATE api_calls SET job_id = ? WHERE job_id = ?", (chosen, payer_id))
         return chosen, member_pays
 
     def record_free(self, request: JobRequest, separation: Separation, now: datetime) -> Job:
@@ -1292,9 +1311,8 @@ class Store:
         first, last = _utc(since).date().isoformat(), _utc(until).date().isoformat()
         with self._read():
             calls = self._db.execute(
-                "SELECT c.day, c.guild_id, count(*) FROM api_calls AS c "  # noqa: S608 (constant)
-                f"JOIN requests AS r ON r.id = c.job_id WHERE c.day >= ? AND c.day <= ? "
-                f"AND {_CALL_COUNTS} GROUP BY c.day, c.guild_id",
+                "SELECT day, guild_id, count(*) FROM api_calls "
+                "WHERE day >= ? AND day <= ? GROUP BY day, guild_id",
                 (first, last),
             ).fetchall()
             units = self._db.execute(

@@ -954,3 +954,21 @@ def test_a_limit_set_before_a_ceiling_is_held_to_it(db_path: Path) -> None:
     assert (limits.daily, limits.monthly, limits.capped) == (60, 1_000_000, frozenset({"daily"}))
     assert store.quota_status(GUILD, None, NOW).guild_daily.limit == 60
     store.close()
+
+
+def test_a_call_counts_on_the_day_it_goes_out_and_only_if_it_did(db_path: Path) -> None:
+    """Interrupted while queued: given back; interrupted while running: it counts; a call
+    reserved before midnight and made after counts on the day it was made."""
+    store = open_store(db_path, replace(POLICY, api_daily_budget=5))
+    store.reserve(request(ALICE), NOW)
+    running = store.reserve(request(BOB, source_key="b"), NOW)
+    store.mark_all_running([running.id], NOW)
+    store.recover(NOW)
+    assert store.api_calls_today(NOW) == 1
+    late = NOW.replace(hour=23, minute=59)
+    tomorrow = late + timedelta(minutes=2)
+    queued = store.reserve(request(ALICE, source_key="c"), late)
+    assert store.api_calls_today(late) == 2
+    store.mark_all_running([queued.id], tomorrow)
+    assert (store.api_calls_today(late), store.api_calls_today(tomorrow)) == (1, 1)
+    store.close()
