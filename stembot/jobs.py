@@ -662,6 +662,9 @@ class StemService:
                 f"recording the delivery of job(s) {[job_id for job_id, _ in batch]}",
                 lambda: self._store.record_deliveries(batch, self._clock()),
             )
+        self.retry_unwritten()
+        for what, _ in self._unwritten:
+            log.error("%s never succeeded; the next start-up settles it from the ledger", what)
 
 
 async def _tell(notification: Awaitable[None], job_id: int) -> None:
