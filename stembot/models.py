@@ -158,6 +158,8 @@ class QuotaStatus:
     user_active_limit: int
     # True when the member's daily limit is a role's allowance, not the server's per-member one.
     user_limit_from_role: bool = False
+    # The operator's bot-wide budget of paid calls is spent for today (all servers).
+    api_budget_spent: bool = False
 
 
 @dataclass(frozen=True, slots=True)

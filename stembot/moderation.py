@@ -141,16 +141,16 @@ class ModerationService:
         given = {"daily": daily, "monthly": monthly, "per_user": per_user}
         if reset is not None and reset not in RESETTABLE:
             raise ModerationError(f"`reset` must be one of {', '.join(RESETTABLE)}.")
-        if all(value is None for value in given.values()) and reset is None:
-            raise ModerationError(
-                "Give at least one of `daily`, `monthly` or `per_user` (units, 0 turns it off), "
-                "or `reset` to go back to the default."
-            )
         for name, value in given.items():
             if value is not None and not 0 <= value <= MAX_LIMIT:
                 raise ModerationError(f"`{name}` must be a whole number from 0 to {MAX_LIMIT:,}.")
         if role_id is not None:
             return self._set_role_allowance(guild_id, role_id, daily, monthly, per_user, reset)
+        if all(value is None for value in given.values()) and reset is None:
+            raise ModerationError(
+                "Give at least one of `daily`, `monthly` or `per_user` (units, 0 turns it off), "
+                "or `reset` to go back to the default."
+            )
         names = _reset_names(reset)
         clash = [name for name in names if given[name] is not None]
         if clash:
@@ -193,7 +193,11 @@ class ModerationService:
             if per_user is not None:
                 raise ModerationError("Give `per_user` or `reset` with `role`, not both.")
             return self._store.set_role_allowance(guild_id, role_id, None)
-        assert per_user is not None
+        if per_user is None:
+            raise ModerationError(
+                "With `role`, give `per_user` (units a day for its members) or `reset` "
+                "(to remove the role's allowance)."
+            )
         server_daily = self._store.guild_limits(guild_id).daily
         if per_user > server_daily:
             raise ModerationError(

@@ -1092,8 +1092,10 @@ class Store:
         role_ids: Sequence[int] = (),
     ) -> QuotaStatus:
         """Used, limit, remaining and reset time of the guild's windows (and the user's)."""
-        with _busy_is_retryable():
+        budget = self._policy.api_daily_budget
+        with self._read():
             seen = self._snapshot(guild_id, user_id, None, now, role_ids)
+            budget_spent = budget is not None and self._calls_on(_utc(now).date()) >= budget
         limits = seen.limits
         day_end = day_window(now)[1]
         return QuotaStatus(
@@ -1105,6 +1107,7 @@ class Store:
             user_active_jobs=None if user_id is None else seen.user_active,
             user_active_limit=limits.active_jobs,
             user_limit_from_role=user_id is not None and seen.limit_from_role,
+            api_budget_spent=budget_spent,
         )
 
     def guild_limits(self, guild_id: int) -> GuildLimits:

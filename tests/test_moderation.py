@@ -6,10 +6,12 @@ import asyncio
 import csv
 import io
 import itertools
+import re
 import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -181,6 +183,26 @@ def test_limits_left_out_stay_as_they_were(moderation: ModerationService) -> Non
     limits = moderation.set_limits(GUILD, monthly=70)
     assert (limits.daily, limits.monthly, limits.per_user) == (7, 70, POLICY.user_daily_limit)
     assert limits.overridden == {"daily", "monthly"}
+
+
+@pytest.mark.parametrize(
+    ("options", "refusal"),
+    [
+        ({"role_id": 77}, "With `role`, give `per_user`"),
+        ({"role_id": 77, "daily": 5}, "A role gets only a `per_user` allowance"),
+        ({"role_id": 77, "per_user": 5, "reset": "per_user"}, "not both"),
+        ({"daily": 5, "reset": "all"}, "`daily` can't be both set and reset"),
+        ({"reset": "active_jobs"}, "`reset` must be one of daily, monthly, per_user, all"),
+    ],
+)
+def test_contradictory_limit_changes_are_refused_and_change_nothing(
+    store: Store, moderation: ModerationService, options: dict[str, Any], refusal: str
+) -> None:
+    """Each mix of options that can't be done is refused, saying what to give instead."""
+    with pytest.raises(ModerationError, match=re.escape(refusal)):
+        moderation.set_limits(GUILD, **options)
+    limits = store.guild_limits(GUILD)
+    assert (limits.overridden, limits.role_allowances) == (frozenset(), ())
 
 
 def test_limits_need_at_least_one_value(moderation: ModerationService) -> None:

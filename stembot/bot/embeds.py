@@ -203,6 +203,14 @@ def quota_embed(quota: QuotaStatus, costs: Mapping[Mode, int]) -> discord.Embed:
             name="Your requests in progress",
             value=f"{quota.user_active_jobs} of {quota.user_active_limit} at a time",
         )
+    if quota.api_budget_spent:
+        embed.add_field(
+            name="New songs today",
+            value="stembot has made all the new separations it can today, across all "
+            f"servers. Songs already split are still answered; new ones from "
+            f"{timestamp(quota.guild_daily.resets_at, 't')}.",
+            inline=False,
+        )
     price_lines = [f"{mode.label}: {_units(cost)}" for mode, cost in costs.items()]
     embed.add_field(name="Cost per request", value="\n".join(price_lines) or "-", inline=False)
     return embed

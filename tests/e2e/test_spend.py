@@ -142,6 +142,11 @@ async def test_a_spent_api_budget_refuses_new_calls_but_not_repeats_or_joins(
         assert is_result(await stack.answer(again))
         await stack.refusal(await stack.stems(member=carol))
         assert stack.api_calls() == 1
+        quota = await stack.discord.slash("stems quota", member=carol, channel=stack.channel)
+        await eventually(lambda: quota.view().original is not None)
+        assert "stembot has made all the new separations it can today" in text_of(
+            quota.view().original or {}
+        )
     notices = [r for r in caplog.records if "API daily budget is spent" in r.getMessage()]
     assert len(notices) == 1 and notices[0].levelno == logging.WARNING
 
