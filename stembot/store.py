@@ -388,6 +388,8 @@ CSV_COLUMNS = (
     "status",
     "error",
     "requests",
+    # "server" when the server alone carries a handed-over charge (no member's own units).
+    "charged_to",
 )
 # Columns holding Discord ids (snowflakes, up to 19 digits), written so spreadsheets keep them.
 CSV_ID_COLUMNS = ("guild_id", "channel_id", "user_id", "interaction_id")
@@ -1371,7 +1373,7 @@ _EXPORT_PAGE_ROWS = 1000
 # In the index's order (guild, time, then rowid), so no sort of the whole period is needed.
 _SELECT_EXPORT = """
 SELECT id, created_at, finished_at, guild_id, channel_id, user_id, interaction_id, mode,
-       source_name, source_key, cost, status, error, request_count
+       source_name, source_key, cost, status, error, request_count, member_pays
 FROM requests INDEXED BY requests_guild_time
 WHERE guild_id = ? AND created_at >= ? AND created_at < ?
 ORDER BY created_at, id
@@ -1414,7 +1416,7 @@ def _write_ledger(
 
 def _csv_row(row: Sequence[Any]) -> list[object]:
     (request_id, created, finished, guild, channel, user, interaction, mode) = row[:8]
-    (name, key, cost, status, error, count) = row[8:]
+    (name, key, cost, status, error, count, member_pays) = row[8:]
     return [
         request_id,
         _stamp_seconds(created),
@@ -1431,6 +1433,7 @@ def _csv_row(row: Sequence[Any]) -> list[object]:
         status,
         _spreadsheet_safe(error),
         count,
+        "member" if member_pays else "server",
     ]
 
 

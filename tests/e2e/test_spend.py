@@ -4,10 +4,12 @@ and 3): the real bot over the loopback Discord, with the ledger it keeps."""
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -331,6 +333,11 @@ async def test_with_nobody_left_with_room_the_server_alone_carries_the_charge(
         assert status.guild_daily.used == 3
         usage = text_of(await admin(stack, "usage", moderator(stack)))
         assert f"<@{bob.id}> ({bob.id}): 1 unit, 2 requests" in usage
+        out = io.StringIO()
+        stack.ledger().export_csv(stack.guild.id, _now() - timedelta(hours=1), _now(), out)
+        rows = {r["request_id"]: r for r in csv.DictReader(io.StringIO(out.getvalue()))}
+        assert (rows["4"]["charged"], rows["4"]["charged_to"]) == ("1", "server")
+        assert rows["1"]["charged_to"] == "member"
 
 
 def job_status_of(stack: Stack, job_id: int) -> JobStatus | None:
