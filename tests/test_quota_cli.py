@@ -272,3 +272,15 @@ def test_the_ceilings_bind_the_operators_changes_too(
     )
     assert not db_path.exists()
     assert main(["quota", "set", GUILD, "--daily", "100"], env=env) == 0
+
+
+def test_quota_show_lists_role_allowances(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Roles with their own daily allowance are listed with the server's limits."""
+    db_path = tmp_path / "ledger.db"
+    store = Store.open(db_path, QuotaPolicy())
+    store.set_role_allowance(int(GUILD), 4242, 7)
+    store.close()
+    assert main(["quota", "show", GUILD], env={"STEMBOT_DB_PATH": str(db_path)}) == 0
+    assert "  role 4242                7 units a day per member" in capsys.readouterr().out
