@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import errno
 import hashlib
-import ipaddress
 import logging
 import re
 import socket
@@ -33,12 +32,15 @@ import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
+from stembot.address_policy import AddressPolicy as AddressPolicy
+from stembot.address_policy import IPAddress as IPAddress
+from stembot.address_policy import embedded_ipv4 as embedded_ipv4
+from stembot.address_policy import is_global_address as is_global_address
+from stembot.address_policy import parse_address as parse_address
 from stembot.errors import InvalidSourceError
 
 log = logging.getLogger(__name__)
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 FORMATS_HINT: Final = "mp3, wav, flac, ogg/opus, m4a/aac"
 MAX_URL_LENGTH: Final = 2048
@@ -471,96 +473,8 @@ def redact_url(url: str | URL) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# Which addresses may be connected to
+# The guard: connections only to addresses the policy (stembot/address_policy.py) permits
 # ---------------------------------------------------------------------------------------------
-
-_NAT64: Final = ipaddress.IPv6Network("64:ff9b::/96")
-
-# Not globally reachable (IANA special-purpose registries), whatever this Python's ipaddress
-# thinks: older releases call several of these global.
-_NOT_GLOBAL: Final[tuple[IPNetwork, ...]] = (
-    ipaddress.IPv4Network("100.64.0.0/10"),  # shared address space (carrier-grade NAT)
-    ipaddress.IPv4Network("192.0.0.0/29"),  # IETF protocol assignments
-    ipaddress.IPv4Network("192.88.99.0/24"),  # deprecated 6to4 relay anycast
-    ipaddress.IPv4Network("198.18.0.0/15"),  # benchmarking
-    ipaddress.IPv6Network("::/96"),  # deprecated IPv4-compatible addresses
-    ipaddress.IPv6Network("::ffff:0:0:0/96"),  # IPv4-translated (SIIT)
-    ipaddress.IPv6Network("64:ff9b:1::/48"),  # local-use NAT64
-    ipaddress.IPv6Network("100::/64"),  # discard-only
-    ipaddress.IPv6Network("2001::/23"),  # IETF protocol assignments, Teredo among them
-    ipaddress.IPv6Network("2001:db8::/32"),  # documentation
-    ipaddress.IPv6Network("3fff::/20"),  # documentation (RFC 9637)
-    ipaddress.IPv6Network("5f00::/16"),  # SRv6 SIDs
-    ipaddress.IPv6Network("fec0::/10"),  # deprecated site-local
-    ipaddress.IPv6Network("fc00::/7"),  # unique local
-    ipaddress.IPv6Network("fe80::/10"),  # link-local
-)
-
-
-def parse_address(address: str | IPAddress) -> IPAddress | None:
-    """An address from a string as sockets and resolvers give it (zone id dropped), or None."""
-    if not isinstance(address, str):
-        return address
-    try:
-        return ipaddress.ip_address(address.split("%", 1)[0])
-    except ValueError:
-        return None
-
-
-def embedded_ipv4(address: IPAddress) -> tuple[ipaddress.IPv4Address, ...]:
-    """The IPv4 addresses an IPv6 address carries (mapped, NAT64, 6to4, Teredo)."""
-    if isinstance(address, ipaddress.IPv4Address):
-        return ()
-    if address.ipv4_mapped is not None:
-        return (address.ipv4_mapped,)
-    if address in _NAT64:
-        return (ipaddress.IPv4Address(int(address) & 0xFFFFFFFF),)
-    if address.sixtofour is not None:
-        return (address.sixtofour,)
-    if address.teredo is not None:
-        return address.teredo
-    return ()
-
-
-def is_global_address(address: IPAddress) -> bool:
-    """Globally routable unicast, and so is every IPv4 address it carries."""
-    if address.is_multicast or address.is_unspecified:
-        return False
-    if not address.is_global or any(address in net for net in _NOT_GLOBAL if _same(net, address)):
-        return False
-    return all(is_global_address(inner) for inner in embedded_ipv4(address))
-
-
-def _same(network: IPNetwork, address: IPAddress) -> bool:
-    return network.version == address.version
-
-
-@dataclass(frozen=True)
-class AddressPolicy:
-    """Which addresses stembot may connect to when fetching a user's URL.
-
-    Global unicast addresses always; with ``allow_private`` (STEMBOT_ALLOW_PRIVATE_URLS) any
-    unicast address; ``also_allow`` names extra networks (tests use it to allow exactly one
-    loopback address). Multicast and unspecified addresses are never allowed.
-    """
-
-    allow_private: bool = False
-    also_allow: tuple[IPNetwork, ...] = ()
-
-    @classmethod
-    def allowing(cls, *networks: str) -> AddressPolicy:
-        return cls(also_allow=tuple(ipaddress.ip_network(n) for n in networks))
-
-    def permits(self, address: str | IPAddress) -> bool:
-        parsed = parse_address(address)
-        if parsed is None or parsed.is_multicast or parsed.is_unspecified:
-            return False
-        if self.allow_private:
-            return True
-        if any(parsed in net for net in self.also_allow if _same(net, parsed)):
-            return True
-        return is_global_address(parsed)
-
 
 _BLOCKED_MARKER: Final = "address refused by stembot's URL policy"
 
