@@ -11,7 +11,6 @@ of catch-up turns.
 
 from __future__ import annotations
 
-import itertools
 from collections import deque
 from collections.abc import Hashable, Iterator
 from dataclasses import dataclass, field
@@ -40,7 +39,8 @@ class FairQueue(Generic[ItemT]):
         self._serving_turn = 0
         # Lanes already served in the turn being served now, even if they have since emptied.
         self._served_this_turn: set[Hashable] = set()
-        self._lane_seq = itertools.count()
+        # A plain counter, not itertools.count: copies of a queue (tests take them) must work.
+        self._next_lane_seq = 0
 
     def __len__(self) -> int:
         return len(self._lane_of)
@@ -54,7 +54,8 @@ class FairQueue(Generic[ItemT]):
         lane = self._lanes.get(lane_key)
         if lane is None:
             turn = self._serving_turn + (1 if lane_key in self._served_this_turn else 0)
-            lane = self._lanes[lane_key] = _Lane(turn, next(self._lane_seq))
+            lane = self._lanes[lane_key] = _Lane(turn, self._next_lane_seq)
+            self._next_lane_seq += 1
         lane.items.append((item_id, item))
         self._lane_of[item_id] = lane_key
 
