@@ -6,7 +6,8 @@ mapping is collected and raised together as one ConfigError.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -324,3 +325,29 @@ def load_settings(
     if r.problems:
         raise ConfigError(r.problems)
     return Settings(**values, quota=quota)
+
+
+class _RecordingEnv(Mapping[str, str]):
+    """An empty mapping that remembers every name asked of it."""
+
+    def __init__(self) -> None:
+        self.asked: set[str] = set()
+
+    def __getitem__(self, name: str) -> str:
+        self.asked.add(name)
+        raise KeyError(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+
+def setting_names() -> frozenset[str]:
+    """Every setting name load_settings reads, learned by watching it read (no list to keep)."""
+    recorder = _RecordingEnv()
+    # The defaults may not make a complete configuration; the names are asked for regardless.
+    with contextlib.suppress(ConfigError):
+        load_settings(recorder)
+    return frozenset(recorder.asked)

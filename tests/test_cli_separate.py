@@ -6,6 +6,7 @@ import asyncio
 import io
 import json
 import os
+import socket
 import sys
 import wave
 from collections.abc import AsyncIterator
@@ -165,6 +166,39 @@ async def test_missing_key_exits_2(standin, tmp_path) -> None:
     assert run.status == 2
     assert "SOUNDVERSE_API_KEY" in run.stderr
     assert standin.requests == []
+
+
+@pytest.mark.slow
+async def test_unreachable_soundverse_names_the_base_setting(tmp_path) -> None:
+    """Nothing listening at SOUNDVERSE_API_BASE: one line that says so in operator terms
+    (the address and the setting to check), exit 1, no traceback."""
+    with socket.socket() as holder:  # a port that is surely closed: bound, never listening
+        holder.bind(("127.0.0.1", 0))
+        base = f"http://127.0.0.1:{holder.getsockname()[1]}"
+        run = await stembot(
+            tmp_path, "separate", "vocals", AUDIO, SOUNDVERSE_API_BASE=base, SOUNDVERSE_API_KEY=KEY
+        )
+    assert run.status == 1
+    assert run.stdout == ""
+    errors = [line for line in run.stderr.splitlines() if "waiting" not in line]
+    assert len(errors) == 1, run.stderr
+    assert errors[0].startswith(f"stembot: could not reach the Soundverse API at {base} (")
+    assert "SOUNDVERSE_API_BASE" in errors[0]
+    assert KEY not in run.stderr
+
+
+@pytest.mark.slow
+async def test_a_gateway_error_is_not_called_unreachable(standin, tmp_path) -> None:
+    """A 503 from a reachable API says the API is unavailable, with the status, not that the
+    address is wrong."""
+    standin.fail_always(Reply.http_status(503))
+    run = await separate(standin, tmp_path, "vocals", AUDIO)
+    errors = [line for line in run.stderr.splitlines() if "waiting" not in line]
+    assert run.status == 1
+    assert errors == [
+        f"stembot: the Soundverse API at {standin.base_url} is unavailable "
+        "(HTTP 503); try again later."
+    ]
 
 
 # --- pieces ----------------------------------------------------------------------------------

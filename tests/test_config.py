@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from stembot.config import Secret, load_settings
+from stembot.config import Secret, load_settings, setting_names
 from stembot.errors import ConfigError
 from stembot.models import Mode
 
@@ -156,19 +156,25 @@ def test_log_lines_never_show_tokens_even_from_debug_loggers() -> None:
             assert secret not in shown
 
 
-def test_env_example_lists_every_setting_with_a_valid_default() -> None:
-    """.env.example names each setting the code reads, and its values load as they are."""
+def env_example_settings() -> dict[str, str]:
+    """Every setting .env.example names: assigned, or shown commented out as ``# NAME=value``."""
     import re
 
-    from dotenv import dotenv_values
+    found = {}
+    for line in (REPO / ".env.example").read_text().splitlines():
+        match = re.fullmatch(r"(?:# ?)?([A-Z][A-Z0-9_]*)=(.*)", line)
+        if match:
+            found[match.group(1)] = match.group(2)
+    return found
 
-    example = dotenv_values(REPO / ".env.example")
-    source = (REPO / "stembot" / "config.py").read_text()
-    read = set(re.findall(r'"((?:DISCORD|SOUNDVERSE|STEMBOT)_[A-Z_]+)"', source))
-    read |= {f"STEMBOT_COST_{mode.name}" for mode in Mode}
+
+def test_env_example_lists_every_setting_with_a_valid_default() -> None:
+    """.env.example names each setting the code reads, and its values load as they are."""
+    example = env_example_settings()
+    read = setting_names()
     assert read - set(example) == set()
     assert set(example) - read == set()
-    load_settings({k: v for k, v in example.items() if v is not None})
+    load_settings(example)
 
 
 def test_default_limits_above_the_operators_ceilings_are_a_settings_error(
@@ -197,3 +203,11 @@ def test_default_limits_above_the_operators_ceilings_are_a_settings_error(
         {**env, "STEMBOT_GUILD_DAILY_LIMIT": "40", "STEMBOT_GUILD_MONTHLY_LIMIT": "499"}
     )
     assert (within.quota.max_guild_daily_limit, within.quota.api_daily_budget) == (40, None)
+
+
+def test_setting_names_are_learned_from_load_settings() -> None:
+    """The known names come from watching load_settings read, so a new setting is known at once."""
+    names = setting_names()
+    assert {"DISCORD_TOKEN", "SOUNDVERSE_API_KEY", "STEMBOT_DB_PATH"} <= names
+    assert {f"STEMBOT_COST_{mode.name}" for mode in Mode} <= names
+    assert all(name.startswith(("DISCORD_", "SOUNDVERSE_", "STEMBOT_")) for name in names)

@@ -65,6 +65,11 @@ def fill_ledger(db_path: Path, now: datetime) -> None:
         store.close()
 
 
+def new_ledger(db_path: Path) -> None:
+    """An empty database, as `stembot run` leaves it (the operator commands never create one)."""
+    Store.open(db_path, QuotaPolicy()).close()
+
+
 def fingerprint(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -180,8 +185,9 @@ def test_bad_arguments_exit_2_and_create_no_database(tmp_path: Path) -> None:
 def test_an_unusable_database_is_one_line_and_exit_1(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A database path that cannot be opened is reported in one line, not a traceback."""
-    env = {"STEMBOT_DB_PATH": str(tmp_path / "missing" / "ledger.db")}
+    """A database path that cannot be opened (a folder) is reported in one line, not a traceback."""
+    (tmp_path / "ledger.db").mkdir()
+    env = {"STEMBOT_DB_PATH": str(tmp_path / "ledger.db")}
     assert main(["quota", "show", GUILD], env=env) == 1
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1
@@ -250,6 +256,7 @@ def test_quota_reset_gives_back_the_defaults(
 ) -> None:
     """`quota reset GUILD --daily` drops one override; without flags, all of them."""
     env = {"STEMBOT_DB_PATH": str(tmp_path / "ledger.db")}
+    new_ledger(tmp_path / "ledger.db")
     assert main(["quota", "set", GUILD, "--daily", "3", "--monthly", "30"], env=env) == 0
     assert main(["quota", "reset", GUILD, "--daily"], env=env) == 0
     out = capsys.readouterr().out
@@ -271,6 +278,7 @@ def test_the_ceilings_bind_the_operators_changes_too(
         "raise that setting first\n"
     )
     assert not db_path.exists()
+    new_ledger(db_path)
     assert main(["quota", "set", GUILD, "--daily", "100"], env=env) == 0
 
 
@@ -284,3 +292,53 @@ def test_quota_show_lists_role_allowances(
     store.close()
     assert main(["quota", "show", GUILD], env={"STEMBOT_DB_PATH": str(db_path)}) == 0
     assert "  role 4242                7 units a day per member" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("quota", "show", GUILD),
+        ("quota", "set", GUILD, "--daily", "5"),
+        ("usage", GUILD),
+        ("usage", GUILD, "--csv"),
+    ],
+)
+def test_operator_commands_never_create_a_database(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: tuple[str, ...]
+) -> None:
+    """A wrong STEMBOT_DB_PATH is named, not answered from a new empty ledger (which would
+    report zero usage and leave a stray file)."""
+    path = tmp_path / "typo" / "stembot.db"
+    path.parent.mkdir()
+    assert main(list(args), env={"STEMBOT_DB_PATH": str(path)}) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.splitlines() == [f"stembot: no database at {path}; check STEMBOT_DB_PATH"]
+    assert list(path.parent.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_usage_says_which_database_it_read_on_stderr(tmp_path: Path) -> None:
+    """The database read is named on stderr (resolved from a relative path); the CSV on stdout
+    is only CSV."""
+    fill_ledger(tmp_path / "ledger.db", datetime.now(UTC))
+    done = stembot(tmp_path, "usage", GUILD, "--csv", "--since", "2000-01-01")
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.splitlines() == [
+        f"stembot: reading the database at {tmp_path / 'ledger.db'}"
+    ]
+    rows = list(csv.reader(io.StringIO(done.stdout)))
+    assert len(rows) == 4  # the header and three requests
+
+    relative = dict(os.environ, STEMBOT_DB_PATH="ledger.db", PYTHONPATH=str(REPO))
+    shown = subprocess.run(
+        [sys.executable, "-m", "stembot", "quota", "show", GUILD],
+        cwd=tmp_path,
+        env=relative,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert f"reading the database at {tmp_path / 'ledger.db'}" in shown.stderr

@@ -7,6 +7,8 @@ parser and sets ``handler`` to a function ``(args, env) -> exit status``.
 from __future__ import annotations
 
 import argparse
+import difflib
+import io
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -16,9 +18,18 @@ from dotenv import dotenv_values
 
 from stembot import __version__
 from stembot.cli import quota, run, separate
+from stembot.config import setting_names
 from stembot.errors import ConfigError, StembotError
 
 EXIT_USAGE = 2
+DEFAULT_ENV_FILE = Path(".env")
+# Keys with these prefixes are meant for stembot; one it does not know is most likely a typo.
+_OUR_PREFIXES = ("STEMBOT_",)
+_OUR_PREFIXES_IN_FILE = ("STEMBOT_", "DISCORD_", "SOUNDVERSE_")
+
+
+class EnvFileError(Exception):
+    """The settings file cannot be used; the message is one line naming it."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,8 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--env-file",
         type=Path,
-        default=Path(".env"),
-        help="settings file to read (default: .env; the environment wins over it)",
+        default=None,
+        help="settings file to read (default: .env if there is one; the environment wins)",
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in (run, separate, quota):
@@ -39,15 +50,86 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def read_environment(env_file: Path) -> dict[str, str]:
-    """The process environment layered over the .env file, as python-dotenv does by default."""
-    from_file = {k: v for k, v in dotenv_values(env_file).items() if v is not None}
-    return {**from_file, **os.environ}
+def read_env_file(path: Path, *, explicit: bool) -> dict[str, str] | None:
+    """The settings in ``path``; None when the default .env is absent (that is fine).
+
+    A file that cannot be read as UTF-8 text, a folder, or a missing file that was asked
+    for by name raise EnvFileError: silently running without the operator's settings, or
+    with half of them, would be a worse surprise.
+    """
+    if not path.exists() and not path.is_symlink() and not explicit:
+        return None
+    try:
+        # utf-8-sig: editors on Windows put a byte-order mark before the first name.
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise EnvFileError(f"settings file {path} does not exist (given with --env-file)") from None
+    except IsADirectoryError:
+        raise EnvFileError(f"settings file {path} is a folder, not a file") from None
+    except UnicodeDecodeError as error:
+        line = error.object[: error.start].count(b"\n") + 1
+        raise EnvFileError(
+            f"settings file {path} is not UTF-8 text (line {line}); save it as UTF-8"
+        ) from None
+    except OSError as error:
+        raise EnvFileError(f"cannot read settings file {path}: {error.strerror}") from None
+    return {k: v for k, v in dotenv_values(stream=io.StringIO(text)).items() if v is not None}
+
+
+def unknown_setting_warnings(
+    from_file: Mapping[str, str], environment: Mapping[str, str], file_name: str
+) -> list[str]:
+    """One warning per key that looks meant for stembot but is not a setting it reads."""
+    known = setting_names()
+    warnings = []
+    for where, keys, prefixes in (
+        (file_name, from_file, _OUR_PREFIXES_IN_FILE),
+        ("the environment", environment, _OUR_PREFIXES),
+    ):
+        for key in sorted(keys):
+            if key in known or not key.startswith(prefixes):
+                continue
+            if where != file_name and key in from_file:
+                continue  # already named once
+            close = _closest(key, known)
+            hint = f"did you mean {close}?" if close else "see .env.example for the settings"
+            warnings.append(f"stembot: warning: {key} in {where} is not a setting; {hint}")
+    return warnings
+
+
+def _closest(key: str, known: frozenset[str]) -> str | None:
+    """The known name ``key`` most likely meant, else None.
+
+    Compared without the prefix (STEMBOT_ alone would make every STEMBOT_ name look close),
+    among names with the same prefix first.
+    """
+    prefix, _, rest = key.partition("_")
+    for pool in ([n for n in known if n.startswith(prefix + "_")], list(known)):
+        by_rest = {name.partition("_")[2]: name for name in sorted(pool)}
+        close = difflib.get_close_matches(rest, list(by_rest), n=1, cutoff=0.6)
+        if close:
+            return by_rest[close[0]]
+    return None
 
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    environment = read_environment(args.env_file) if env is None else dict(env)
+    if env is None:
+        path = args.env_file if args.env_file is not None else DEFAULT_ENV_FILE
+        try:
+            from_file = read_env_file(path, explicit=args.env_file is not None)
+        except EnvFileError as error:
+            print(f"stembot: {error}", file=sys.stderr)
+            return EXIT_USAGE
+        args.env_file_read = path.absolute() if from_file is not None else None
+        environment = {**(from_file or {}), **os.environ}
+        file_keys: Mapping[str, str] = from_file or {}
+    else:
+        args.env_file_read = None
+        environment = dict(env)
+        file_keys = {}
+    for warning in unknown_setting_warnings(file_keys, environment, str(args.env_file_read)):
+        print(warning, file=sys.stderr)
     try:
         status: int = args.handler(args, environment)
     except ConfigError as error:

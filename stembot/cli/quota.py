@@ -129,8 +129,15 @@ def _fail(message: str) -> None:
 
 
 def _open(env: Mapping[str, str]) -> Store:
+    """The bot's existing database; never a new empty one (that would hide a wrong path)."""
     settings = load_settings(env)
-    return Store.open(settings.db_path, settings.quota)
+    path = settings.db_path.absolute()
+    if not path.exists():
+        raise StembotError(f"no database at {path}; check STEMBOT_DB_PATH")
+    store = Store.open(settings.db_path, settings.quota)
+    # On stderr, so that `stembot usage --csv` output stays clean.
+    print(f"stembot: reading the database at {path}", file=sys.stderr)
+    return store
 
 
 def _show(args: argparse.Namespace, env: Mapping[str, str]) -> int:

@@ -9,6 +9,7 @@ import logging
 import signal
 import sys
 from collections.abc import AsyncIterator, Coroutine, Mapping
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -16,13 +17,13 @@ import discord
 
 from stembot.bot.client import StemBot
 from stembot.bot.endpoints import use_discord_endpoints
-from stembot.config import Settings, load_settings
+from stembot.config import Secret, Settings, load_settings
 from stembot.database_lock import hold_database
 from stembot.jobs import StemService, utc_now
 from stembot.logs import configure_logging
 from stembot.moderation import ModerationService
 from stembot.soundverse import SoundverseClient
-from stembot.sources import AddressPolicy, GuardedConnector, UrlProbe
+from stembot.sources import AddressPolicy, GuardedConnector, UrlProbe, redact_url
 from stembot.store import Store
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,7 @@ def register(subparsers: Any) -> None:
 def handle_run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     settings = load_settings(env, need_discord=True, need_soundverse=True)
     configure_logging(settings.log_level, secrets_of(settings))
+    log_startup(settings, getattr(args, "env_file_read", None))
     # Before anything reads the ledger: start-up recovery is only right for the one bot.
     with hold_database(settings.db_path):
         if not settings.db_path.exists():
@@ -58,9 +60,23 @@ def handle_run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 
 def handle_sync(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    settings = load_settings(env, need_discord=True, need_soundverse=True)
+    # Registering commands talks to Discord only: no Soundverse key needed.
+    settings = load_settings(env, need_discord=True)
     configure_logging(settings.log_level, secrets_of(settings))
+    log_startup(settings, getattr(args, "env_file_read", None))
     return run_reporting_discord_problems(settings, run_bot(settings, force_sync=True, stay=False))
+
+
+def log_startup(settings: Settings, env_file: Path | None) -> None:
+    """One line saying what this process will use, so a wrong path or base shows at once."""
+    log.info(
+        "starting with database %s, Discord %s (gateway %s), Soundverse %s, settings from %s",
+        settings.db_path.absolute(),
+        redact_url(settings.discord_api_base),
+        redact_url(settings.discord_gateway_url),
+        redact_url(settings.soundverse_api_base),
+        env_file if env_file is not None else "the environment only (no .env file read)",
+    )
 
 
 def run_reporting_discord_problems(settings: Settings, main: Coroutine[Any, Any, None]) -> int:
@@ -92,7 +108,8 @@ def secrets_of(settings: Settings) -> list[str]:
 async def built_bot(settings: Settings, *, force_sync: bool = False) -> AsyncIterator[StemBot]:
     """Everything the bot uses, built once here and handed in; closed in reverse order."""
     use_discord_endpoints(settings.discord_api_base, settings.discord_gateway_url)
-    assert settings.soundverse_api_key is not None
+    # Only `stembot sync` comes here without a key, and it never calls the API.
+    api_key = settings.soundverse_api_key or Secret("")
     store = Store.open(settings.db_path, settings.quota, busy_timeout_s=settings.db_busy_timeout_s)
     try:
         connector = GuardedConnector(AddressPolicy(allow_private=settings.allow_private_urls))
@@ -103,7 +120,7 @@ async def built_bot(settings: Settings, *, force_sync: bool = False) -> AsyncIte
             soundverse = SoundverseClient(
                 api_session,
                 settings.soundverse_api_base,
-                settings.soundverse_api_key,
+                api_key,
                 timeout_s=settings.api_timeout_s,
             )
             service = StemService(

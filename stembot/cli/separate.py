@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from stembot.config import Settings, load_settings
-from stembot.errors import SoundverseAuthError, SoundverseError
+from stembot.errors import SoundverseAuthError, SoundverseError, SoundverseUnavailable
 from stembot.logs import configure_logging
 from stembot.models import Mode, Stem
 from stembot.soundverse import SoundverseClient
@@ -132,7 +132,7 @@ async def separate(args: argparse.Namespace, settings: Settings, out: TextIO, er
             async with waiting(err, f"Separating {mode.label.lower()}"):
                 separation = await client.separate(mode, args.url)
         except SoundverseError as error:
-            return fail(error_line(error), EXIT_FAILED)
+            return fail(error_line(error, settings.soundverse_api_base), EXIT_FAILED)
         out.write(render_json(separation.stems) if args.as_json else render_table(separation.stems))
         out.flush()
         if args.download is not None:
@@ -143,10 +143,20 @@ async def separate(args: argparse.Namespace, settings: Settings, out: TextIO, er
     return EXIT_OK
 
 
-def error_line(error: SoundverseError) -> str:
+def error_line(error: SoundverseError, api_base: str) -> str:
+    # The user_messages are written for Discord members; the operator needs the cause.
     if isinstance(error, SoundverseAuthError):
-        # Its user_message is written for Discord members; the operator needs the cause.
         return "the Soundverse API refused the API key. Check SOUNDVERSE_API_KEY."
+    if isinstance(error, SoundverseUnavailable):
+        cause = str(error.__cause__ or "")
+        if cause.startswith("HTTP "):  # it answered 502/503/504
+            status = cause.split(",", 1)[0]
+            return f"the Soundverse API at {api_base} is unavailable ({status}); try again later."
+        reason = cause.split(":", 1)[0] or "no connection"
+        return (
+            f"could not reach the Soundverse API at {api_base} ({reason}). "
+            "Check the network, or SOUNDVERSE_API_BASE if you changed it."
+        )
     return error.user_message
 
 

@@ -123,3 +123,29 @@ async def test_the_sync_command_line_syncs_and_exits(outside: Outside, tmp_path:
     assert process.returncode == 0, output.decode(errors="replace")
     assert outside.sync_scopes() == [None, None]
     assert outside.discord.gateway.current is session  # it synced without connecting
+
+
+@pytest.mark.slow
+async def test_the_sync_command_needs_no_soundverse_key(outside: Outside, tmp_path: Path) -> None:
+    """`stembot sync` talks to Discord only: without SOUNDVERSE_API_KEY it still syncs."""
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        **stack_env(outside.discord, outside.api, tmp_path / "stembot.db"),
+    }
+    del env["SOUNDVERSE_API_KEY"], env["SOUNDVERSE_API_BASE"]
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "stembot",
+        "--env-file",
+        os.devnull,
+        "sync",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        stdin=asyncio.subprocess.DEVNULL,
+    )
+    output, _ = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == 0, output.decode(errors="replace")
+    assert outside.sync_scopes() == [None]
+    assert outside.api.requests == []
