@@ -10,7 +10,14 @@ stand-in, which serves a small real WAV file at each. Failures are injected on d
 ``Reply`` values: ``fail_next(reply, times=n)``, ``script(r1, r2, ...)`` or ``fail_always(reply)``;
 ``hold()`` keeps every call waiting (recorded, in flight) until ``release()``, so a test can
 break something while a call runs.
-Every API call is recorded in ``requests`` (without the Authorization header).
+Every API call is recorded in ``requests`` (without the Authorization header) and logged as one
+line at INFO on the "tests.standins.soundverse" logger (the command line shows them on stderr).
+
+What it checks: the path (one of the three modes), the
+``Authorization: Bearer <key>`` header (401 otherwise), and the body: a JSON object with a
+non-empty string ``audioUrl`` (400 otherwise). What it does not: it never fetches ``audioUrl``
+(any URL "works"), separates nothing (every stem is the same short tone), charges no credits,
+has no rate limits or outages unless a test scripts them, and its stem URLs never expire.
 """
 
 from __future__ import annotations
@@ -19,9 +26,12 @@ import argparse
 import array
 import asyncio
 import contextlib
+import errno
 import io
 import json
+import logging
 import math
+import sys
 import time
 import uuid
 import wave
@@ -32,6 +42,8 @@ from types import TracebackType
 from typing import Any
 
 from aiohttp import web
+
+log = logging.getLogger(__name__)
 
 DEFAULT_API_KEY = "standin-key"
 NSFW_MESSAGE = "NSFW words detected. Please try again with a different prompt."
@@ -129,6 +141,14 @@ class Reply:
     def reset(cls) -> Reply:
         """Read the whole request, then drop the connection without answering."""
         return cls(kind="reset")
+
+
+@dataclass(slots=True)
+class _CallNote:
+    """What one call was answered, for its log line."""
+
+    status: str = "-"
+    answer: str = "no answer: the client went away"
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,40 +275,56 @@ class SoundverseStandin:
         self.requests.append(RecordedRequest(request.path, body, headers, time.monotonic()))
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        note = _CallNote()
         try:
-            return await self._answer(body, request)
+            response = await self._answer(body, request, note)
+            note.status = str(response.status)
+            return response
         finally:
             self.in_flight -= 1
+            mode = request.path.rsplit("/", 1)[-1]
+            log.info("separate %s -> %s: %s", mode, note.status, note.answer)
 
-    async def _answer(self, body: bytes, request: web.Request) -> web.StreamResponse:
+    async def _answer(
+        self, body: bytes, request: web.Request, note: _CallNote
+    ) -> web.StreamResponse:
         if request.headers.get("Authorization") != f"Bearer {self.api_key}":
+            note.answer = "wrong or missing API key"
             return web.json_response({"detail": "Invalid API key"}, status=401)
         problem = _body_problem(body)
         if problem:
+            note.answer = f"bad body: {problem}"
             return web.json_response({"success": False, "message": problem}, status=400)
         if self.latency:
             await asyncio.sleep(self.latency)
         await self._released.wait()
         reply = self._next_reply()
-        return await self._perform(reply, request)
+        return await self._perform(reply, request, note)
 
     def _next_reply(self) -> Reply:
         if self._script:
             return self._script.popleft()
         return self._always or Reply.success()
 
-    async def _perform(self, reply: Reply, request: web.Request) -> web.StreamResponse:
+    async def _perform(
+        self, reply: Reply, request: web.Request, note: _CallNote
+    ) -> web.StreamResponse:
         if reply.kind == "reset":
+            note.answer = "connection dropped without an answer (scripted)"
             assert request.transport is not None
             request.transport.abort()
             await asyncio.sleep(3600)  # cancelled at once: the connection is gone
         if reply.kind == "hang":
+            note.answer = f"held for {reply.hang_s:g} s (scripted), then no answer"
             await asyncio.sleep(reply.hang_s)
         if reply.kind == "raw_json":
+            note.answer = f"scripted JSON {json.dumps(reply.body)[:80]}"
             return web.json_response(reply.body, status=reply.status, headers=reply.headers)
         if reply.kind == "text":
+            note.answer = f"scripted text {reply.body[:40]!r}"
             return web.Response(text=reply.body, status=reply.status, headers=reply.headers)
         names = STEMS_BY_PATH[request.path] + reply.extra_stems
+        note.answer = f"{len(names)} stem(s): {', '.join(names)}"
         return web.json_response([self._issue(name) for name in names])
 
     def _issue(self, name: str) -> dict[str, str]:
@@ -325,16 +361,30 @@ async def _serve_forever(args: argparse.Namespace) -> None:
         await asyncio.Event().wait()
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run the local Soundverse API stand-in.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--api-key", default="dev-key")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds per separation")
-    args = parser.parse_args()
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve_forever(args))
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s stand-in: %(message)s", stream=sys.stderr
+    )
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(_serve_forever(args))
+    except OSError as error:
+        if error.errno != errno.EADDRINUSE:
+            raise
+        print(
+            f"stand-in: port {args.port} on {args.host} is in use; stop what holds it "
+            "or pick another with --port",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
