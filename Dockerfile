@@ -1,4 +1,5 @@
-FROM python:3.11-slim
+# The patch release is pinned: a rebuild gets the same Python (bump it on purpose).
+FROM python:3.11.14-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -10,13 +11,24 @@ RUN useradd --create-home --uid 10001 stembot \
     && mkdir /data && chown stembot:stembot /data
 
 WORKDIR /app
-COPY pyproject.toml README.md ./
+# Dependencies first, at the versions constraints.txt pins (as README.md's commands install
+# them): this layer is rebuilt only when they change, not on every code change.
+COPY pyproject.toml constraints.txt ./
+RUN python -m venv /app/.venv \
+    && python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > /tmp/requirements.txt \
+    && /app/.venv/bin/pip install -c constraints.txt -r /tmp/requirements.txt \
+    && rm /tmp/requirements.txt
+# Then the code, without touching the dependencies.
+COPY README.md LICENSE ./
 COPY stembot ./stembot
-# The same install as README.md's run command, into a virtual environment.
-RUN python -m venv /app/.venv && /app/.venv/bin/pip install .
+RUN /app/.venv/bin/pip install --no-deps -c constraints.txt .
 
 USER stembot
 VOLUME ["/data"]
+# Until stembot serves a health endpoint: healthy while the bot process (PID 1) is running,
+# not a zombie and not stopped.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
+    CMD ["/app/.venv/bin/python", "-c", "import sys; argv = open('/proc/1/cmdline', 'rb').read().split(b'\\0'); state = open('/proc/1/stat', 'rb').read().rsplit(b')', 1)[1].split()[0]; sys.exit(0 if any(a.endswith(b'/stembot') for a in argv) and b'run' in argv and state not in b'ZTt' else 1)"]
 # stembot stops taking requests and closes the database cleanly on SIGTERM (docker stop).
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/app/.venv/bin/stembot"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -118,7 +119,7 @@ def test_cli_reports_bad_settings_with_exit_status_2(tmp_path: Path) -> None:
             "-m",
             "stembot",
             "--env-file",
-            str(tmp_path / "none"),
+            os.devnull,
             "quota",
             "show",
             "1234",

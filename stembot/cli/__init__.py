@@ -63,7 +63,8 @@ def read_env_file(path: Path, *, explicit: bool) -> dict[str, str] | None:
         # utf-8-sig: editors on Windows put a byte-order mark before the first name.
         text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
-        raise EnvFileError(f"settings file {path} does not exist (given with --env-file)") from None
+        given = " (given with --env-file)" if explicit else " (a broken link?)"
+        raise EnvFileError(f"settings file {path} does not exist{given}") from None
     except IsADirectoryError:
         raise EnvFileError(f"settings file {path} is a folder, not a file") from None
     except UnicodeDecodeError as error:
