@@ -50,9 +50,9 @@ def register(subparsers: Any) -> None:
 def handle_run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     settings = load_settings(env, need_discord=True, need_soundverse=True)
     configure_logging(settings.log_level, secrets_of(settings))
-    log_startup(settings, getattr(args, "env_file_read", None))
     # Before anything reads the ledger: start-up recovery is only right for the one bot.
     with hold_database(settings.db_path):
+        log_startup(settings, getattr(args, "env_file_read", None))
         if not settings.db_path.exists():
             # Said out loud: a ledger that went missing must not be replaced unnoticed.
             log.warning("no database at %s: starting a new, empty ledger", settings.db_path)

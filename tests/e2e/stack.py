@@ -8,7 +8,7 @@ import contextlib
 import os
 import sys
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -44,10 +44,18 @@ class Stack:
     guild: Guild
     channel: Channel
     member: Member
+    _ledgers: list[Store] = field(default_factory=list)
 
     def ledger(self) -> Store:
-        """A second connection to the bot's database, for reading what it recorded."""
-        return Store.open(self.settings.db_path, self.settings.quota)
+        """A second connection to the bot's database, for reading what it recorded (a new one
+        each time, so it sees a replaced file; all closed with the stack)."""
+        store = Store.open(self.settings.db_path, self.settings.quota)
+        self._ledgers.append(store)
+        return store
+
+    def close_ledgers(self) -> None:
+        while self._ledgers:
+            self._ledgers.pop().close()
 
     def upload(
         self, filename: str = "song.wav", content_type: str = "audio/wav", data: bytes = WAV
@@ -189,9 +197,11 @@ async def running_stack(
             async with built_bot(settings) as bot:
                 runner = asyncio.create_task(bot.start(emulator.token))
                 await _ready_or_raise(emulator, runner)
+                stack = Stack(emulator, api, bot, settings, guild, guild.default_channel, member)
                 try:
-                    yield Stack(emulator, api, bot, settings, guild, guild.default_channel, member)
+                    yield stack
                 finally:
+                    stack.close_ledgers()
                     await bot.close()
                     await runner
         finally:

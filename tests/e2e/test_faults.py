@@ -323,6 +323,7 @@ async def test_a_database_locked_past_the_busy_timeout_refuses_at_no_cost(tmp_pa
     store = Store.open(db, QuotaPolicy())
     assert [store.get_job(n) is not None for n in (1, 2)] == [True, False]
     assert store.quota_status(guild.id, None, datetime.now(UTC)).guild_daily.used == 1
+    store.close()
     assert acked_in_time(bystander)
     assert bystander.acked_at is not None
     stalled = bystander.acked_at - bystander.created_at

@@ -89,6 +89,7 @@ async def test_a_disk_error_when_the_api_answers_still_delivers_to_everyone(
         assert len(api.requests) == 1
         assert [ledger.get_job(n).status for n in (1, 2, 3)] == [JobStatus.SUCCEEDED] * 3  # type: ignore[union-attr]
         assert ledger.quota_status(guild.id, None, datetime.now(UTC)).guild_daily.used == 1
+        ledger.close()
 
 
 def _corrupt_the_requests_table(db: Path) -> None:

@@ -87,12 +87,9 @@ async def test_a_second_bot_on_the_same_database_refuses_in_one_line(tmp_path: P
             for command in (("quota", "show", str(guild.id)), ("usage", str(guild.id)), ("sync",)):
                 status, out = await stembot(env, *command)
                 assert status == 0, (command, out)
-            assert (
-                Store.open(db, QuotaPolicy())
-                .quota_status(guild.id, None, datetime.now(UTC))
-                .guild_daily.used
-                == 0
-            )
+            reader = Store.open(db, QuotaPolicy())
+            assert reader.quota_status(guild.id, None, datetime.now(UTC)).guild_daily.used == 0
+            reader.close()
             assert await served(discord, guild, alice)
         finally:
             first.signal(signal.SIGTERM)

@@ -85,6 +85,7 @@ async def test_sigkill_mid_job_is_reported_and_refunded_after_restart(tmp_path: 
     assert job is not None and job.status is JobStatus.INTERRUPTED
     assert store.quota_status(guild.id, member.id, datetime.now(UTC)).guild_daily.used == 0
     assert store.recover_interrupted(datetime.now(UTC)) == []
+    store.close()
 
 
 async def test_sigterm_interrupts_queued_jobs_and_exits_cleanly(tmp_path: Path) -> None:
@@ -124,6 +125,7 @@ async def test_sigterm_interrupts_queued_jobs_and_exits_cleanly(tmp_path: Path) 
     statuses = {store.get_job(n).status for n in (1, 2)}  # type: ignore[union-attr]
     assert statuses == {JobStatus.INTERRUPTED}
     assert store.quota_status(guild.id, None, datetime.now(UTC)).guild_daily.used == 0
+    store.close()
 
 
 async def test_a_cancel_button_from_before_a_crash_still_answers(tmp_path: Path) -> None:
@@ -293,3 +295,4 @@ async def test_a_crash_at_any_step_ends_in_one_answer_and_the_right_charge(
         assert [job_status(ledger, n) for n in range(1, len(statuses) + 1)] == statuses
         assert ledger.quota_status(guild.id, None, datetime.now(UTC)).guild_daily.used == charged
         assert ledger.recover(datetime.now(UTC)).undelivered == []
+        ledger.close()
