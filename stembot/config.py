@@ -78,6 +78,8 @@ class Settings:
     log_level: str = "INFO"
     dev_guild_id: int | None = None
     result_ttl_s: float = 86_400.0
+    # Ledger rows and stored results older than this go (never the current month); 0 keeps all.
+    retention_days: int = 90
     shutdown_grace_s: float = 8.0
     # Store calls run on the event loop: a locked database stalls the whole bot this long.
     db_busy_timeout_s: float = 1.0
@@ -271,6 +273,12 @@ def load_settings(
             _positive_float,
             d.db_busy_timeout_s,
             "a positive number of seconds",
+        ),
+        "retention_days": r.typed(
+            "STEMBOT_RETENTION_DAYS",
+            _non_negative_int,
+            d.retention_days,
+            "a whole number of days (0 keeps everything)",
         ),
         "url_probe_timeout_s": r.typed(
             "STEMBOT_URL_PROBE_TIMEOUT_S",

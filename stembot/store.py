@@ -20,7 +20,7 @@ import os
 import random
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -64,6 +64,9 @@ DEFAULT_BUSY_TIMEOUT_S = 5.0
 _MAX_ERROR_CHARS = 1000
 _FIRST_PAUSE_S = 0.0002
 _LONGEST_PAUSE_S = 0.002
+# Retention deletes this many rows per write transaction (a few ms), then lets others write.
+PRUNE_BATCH_ROWS = 500
+_PRUNE_PAUSE_S = 0.005
 _REFUND_STATUSES = (JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.INTERRUPTED)
 _INTERRUPTED_ERROR = "stembot stopped while this request was in progress"
 # Where the 80% / 100% quota alerts of the moderators' work will be remembered.
@@ -1367,6 +1370,128 @@ class Store:
                 (guild_id, _stamp(since), _stamp(until)),
             ).fetchall()
         return [(date.fromisoformat(day), count) for day, count in rows]
+
+    # --- retention ----------------------------------------------------------------------
+
+    def prune(
+        self,
+        before: datetime,
+        *,
+        stop: Callable[[], bool] = lambda: False,
+        batch: int = PRUNE_BATCH_ROWS,
+        pause_s: float = _PRUNE_PAUSE_S,
+    ) -> Pruned:
+        """Delete ledger rows and stored results older than ``before``, in small batches on a
+        connection of its own: call it from a thread.
+
+        Never what is still owed: queued or running requests, succeeded ones not yet
+        delivered, and the stored results those will be delivered from. Each batch is its own
+        short write transaction with a pause after it, so the bot's writer never waits long;
+        ``stop`` is asked between batches.
+        """
+        if self.file_problem() is not None:
+            return Pruned(0, 0)  # never prune a file that is not the bot's ledger
+        cutoff = _stamp(before)
+        conn = sqlite3.connect(self._file, timeout=DEFAULT_BUSY_TIMEOUT_S, isolation_level=None)
+        try:
+            # A deletion lost to a power cut is only done again next time: no fsync per batch.
+            conn.execute("PRAGMA synchronous = NORMAL")
+            rows = _prune_requests(conn, cutoff, stop, batch, pause_s)
+            results = _prune_keyed(conn, _OLD_RESULTS, cutoff, stop, batch, pause_s)
+            for table in _OLD_BOOKKEEPING:
+                _prune_keyed(conn, table, cutoff, stop, batch, pause_s)
+        finally:
+            conn.close()
+        return Pruned(rows, results)
+
+
+class Pruned(NamedTuple):
+    """What one pruning removed."""
+
+    requests: int
+    results: int
+
+
+_PRUNABLE_REQUEST = (
+    "created_at < :cutoff AND status NOT IN ('queued', 'running') "
+    "AND NOT (status = 'succeeded' AND delivered_at IS NULL)"
+)
+# (table, key columns, the condition for an old row): tables that stay small, read whole.
+_OLD_RESULTS = (
+    "results",
+    "source_key, mode",
+    "issued_at < :cutoff AND NOT EXISTS (SELECT 1 FROM requests AS q "
+    "INDEXED BY requests_undelivered WHERE q.status = 'succeeded' "
+    "AND q.delivered_at IS NULL AND q.source_key = results.source_key AND q.mode = results.mode)",
+)
+_OLD_BOOKKEEPING = (
+    ("quota_alerts", "guild_id, period, period_start", "period_start < :cutoff"),
+    ("api_calls", "job_id", "day < substr(:cutoff, 1, 10)"),
+    ("budget_notices", "day", "day < substr(:cutoff, 1, 10)"),
+)
+
+
+def _prune_requests(
+    conn: sqlite3.Connection, cutoff: str, stop: Callable[[], bool], batch: int, pause_s: float
+) -> int:
+    """Old requests, found page by page in rowid order outside any lock, deleted by id."""
+    removed, after = 0, 0
+    while not stop():
+        ids = [
+            row[0]
+            for row in conn.execute(
+                f"SELECT id FROM requests WHERE id > :after AND {_PRUNABLE_REQUEST} "  # noqa: S608
+                "ORDER BY id LIMIT :batch",
+                {"after": after, "cutoff": cutoff, "batch": batch},
+            )
+        ]
+        if not ids:
+            break
+        after = ids[-1]
+        removed += _delete_batch(
+            conn,
+            f"DELETE FROM requests WHERE id IN (SELECT value FROM json_each(:keys)) "  # noqa: S608
+            f"AND {_PRUNABLE_REQUEST}",
+            {"keys": json.dumps(ids), "cutoff": cutoff},
+        )
+        time.sleep(pause_s)
+    return removed
+
+
+def _prune_keyed(
+    conn: sqlite3.Connection,
+    table: tuple[str, str, str],
+    cutoff: str,
+    stop: Callable[[], bool],
+    batch: int,
+    pause_s: float,
+) -> int:
+    name, keys, old = table
+    removed = 0
+    while not stop():
+        # Constant table and column names from the tables above, never user input.
+        deleted = _delete_batch(
+            conn,
+            f"DELETE FROM {name} WHERE ({keys}) IN "  # noqa: S608
+            f"(SELECT {keys} FROM {name} WHERE {old} LIMIT :batch)",
+            {"cutoff": cutoff, "batch": batch},
+        )
+        removed += deleted
+        if deleted < batch:
+            break
+        time.sleep(pause_s)
+    return removed
+
+
+def _delete_batch(conn: sqlite3.Connection, sql: str, params: dict[str, Any]) -> int:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        deleted = conn.execute(sql, params).rowcount
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return deleted
 
 
 _EXPORT_PAGE_ROWS = 1000

@@ -3,10 +3,12 @@ hashes, and exported ids survive spreadsheets. Real SQLite files throughout."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import itertools
 import re
+import time
 import tracemalloc
 import zipfile
 from collections.abc import Iterator
@@ -18,10 +20,11 @@ from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
 from stembot import store as store_module
-from stembot.config import QuotaPolicy
-from stembot.errors import DuplicateRequestError
+from stembot.config import QuotaPolicy, load_settings
+from stembot.errors import ConfigError, DuplicateRequestError
 from stembot.models import JobRequest, Mode, Separation, Stem
 from stembot.moderation import LedgerExport, ModerationService
+from stembot.retention import Retention
 from stembot.sources import source_key_for_url
 from stembot.store import CSV_ID_COLUMNS, Store
 
@@ -274,3 +277,171 @@ def test_an_export_too_large_even_zipped_names_periods_that_each_fit(
     for first, last in parts:
         part = write_export(store, tmp_path / f"{first}", limit, f"{first}", f"{last}")
         assert part.path is not None, (first, last, part.size, limit)
+
+
+# --- 2. retention -------------------------------------------------------------------------------
+
+
+def at(day: str) -> str:
+    return f"{day}T10:00:00.000000Z"
+
+
+def add_row(
+    store: Store, created: str, status: str = "succeeded", delivered: str | None = "yes", cost=1
+) -> int:
+    """A ledger row as the bot leaves it; ``delivered`` None: a result still owed."""
+    cursor = store._db.conn.execute(
+        "INSERT INTO requests (interaction_id, guild_id, channel_id, user_id, mode, source_name, "
+        "source_key, cost, status, created_at, finished_at, delivered_at) "
+        "VALUES (?, ?, 5, ?, 'vocals', 'song.mp3', ?, ?, ?, ?, ?, ?)",
+        (
+            next(_ids),
+            GUILD,
+            ALICE,
+            f"attachment:{next(_ids)}",
+            cost,
+            status,
+            at(created),
+            None if status in ("queued", "running") else at(created),
+            None if delivered is None else at(created),
+        ),
+    )
+    store._db.conn.commit()
+    assert cursor.lastrowid is not None
+    return cursor.lastrowid
+
+
+def add_result(store: Store, job_id: int, issued: str) -> None:
+    key = store._db.execute("SELECT source_key FROM requests WHERE id = ?", (job_id,)).fetchone()
+    store._db.conn.execute(
+        "INSERT INTO results (source_key, mode, stems, issued_at, job_id) "
+        "VALUES (?, 'vocals', '[]', ?, ?)",
+        (key[0], at(issued), job_id),
+    )
+    store._db.conn.commit()
+
+
+def ids_left(store: Store) -> set[int]:
+    return {row[0] for row in store._db.execute("SELECT id FROM requests")}
+
+
+def results_left(store: Store) -> set[int]:
+    return {row[0] for row in store._db.execute("SELECT job_id FROM results")}
+
+
+def prune(store: Store, days: int, now: datetime = NOW) -> None:
+    asyncio.run(Retention(store, days, lambda: now).prune_now())
+
+
+def test_retention_removes_old_rows_but_not_what_is_active_or_owed(store: Store) -> None:
+    """Older than 30 days goes; a queued request and an undelivered result stay."""
+    old = add_row(store, "2026-01-10")
+    old_active = add_row(store, "2026-01-10", status="queued")
+    old_owed = add_row(store, "2026-01-10", delivered=None)
+    recent = add_row(store, "2026-04-20")
+    this_month = add_row(store, "2026-05-02")
+    for job_id in (old, old_owed, recent):
+        add_result(
+            store,
+            job_id,
+            store._db.execute(
+                "SELECT substr(created_at, 1, 10) FROM requests WHERE id = ?", (job_id,)
+            ).fetchone()[0],
+        )
+    store.claim_alert(GUILD, "month", datetime(2026, 1, 1, tzinfo=UTC), 80, NOW)
+    prune(store, 30)
+    assert ids_left(store) == {old_active, old_owed, recent, this_month}
+    assert results_left(store) == {old_owed, recent}
+    assert store._db.execute("SELECT count(*) FROM quota_alerts").fetchone()[0] == 0
+
+
+def test_retention_never_reaches_into_the_current_month(store: Store) -> None:
+    """With 1 day kept, everything since the 1st stays: the monthly quota is summed from it."""
+    add_row(store, "2026-04-30")
+    kept = {add_row(store, f"2026-05-{day:02d}") for day in (1, 2, 13)}
+    used = store.quota_status(GUILD, None, NOW).guild_monthly.used
+    prune(store, 1)
+    assert ids_left(store) == kept
+    assert store.quota_status(GUILD, None, NOW).guild_monthly.used == used == 3
+
+
+def test_retention_zero_keeps_everything(store: Store) -> None:
+    """STEMBOT_RETENTION_DAYS=0: nothing is ever pruned."""
+    old = add_row(store, "2020-01-10")
+
+    async def run_briefly() -> None:
+        async with Retention(store, 0, lambda: NOW).running():
+            await asyncio.sleep(0.05)
+
+    asyncio.run(run_briefly())
+    assert ids_left(store) == {old}
+
+
+def test_retention_runs_again_every_period(store: Store) -> None:
+    """After the start-up pruning, rows that age past the limit go at the next round."""
+    first = add_row(store, "2026-01-10")
+    later = add_row(store, "2026-04-20")
+    clock = {"now": NOW}
+
+    async def two_rounds() -> None:
+        async with Retention(store, 30, lambda: clock["now"], every_s=0.05).running():
+            await asyncio.sleep(0.03)
+            assert ids_left(store) == {later}
+            clock["now"] = NOW + timedelta(days=30)
+            await asyncio.sleep(0.1)
+
+    asyncio.run(two_rounds())
+    assert first not in ids_left(store) and ids_left(store) == set()
+
+
+OLD_ROWS = 100_000
+
+
+@pytest.mark.slow
+def test_pruning_holds_neither_the_event_loop_nor_the_bots_writes(
+    store: Store, tmp_path: Path
+) -> None:
+    """Pruning 100,000 old rows: the loop keeps ticking and the bot's writes go through."""
+    old = datetime(2026, 1, 10, tzinfo=UTC)
+    with store._db.conn:
+        store._db.conn.executemany(
+            "INSERT INTO requests (interaction_id, guild_id, channel_id, user_id, mode, "
+            "source_name, source_key, cost, status, created_at, finished_at, delivered_at) "
+            "VALUES (?, ?, 5, 7, 'vocals', 'song.mp3', 'attachment:1', 1, 'succeeded', ?, ?, ?)",
+            ((i, GUILD, s, s, s) for i in range(OLD_ROWS) if (s := at(str(old.date())))),
+        )
+
+    async def prune_while_working() -> tuple[float, float, int]:
+        retention = Retention(store, 30, lambda: NOW)
+        pruning = asyncio.create_task(retention.prune_now())
+        longest_gap = longest_write = 0.0
+        writes = 0
+        last = time.monotonic()
+        while not pruning.done():
+            await asyncio.sleep(0.005)
+            started = time.monotonic()
+            longest_gap = max(longest_gap, started - last)
+            store.record_free(request(), STORED, NOW)  # the bot writing meanwhile
+            last = time.monotonic()
+            longest_write = max(longest_write, last - started)
+            writes += 1
+        await pruning
+        return longest_gap, longest_write, writes
+
+    gap, write, writes = asyncio.run(prune_while_working())
+    print(
+        f"pruning {OLD_ROWS:,} rows: {writes} writes meanwhile, "
+        f"longest loop gap {gap:.3f} s, longest write {write:.3f} s"
+    )
+    assert store._db.execute("SELECT count(*) FROM requests").fetchone()[0] == 1
+    assert writes > 10
+    assert gap < 0.3 and write < 0.3
+
+
+def test_retention_days_setting() -> None:
+    """90 days unless set; 0 keeps everything; a negative or fractional value is refused."""
+    assert load_settings({}).retention_days == 90
+    assert load_settings({"STEMBOT_RETENTION_DAYS": "0"}).retention_days == 0
+    for wrong in ("-1", "1.5", "soon"):
+        with pytest.raises(ConfigError, match="STEMBOT_RETENTION_DAYS"):
+            load_settings({"STEMBOT_RETENTION_DAYS": wrong})

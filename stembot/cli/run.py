@@ -22,6 +22,7 @@ from stembot.database_lock import hold_database
 from stembot.jobs import StemService, utc_now
 from stembot.logs import configure_logging
 from stembot.moderation import ModerationService
+from stembot.retention import Retention
 from stembot.soundverse import SoundverseClient
 from stembot.sources import AddressPolicy, GuardedConnector, UrlProbe, redact_url
 from stembot.store import Store
@@ -146,7 +147,9 @@ async def built_bot(settings: Settings, *, force_sync: bool = False) -> AsyncIte
                 # `stembot sync` may run beside a live bot: it must not touch its jobs.
                 recover_jobs=not force_sync,
             )
-            async with bot:
+            # `stembot sync` leaves the live bot's ledger to it.
+            retention = Retention(store, 0 if force_sync else settings.retention_days, utc_now)
+            async with bot, retention.running():
                 yield bot
     finally:
         store.close()

@@ -11,14 +11,15 @@ import sqlite3
 import time
 import zipfile
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from aiohttp import web
 
+from stembot.config import QuotaPolicy
 from stembot.logs import TOKEN_CARRYING_LOGGERS, configure_logging
-from stembot.store import CSV_ID_COLUMNS, month_window
+from stembot.store import CSV_ID_COLUMNS, Store, _stamp, month_window
 from tests.e2e.stack import WAV, Stack, acked_in_time, eventually, is_result, running_stack
 from tests.e2e.test_admin import admin, download, moderator, text_of
 from tests.standins.discord import LOADING, InteractionRecord
@@ -32,7 +33,7 @@ def files_under(folder: Path) -> bytes:
 
 
 def ledger_rows(stack: Stack) -> int:
-    return int(stack.ledger()._db.execute("SELECT count(*) FROM requests").fetchone()[0])
+    return ledger_rows_in(stack.settings.db_path)
 
 
 # --- 1. free repeats ------------------------------------------------------------------------------
@@ -205,3 +206,35 @@ def unzipped(filename: str, data: bytes) -> bytes:
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
         (name,) = archive.namelist()
         return archive.read(name)
+
+
+# --- 2. retention ---------------------------------------------------------------------------------
+
+
+async def test_old_ledger_rows_are_pruned_at_start_up(tmp_path: Path) -> None:
+    """Started with STEMBOT_RETENTION_DAYS=30, the bot removes last year's rows and keeps this
+    month's; a moderator's export of the old period comes back empty."""
+    db_path = tmp_path / "stembot.db"
+    Store.open(db_path, QuotaPolicy()).close()
+    now = datetime.now(UTC)
+    old, recent = now - timedelta(days=200), month_window(now)[0]
+    with contextlib.closing(sqlite3.connect(db_path)) as conn, conn:
+        conn.executemany(
+            "INSERT INTO requests (interaction_id, guild_id, channel_id, user_id, mode, "
+            "source_name, source_key, cost, status, created_at, finished_at, delivered_at) "
+            "VALUES (?, 1, 5, 7, 'vocals', 'song.mp3', 'attachment:1', 1, 'succeeded', ?, ?, ?)",
+            [(i, *[_stamp(old)] * 3) for i in range(1000)] + [(1000, *[_stamp(recent)] * 3)],
+        )
+    env = {"STEMBOT_RETENTION_DAYS": "30"}
+    async with running_stack(db_path, env) as stack:
+        await eventually(lambda: ledger_rows(stack) == 1)
+        day = f"{old:%Y-%m-%d}"
+        export = await admin(stack, "export", moderator(stack), {"since": day, "until": day})
+        assert "0 requests" in text_of(export)
+        assert is_result(await stack.answer(await stack.stems()))
+    assert ledger_rows_in(db_path) == 2
+
+
+def ledger_rows_in(path: Path) -> int:
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        return int(conn.execute("SELECT count(*) FROM requests").fetchone()[0])

@@ -1,0 +1,76 @@
+"""How long stembot keeps its ledger and stored results (``STEMBOT_RETENTION_DAYS``).
+
+Pruning runs at start-up and then once a day, in a thread with its own database connection and
+in small batches, so neither the event loop nor the bot's writes wait on it. Nothing inside the
+current UTC month goes (the monthly quota is summed from the ledger), nor anything still owed
+to a member (see Store.prune).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime, timedelta
+
+from stembot.store import Pruned, Store, month_window
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+DAY_S = 86_400.0
+
+
+def prune_before(now: datetime, days: int) -> datetime:
+    """The moment before which rows go: ``days`` ago, but never inside the current month."""
+    return min(now - timedelta(days=days), month_window(now)[0])
+
+
+class Retention:
+    """Prunes what is older than ``days`` (0 keeps everything) now, then every ``every_s``."""
+
+    def __init__(self, store: Store, days: int, clock: Clock, *, every_s: float = DAY_S) -> None:
+        self._store = store
+        self._days = days
+        self._clock = clock
+        self._every_s = every_s
+        self._stopping = threading.Event()
+
+    async def prune_now(self) -> Pruned:
+        before = prune_before(self._clock(), self._days)
+        pruned = await asyncio.to_thread(self._store.prune, before, stop=self._stopping.is_set)
+        if pruned.requests or pruned.results:
+            log.info(
+                "retention: removed %d ledger rows and %d stored results from before %s",
+                pruned.requests,
+                pruned.results,
+                f"{before:%Y-%m-%d %H:%M} UTC",
+            )
+        return pruned
+
+    async def run(self) -> None:
+        """Prune now and then every ``every_s`` until cancelled; a failure is only logged."""
+        if self._days == 0:
+            return
+        while True:
+            try:
+                await self.prune_now()
+            except Exception:
+                log.exception("retention: pruning old ledger rows failed; trying again later")
+            await asyncio.sleep(self._every_s)
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """``run`` in the background for the duration of the block; stopped at its end."""
+        self._stopping.clear()
+        task = asyncio.create_task(self.run(), name="retention")
+        try:
+            yield
+        finally:
+            self._stopping.set()  # a batch under way finishes; no new one starts
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
