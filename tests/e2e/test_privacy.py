@@ -168,6 +168,21 @@ def fill_ledger(stack: Stack, rows: int) -> None:
     conn.close()
 
 
+async def test_an_export_above_the_upload_limit_arrives_zipped(stack: Stack) -> None:
+    """A CSV larger than the channel's upload limit is attached as a .zip holding all of it,
+    and the moderator is told why."""
+    fill_ledger(stack, 3000)
+    stack.discord.upload_limit = 200_000  # the CSV is about 600 kB
+    message = await admin(stack, "export", moderator(stack))
+    (attachment,) = message["attachments"]
+    assert attachment["filename"].endswith(".zip")
+    data = await download(attachment["url"])
+    assert len(data) <= 200_000
+    rows = list(csv.DictReader(io.StringIO(unzipped(attachment["filename"], data).decode())))
+    assert len(rows) == 3000
+    assert "so it is zipped" in message["content"]
+
+
 @pytest.mark.slow
 async def test_a_big_export_is_streamed_while_members_are_answered(tmp_path: Path) -> None:
     """A 400,000-row export runs while a member's /stems is acknowledged within 3 s and
