@@ -2,8 +2,9 @@
 
 Pruning runs at start-up and then once a day, in a thread with its own database connection and
 in small batches, so neither the event loop nor the bot's writes wait on it. Nothing inside the
-current UTC month goes (the monthly quota is summed from the ledger), nor anything still owed
-to a member (see Store.prune).
+current UTC month goes (the monthly quota is summed from the ledger), nor a request still
+queued or running. The first pruning waits until the bot is ready, after the start-up recovery
+has read what a crash left owing (results to deliver), however old.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timedelta
 
 from stembot.store import Pruned, Store, month_window
@@ -51,10 +52,13 @@ class Retention:
             )
         return pruned
 
-    async def run(self) -> None:
-        """Prune now and then every ``every_s`` until cancelled; a failure is only logged."""
+    async def run(self, after: Callable[[], Awaitable[object]] | None = None) -> None:
+        """Prune (once ``after`` returns) and then every ``every_s`` until cancelled; a
+        failure is only logged."""
         if self._days == 0:
             return
+        if after is not None:
+            await after()
         while True:
             try:
                 await self.prune_now()
@@ -63,10 +67,12 @@ class Retention:
             await asyncio.sleep(self._every_s)
 
     @contextlib.asynccontextmanager
-    async def running(self) -> AsyncIterator[None]:
+    async def running(
+        self, after: Callable[[], Awaitable[object]] | None = None
+    ) -> AsyncIterator[None]:
         """``run`` in the background for the duration of the block; stopped at its end."""
         self._stopping.clear()
-        task = asyncio.create_task(self.run(), name="retention")
+        task = asyncio.create_task(self.run(after), name="retention")
         try:
             yield
         finally:

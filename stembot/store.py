@@ -1384,8 +1384,8 @@ class Store:
         """Delete ledger rows and stored results older than ``before``, in small batches on a
         connection of its own: call it from a thread.
 
-        Never what is still owed: queued or running requests, succeeded ones not yet
-        delivered, and the stored results those will be delivered from. Each batch is its own
+        Never a request still queued or running. (Results owed since a crash are read by the
+        start-up recovery before the first pruning: see Retention.) Each batch is its own
         short write transaction with a pause after it, so the bot's writer never waits long;
         ``stop`` is asked between batches.
         """
@@ -1412,18 +1412,9 @@ class Pruned(NamedTuple):
     results: int
 
 
-_PRUNABLE_REQUEST = (
-    "created_at < :cutoff AND status NOT IN ('queued', 'running') "
-    "AND NOT (status = 'succeeded' AND delivered_at IS NULL)"
-)
+_PRUNABLE_REQUEST = "created_at < :cutoff AND status NOT IN ('queued', 'running')"
 # (table, key columns, the condition for an old row): tables that stay small, read whole.
-_OLD_RESULTS = (
-    "results",
-    "source_key, mode",
-    "issued_at < :cutoff AND NOT EXISTS (SELECT 1 FROM requests AS q "
-    "INDEXED BY requests_undelivered WHERE q.status = 'succeeded' "
-    "AND q.delivered_at IS NULL AND q.source_key = results.source_key AND q.mode = results.mode)",
-)
+_OLD_RESULTS = ("results", "source_key, mode", "issued_at < :cutoff")
 _OLD_BOOKKEEPING = (
     ("quota_alerts", "guild_id, period, period_start", "period_start < :cutoff"),
     ("api_calls", "job_id", "day < substr(:cutoff, 1, 10)"),

@@ -333,8 +333,8 @@ def prune(store: Store, days: int, now: datetime = NOW) -> None:
     asyncio.run(Retention(store, days, lambda: now).prune_now())
 
 
-def test_retention_removes_old_rows_but_not_what_is_active_or_owed(store: Store) -> None:
-    """Older than 30 days goes; a queued request and an undelivered result stay."""
+def test_retention_removes_old_rows_but_not_active_ones(store: Store) -> None:
+    """Older than 30 days goes, whether delivered or not; a queued request stays."""
     old = add_row(store, "2026-01-10")
     old_active = add_row(store, "2026-01-10", status="queued")
     old_owed = add_row(store, "2026-01-10", delivered=None)
@@ -350,8 +350,8 @@ def test_retention_removes_old_rows_but_not_what_is_active_or_owed(store: Store)
         )
     store.claim_alert(GUILD, "month", datetime(2026, 1, 1, tzinfo=UTC), 80, NOW)
     prune(store, 30)
-    assert ids_left(store) == {old_active, old_owed, recent, this_month}
-    assert results_left(store) == {old_owed, recent}
+    assert ids_left(store) == {old_active, recent, this_month}
+    assert results_left(store) == {recent}
     assert store._db.execute("SELECT count(*) FROM quota_alerts").fetchone()[0] == 0
 
 
@@ -445,3 +445,22 @@ def test_retention_days_setting() -> None:
     for wrong in ("-1", "1.5", "soon"):
         with pytest.raises(ConfigError, match="STEMBOT_RETENTION_DAYS"):
             load_settings({"STEMBOT_RETENTION_DAYS": wrong})
+
+
+def test_the_first_pruning_waits_for_the_start_up_recovery(store: Store) -> None:
+    """Nothing goes before ``after`` returns (the bot ready, its recovery done)."""
+    january = datetime(2026, 1, 10, tzinfo=UTC)
+    old = store.reserve(request(), january)
+    store.settle(old.id, Separation(Mode.VOCALS, STORED.stems, january), old.source_key, january)
+
+    async def held_then_released() -> None:
+        ready = asyncio.Event()
+        async with Retention(store, 30, lambda: NOW).running(after=ready.wait):
+            await asyncio.sleep(0.05)
+            assert ids_left(store) == {old.id}
+            assert results_left(store) == {old.id}
+            ready.set()
+            await asyncio.sleep(0.1)
+        assert ids_left(store) == set() and results_left(store) == set()
+
+    asyncio.run(held_then_released())

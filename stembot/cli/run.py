@@ -147,9 +147,10 @@ async def built_bot(settings: Settings, *, force_sync: bool = False) -> AsyncIte
                 # `stembot sync` may run beside a live bot: it must not touch its jobs.
                 recover_jobs=not force_sync,
             )
-            # `stembot sync` leaves the live bot's ledger to it.
+            # `stembot sync` leaves the live bot's ledger to it. Pruning starts once the bot
+            # is ready: the start-up recovery has then read what a crash left owing.
             retention = Retention(store, 0 if force_sync else settings.retention_days, utc_now)
-            async with bot, retention.running():
+            async with bot, retention.running(after=bot.wait_until_ready):
                 yield bot
     finally:
         store.close()
