@@ -636,13 +636,6 @@ class StemService:
             log.info("job %s succeeded before a restart; delivering its result now", job.id)
         return recovery
 
-    def recover_interrupted(self) -> list[Job]:
-        """Jobs a crash left behind: marked interrupted and refunded by the store, once."""
-        jobs = self._store.recover_interrupted(self._clock())
-        for job in jobs:
-            log.info("job %s was interrupted by a restart and refunded", job.id)
-        return jobs
-
     async def shutdown(self, grace_s: float) -> None:
         """Stop taking requests, interrupt the waiting ones, give running ones ``grace_s``."""
         self._accepting = False

@@ -978,11 +978,6 @@ class Store:
         )
         return [_interrupted(row, finished) for row in rows]
 
-    def recover_interrupted(self, now: datetime) -> list[Job]:
-        """Jobs a crash left queued or running: marked interrupted, refunded, returned."""
-        with self._write():
-            return self._interrupt_active(_stamp(now))
-
     def get_job(self, job_id: int) -> Job | None:
         with _busy_is_retryable():
             row = self._one(_SELECT_JOB, (job_id,))

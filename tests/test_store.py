@@ -410,18 +410,18 @@ def test_find_result_ignores_results_issued_too_long_ago(store: Store) -> None:
 def test_recovery_interrupts_and_refunds_active_jobs_once(store: Store) -> None:
     """Queued and running jobs come back interrupted and refunded; finished ones stay."""
     store.set_limits(GUILD, active_jobs=5)
-    queued = store.reserve(request(), NOW)
-    running = store.reserve(request(), NOW)
+    queued = store.reserve(request(source_key="attachment:1"), NOW)
+    running = store.reserve(request(source_key="attachment:2"), NOW)
     store.mark_running(running.id, NOW)
     done = store.reserve(request(), NOW)
     store.settle(done.id, separation(), "attachment:42", NOW)
     later = NOW + timedelta(minutes=5)
-    recovered = store.recover_interrupted(later)
+    recovered = store.recover(later).interrupted
     assert [job.id for job in recovered] == [queued.id, running.id]
     assert {job.status for job in recovered} == {JobStatus.INTERRUPTED}
     assert all(job.finished_at == later and job.error for job in recovered)
     assert [store.get_job(job.id) for job in recovered] == recovered
-    assert store.recover_interrupted(later) == []
+    assert store.recover(later).interrupted == []
     assert used_today(store) == 1
 
 
@@ -558,11 +558,11 @@ def test_sigkill_mid_job_loses_nothing_and_refunds_once(db_path: Path) -> None:
     store = open_store(db_path)
     try:
         assert used_today(store) == 3
-        recovered = store.recover_interrupted(NOW + timedelta(minutes=1))
+        recovered = store.recover(NOW + timedelta(minutes=1)).interrupted
         assert [(job.id, job.status, job.user_id) for job in recovered] == [
             (running_id, JobStatus.INTERRUPTED, BOB)
         ]
-        assert store.recover_interrupted(NOW + timedelta(minutes=2)) == []
+        assert store.recover(NOW + timedelta(minutes=2)).interrupted == []
         assert store.refund(running_id, JobStatus.INTERRUPTED, "again", NOW) is False
         assert used_today(store) == 2
         done = store.get_job(done_id)

@@ -174,6 +174,33 @@ def stack_env(discord: DiscordEmulator, api: SoundverseStandin, db_path: Path) -
     }
 
 
+async def run_stembot(
+    env: Mapping[str, str],
+    *args: str,
+    env_file: str | Path = os.devnull,
+    cwd: Path | None = None,
+    timeout_s: float = 60.0,
+) -> tuple[int, str]:
+    """Run one `stembot` command as an operator would, to its end: exit status and everything
+    it printed (stdout and stderr together)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "stembot",
+        "--env-file",
+        str(env_file),
+        *args,
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **env},
+        cwd=cwd,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await asyncio.wait_for(process.communicate(), timeout_s)
+    assert process.returncode is not None
+    return process.returncode, output.decode(errors="replace")
+
+
 @contextlib.asynccontextmanager
 async def running_stack(
     db_path: Path,

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
-import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +11,7 @@ import pytest
 from stembot.bot.endpoints import current_discord_endpoints, use_discord_endpoints
 from stembot.cli.run import run_bot
 from stembot.config import Settings, load_settings
-from tests.e2e.stack import API_KEY, WAV, bot_connected, stack_env
+from tests.e2e.stack import API_KEY, WAV, bot_connected, run_stembot, stack_env
 from tests.standins.discord import DiscordEmulator
 from tests.standins.soundverse import SoundverseStandin
 
@@ -103,24 +100,9 @@ async def test_the_sync_command_line_syncs_and_exits(outside: Outside, tmp_path:
     async with bot_connected(outside.discord, outside.settings(db)):
         pass
     session = outside.discord.gateway.current
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        **stack_env(outside.discord, outside.api, db),
-    }
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "stembot",
-        "--env-file",
-        os.devnull,
-        "sync",
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        stdin=asyncio.subprocess.DEVNULL,
-    )
-    output, _ = await asyncio.wait_for(process.communicate(), 30)
-    assert process.returncode == 0, output.decode(errors="replace")
+    env = stack_env(outside.discord, outside.api, db)
+    status, output = await run_stembot(env, "sync", timeout_s=30)
+    assert status == 0, output
     assert outside.sync_scopes() == [None, None]
     assert outside.discord.gateway.current is session  # it synced without connecting
 
@@ -128,24 +110,9 @@ async def test_the_sync_command_line_syncs_and_exits(outside: Outside, tmp_path:
 @pytest.mark.slow
 async def test_the_sync_command_needs_no_soundverse_key(outside: Outside, tmp_path: Path) -> None:
     """`stembot sync` talks to Discord only: without SOUNDVERSE_API_KEY it still syncs."""
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        **stack_env(outside.discord, outside.api, tmp_path / "stembot.db"),
-    }
+    env = stack_env(outside.discord, outside.api, tmp_path / "stembot.db")
     del env["SOUNDVERSE_API_KEY"], env["SOUNDVERSE_API_BASE"]
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "stembot",
-        "--env-file",
-        os.devnull,
-        "sync",
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        stdin=asyncio.subprocess.DEVNULL,
-    )
-    output, _ = await asyncio.wait_for(process.communicate(), 30)
-    assert process.returncode == 0, output.decode(errors="replace")
+    status, output = await run_stembot(env, "sync", timeout_s=30)
+    assert status == 0, output
     assert outside.sync_scopes() == [None]
     assert outside.api.requests == []

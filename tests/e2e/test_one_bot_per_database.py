@@ -4,11 +4,8 @@ operator's commands and other readers keep working beside a running bot."""
 
 from __future__ import annotations
 
-import asyncio
-import os
 import signal
 import socket
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -24,6 +21,7 @@ from tests.e2e.stack import (
     eventually,
     is_result,
     new_gateway_session,
+    run_stembot,
     stack_env,
 )
 from tests.standins.discord import DiscordEmulator, Guild, Member
@@ -32,25 +30,6 @@ from tests.standins.soundverse import SoundverseStandin
 pytestmark = pytest.mark.slow
 
 REFUSAL = "stembot: another stembot is already running on the database"
-
-
-async def stembot(env: dict[str, str], *args: str) -> tuple[int, str]:
-    """Run one `stembot` command to its end: exit status and everything it printed."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "stembot",
-        "--env-file",
-        os.devnull,
-        *args,
-        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **env},
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode is not None
-    return process.returncode, out.decode()
 
 
 async def served(discord: DiscordEmulator, guild: Guild, member: Member) -> bool:
@@ -77,7 +56,7 @@ async def test_a_second_bot_on_the_same_database_refuses_in_one_line(tmp_path: P
             await discord.wait_ready(timeout_s=20)
             session = discord.gateway.current
             logins = len([c for c in discord.calls if c.route == "/users/@me"])
-            status, out = await stembot(env, "run")
+            status, out = await run_stembot(env, "run")
             assert status == 1, out
             (line,) = [n for n in out.splitlines() if n.strip()]
             assert line.startswith(f"{REFUSAL} {db} (pid {first.pid} on {socket.gethostname()}")
@@ -85,7 +64,7 @@ async def test_a_second_bot_on_the_same_database_refuses_in_one_line(tmp_path: P
             assert discord.gateway.current is session
             assert len([c for c in discord.calls if c.route == "/users/@me"]) == logins
             for command in (("quota", "show", str(guild.id)), ("usage", str(guild.id)), ("sync",)):
-                status, out = await stembot(env, *command)
+                status, out = await run_stembot(env, *command)
                 assert status == 0, (command, out)
             reader = Store.open(db, QuotaPolicy())
             assert reader.quota_status(guild.id, None, datetime.now(UTC)).guild_daily.used == 0

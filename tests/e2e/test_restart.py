@@ -84,7 +84,7 @@ async def test_sigkill_mid_job_is_reported_and_refunded_after_restart(tmp_path: 
     job = store.get_job(1)
     assert job is not None and job.status is JobStatus.INTERRUPTED
     assert store.quota_status(guild.id, member.id, datetime.now(UTC)).guild_daily.used == 0
-    assert store.recover_interrupted(datetime.now(UTC)) == []
+    assert store.recover(datetime.now(UTC)).interrupted == []
     store.close()
 
 
