@@ -43,15 +43,10 @@ from stembot.models import (
 )
 from stembot.probe_slots import ProbeSlots
 from stembot.scheduling import FairQueue
-from stembot.sources import (
-    ProbedSource,
-    check_attachment,
-    check_url_syntax,
-    require_one_source,
-    source_key_for_attachment,
-    source_key_for_url,
-)
+from stembot.source_urls import check_url_syntax, source_key_for_attachment, source_key_for_url
+from stembot.sources import check_attachment, require_one_source
 from stembot.store import QuotaLimitReached, Store
+from stembot.url_probe import ProbedSource
 
 log = logging.getLogger(__name__)
 

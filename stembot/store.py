@@ -54,7 +54,7 @@ from stembot.models import (
     UsageReport,
     WindowStatus,
 )
-from stembot.sources import hashed_url_key, without_query
+from stembot.source_urls import hashed_url_key, without_query
 
 log = logging.getLogger(__name__)
 

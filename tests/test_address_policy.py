@@ -15,6 +15,7 @@ from stembot.address_policy import (
     REFUSED_IPV6,
     AddressPolicy,
     embedded_ipv4,
+    is_global_address,
     parse_address,
     refusal_reason,
 )
@@ -181,3 +182,99 @@ def test_the_policy_module_stands_alone() -> None:
     source = Path(inspect.getsourcefile(address_policy) or "").read_text()
     assert "from stembot" not in source and "import stembot" not in source
     assert len(source.splitlines()) < 250
+
+
+# ---------------------------------------------------------------------------------------------
+# Address classification
+# ---------------------------------------------------------------------------------------------
+
+NON_GLOBAL = [
+    "10.0.0.1",
+    "172.16.5.4",
+    "192.168.1.1",
+    "127.0.0.1",
+    "127.0.0.2",
+    "169.254.169.254",  # cloud metadata (link-local)
+    "100.64.0.1",  # carrier-grade NAT: not private, not global either
+    "100.127.255.254",
+    "0.0.0.0",
+    "255.255.255.255",
+    "224.0.0.1",  # multicast
+    "239.255.255.250",
+    "192.0.2.1",  # documentation
+    "198.51.100.7",
+    "203.0.113.9",
+    "198.18.0.1",  # benchmarking
+    "192.88.99.1",  # deprecated 6to4 relay
+    "240.0.0.1",  # reserved
+    "::1",
+    "::",
+    "fe80::1",
+    "fc00::1",
+    "fd12:3456::1",
+    "fec0::1",  # deprecated site-local
+    "ff02::1",  # multicast
+    "ff0e::1",
+    "2001:db8::1",  # documentation
+    "3fff::1",  # documentation (RFC 9637)
+    "::ffff:127.0.0.1",  # IPv4-mapped loopback
+    "::ffff:10.0.0.1",
+    "::ffff:169.254.169.254",
+    "::7f00:1",  # deprecated IPv4-compatible loopback
+    "64:ff9b::7f00:1",  # NAT64 of loopback
+    "64:ff9b::a9fe:a9fe",  # NAT64 of 169.254.169.254
+    "64:ff9b:1::1",  # local-use NAT64
+    "2002:7f00:1::1",  # 6to4 of loopback
+    "2002:c0a8:101::1",  # 6to4 of 192.168.1.1
+    "2001:0:4136:e378:8000:63bf:3fff:fdd2",  # Teredo
+]
+
+GLOBAL = [
+    "8.8.8.8",
+    "1.1.1.1",
+    "93.184.216.34",
+    "2606:4700:4700::1111",
+    "2001:4860:4860::8888",
+    "::ffff:8.8.8.8",
+    "64:ff9b::808:808",  # NAT64 of a public address
+    "2002:808:808::1",  # 6to4 of a public address
+]
+
+
+@pytest.mark.parametrize("address", NON_GLOBAL)
+def test_non_global_addresses_are_refused(address):
+    """Private, loopback, link-local, CGNAT, multicast, documentation and wrapped forms fail."""
+    parsed = parse_address(address)
+    assert parsed is not None
+    assert not is_global_address(parsed)
+    assert not AddressPolicy().permits(address)
+
+
+@pytest.mark.parametrize("address", GLOBAL)
+def test_global_addresses_are_allowed(address):
+    """Public unicast addresses, bare or wrapped around a public IPv4 address, pass."""
+    assert AddressPolicy().permits(address)
+
+
+def test_allow_private_permits_private_unicast():
+    """STEMBOT_ALLOW_PRIVATE_URLS lets LAN and loopback addresses through."""
+    policy = AddressPolicy(allow_private=True)
+    assert all(policy.permits(a) for a in ("10.0.0.1", "127.0.0.1", "::1", "fe80::1%eth0"))
+
+
+def test_allow_private_still_refuses_multicast_and_unspecified():
+    """No setting makes multicast or unspecified addresses a fetch target."""
+    policy = AddressPolicy(allow_private=True)
+    assert not any(policy.permits(a) for a in ("224.0.0.1", "ff02::1", "0.0.0.0", "::"))
+
+
+def test_also_allow_admits_exactly_the_named_network():
+    """A policy allowing 127.0.0.1/32 still refuses its neighbour 127.0.0.2."""
+    policy = AddressPolicy.allowing("127.0.0.1/32")
+    assert policy.permits("127.0.0.1")
+    assert not policy.permits("127.0.0.2")
+
+
+def test_unparsable_address_is_refused():
+    """Anything that is not an IP address fails closed."""
+    assert not AddressPolicy(allow_private=True).permits("localhost")

@@ -13,6 +13,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from stembot.address_policy import AddressPolicy
 from stembot.config import QuotaPolicy, Secret
 from stembot.errors import (
     AlreadyStartedError,
@@ -23,11 +24,12 @@ from stembot.errors import (
     SoundverseRejected,
     StembotError,
 )
+from stembot.guarded_connector import GuardedConnector
 from stembot.jobs import AttachmentInput, CheckedSource, Requester, StemService
 from stembot.models import Job, JobStatus, Mode, Separation
 from stembot.soundverse import SoundverseClient
-from stembot.sources import AddressPolicy, GuardedConnector, UrlProbe
 from stembot.store import Store
+from stembot.url_probe import UrlProbe
 from tests.standins.soundverse import Reply, SoundverseStandin
 
 KEY = "sv-test-key"

@@ -25,7 +25,7 @@ from stembot.errors import ConfigError, DuplicateRequestError
 from stembot.models import JobRequest, Mode, Separation, Stem
 from stembot.moderation import LedgerExport, ModerationService
 from stembot.retention import Retention
-from stembot.sources import source_key_for_url
+from stembot.source_urls import source_key_for_url
 from stembot.store import CSV_ID_COLUMNS, Store
 
 NOW = datetime(2026, 5, 14, 12, 0, tzinfo=UTC)

@@ -15,17 +15,20 @@ from typing import Any
 import aiohttp
 import discord
 
+from stembot.address_policy import AddressPolicy
 from stembot.bot.client import StemBot
 from stembot.bot.endpoints import use_discord_endpoints
 from stembot.config import Secret, Settings, load_settings
 from stembot.database_lock import hold_database
+from stembot.guarded_connector import GuardedConnector
 from stembot.jobs import StemService, utc_now
 from stembot.logs import configure_logging
 from stembot.moderation import ModerationService
 from stembot.retention import Retention
 from stembot.soundverse import SoundverseClient
-from stembot.sources import AddressPolicy, GuardedConnector, UrlProbe, redact_url
+from stembot.source_urls import redact_url
 from stembot.store import Store
+from stembot.url_probe import UrlProbe
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ Covered elsewhere, not repeated here:
     test_bot_behaviour.py::test_an_interaction_delivered_twice_runs_and_charges_once
 - Process: SIGKILL mid-job then restart, SIGTERM with jobs queued and running: test_restart.py.
 - Input: a link redirecting to a private address is stopped at connect time on every hop:
-    tests/test_sources.py::test_redirect_to_private_literal_is_refused_without_connecting
-    tests/test_sources.py::test_redirect_to_name_resolving_private_is_refused_without_connecting
+    tests/test_url_probe.py::test_redirect_to_private_literal_is_refused_without_connecting
+    tests/test_url_probe.py::test_redirect_to_name_resolving_private_is_refused_without_connecting
   (with everything on loopback the stack has no public first hop to redirect from); a loopback
   link with private URLs forbidden, through the bot:
     test_bot_behaviour.py::test_a_link_to_a_loopback_address_is_refused_without_cost
