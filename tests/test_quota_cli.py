@@ -6,8 +6,10 @@ import csv
 import hashlib
 import io
 import os
+import sqlite3
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -280,6 +282,31 @@ def test_the_ceilings_bind_the_operators_changes_too(
     assert not db_path.exists()
     new_ledger(db_path)
     assert main(["quota", "set", GUILD, "--daily", "100"], env=env) == 0
+
+
+def test_quota_set_waits_only_the_busy_timeout_setting(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A database held by another process: `quota set` gives up after STEMBOT_DB_BUSY_TIMEOUT_S
+    (not the store's own longer default), says "busy", and changes nothing."""
+    db_path = tmp_path / "ledger.db"
+    new_ledger(db_path)
+    env = {"STEMBOT_DB_PATH": str(db_path), "STEMBOT_DB_BUSY_TIMEOUT_S": "0.05"}
+    holder = sqlite3.connect(db_path, isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        started = time.monotonic()
+        status = main(["quota", "set", GUILD, "--daily", "3"], env=env)
+        waited = time.monotonic() - started
+        holder.execute("ROLLBACK")
+    finally:
+        holder.close()
+    assert status == 1
+    assert "busy" in capsys.readouterr().err
+    # The store's own default is 5 s; 2.5 s leaves room for a slow machine.
+    assert waited < 2.5
+    assert main(["quota", "show", GUILD], env=env) == 0
+    assert "daily limit      50 units (default)" in capsys.readouterr().out
 
 
 def test_quota_show_lists_role_allowances(

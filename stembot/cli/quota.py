@@ -134,7 +134,7 @@ def _open(env: Mapping[str, str]) -> Store:
     path = settings.db_path.absolute()
     if not path.exists():
         raise StembotError(f"no database at {path}; check STEMBOT_DB_PATH")
-    store = Store.open(settings.db_path, settings.quota)
+    store = Store.open(settings.db_path, settings.quota, busy_timeout_s=settings.db_busy_timeout_s)
     # On stderr, so that `stembot usage --csv` output stays clean.
     print(f"stembot: reading the database at {path}", file=sys.stderr)
     return store
