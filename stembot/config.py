@@ -51,7 +51,7 @@ class QuotaPolicy:
     user_daily_limit: int = 10
     user_active_jobs: int = 1
     costs: Mapping[Mode, int] = field(
-        default_factory=lambda: {Mode.VOCALS: 1, Mode.INSTRUMENTS: 1, Mode.ALL: 2}
+        default_factory=lambda: {m: m.default_cost for m in Mode if m.default_cost is not None}
     )
     # The operator's ceilings on what a server's moderators may set (None: no ceiling).
     max_guild_daily_limit: int | None = None

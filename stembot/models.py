@@ -8,7 +8,8 @@ from datetime import date, datetime
 
 
 class Mode(enum.StrEnum):
-    """What to separate; the values are the slash subcommand names."""
+    """What to separate; the values are the slash subcommand names. A new mode is a line
+    here and its line in _MODES below."""
 
     VOCALS = "vocals"
     INSTRUMENTS = "instruments"
@@ -16,24 +17,31 @@ class Mode(enum.StrEnum):
 
     @property
     def api_path(self) -> str:
-        return _API_PATHS[self]
+        return _MODES[self].api_path
 
     @property
     def label(self) -> str:
         """How the mode is named to users."""
-        return _LABELS[self]
+        return _MODES[self].label
+
+    @property
+    def default_cost(self) -> int | None:
+        """Units a request costs unless STEMBOT_COST_<MODE> says otherwise (None: no default,
+        the operator must set it; stembot.config says so at start-up)."""
+        return _MODES[self].default_cost
 
 
-_API_PATHS = {
-    Mode.VOCALS: "/v1/generate/stem-separation/vocals",
-    Mode.INSTRUMENTS: "/v1/generate/stem-separation/instruments",
-    Mode.ALL: "/v1/generate/stem-separation/all-stems",
-}
+@dataclass(frozen=True, slots=True)
+class _ModeFacts:
+    label: str
+    api_path: str
+    default_cost: int | None
 
-_LABELS = {
-    Mode.VOCALS: "Vocals",
-    Mode.INSTRUMENTS: "Instruments",
-    Mode.ALL: "All stems",
+
+_MODES = {
+    Mode.VOCALS: _ModeFacts("Vocals", "/v1/generate/stem-separation/vocals", 1),
+    Mode.INSTRUMENTS: _ModeFacts("Instruments", "/v1/generate/stem-separation/instruments", 1),
+    Mode.ALL: _ModeFacts("All stems", "/v1/generate/stem-separation/all-stems", 2),
 }
 
 # The stems the API documents for each mode, in its order. Unknown extra stems are kept.
