@@ -27,7 +27,6 @@ class BlockedAddressError(OSError):
     def __init__(self, address: str) -> None:
         # The address is for logs only; users get a fixed message.
         super().__init__(errno.EACCES, f"{_BLOCKED_MARKER}: {address}")
-        self.address = address
 
 
 class GuardedResolver(AbstractResolver):
@@ -62,31 +61,26 @@ class GuardedConnector(aiohttp.TCPConnector):
     server that sends more than its Content-Length must not poison a pooled connection.
     """
 
-    def __init__(
-        self,
-        policy: AddressPolicy,
-        *,
-        resolver: AbstractResolver | None = None,
-        limit: int = 20,
-    ) -> None:
-        self.policy = policy
+    def __init__(self, policy: AddressPolicy, *, resolver: AbstractResolver | None = None) -> None:
+        self._policy = policy
         super().__init__(
             resolver=GuardedResolver(policy, resolver),
             socket_factory=self._guarded_socket,
             force_close=True,
-            limit=limit,
+            limit=20,
         )
 
     def _guarded_socket(self, addr_info: tuple[Any, ...]) -> socket.socket:
         """Refuse the exact address about to be connected, whatever produced it."""
         family, type_, proto, _, sockaddr = addr_info
         host = str(sockaddr[0])
-        if not self.policy.permits(host):
+        if not self._policy.permits(host):
             raise BlockedAddressError(host)
         return socket.socket(family=family, type=type_, proto=proto)
 
 
 def is_blocked(error: BaseException) -> bool:
+    """Whether the guard stopped ``error``'s connection, however aiohttp wrapped it."""
     seen: set[int] = set()
     current: BaseException | None = error
     while current is not None and id(current) not in seen:

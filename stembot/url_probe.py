@@ -51,7 +51,6 @@ class ProbedSource:
 
     url: str = field(repr=False)
     final_url: str = field(repr=False)
-    content_type: str | None
     size: int
     filename: str
     audio_format: str
@@ -92,7 +91,6 @@ class UrlProbe:
         max_bytes: int,
         timeout_s: float = 20.0,
         max_redirects: int = 5,
-        user_agent: str = "stembot (checks that a link is audio)",
     ) -> None:
         if not isinstance(connector, GuardedConnector):
             raise TypeError("UrlProbe needs a GuardedConnector: user URLs go through the guard")
@@ -103,15 +101,11 @@ class UrlProbe:
         self._timeout_s = timeout_s
         self._max_redirects = max_redirects
         self._headers = {
-            "User-Agent": user_agent,
+            "User-Agent": "stembot (checks that a link is audio)",
             # Count what the file is, not what a compressor made of it.
             "Accept-Encoding": "identity",
             "Accept": "audio/*, */*;q=0.5",
         }
-
-    @property
-    def allow_private(self) -> bool:
-        return self._connector.policy.allow_private
 
     async def probe(self, url: str) -> ProbedSource:
         """Refuse (InvalidSourceError) unless ``url`` leads to usable audio within the limit."""
@@ -221,7 +215,6 @@ class UrlProbe:
         return ProbedSource(
             url=original,
             final_url=str(response.url),
-            content_type=content_type,
             size=size,
             filename=filename,
             audio_format=audio_format,

@@ -14,17 +14,24 @@ import logging
 import re
 import sys
 from collections.abc import AsyncIterator, Mapping, Sequence
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
 import aiohttp
 
+from stembot.audio_formats import audio_format_of, extension_of, media_type
 from stembot.config import Settings, load_settings
-from stembot.errors import SoundverseAuthError, SoundverseError, SoundverseUnavailable
+from stembot.errors import (
+    InvalidSourceError,
+    SoundverseAuthError,
+    SoundverseError,
+    SoundverseUnavailable,
+)
 from stembot.logs import configure_logging
 from stembot.models import Mode, Stem
 from stembot.soundverse import SoundverseClient
+from stembot.source_urls import check_url_syntax
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -34,28 +41,6 @@ DOWNLOAD_TIMEOUT_S = 600.0
 CONNECT_TIMEOUT_S = 10.0
 _CHUNK_BYTES = 64 * 1024
 _SPINNER = "|/-\\"
-
-_AUDIO_SUFFIXES = frozenset(
-    {".wav", ".mp3", ".flac", ".ogg", ".opus", ".m4a", ".aac", ".aif", ".aiff", ".webm"}
-)
-_SUFFIX_BY_TYPE = {
-    "audio/wav": ".wav",
-    "audio/x-wav": ".wav",
-    "audio/wave": ".wav",
-    "audio/vnd.wave": ".wav",
-    "audio/mpeg": ".mp3",
-    "audio/mp3": ".mp3",
-    "audio/flac": ".flac",
-    "audio/x-flac": ".flac",
-    "audio/ogg": ".ogg",
-    "audio/opus": ".opus",
-    "audio/mp4": ".m4a",
-    "audio/x-m4a": ".m4a",
-    "audio/aac": ".aac",
-    "audio/aiff": ".aiff",
-    "audio/x-aiff": ".aiff",
-    "audio/webm": ".webm",
-}
 
 
 class DownloadError(Exception):
@@ -82,9 +67,10 @@ def register(subparsers: Any) -> None:
 
 
 def handle(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    problem = url_problem(args.url)
-    if problem:
-        return fail(problem, EXIT_USAGE)
+    try:
+        args.url = check_url_syntax(args.url)
+    except InvalidSourceError as refusal:
+        return fail(refusal.user_message, EXIT_USAGE)
     settings = load_settings(env, need_soundverse=True)
     if args.download is not None:
         try:
@@ -105,17 +91,6 @@ def handle(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 def fail(message: str, status: int) -> int:
     print(f"stembot: {message}", file=sys.stderr)
     return status
-
-
-def url_problem(url: str) -> str | None:
-    """Why ``url`` cannot be sent to the API, or None."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return f"not a valid URL: {printable(url)}"
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return "the audio URL must start with http:// or https:// and name a host"
-    return None
 
 
 async def separate(args: argparse.Namespace, settings: Settings, out: TextIO, err: TextIO) -> int:
@@ -216,10 +191,9 @@ def stem_filename(name: str, url: str, content_type: str) -> str:
 
 
 def _audio_suffix(url: str, content_type: str) -> str:
-    suffix = PurePosixPath(urlsplit(url).path).suffix.lower()
-    if suffix in _AUDIO_SUFFIXES:
-        return suffix
-    return _SUFFIX_BY_TYPE.get(content_type.split(";")[0].strip().lower(), ".bin")
+    named = audio_format_of(None, extension_of(urlsplit(url).path))
+    audio_format = named or audio_format_of(media_type(content_type), None)
+    return f".{audio_format}" if audio_format else ".bin"
 
 
 def _unique(filename: str, taken: set[str]) -> str:
