@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
+from stembot.models import QuotaLimit
+
 
 class StembotError(Exception):
     """Root of stembot's own errors; ``user_message`` is safe to show to anyone."""
@@ -39,6 +41,14 @@ class QuotaExceededError(StembotError):
     def __init__(self, user_message: str, resets_at: datetime | None = None) -> None:
         self.resets_at = resets_at
         super().__init__(user_message)
+
+
+class QuotaLimitReached(QuotaExceededError):
+    """A QuotaExceededError that also says, for code, which limit refused the request."""
+
+    def __init__(self, limit: QuotaLimit, user_message: str, resets_at: datetime | None) -> None:
+        self.limit = limit
+        super().__init__(user_message, resets_at)
 
 
 class TooManyLinksError(StembotError):
@@ -74,6 +84,12 @@ class StoreFailedError(StembotError):
         "stembot can't record requests right now because its database failed. You were not "
         "charged. The bot's operator can see the error; please try again later."
     )
+
+
+class StoreUnavailableError(StembotError):
+    """The database file cannot be opened or prepared (path, permissions, disk)."""
+
+    default_message = "stembot's database cannot be opened."
 
 
 class DatabaseReplacedError(StoreFailedError):

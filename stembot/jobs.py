@@ -25,6 +25,7 @@ from stembot.errors import (
     IncidentError,
     JobInterruptedError,
     NotYourRequestError,
+    QuotaLimitReached,
     RequestEndedError,
     ShuttingDownError,
     SoundverseAuthError,
@@ -45,7 +46,7 @@ from stembot.probe_slots import ProbeSlots
 from stembot.scheduling import FairQueue
 from stembot.source_urls import check_url_syntax, source_key_for_attachment, source_key_for_url
 from stembot.sources import check_attachment, require_one_source
-from stembot.store import QuotaLimitReached, Store
+from stembot.store import Store
 from stembot.url_probe import ProbedSource
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,9 @@ from pathlib import Path
 
 from stembot.errors import StembotError
 from stembot.models import GuildLimits, Job, JobStatus, Mode, QuotaStatus, UsageReport
-from stembot.store import MAX_LIMIT, Store, day_window, month_window
+from stembot.quota_rules import MAX_LIMIT
+from stembot.store import Store
+from stembot.windows import day_window, month_window
 
 Clock = Callable[[], datetime]
 

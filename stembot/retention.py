@@ -16,7 +16,9 @@ import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timedelta
 
-from stembot.store import Pruned, Store, month_window
+from stembot.pruning import Pruned
+from stembot.store import Store
+from stembot.windows import month_window
 
 log = logging.getLogger(__name__)
 

@@ -11,9 +11,7 @@ committed in between, whatever the busy timeout (see ../shared/design.md).
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import functools
 import json
 import logging
 import os
@@ -22,22 +20,23 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import Any, NamedTuple, TextIO
+from typing import Any, TextIO
 
 from sqlite_utils import Database
-from sqlite_utils.migrations import Migrations
 
+from stembot import pruning, quota_rules, reports
 from stembot.config import QuotaPolicy
 from stembot.errors import (
     DatabaseReplacedError,
     DuplicateRequestError,
-    QuotaExceededError,
-    StembotError,
     StoreBusyError,
     StoreFailedError,
+    StoreUnavailableError,
 )
+from stembot.ledger_csv import LedgerCount, write_ledger
+from stembot.migrations import MIGRATIONS
 from stembot.models import (
     DailySpend,
     GuildLimits,
@@ -45,276 +44,34 @@ from stembot.models import (
     JobRequest,
     JobStatus,
     Mode,
-    QuotaLimit,
     QuotaStatus,
     Recovery,
     Separation,
     Stem,
-    UsageLine,
     UsageReport,
-    WindowStatus,
 )
-from stembot.source_urls import hashed_url_key, without_query
+from stembot.pruning import PRUNE_BATCH_ROWS, PRUNE_PAUSE_S, Pruned
+from stembot.quota_rules import Snapshot, check_limit, enforce, window_status
+from stembot.windows import (
+    day_window,
+    iso_seconds,
+    month_window,
+    parse_stamp,
+    stamp,
+    utc,
+    window_stamps,
+)
 
 log = logging.getLogger(__name__)
 
-# Largest limit a moderator or operator may set; far above any real budget, well inside int64.
-MAX_LIMIT = 1_000_000_000
 DEFAULT_BUSY_TIMEOUT_S = 5.0
 _MAX_ERROR_CHARS = 1000
 _FIRST_PAUSE_S = 0.0002
 _LONGEST_PAUSE_S = 0.002
-# Retention deletes this many rows per write transaction (a few ms), then lets others write.
-PRUNE_BATCH_ROWS = 500
-_PRUNE_PAUSE_S = 0.005
 _REFUND_STATUSES = (JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.INTERRUPTED)
 _INTERRUPTED_ERROR = "stembot stopped while this request was in progress"
 # Where the 80% / 100% quota alerts of the moderators' work will be remembered.
 ALERT_PERIODS = ("day", "month")
-
-MIGRATIONS = Migrations("stembot")
-
-
-@MIGRATIONS(name="0001_ledger")
-def _create_ledger(db: Database) -> None:
-    db.executescript(
-        """
-        CREATE TABLE guild_settings (
-            guild_id INTEGER PRIMARY KEY,
-            daily_limit INTEGER CHECK (daily_limit >= 0),
-            monthly_limit INTEGER CHECK (monthly_limit >= 0),
-            user_daily_limit INTEGER CHECK (user_daily_limit >= 0),
-            user_active_jobs INTEGER CHECK (user_active_jobs >= 0),
-            log_channel_id INTEGER
-        ) STRICT;
-
-        CREATE TABLE requests (
-            id INTEGER PRIMARY KEY,
-            interaction_id INTEGER NOT NULL UNIQUE,
-            guild_id INTEGER NOT NULL,
-            channel_id INTEGER NOT NULL,
-            user_id INTEGER NOT NULL,
-            mode TEXT NOT NULL,
-            source_name TEXT NOT NULL,
-            source_key TEXT NOT NULL,
-            cost INTEGER NOT NULL CHECK (cost >= 0),
-            status TEXT NOT NULL CHECK (status IN
-                ('queued', 'running', 'succeeded', 'failed', 'cancelled', 'interrupted')),
-            created_at TEXT NOT NULL,
-            started_at TEXT,
-            finished_at TEXT,
-            error TEXT
-        ) STRICT;
-        -- Usage is summed from these partial covering indexes alone. They hold only rows
-        -- that are charged, so a check reads at most as many entries as the limit has units.
-        -- (status is a column only so that SQLite treats them as covering.)
-        CREATE INDEX requests_charged ON requests (guild_id, created_at, cost, status)
-            WHERE cost > 0 AND status IN ('queued', 'running', 'succeeded');
-        CREATE INDEX requests_user_charged
-            ON requests (guild_id, user_id, created_at, cost, status)
-            WHERE cost > 0 AND status IN ('queued', 'running', 'succeeded');
-        CREATE INDEX requests_active ON requests (guild_id, user_id)
-            WHERE status IN ('queued', 'running');
-        -- Reports and exports.
-        CREATE INDEX requests_guild_time ON requests (guild_id, created_at);
-
-        CREATE TABLE results (
-            source_key TEXT NOT NULL,
-            mode TEXT NOT NULL,
-            stems TEXT NOT NULL,
-            issued_at TEXT NOT NULL,
-            job_id INTEGER NOT NULL,
-            PRIMARY KEY (source_key, mode)
-        ) STRICT, WITHOUT ROWID;
-
-        CREATE TABLE quota_alerts (
-            guild_id INTEGER NOT NULL,
-            period TEXT NOT NULL CHECK (period IN ('day', 'month')),
-            period_start TEXT NOT NULL,
-            threshold INTEGER NOT NULL,
-            sent_at TEXT NOT NULL,
-            PRIMARY KEY (guild_id, period, period_start, threshold)
-        ) STRICT, WITHOUT ROWID;
-        """
-    )
-
-
-@MIGRATIONS(name="0002_command_digests")
-def _create_command_digests(db: Database) -> None:
-    db.execute("CREATE TABLE command_digests (scope TEXT PRIMARY KEY, digest TEXT NOT NULL) STRICT")
-
-
-@MIGRATIONS(name="0003_deliveries")
-def _record_deliveries(db: Database) -> None:
-    """Where and when each request's answer reached Discord, so that a start-up after a crash
-    knows which succeeded requests still owe their requester the result.
-
-    ``delivered_via``: interaction, channel, dm, nowhere (every route refused; the result stays
-    stored for a free repeat), or unrecorded (answered before this was kept).
-    """
-    db.execute("ALTER TABLE requests ADD COLUMN delivered_at TEXT")
-    db.execute("ALTER TABLE requests ADD COLUMN delivered_via TEXT")
-    db.execute(
-        "UPDATE requests SET delivered_at = finished_at, delivered_via = 'unrecorded' "
-        "WHERE status = 'succeeded'"
-    )
-    db.execute(
-        "CREATE INDEX requests_undelivered ON requests (id) "
-        "WHERE status = 'succeeded' AND delivered_at IS NULL"
-    )
-
-
-@MIGRATIONS(name="0004_spend")
-def _create_spend(db: Database) -> None:
-    db.executescript(
-        """
-        -- 0 when the server alone carries a request's charge (a shared call handed over to a
-        -- requester with no room left): the member's own daily sum leaves it out.
-        ALTER TABLE requests ADD COLUMN member_pays INTEGER NOT NULL DEFAULT 1
-            CHECK (member_pays IN (0, 1));
-
-        CREATE TABLE role_allowances (
-            guild_id INTEGER NOT NULL,
-            role_id INTEGER NOT NULL,
-            per_user INTEGER NOT NULL CHECK (per_user >= 0),
-            PRIMARY KEY (guild_id, role_id)
-        ) STRICT, WITHOUT ROWID;
-
-        -- One row per paid API call, from its reservation: the bot-wide daily budget counts
-        -- them. made_at is set when the call goes out (and day becomes that day); one that
-        -- never did (cancelled or interrupted while still queued) is deleted by a trigger,
-        -- whichever code ends the request.
-        CREATE TABLE api_calls (
-            job_id INTEGER PRIMARY KEY,
-            guild_id INTEGER NOT NULL,
-            day TEXT NOT NULL,
-            reserved_at TEXT NOT NULL,
-            made_at TEXT
-        ) STRICT;
-        CREATE INDEX api_calls_day ON api_calls (day, guild_id);
-        CREATE TRIGGER api_calls_never_made AFTER UPDATE OF status ON requests
-            WHEN OLD.status = 'queued' AND NEW.status IN ('cancelled', 'interrupted')
-        BEGIN
-            DELETE FROM api_calls WHERE job_id = NEW.id AND made_at IS NULL;
-        END;
-
-        -- The calls of each day, kept by triggers: a reservation reads one row, not a count.
-        CREATE TABLE api_call_days (day TEXT PRIMARY KEY, calls INTEGER NOT NULL) STRICT;
-        CREATE TRIGGER api_call_counted AFTER INSERT ON api_calls BEGIN
-            INSERT INTO api_call_days (day, calls) VALUES (NEW.day, 1)
-                ON CONFLICT (day) DO UPDATE SET calls = calls + 1;
-        END;
-        CREATE TRIGGER api_call_uncounted AFTER DELETE ON api_calls BEGIN
-            UPDATE api_call_days SET calls = calls - 1 WHERE day = OLD.day;
-        END;
-        CREATE TRIGGER api_call_moved AFTER UPDATE OF day ON api_calls
-            WHEN OLD.day <> NEW.day
-        BEGIN
-            UPDATE api_call_days SET calls = calls - 1 WHERE day = OLD.day;
-            INSERT INTO api_call_days (day, calls) VALUES (NEW.day, 1)
-                ON CONFLICT (day) DO UPDATE SET calls = calls + 1;
-        END;
-
-        -- The day the operator's log was told the budget is spent, once a day.
-        CREATE TABLE budget_notices (day TEXT PRIMARY KEY, sent_at TEXT NOT NULL) STRICT;
-        """
-    )
-
-
-@MIGRATIONS(name="0005_privacy")
-def _privacy(db: Database) -> None:
-    """Free repeats share a row (``request_count``); links are kept only as hashes.
-
-    Keys written before were the normalised URL, query included (signed links are
-    credentials): each becomes the hash the new code computes for that URL, so stored results
-    stay reusable. Names that are links lose their query and fragment.
-    """
-    db.conn.create_function("stembot_url_key", 1, hashed_url_key, deterministic=True)
-    db.conn.create_function("stembot_without_query", 1, without_query, deterministic=True)
-    db.executescript(
-        """
-        ALTER TABLE requests ADD COLUMN request_count INTEGER NOT NULL DEFAULT 1
-            CHECK (request_count >= 1);
-        CREATE INDEX requests_free_repeats
-            ON requests (guild_id, user_id, channel_id, source_key, mode, created_at)
-            WHERE cost = 0 AND status = 'succeeded';
-        UPDATE requests SET source_key = stembot_url_key(source_key)
-            WHERE source_key GLOB 'http*://*';
-        UPDATE results SET source_key = stembot_url_key(source_key)
-            WHERE source_key GLOB 'http*://*';
-        UPDATE requests SET source_name = stembot_without_query(source_name)
-            WHERE source_name GLOB '*://*' AND (source_name GLOB '*[?#]*');
-        """
-    )
-
-
-class QuotaLimitReached(QuotaExceededError):
-    """A QuotaExceededError that also says, for code, which limit refused the request."""
-
-    def __init__(self, limit: QuotaLimit, user_message: str, resets_at: datetime | None) -> None:
-        self.limit = limit
-        super().__init__(user_message, resets_at)
-
-
-class StoreUnavailableError(StembotError):
-    """The database file cannot be opened or prepared (path, permissions, disk)."""
-
-    default_message = "stembot's database cannot be opened."
-
-
-# --- time -----------------------------------------------------------------------------------
-
-
-def _utc(moment: datetime) -> datetime:
-    if moment.tzinfo is None or moment.utcoffset() is None:
-        raise ValueError("the store needs timezone-aware datetimes (UTC)")
-    return moment.astimezone(UTC)
-
-
-def _stamp(moment: datetime) -> str:
-    """Fixed-width ISO-8601 UTC text: sorts like the moments it names."""
-    return _utc(moment).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _parse(text: str | None) -> datetime | None:
-    return None if text is None else datetime.fromisoformat(text)
-
-
-def _iso_seconds(text: str | None) -> str:
-    moment = _parse(text)
-    return "" if moment is None else moment.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def day_window(now: datetime) -> tuple[datetime, datetime]:
-    """The UTC day holding ``now``: [00:00, next 00:00)."""
-    start = _utc(now).replace(hour=0, minute=0, second=0, microsecond=0)
-    return start, start + timedelta(days=1)
-
-
-def month_window(now: datetime) -> tuple[datetime, datetime]:
-    """The UTC calendar month holding ``now``: [the 1st 00:00, next 1st 00:00)."""
-    start = _utc(now).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    if start.month == 12:
-        return start, start.replace(year=start.year + 1, month=1)
-    return start, start.replace(month=start.month + 1)
-
-
-@functools.lru_cache(maxsize=4)
-def _window_stamps(day: date) -> tuple[str, str, str, str]:
-    """The stamps bounding the day and the month of ``day`` (cached: every call needs them)."""
-    moment = datetime(day.year, day.month, day.day, tzinfo=UTC)
-    day_start, day_end = day_window(moment)
-    month_start, month_end = month_window(moment)
-    return _stamp(day_start), _stamp(day_end), _stamp(month_start), _stamp(month_end)
-
-
-def _when(resets_at: datetime, now: datetime) -> str:
-    left = resets_at - _utc(now)
-    hours, rest = divmod(int(left.total_seconds()) + 59, 3600)
-    minutes = rest // 60
-    wait = f"{hours} h {minutes} min" if hours < 48 else f"{left.days + 1} days"
-    return f"{resets_at:%Y-%m-%d %H:%M} UTC (in {wait})"
-
 
 # --- rows -----------------------------------------------------------------------------------
 
@@ -375,31 +132,9 @@ INSERT INTO requests (interaction_id, guild_id, channel_id, user_id, mode, sourc
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 
-CSV_COLUMNS = (
-    "request_id",
-    "created_at",
-    "finished_at",
-    "guild_id",
-    "channel_id",
-    "user_id",
-    "interaction_id",
-    "mode",
-    "source",
-    "source_key",
-    "cost",
-    "charged",
-    "status",
-    "error",
-    "requests",
-    # "server" when the server alone carries a handed-over charge (no member's own units).
-    "charged_to",
-)
-# Columns holding Discord ids (snowflakes, up to 19 digits), written so spreadsheets keep them.
-CSV_ID_COLUMNS = ("guild_id", "channel_id", "user_id", "interaction_id")
-
 
 def _job(row: Sequence[Any]) -> Job:
-    created_at = _parse(row[10])
+    created_at = parse_stamp(row[10])
     assert created_at is not None  # NOT NULL in the schema
     return Job(
         id=row[0],
@@ -413,8 +148,8 @@ def _job(row: Sequence[Any]) -> Job:
         cost=row[8],
         status=JobStatus(row[9]),
         created_at=created_at,
-        started_at=_parse(row[11]),
-        finished_at=_parse(row[12]),
+        started_at=parse_stamp(row[11]),
+        finished_at=parse_stamp(row[12]),
         error=row[13],
     )
 
@@ -425,17 +160,10 @@ def _interrupted(row: Sequence[Any], finished: str) -> Job:
 
 
 def _separation(mode: Mode, stems: str, issued: str) -> Separation:
-    issued_at = _parse(issued)
+    issued_at = parse_stamp(issued)
     assert issued_at is not None
     stored = tuple(Stem(name=s["name"], url=s["url"]) for s in json.loads(stems))
     return Separation(mode=mode, stems=stored, issued_at=issued_at)
-
-
-def _spreadsheet_safe(text: str | None) -> str:
-    """User-supplied text that a spreadsheet will not run as a formula."""
-    if not text:
-        return ""
-    return "'" + text if text[0] in "=+-@\t\r" else text
 
 
 _LIMIT_COLUMNS = {
@@ -444,13 +172,6 @@ _LIMIT_COLUMNS = {
     "per_user": "user_daily_limit",
     "active_jobs": "user_active_jobs",
 }
-
-
-def _check_limit(value: int | None, name: str) -> None:
-    if value is not None and (
-        isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_LIMIT
-    ):
-        raise ValueError(f"{name} must be a whole number from 0 to {MAX_LIMIT}")
 
 
 def _is_busy(error: sqlite3.OperationalError) -> bool:
@@ -633,12 +354,12 @@ class Store:
             )
             if seen.duplicate or request.interaction_id in self._repeats:
                 raise DuplicateRequestError()
-            _enforce(seen, cost, now)
+            enforce(seen, cost, now)
             self._enforce_budget(now)
             job = self._insert(request, cost, JobStatus.QUEUED, now)
             self._db.execute(
                 "INSERT INTO api_calls (job_id, guild_id, day, reserved_at) VALUES (?, ?, ?, ?)",
-                (job.id, job.guild_id, _utc(now).date().isoformat(), _stamp(now)),
+                (job.id, job.guild_id, utc(now).date().isoformat(), stamp(now)),
             )
             return job
 
@@ -657,14 +378,14 @@ class Store:
         """
         with self._read():
             seen = self._snapshot(guild_id, user_id, None, now, role_ids)
-            _enforce(seen, cost or 0, now)
+            enforce(seen, cost or 0, now)
             if cost is not None:
                 self._enforce_budget(now)
 
     def _enforce_budget(self, now: datetime) -> None:
         budget = self._policy.api_daily_budget
-        if budget is not None and self._calls_on(_utc(now).date()) >= budget:
-            raise _budget_refusal(budget, now)
+        if budget is not None:
+            quota_rules.enforce_budget(budget, self._calls_on(utc(now).date()), now)
 
     def _calls_on(self, day: date) -> int:
         return int(
@@ -677,14 +398,14 @@ class Store:
     def api_calls_today(self, now: datetime) -> int:
         """Paid API calls made or reserved on the UTC day of ``now``, across all servers."""
         with _busy_is_retryable():
-            return self._calls_on(_utc(now).date())
+            return self._calls_on(utc(now).date())
 
     def claim_budget_notice(self, now: datetime) -> bool:
         """Remember that the operator was told the day's budget is spent; True the first time."""
         with self._write():
             cursor = self._db.execute(
                 "INSERT OR IGNORE INTO budget_notices (day, sent_at) VALUES (?, ?)",
-                (_utc(now).date().isoformat(), _stamp(now)),
+                (utc(now).date().isoformat(), stamp(now)),
             )
         return cursor.rowcount == 1
 
@@ -701,7 +422,7 @@ class Store:
             )
             if seen.duplicate or request.interaction_id in self._repeats:
                 raise DuplicateRequestError()
-            _enforce(seen, 0, now)
+            enforce(seen, 0, now)
             return self._insert(request, 0, status, now)
 
     def hand_over_charge(
@@ -747,7 +468,7 @@ class Store:
             self._db.execute("UPDATE api_calls SET job_id = ? WHERE job_id = ?", (chosen, payer_id))
             self._db.execute(
                 "UPDATE requests SET status = 'cancelled', finished_at = ?, error = ? WHERE id = ?",
-                (_stamp(now), "cancelled by the requester", payer_id),
+                (stamp(now), "cancelled by the requester", payer_id),
             )
         return chosen, member_pays
 
@@ -770,13 +491,13 @@ class Store:
             self._db.execute(
                 "UPDATE requests SET request_count = request_count + 1, finished_at = ? "
                 "WHERE id = ?",
-                (_stamp(now), earlier),
+                (stamp(now), earlier),
             )
             self._repeats.remember(request.interaction_id, now)
             return _job(self._one(_SELECT_JOB, (earlier,)))
 
     def _todays_free_row(self, request: JobRequest, now: datetime) -> int | None:
-        day, day_end, _, _ = _window_stamps(_utc(now).date())
+        day, day_end, _, _ = window_stamps(utc(now).date())
         row = self._one(
             "SELECT id FROM requests INDEXED BY requests_free_repeats "
             "WHERE guild_id = ? AND user_id = ? AND channel_id = ? AND source_key = ? "
@@ -800,7 +521,7 @@ class Store:
             cursor = self._db.execute(
                 "UPDATE requests SET status = 'running', started_at = ? "
                 "WHERE id = ? AND status = 'queued'",
-                (_stamp(now), job_id),
+                (stamp(now), job_id),
             )
         return cursor.rowcount == 1
 
@@ -814,13 +535,13 @@ class Store:
             cursor = self._db.execute(
                 "UPDATE requests SET status = 'running', started_at = ? "
                 "WHERE status = 'queued' AND id IN (SELECT value FROM json_each(?))",
-                (_stamp(now), ids),
+                (stamp(now), ids),
             )
             changed = cursor.rowcount
             self._db.execute(
                 "UPDATE api_calls SET made_at = ?, day = ? "
                 "WHERE made_at IS NULL AND job_id IN (SELECT value FROM json_each(?))",
-                (_stamp(now), _utc(now).date().isoformat(), ids),
+                (stamp(now), utc(now).date().isoformat(), ids),
             )
         return changed
 
@@ -832,7 +553,7 @@ class Store:
             cursor = self._db.execute(
                 "UPDATE requests SET status = 'succeeded', finished_at = ? "
                 "WHERE status IN ('queued', 'running') AND id IN (SELECT value FROM json_each(?))",
-                (_stamp(now), json.dumps(list(job_ids))),
+                (stamp(now), json.dumps(list(job_ids))),
             )
         return cursor.rowcount
 
@@ -850,7 +571,7 @@ class Store:
             cursor = self._db.execute(
                 "UPDATE requests SET status = ?, finished_at = ?, error = ? "
                 "WHERE status IN ('queued', 'running') AND id IN (SELECT value FROM json_each(?))",
-                (status.value, _stamp(now), error[:_MAX_ERROR_CHARS], json.dumps(list(job_ids))),
+                (status.value, stamp(now), error[:_MAX_ERROR_CHARS], json.dumps(list(job_ids))),
             )
         return cursor.rowcount
 
@@ -865,13 +586,13 @@ class Store:
             cursor = self._db.execute(
                 "UPDATE requests SET status = 'succeeded', finished_at = ? "
                 "WHERE id = ? AND status IN ('queued', 'running')",
-                (_stamp(now), job_id),
+                (stamp(now), job_id),
             )
             self._db.execute(
                 "INSERT INTO results (source_key, mode, stems, issued_at, job_id) "
                 "VALUES (?, ?, ?, ?, ?) ON CONFLICT (source_key, mode) DO UPDATE SET "
                 "stems = excluded.stems, issued_at = excluded.issued_at, job_id = excluded.job_id",
-                (source_key, separation.mode.value, stems, _stamp(separation.issued_at), job_id),
+                (source_key, separation.mode.value, stems, stamp(separation.issued_at), job_id),
             )
         if cursor.rowcount != 1:
             log.warning("job %s settled but was not active; its ledger row is unchanged", job_id)
@@ -890,7 +611,7 @@ class Store:
             cursor = self._db.execute(
                 "UPDATE requests SET status = ?, finished_at = ?, error = ? "
                 "WHERE id = ? AND status IN ('queued', 'running')",
-                (status.value, _stamp(now), error[:_MAX_ERROR_CHARS], job_id),
+                (status.value, stamp(now), error[:_MAX_ERROR_CHARS], job_id),
             )
         return cursor.rowcount == 1
 
@@ -903,7 +624,7 @@ class Store:
         that request is forgotten too, so the next request for the source calls the API again
         instead of handing out the same refunded stems for free.
         """
-        note = f"refunded by a moderator at {_iso_seconds(_stamp(now))}"
+        note = f"refunded by a moderator at {iso_seconds(stamp(now))}"
         with self._write():
             cursor = self._db.execute(
                 "UPDATE requests SET status = 'cancelled', error = ? "
@@ -918,12 +639,12 @@ class Store:
         """Note where each request's answer went (see 0003_deliveries); the first note stands."""
         if not deliveries:
             return 0
-        stamp = _stamp(now)
+        delivered = stamp(now)
         with self._write():
             cursor = self._db.conn.executemany(
                 "UPDATE requests SET delivered_at = ?, delivered_via = ? "
                 "WHERE id = ? AND delivered_at IS NULL",
-                [(stamp, via, job_id) for job_id, via in deliveries],
+                [(delivered, via, job_id) for job_id, via in deliveries],
             )
         return cursor.rowcount
 
@@ -942,7 +663,7 @@ class Store:
         whose answer never reached Discord is returned with its stored result, to be delivered
         (it stays charged); one whose result is no longer stored is refunded as interrupted.
         """
-        finished = _stamp(now)
+        finished = stamp(now)
         with self._write():
             self._db.execute(
                 "UPDATE requests SET status = 'succeeded', finished_at = ? "
@@ -989,12 +710,12 @@ class Store:
             row = self._one(
                 "SELECT stems, issued_at FROM results "
                 "WHERE source_key = ? AND mode = ? AND issued_at > ?",
-                (source_key, mode.value, _stamp(issued_after)),
+                (source_key, mode.value, stamp(issued_after)),
             )
         if row is None:
             return None
         stems = tuple(Stem(name=s["name"], url=s["url"]) for s in json.loads(row[0]))
-        issued_at = _parse(row[1])
+        issued_at = parse_stamp(row[1])
         assert issued_at is not None
         return Separation(mode=mode, stems=stems, issued_at=issued_at)
 
@@ -1005,7 +726,7 @@ class Store:
             raise DuplicateRequestError()
 
     def _insert(self, request: JobRequest, cost: int, status: JobStatus, now: datetime) -> Job:
-        created = _stamp(now)
+        created = stamp(now)
         finished = None if status.is_active else created
         cursor = self._db.execute(
             _INSERT_REQUEST,
@@ -1025,7 +746,7 @@ class Store:
         )
         job_id = cursor.lastrowid
         assert job_id is not None
-        created_at = _parse(created)
+        created_at = parse_stamp(created)
         assert created_at is not None
         return Job(
             id=job_id,
@@ -1040,7 +761,7 @@ class Store:
             status=status,
             created_at=created_at,
             started_at=None,
-            finished_at=_parse(finished),
+            finished_at=parse_stamp(finished),
             error=None,
         )
 
@@ -1051,8 +772,8 @@ class Store:
         interaction_id: int | None,
         now: datetime,
         role_ids: Sequence[int] = (),
-    ) -> _Snapshot:
-        day, day_end, month, month_end = _window_stamps(_utc(now).date())
+    ) -> Snapshot:
+        day, day_end, month, month_end = window_stamps(utc(now).date())
         row = self._one(
             _SNAPSHOT,
             {
@@ -1066,19 +787,16 @@ class Store:
                 "roles": json.dumps(list(role_ids)),
             },
         )
-        limits = self._effective_limits(row[1:5])
+        limits = quota_rules.effective_limits(self._policy, row[1:5])
         role_allowance = row[9]
-        return _Snapshot(
+        return Snapshot(
             duplicate=row[0] > 0,
             limits=limits,
             today=row[5],
             month=row[6],
             user_today=row[7],
             user_active=row[8],
-            # A role's allowance replaces the per-member limit, never beyond the server's day.
-            member_limit=limits.per_user
-            if role_allowance is None
-            else min(role_allowance, limits.daily),
+            member_limit=quota_rules.member_limit(limits, role_allowance),
             limit_from_role=role_allowance is not None,
         )
 
@@ -1095,15 +813,15 @@ class Store:
         budget = self._policy.api_daily_budget
         with self._read():
             seen = self._snapshot(guild_id, user_id, None, now, role_ids)
-            budget_spent = budget is not None and self._calls_on(_utc(now).date()) >= budget
+            budget_spent = budget is not None and self._calls_on(utc(now).date()) >= budget
         limits = seen.limits
         day_end = day_window(now)[1]
         return QuotaStatus(
-            guild_daily=_window(seen.today, limits.daily, day_end),
-            guild_monthly=_window(seen.month, limits.monthly, month_window(now)[1]),
+            guild_daily=window_status(seen.today, limits.daily, day_end),
+            guild_monthly=window_status(seen.month, limits.monthly, month_window(now)[1]),
             user_daily=None
             if user_id is None
-            else _window(seen.user_today, seen.member_limit, day_end),
+            else window_status(seen.user_today, seen.member_limit, day_end),
             user_active_jobs=None if user_id is None else seen.user_active,
             user_active_limit=limits.active_jobs,
             user_limit_from_role=user_id is not None and seen.limit_from_role,
@@ -1126,7 +844,7 @@ class Store:
             "ORDER BY per_user DESC, role_id",
             (guild_id,),
         ).fetchall()
-        limits = self._effective_limits(row or (None, None, None, None))
+        limits = quota_rules.effective_limits(self._policy, row or (None, None, None, None))
         return dataclasses.replace(limits, role_allowances=tuple((r[0], r[1]) for r in roles))
 
     def reset_limits(self, guild_id: int, names: Sequence[str]) -> GuildLimits:
@@ -1147,7 +865,7 @@ class Store:
 
     def set_role_allowance(self, guild_id: int, role_id: int, per_user: int | None) -> GuildLimits:
         """Give a role's members their own daily allowance, or (None) remove it."""
-        _check_limit(per_user, "per_user")
+        check_limit(per_user, "per_user")
         with self._write():
             if per_user is None:
                 self._db.execute(
@@ -1161,32 +879,6 @@ class Store:
                     (guild_id, role_id, per_user),
                 )
             return self._limits(guild_id)
-
-    def _effective_limits(self, overrides: Sequence[int | None]) -> GuildLimits:
-        p = self._policy
-        defaults = (p.guild_daily_limit, p.guild_monthly_limit, p.user_daily_limit)
-        names = ("daily", "monthly", "per_user", "active_jobs")
-        values = [
-            d if o is None else o
-            for o, d in zip(overrides, (*defaults, p.user_active_jobs), strict=True)
-        ]
-        # The operator's ceilings bind every server, even a limit set before they were.
-        capped = set()
-        for index, name, ceiling in (
-            (0, "daily", p.max_guild_daily_limit),
-            (1, "monthly", p.max_guild_monthly_limit),
-        ):
-            if ceiling is not None and values[index] > ceiling:
-                values[index] = ceiling
-                capped.add(name)
-        return GuildLimits(
-            daily=values[0],
-            monthly=values[1],
-            per_user=values[2],
-            active_jobs=values[3],
-            overridden=frozenset(n for n, o in zip(names, overrides, strict=True) if o is not None),
-            capped=frozenset(capped),
-        )
 
     def set_limits(
         self,
@@ -1204,7 +896,7 @@ class Store:
             (per_user, "per_user"),
             (active_jobs, "active_jobs"),
         ):
-            _check_limit(value, name)
+            check_limit(value, name)
         with self._write():
             self._db.execute(
                 "INSERT INTO guild_settings "
@@ -1244,7 +936,7 @@ class Store:
             cursor = self._db.execute(
                 "INSERT OR IGNORE INTO quota_alerts "
                 "(guild_id, period, period_start, threshold, sent_at) VALUES (?, ?, ?, ?, ?)",
-                (guild_id, period, _stamp(period_start), threshold, _stamp(now)),
+                (guild_id, period, stamp(period_start), threshold, stamp(now)),
             )
         return cursor.rowcount == 1
 
@@ -1268,34 +960,14 @@ class Store:
         self, guild_id: int, since: datetime, until: datetime, *, top: int = 10
     ) -> UsageReport:
         """Requests made in ``[since, until)``: totals, by user, by mode, by UTC day."""
-        window = (guild_id, _stamp(since), _stamp(until))
+        window = (guild_id, stamp(since), stamp(until))
         with self._read():
-            by_user = [
-                (row[0], _line(row))
-                for row in self._grouped("user_id", window, charged=_MEMBER_CHARGED)
-            ]
-            by_mode = [(Mode(row[0]), _line(row)) for row in self._grouped("mode", window)]
-            by_day = [
-                (date.fromisoformat(row[0]), _line(row))
-                for row in self._grouped("substr(created_at, 1, 10)", window)
-            ]
-        by_user.sort(key=lambda item: (-item[1].units, -item[1].requests, item[0]))
-        lines = [line for _, line in by_mode]
-        total = UsageLine(
-            requests=sum(line.requests for line in lines),
-            units=sum(line.units for line in lines),
-            refunded=sum(line.refunded for line in lines),
-        )
-        return UsageReport(
-            guild_id=guild_id,
-            since=_utc(since),
-            until=_utc(until),
-            total=total,
-            by_user=tuple(by_user),
-            by_mode=tuple(by_mode),
-            by_day=tuple(by_day),
-            top_users=tuple(by_user[:top]),
-        )
+            grouped = (
+                self._grouped("user_id", window, charged=_MEMBER_CHARGED),
+                self._grouped("mode", window),
+                self._grouped("substr(created_at, 1, 10)", window),
+            )
+        return reports.usage_report(guild_id, since, until, grouped, top=top)
 
     def _grouped(
         self, key: str, window: tuple[int, str, str], *, charged: str = _CHARGED
@@ -1311,7 +983,7 @@ class Store:
     def spend_by_day(self, since: datetime, until: datetime) -> list[DailySpend]:
         """Paid API calls and units charged per UTC day and server in ``[since, until)``,
         across all servers: the operator's view of what the bot spends."""
-        first, last = _utc(since).date().isoformat(), _utc(until).date().isoformat()
+        first, last = utc(since).date().isoformat(), utc(until).date().isoformat()
         with self._read():
             calls = self._db.execute(
                 "SELECT day, guild_id, count(*) FROM api_calls "
@@ -1322,17 +994,9 @@ class Store:
                 f"SELECT substr(created_at, 1, 10) AS day, guild_id, sum({_CHARGED}) "  # noqa: S608
                 "FROM requests WHERE created_at >= ? AND created_at < ? "
                 "GROUP BY day, guild_id",
-                (_stamp(since), _stamp(until)),
+                (stamp(since), stamp(until)),
             ).fetchall()
-        spend: dict[tuple[str, int], list[int]] = {}
-        for day, guild_id, count in calls:
-            spend.setdefault((day, guild_id), [0, 0])[0] = count
-        for day, guild_id, charged in units:
-            spend.setdefault((day, guild_id), [0, 0])[1] = charged
-        return [
-            DailySpend(date.fromisoformat(day), guild_id, figures[0], figures[1])
-            for (day, guild_id), figures in sorted(spend.items())
-        ]
+        return reports.daily_spend(calls, units)
 
     def export_csv(self, guild_id: int, since: datetime, until: datetime, out: TextIO) -> int:
         """Write the guild's ledger rows in ``[since, until)`` as CSV; returns rows written."""
@@ -1362,7 +1026,7 @@ class Store:
                 "SELECT substr(created_at, 1, 10) AS day, count(*) FROM requests "
                 "WHERE guild_id = ? AND created_at >= ? AND created_at < ? "
                 "GROUP BY day ORDER BY day",
-                (guild_id, _stamp(since), _stamp(until)),
+                (guild_id, stamp(since), stamp(until)),
             ).fetchall()
         return [(date.fromisoformat(day), count) for day, count in rows]
 
@@ -1374,7 +1038,7 @@ class Store:
         *,
         stop: Callable[[], bool] = lambda: False,
         batch: int = PRUNE_BATCH_ROWS,
-        pause_s: float = _PRUNE_PAUSE_S,
+        pause_s: float = PRUNE_PAUSE_S,
     ) -> Pruned:
         """Delete ledger rows and stored results older than ``before``, in small batches on a
         connection of its own: call it from a thread.
@@ -1386,98 +1050,14 @@ class Store:
         """
         if self.file_problem() is not None:
             return Pruned(0, 0)  # never prune a file that is not the bot's ledger
-        cutoff = _stamp(before)
-        conn = sqlite3.connect(self._file, timeout=DEFAULT_BUSY_TIMEOUT_S, isolation_level=None)
-        try:
-            # A deletion lost to a power cut is only done again next time: no fsync per batch.
-            conn.execute("PRAGMA synchronous = NORMAL")
-            rows = _prune_requests(conn, cutoff, stop, batch, pause_s)
-            results = _prune_keyed(conn, _OLD_RESULTS, cutoff, stop, batch, pause_s)
-            for table in _OLD_BOOKKEEPING:
-                _prune_keyed(conn, table, cutoff, stop, batch, pause_s)
-        finally:
-            conn.close()
-        return Pruned(rows, results)
-
-
-class Pruned(NamedTuple):
-    """What one pruning removed."""
-
-    requests: int
-    results: int
-
-
-_PRUNABLE_REQUEST = "created_at < :cutoff AND status NOT IN ('queued', 'running')"
-# (table, key columns, the condition for an old row): tables that stay small, read whole.
-_OLD_RESULTS = ("results", "source_key, mode", "issued_at < :cutoff")
-_OLD_BOOKKEEPING = (
-    ("quota_alerts", "guild_id, period, period_start", "period_start < :cutoff"),
-    ("api_calls", "job_id", "day < substr(:cutoff, 1, 10)"),
-    ("budget_notices", "day", "day < substr(:cutoff, 1, 10)"),
-)
-
-
-def _prune_requests(
-    conn: sqlite3.Connection, cutoff: str, stop: Callable[[], bool], batch: int, pause_s: float
-) -> int:
-    """Old requests, found page by page in rowid order outside any lock, deleted by id."""
-    removed, after = 0, 0
-    while not stop():
-        ids = [
-            row[0]
-            for row in conn.execute(
-                f"SELECT id FROM requests WHERE id > :after AND {_PRUNABLE_REQUEST} "  # noqa: S608
-                "ORDER BY id LIMIT :batch",
-                {"after": after, "cutoff": cutoff, "batch": batch},
-            )
-        ]
-        if not ids:
-            break
-        after = ids[-1]
-        removed += _delete_batch(
-            conn,
-            f"DELETE FROM requests WHERE id IN (SELECT value FROM json_each(:keys)) "  # noqa: S608
-            f"AND {_PRUNABLE_REQUEST}",
-            {"keys": json.dumps(ids), "cutoff": cutoff},
+        return pruning.prune(
+            self._file,
+            before,
+            stop=stop,
+            batch=batch,
+            pause_s=pause_s,
+            busy_timeout_s=DEFAULT_BUSY_TIMEOUT_S,
         )
-        time.sleep(pause_s)
-    return removed
-
-
-def _prune_keyed(
-    conn: sqlite3.Connection,
-    table: tuple[str, str, str],
-    cutoff: str,
-    stop: Callable[[], bool],
-    batch: int,
-    pause_s: float,
-) -> int:
-    name, keys, old = table
-    removed = 0
-    while not stop():
-        # Constant table and column names from the tables above, never user input.
-        deleted = _delete_batch(
-            conn,
-            f"DELETE FROM {name} WHERE ({keys}) IN "  # noqa: S608
-            f"(SELECT {keys} FROM {name} WHERE {old} LIMIT :batch)",
-            {"cutoff": cutoff, "batch": batch},
-        )
-        removed += deleted
-        if deleted < batch:
-            break
-        time.sleep(pause_s)
-    return removed
-
-
-def _delete_batch(conn: sqlite3.Connection, sql: str, params: dict[str, Any]) -> int:
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        deleted = conn.execute(sql, params).rowcount
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    return deleted
 
 
 _EXPORT_PAGE_ROWS = 1000
@@ -1489,7 +1069,6 @@ FROM requests INDEXED BY requests_guild_time
 WHERE guild_id = ? AND created_at >= ? AND created_at < ?
 ORDER BY created_at, id
 """
-_CHARGED_STATUSES = frozenset(("queued", "running", "succeeded"))
 
 
 @contextmanager
@@ -1504,82 +1083,11 @@ def _reader(path: Path) -> Iterator[sqlite3.Connection]:
             conn.close()
 
 
-class LedgerCount(NamedTuple):
-    """What an export wrote: its rows, and the requests they stand for (free repeats share)."""
-
-    rows: int
-    requests: int
-
-
 def _write_ledger(
     conn: sqlite3.Connection, guild_id: int, since: datetime, until: datetime, out: TextIO
 ) -> LedgerCount:
-    writer = csv.writer(out)
-    writer.writerow(CSV_COLUMNS)
-    rows = requests = 0
-    cursor = conn.execute(_SELECT_EXPORT, (guild_id, _stamp(since), _stamp(until)))
-    while page := cursor.fetchmany(_EXPORT_PAGE_ROWS):
-        writer.writerows(map(_csv_row, page))
-        rows += len(page)
-        requests += sum(row[13] for row in page)
-    return LedgerCount(rows, requests)
-
-
-def _csv_row(row: Sequence[Any]) -> list[object]:
-    (request_id, created, finished, guild, channel, user, interaction, mode) = row[:8]
-    (name, key, cost, status, error, count, member_pays) = row[8:]
-    return [
-        request_id,
-        _stamp_seconds(created),
-        _stamp_seconds(finished),
-        _spreadsheet_id(guild),
-        _spreadsheet_id(channel),
-        _spreadsheet_id(user),
-        _spreadsheet_id(interaction),
-        mode,
-        _spreadsheet_safe(name),
-        _spreadsheet_safe(key),
-        cost,
-        cost if status in _CHARGED_STATUSES else 0,
-        status,
-        _spreadsheet_safe(error),
-        count,
-        "member" if member_pays else "server",
-    ]
-
-
-def write_spend_csv(spend: Sequence[DailySpend], out: TextIO) -> None:
-    """The operator's bot-wide view as CSV: one row per UTC day and server."""
-    writer = csv.writer(out)
-    writer.writerow(("day", "guild_id", "api_calls", "units"))
-    writer.writerows(
-        (line.day.isoformat(), _spreadsheet_id(line.guild_id), line.calls, line.units)
-        for line in spend
-    )
-
-
-def _stamp_seconds(stamp: str | None) -> str:
-    """A stored stamp (fixed width, see ``_stamp``) to whole seconds: 2026-05-01T09:00:00Z."""
-    return "" if stamp is None else stamp[:19] + "Z"
-
-
-def _spreadsheet_id(snowflake: int) -> str:
-    """A Discord id as ``="123..."``: a spreadsheet shows the digits as text.
-
-    Plain, a 19-digit id is read as a number and rounded to 15 significant digits (Excel,
-    LibreOffice, Sheets). The formula is a constant made only of digits we wrote ourselves,
-    never user text, so it cannot do what ``_spreadsheet_safe`` guards against; a program
-    reads the id back with ``int(value.strip('="'))`` (see the README).
-    """
-    return f'="{int(snowflake)}"'
-
-
-def _line(row: Sequence[Any]) -> UsageLine:
-    return UsageLine(requests=row[1], units=row[2], refunded=row[3])
-
-
-def _window(used: int, limit: int, resets_at: datetime) -> WindowStatus:
-    return WindowStatus(used=used, limit=limit, remaining=max(0, limit - used), resets_at=resets_at)
+    cursor = conn.execute(_SELECT_EXPORT, (guild_id, stamp(since), stamp(until)))
+    return write_ledger(iter(lambda: cursor.fetchmany(_EXPORT_PAGE_ROWS), []), out)
 
 
 def _prepare(db: Database) -> None:
@@ -1618,107 +1126,3 @@ class _RecentInteractions:
 
     def __contains__(self, interaction_id: object) -> bool:
         return interaction_id in self._seen
-
-
-class _Snapshot(NamedTuple):
-    """What a reservation is checked against, read in one statement."""
-
-    duplicate: bool
-    limits: GuildLimits
-    today: int
-    month: int
-    user_today: int
-    user_active: int
-    member_limit: int
-    limit_from_role: bool = False
-
-
-def _enforce(seen: _Snapshot, cost: int, now: datetime) -> None:
-    """Raise for the limit that binds longest: month, then day, then the user's day, then jobs."""
-    limits = seen.limits
-    used_today, used_month, user_today, user_active = (
-        seen.today,
-        seen.month,
-        seen.user_today,
-        seen.user_active,
-    )
-    day_end = day_window(now)[1]
-    month_end = month_window(now)[1]
-    if limits.monthly == 0 or used_month + cost > limits.monthly:
-        raise _refusal(QuotaLimit.GUILD_MONTHLY, limits.monthly, used_month, cost, month_end, now)
-    if limits.daily == 0 or used_today + cost > limits.daily:
-        raise _refusal(QuotaLimit.GUILD_DAILY, limits.daily, used_today, cost, day_end, now)
-    member_limit = seen.member_limit
-    if member_limit == 0 or user_today + cost > member_limit:
-        raise _refusal(QuotaLimit.USER_DAILY, member_limit, user_today, cost, day_end, now)
-    if user_active >= limits.active_jobs:
-        raise _refusal(QuotaLimit.USER_ACTIVE, limits.active_jobs, user_active, cost, None, now)
-
-
-def _refusal(
-    which: QuotaLimit,
-    limit: int,
-    used: int,
-    cost: int,
-    resets_at: datetime | None,
-    now: datetime,
-) -> QuotaLimitReached:
-    if which is QuotaLimit.USER_ACTIVE:
-        return QuotaLimitReached(which, _active_message(limit, used), None)
-    assert resets_at is not None
-    if limit == 0:
-        return QuotaLimitReached(which, _SWITCHED_OFF[which], None)
-    whose, period = {
-        QuotaLimit.GUILD_MONTHLY: ("This server has used {used} of its {limit}", "monthly"),
-        QuotaLimit.GUILD_DAILY: ("This server has used {used} of its {limit}", "daily"),
-        QuotaLimit.USER_DAILY: ("You have used {used} of your {limit}", "daily"),
-    }[which]
-    return QuotaLimitReached(
-        which,
-        whose.format(used=used, limit=limit) + f" {period} units and this request needs {cost}. "
-        f"The {period} limit resets at {_when(resets_at, now)}.",
-        resets_at,
-    )
-
-
-_SWITCHED_OFF = {
-    QuotaLimit.GUILD_MONTHLY: (
-        "stembot is switched off on this server (its monthly limit is 0 units). "
-        "A moderator can raise it."
-    ),
-    QuotaLimit.GUILD_DAILY: (
-        "stembot is switched off on this server (its daily limit is 0 units). "
-        "A moderator can raise it."
-    ),
-    QuotaLimit.USER_DAILY: (
-        "Members can't start requests on this server (the per-member daily limit is 0 units). "
-        "A moderator can raise it."
-    ),
-}
-
-
-def _budget_refusal(budget: int, now: datetime) -> QuotaLimitReached:
-    day_end = day_window(now)[1]
-    return QuotaLimitReached(
-        QuotaLimit.API_BUDGET,
-        f"stembot has made all the new separations it can today ({budget} across all "
-        f"servers). New songs can be split again after {_when(day_end, now)}; songs already "
-        "split recently are still answered.",
-        day_end,
-    )
-
-
-def _active_message(limit: int, active: int) -> str:
-    if limit == 0:
-        return (
-            "Members can't start requests on this server (at most 0 at once). "
-            "A moderator can raise it."
-        )
-    if limit == 1:
-        return (
-            "You already have a request queued or running. Wait for it to finish, then try again."
-        )
-    return (
-        f"You already have {active} requests queued or running, the most allowed at once. "
-        "Wait for one to finish, then try again."
-    )

@@ -17,6 +17,7 @@ import pytest
 
 from stembot.config import QuotaPolicy
 from stembot.errors import QuotaExceededError
+from stembot.ledger_csv import CSV_COLUMNS
 from stembot.models import JobRequest, JobStatus, Mode, Separation, Stem
 from stembot.moderation import (
     LedgerExport,
@@ -25,7 +26,7 @@ from stembot.moderation import (
     NotRefundableError,
     RequestNotFoundError,
 )
-from stembot.store import CSV_COLUMNS, Store
+from stembot.store import Store
 
 NOW = datetime(2026, 5, 14, 12, 0, tzinfo=UTC)
 GUILD = 111

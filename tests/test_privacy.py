@@ -19,14 +19,15 @@ import pytest
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
-from stembot import store as store_module
+from stembot import migrations
 from stembot.config import QuotaPolicy, load_settings
 from stembot.errors import ConfigError, DuplicateRequestError
+from stembot.ledger_csv import CSV_ID_COLUMNS
 from stembot.models import JobRequest, Mode, Separation, Stem
 from stembot.moderation import LedgerExport, ModerationService
 from stembot.retention import Retention
 from stembot.source_urls import source_key_for_url
-from stembot.store import CSV_ID_COLUMNS, Store
+from stembot.store import Store
 
 NOW = datetime(2026, 5, 14, 12, 0, tzinfo=UTC)
 GUILD = 111
@@ -128,8 +129,8 @@ def old_database(path: Path) -> None:
     """A database as the code before 0005_privacy left it: links stored whole."""
     db = Database(path)
     earlier = Migrations("stembot")
-    earlier(name="0001_ledger")(store_module._create_ledger)
-    earlier(name="0002_command_digests")(store_module._create_command_digests)
+    earlier(name="0001_ledger")(migrations._create_ledger)
+    earlier(name="0002_command_digests")(migrations._create_command_digests)
     earlier.apply(db)
     db.execute(
         "INSERT INTO requests (interaction_id, guild_id, channel_id, user_id, mode, source_name, "

@@ -25,11 +25,14 @@ from stembot.errors import (
     DatabaseReplacedError,
     DuplicateRequestError,
     QuotaExceededError,
+    QuotaLimitReached,
     StoreBusyError,
     StoreFailedError,
+    StoreUnavailableError,
 )
+from stembot.migrations import MIGRATIONS
 from stembot.models import JobRequest, JobStatus, Mode, QuotaLimit, Separation, Stem
-from stembot.store import MIGRATIONS, QuotaLimitReached, Store, StoreUnavailableError
+from stembot.store import Store
 
 NOW = datetime(2026, 5, 14, 12, 0, tzinfo=UTC)
 GUILD = 111

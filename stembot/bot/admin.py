@@ -17,7 +17,7 @@ from discord.ext import commands
 
 from stembot.bot import admin_embeds
 from stembot.moderation import ModerationService, QuotaAlert
-from stembot.store import MAX_LIMIT
+from stembot.quota_rules import MAX_LIMIT
 
 log = logging.getLogger(__name__)
 

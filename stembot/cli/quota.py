@@ -14,8 +14,11 @@ from typing import Any
 
 from stembot.config import QuotaPolicy, load_settings
 from stembot.errors import ConfigError, StembotError
+from stembot.ledger_csv import write_spend_csv
 from stembot.models import DailySpend, GuildLimits, QuotaStatus, UsageLine, UsageReport
-from stembot.store import MAX_LIMIT, Store, month_window, write_spend_csv
+from stembot.quota_rules import MAX_LIMIT
+from stembot.store import Store
+from stembot.windows import month_window
 
 EXIT_OK = 0
 EXIT_FAILED = 1

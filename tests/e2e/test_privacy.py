@@ -18,8 +18,10 @@ import pytest
 from aiohttp import web
 
 from stembot.config import QuotaPolicy
+from stembot.ledger_csv import CSV_ID_COLUMNS
 from stembot.logs import TOKEN_CARRYING_LOGGERS, configure_logging
-from stembot.store import CSV_ID_COLUMNS, Store, _stamp, month_window
+from stembot.store import Store
+from stembot.windows import month_window, stamp
 from tests.e2e.stack import WAV, Stack, acked_in_time, eventually, is_result, running_stack
 from tests.e2e.test_admin import admin, download, moderator, text_of
 from tests.standins.discord import LOADING, InteractionRecord
@@ -238,7 +240,7 @@ async def test_old_ledger_rows_are_pruned_at_start_up(tmp_path: Path) -> None:
             "INSERT INTO requests (interaction_id, guild_id, channel_id, user_id, mode, "
             "source_name, source_key, cost, status, created_at, finished_at, delivered_at) "
             "VALUES (?, 1, 5, 7, 'vocals', 'song.mp3', 'attachment:1', 1, 'succeeded', ?, ?, ?)",
-            [(i, *[_stamp(old)] * 3) for i in range(1000)] + [(1000, *[_stamp(recent)] * 3)],
+            [(i, *[stamp(old)] * 3) for i in range(1000)] + [(1000, *[stamp(recent)] * 3)],
         )
     env = {"STEMBOT_RETENTION_DAYS": "30"}
     async with running_stack(db_path, env) as stack:

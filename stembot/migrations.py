@@ -1,0 +1,187 @@
+"""The ledger's schema: every migration, in order, applied by ``Store.open``.
+
+Apart from the store's queries, as sqlite-utils keeps ``migrations.py`` apart from its table
+API. A migration is never edited once released: a change is a new one at the end.
+"""
+
+from __future__ import annotations
+
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+from stembot.source_urls import hashed_url_key, without_query
+
+MIGRATIONS = Migrations("stembot")
+
+
+@MIGRATIONS(name="0001_ledger")
+def _create_ledger(db: Database) -> None:
+    db.executescript(
+        """
+        CREATE TABLE guild_settings (
+            guild_id INTEGER PRIMARY KEY,
+            daily_limit INTEGER CHECK (daily_limit >= 0),
+            monthly_limit INTEGER CHECK (monthly_limit >= 0),
+            user_daily_limit INTEGER CHECK (user_daily_limit >= 0),
+            user_active_jobs INTEGER CHECK (user_active_jobs >= 0),
+            log_channel_id INTEGER
+        ) STRICT;
+
+        CREATE TABLE requests (
+            id INTEGER PRIMARY KEY,
+            interaction_id INTEGER NOT NULL UNIQUE,
+            guild_id INTEGER NOT NULL,
+            channel_id INTEGER NOT NULL,
+            user_id INTEGER NOT NULL,
+            mode TEXT NOT NULL,
+            source_name TEXT NOT NULL,
+            source_key TEXT NOT NULL,
+            cost INTEGER NOT NULL CHECK (cost >= 0),
+            status TEXT NOT NULL CHECK (status IN
+                ('queued', 'running', 'succeeded', 'failed', 'cancelled', 'interrupted')),
+            created_at TEXT NOT NULL,
+            started_at TEXT,
+            finished_at TEXT,
+            error TEXT
+        ) STRICT;
+        -- Usage is summed from these partial covering indexes alone. They hold only rows
+        -- that are charged, so a check reads at most as many entries as the limit has units.
+        -- (status is a column only so that SQLite treats them as covering.)
+        CREATE INDEX requests_charged ON requests (guild_id, created_at, cost, status)
+            WHERE cost > 0 AND status IN ('queued', 'running', 'succeeded');
+        CREATE INDEX requests_user_charged
+            ON requests (guild_id, user_id, created_at, cost, status)
+            WHERE cost > 0 AND status IN ('queued', 'running', 'succeeded');
+        CREATE INDEX requests_active ON requests (guild_id, user_id)
+            WHERE status IN ('queued', 'running');
+        -- Reports and exports.
+        CREATE INDEX requests_guild_time ON requests (guild_id, created_at);
+
+        CREATE TABLE results (
+            source_key TEXT NOT NULL,
+            mode TEXT NOT NULL,
+            stems TEXT NOT NULL,
+            issued_at TEXT NOT NULL,
+            job_id INTEGER NOT NULL,
+            PRIMARY KEY (source_key, mode)
+        ) STRICT, WITHOUT ROWID;
+
+        CREATE TABLE quota_alerts (
+            guild_id INTEGER NOT NULL,
+            period TEXT NOT NULL CHECK (period IN ('day', 'month')),
+            period_start TEXT NOT NULL,
+            threshold INTEGER NOT NULL,
+            sent_at TEXT NOT NULL,
+            PRIMARY KEY (guild_id, period, period_start, threshold)
+        ) STRICT, WITHOUT ROWID;
+        """
+    )
+
+
+@MIGRATIONS(name="0002_command_digests")
+def _create_command_digests(db: Database) -> None:
+    db.execute("CREATE TABLE command_digests (scope TEXT PRIMARY KEY, digest TEXT NOT NULL) STRICT")
+
+
+@MIGRATIONS(name="0003_deliveries")
+def _record_deliveries(db: Database) -> None:
+    """Where and when each request's answer reached Discord, so that a start-up after a crash
+    knows which succeeded requests still owe their requester the result.
+
+    ``delivered_via``: interaction, channel, dm, nowhere (every route refused; the result stays
+    stored for a free repeat), or unrecorded (answered before this was kept).
+    """
+    db.execute("ALTER TABLE requests ADD COLUMN delivered_at TEXT")
+    db.execute("ALTER TABLE requests ADD COLUMN delivered_via TEXT")
+    db.execute(
+        "UPDATE requests SET delivered_at = finished_at, delivered_via = 'unrecorded' "
+        "WHERE status = 'succeeded'"
+    )
+    db.execute(
+        "CREATE INDEX requests_undelivered ON requests (id) "
+        "WHERE status = 'succeeded' AND delivered_at IS NULL"
+    )
+
+
+@MIGRATIONS(name="0004_spend")
+def _create_spend(db: Database) -> None:
+    db.executescript(
+        """
+        -- 0 when the server alone carries a request's charge (a shared call handed over to a
+        -- requester with no room left): the member's own daily sum leaves it out.
+        ALTER TABLE requests ADD COLUMN member_pays INTEGER NOT NULL DEFAULT 1
+            CHECK (member_pays IN (0, 1));
+
+        CREATE TABLE role_allowances (
+            guild_id INTEGER NOT NULL,
+            role_id INTEGER NOT NULL,
+            per_user INTEGER NOT NULL CHECK (per_user >= 0),
+            PRIMARY KEY (guild_id, role_id)
+        ) STRICT, WITHOUT ROWID;
+
+        -- One row per paid API call, from its reservation: the bot-wide daily budget counts
+        -- them. made_at is set when the call goes out (and day becomes that day); one that
+        -- never did (cancelled or interrupted while still queued) is deleted by a trigger,
+        -- whichever code ends the request.
+        CREATE TABLE api_calls (
+            job_id INTEGER PRIMARY KEY,
+            guild_id INTEGER NOT NULL,
+            day TEXT NOT NULL,
+            reserved_at TEXT NOT NULL,
+            made_at TEXT
+        ) STRICT;
+        CREATE INDEX api_calls_day ON api_calls (day, guild_id);
+        CREATE TRIGGER api_calls_never_made AFTER UPDATE OF status ON requests
+            WHEN OLD.status = 'queued' AND NEW.status IN ('cancelled', 'interrupted')
+        BEGIN
+            DELETE FROM api_calls WHERE job_id = NEW.id AND made_at IS NULL;
+        END;
+
+        -- The calls of each day, kept by triggers: a reservation reads one row, not a count.
+        CREATE TABLE api_call_days (day TEXT PRIMARY KEY, calls INTEGER NOT NULL) STRICT;
+        CREATE TRIGGER api_call_counted AFTER INSERT ON api_calls BEGIN
+            INSERT INTO api_call_days (day, calls) VALUES (NEW.day, 1)
+                ON CONFLICT (day) DO UPDATE SET calls = calls + 1;
+        END;
+        CREATE TRIGGER api_call_uncounted AFTER DELETE ON api_calls BEGIN
+            UPDATE api_call_days SET calls = calls - 1 WHERE day = OLD.day;
+        END;
+        CREATE TRIGGER api_call_moved AFTER UPDATE OF day ON api_calls
+            WHEN OLD.day <> NEW.day
+        BEGIN
+            UPDATE api_call_days SET calls = calls - 1 WHERE day = OLD.day;
+            INSERT INTO api_call_days (day, calls) VALUES (NEW.day, 1)
+                ON CONFLICT (day) DO UPDATE SET calls = calls + 1;
+        END;
+
+        -- The day the operator's log was told the budget is spent, once a day.
+        CREATE TABLE budget_notices (day TEXT PRIMARY KEY, sent_at TEXT NOT NULL) STRICT;
+        """
+    )
+
+
+@MIGRATIONS(name="0005_privacy")
+def _privacy(db: Database) -> None:
+    """Free repeats share a row (``request_count``); links are kept only as hashes.
+
+    Keys written before were the normalised URL, query included (signed links are
+    credentials): each becomes the hash the new code computes for that URL, so stored results
+    stay reusable. Names that are links lose their query and fragment.
+    """
+    db.conn.create_function("stembot_url_key", 1, hashed_url_key, deterministic=True)
+    db.conn.create_function("stembot_without_query", 1, without_query, deterministic=True)
+    db.executescript(
+        """
+        ALTER TABLE requests ADD COLUMN request_count INTEGER NOT NULL DEFAULT 1
+            CHECK (request_count >= 1);
+        CREATE INDEX requests_free_repeats
+            ON requests (guild_id, user_id, channel_id, source_key, mode, created_at)
+            WHERE cost = 0 AND status = 'succeeded';
+        UPDATE requests SET source_key = stembot_url_key(source_key)
+            WHERE source_key GLOB 'http*://*';
+        UPDATE results SET source_key = stembot_url_key(source_key)
+            WHERE source_key GLOB 'http*://*';
+        UPDATE requests SET source_name = stembot_without_query(source_name)
+            WHERE source_name GLOB '*://*' AND (source_name GLOB '*[?#]*');
+        """
+    )
