@@ -1,16 +1,20 @@
 """Settings: one immutable object built from an explicit mapping (normally the environment).
 
-`.env` is loaded by the entry point only (stembot.cli), never at import. Every problem in the
-mapping is collected and raised together as one ConfigError.
+Every setting is declared once, on its field below (environ-config's style): its name, default,
+kind (how its text is read, with its bounds), section and one line of help. `load_settings`
+reads the declarations, `.env.example` is generated from them (`python -m stembot.config`),
+and the CLI knows the names from them. `.env` is loaded by the entry point only (stembot.cli),
+never at import. Every problem in the mapping is collected and raised together as one
+ConfigError.
 """
 
 from __future__ import annotations
 
-import contextlib
+import textwrap
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 from urllib.parse import urlsplit
 
 from stembot.errors import ConfigError
@@ -42,114 +46,39 @@ class Secret:
         return hash(self._value)
 
 
-@dataclass(frozen=True)
-class QuotaPolicy:
-    """Default limits (in units) and the cost of each mode; moderators override per guild."""
-
-    guild_daily_limit: int = 50
-    guild_monthly_limit: int = 500
-    user_daily_limit: int = 10
-    user_active_jobs: int = 1
-    costs: Mapping[Mode, int] = field(
-        default_factory=lambda: {m: m.default_cost for m in Mode if m.default_cost is not None}
-    )
-    # The operator's ceilings on what a server's moderators may set (None: no ceiling).
-    max_guild_daily_limit: int | None = None
-    max_guild_monthly_limit: int | None = None
-    # Paid API calls per UTC day across all servers (None: no budget).
-    api_daily_budget: int | None = None
-
-    def cost_of(self, mode: Mode) -> int:
-        return self.costs[mode]
+# --- kinds: how a setting's text becomes a value, and what it must be ------------------------
 
 
 @dataclass(frozen=True)
-class Settings:
-    discord_token: Secret | None = None
-    discord_api_base: str = "https://discord.com/api/v10"
-    discord_gateway_url: str = "wss://gateway.discord.gg"
-    soundverse_api_key: Secret | None = None
-    soundverse_api_base: str = "https://api.soundverse.ai"
-    db_path: Path = Path("stembot.db")
-    api_timeout_s: float = 600.0
-    max_concurrent_jobs: int = 4
-    max_input_mb: float = 10.0
-    allow_private_urls: bool = False
-    log_level: str = "INFO"
-    dev_guild_id: int | None = None
-    result_ttl_s: float = 86_400.0
-    # Ledger rows and stored results older than this go (never the current month); 0 keeps all.
-    retention_days: int = 90
-    shutdown_grace_s: float = 8.0
-    # Store calls run on the event loop: a locked database stalls the whole bot this long.
-    db_busy_timeout_s: float = 1.0
-    url_probe_timeout_s: float = 20.0
-    # Links one member may have being checked at once (the probe slots are shared).
-    url_probes_per_member: int = 2
-    quota: QuotaPolicy = field(default_factory=QuotaPolicy)
+class Kind(Generic[T]):
+    """``parse`` raises ValueError for text that is no valid value; ``expected`` says what is."""
 
-    @property
-    def max_input_bytes(self) -> int:
-        return int(self.max_input_mb * 1024 * 1024)
+    parse: Callable[[str], T]
+    expected: str
 
 
-# Discord's interaction token lives 15 minutes; an API call must give up well before that.
-_MAX_API_TIMEOUT_S = 14 * 60
-_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+def _whole(at_least: int, unit: str = "", note: str = "") -> Kind[int]:
+    def parse(text: str) -> int:
+        number = int(text)
+        if number < at_least:
+            raise ValueError(text)
+        return number
+
+    of = f" of {unit}," if unit else " of"
+    return Kind(parse, f"a whole number{of} at least {at_least}" + (f" ({note})" if note else ""))
 
 
-class _Reader:
-    """Reads typed values from the mapping, collecting every problem instead of stopping."""
+def _positive(unit: str = "", at_most: float | None = None, why: str = "") -> Kind[float]:
+    def parse(text: str) -> float:
+        number = float(text)
+        if not number > 0 or number == float("inf") or (at_most is not None and number > at_most):
+            raise ValueError(text)
+        return number
 
-    def __init__(self, env: Mapping[str, str]) -> None:
-        self.env = env
-        self.problems: list[str] = []
-
-    def raw(self, name: str) -> str | None:
-        value = self.env.get(name)
-        if value is None or value.strip() == "":
-            return None
-        return value.strip()
-
-    def typed(self, name: str, parse: Callable[[str], T], default: T, expected: str) -> T:
-        value = self.raw(name)
-        if value is None:
-            return default
-        try:
-            return parse(value)
-        except ValueError:
-            # Never echo the value: a misplaced secret must not reach the terminal.
-            self.problems.append(f"{name} must be {expected}")
-            return default
-
-    def secret(self, name: str, required: bool, what: str) -> Secret | None:
-        value = self.raw(name)
-        if value is None:
-            if required:
-                self.problems.append(f"{name} is missing: set it to {what}")
-            return None
-        return Secret(value)
-
-
-def _positive_int(text: str) -> int:
-    number = int(text)
-    if number < 1:
-        raise ValueError(text)
-    return number
-
-
-def _non_negative_int(text: str) -> int:
-    number = int(text)
-    if number < 0:
-        raise ValueError(text)
-    return number
-
-
-def _positive_float(text: str) -> float:
-    number = float(text)
-    if not number > 0 or number == float("inf"):
-        raise ValueError(text)
-    return number
+    expected = "a positive number" + (f" of {unit}" if unit else "")
+    if at_most is not None:
+        expected += f", at most {at_most:g}" + (f" ({why})" if why else "")
+    return Kind(parse, expected)
 
 
 def _bool(text: str) -> bool:
@@ -168,14 +97,17 @@ def _snowflake(text: str) -> int:
     return number
 
 
-def _url(schemes: tuple[str, ...]) -> Callable[[str], str]:
+def _url(schemes: tuple[str, ...], expected: str) -> Kind[str]:
     def parse(text: str) -> str:
         parts = urlsplit(text)
         if parts.scheme not in schemes or not parts.hostname or parts.query or parts.fragment:
             raise ValueError(text)
         return text.rstrip("/")
 
-    return parse
+    return Kind(parse, expected)
+
+
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 def _log_level(text: str) -> str:
@@ -185,26 +117,304 @@ def _log_level(text: str) -> str:
     return upper
 
 
+def _secret(what: str) -> Kind[Secret]:
+    return Kind(Secret, what)
+
+
+_HTTP_URL = _url(("http", "https"), "an http(s) URL")
+_SECONDS = _positive("seconds")
+_AT_LEAST_0 = _whole(0)
+_AT_LEAST_1 = _whole(1)
+# Discord's interaction token lives 15 minutes; an API call must give up well before that.
+_MAX_API_TIMEOUT_S = 14 * 60
+
+
+# --- the declaration -------------------------------------------------------------------------
+
+# When a setting must be given: never (its default, or None, is fine), always, or when the
+# command talks to Discord / Soundverse (load_settings' need_discord / need_soundverse).
+Required = Literal["never", "always", "discord", "soundverse"]
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting as the operator meets it: in the environment, .env.example and errors."""
+
+    name: str
+    default: Any
+    kind: Kind[Any]
+    section: str
+    help: str
+    secret: bool = False
+    required: Required = "never"
+
+
+_SETTING = "stembot.setting"  # field metadata: the field's Setting
+_GROUP = "stembot.group"  # field metadata: a dataclass of further settings
+_PER_MODE = "stembot.per_mode"  # field metadata: Mode -> Setting, one setting per mode
+
+
+def _setting(
+    name: str,
+    default: Any,
+    kind: Kind[Any],
+    section: str,
+    help: str,
+    *,
+    secret: bool = False,
+    required: Required = "never",
+) -> Any:
+    declared = Setting(name, default, kind, section, help, secret, required)
+    return field(default=default, metadata={_SETTING: declared})
+
+
+_DISCORD = "Discord"
+_SOUNDVERSE = "Soundverse"
+_INPUTS = "Inputs"
+_QUOTAS = "Quotas (units; moderators can override per server)"
+_CAPS = "The operator's caps (empty = none)"
+_STORAGE = "Storage and logs"
+
+
+def _cost(mode: Mode) -> Setting:
+    """STEMBOT_COST_<MODE>, from the mode's line in models.py; no default there: required."""
+    return Setting(
+        f"STEMBOT_COST_{mode.name}",
+        mode.default_cost,
+        _AT_LEAST_0,
+        _QUOTAS,
+        "What each mode costs in units.",
+        required="never" if mode.default_cost is not None else "always",
+    )
+
+
+def _default_costs() -> dict[Mode, int]:
+    return {mode: mode.default_cost for mode in Mode if mode.default_cost is not None}
+
+
+_CAPS_HELP = (
+    "The highest daily / monthly limit a server's moderators may set (the defaults must fit)."
+)
+
+
+# fmt: off
+# (One setting to a few lines: name, default, kind and section, then its help.)
+
+
+@dataclass(frozen=True)
+class QuotaPolicy:
+    """Default limits (in units) and the cost of each mode; moderators override per guild."""
+
+    guild_daily_limit: int = _setting(
+        "STEMBOT_GUILD_DAILY_LIMIT", 50, _AT_LEAST_0, _QUOTAS,
+        "Units a server may use per day (resets 00:00 UTC); 0 switches the bot off for servers.",
+    )
+    guild_monthly_limit: int = _setting(
+        "STEMBOT_GUILD_MONTHLY_LIMIT", 500, _AT_LEAST_0, _QUOTAS,
+        "Units a server may use per calendar month (resets on the 1st, 00:00 UTC).",
+    )
+    user_daily_limit: int = _setting(
+        "STEMBOT_USER_DAILY_LIMIT", 10, _AT_LEAST_0, _QUOTAS,
+        "Units one member may use per day in a server.",
+    )
+    user_active_jobs: int = _setting(
+        "STEMBOT_USER_ACTIVE_JOBS", 1, _AT_LEAST_1, _QUOTAS,
+        "Requests one member may have queued or running at once.",
+    )
+    costs: Mapping[Mode, int] = field(default_factory=_default_costs, metadata={_PER_MODE: _cost})
+    # The operator's ceilings on what a server's moderators may set (None: no ceiling).
+    max_guild_daily_limit: int | None = _setting(
+        "STEMBOT_MAX_GUILD_DAILY_LIMIT", None, _AT_LEAST_0, _CAPS, _CAPS_HELP
+    )
+    max_guild_monthly_limit: int | None = _setting(
+        "STEMBOT_MAX_GUILD_MONTHLY_LIMIT", None, _AT_LEAST_0, _CAPS, _CAPS_HELP
+    )
+    api_daily_budget: int | None = _setting(
+        "STEMBOT_API_DAILY_BUDGET", None, _AT_LEAST_0, _CAPS,
+        "Paid Soundverse calls per UTC day across all servers; then only repeats and shared calls.",
+    )
+
+    def cost_of(self, mode: Mode) -> int:
+        return self.costs[mode]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the operator can set; fields in .env.example's order, section by section."""
+
+    discord_token: Secret | None = _setting(
+        "DISCORD_TOKEN", None, _secret("your bot's token from the Discord Developer Portal"),
+        _DISCORD, "Your bot's token (Developer Portal -> your application -> Bot -> Reset Token).",
+        secret=True, required="discord",
+    )
+    discord_api_base: str = _setting(
+        "DISCORD_API_BASE", "https://discord.com/api/v10", _HTTP_URL, _DISCORD,
+        "Discord's REST API base; change only for a REST proxy or local testing.",
+    )
+    discord_gateway_url: str = _setting(
+        "DISCORD_GATEWAY_URL", "wss://gateway.discord.gg",
+        _url(("ws", "wss"), "a ws:// or wss:// URL without a query"), _DISCORD,
+        "Discord's gateway websocket URL (no query); change only for a gateway proxy or local "
+        "testing.",
+    )
+    dev_guild_id: int | None = _setting(
+        "STEMBOT_DEV_GUILD_ID", None, Kind(_snowflake, "a Discord server id (digits)"), _DISCORD,
+        "Register commands in this one server only (instant updates while developing); "
+        "empty = globally.",
+    )
+    soundverse_api_key: Secret | None = _setting(
+        "SOUNDVERSE_API_KEY", None, _secret("your Soundverse API key"), _SOUNDVERSE,
+        "Your Soundverse API key (soundverse.ai -> API).", secret=True, required="soundverse",
+    )
+    soundverse_api_base: str = _setting(
+        "SOUNDVERSE_API_BASE", "https://api.soundverse.ai", _HTTP_URL, _SOUNDVERSE,
+        "The API's base URL; change only for a proxy or the local stand-in.",
+    )
+    api_timeout_s: float = _setting(
+        "STEMBOT_API_TIMEOUT_S", 600.0,
+        _positive("seconds", _MAX_API_TIMEOUT_S, "Discord's interaction token lasts 15 minutes"),
+        _SOUNDVERSE,
+        "Give up on one separation after this many seconds (at most 840: Discord's token lives "
+        "15 min).",
+    )
+    max_concurrent_jobs: int = _setting(
+        "STEMBOT_MAX_CONCURRENT_JOBS", 4, _AT_LEAST_1, _SOUNDVERSE,
+        "At most this many separations run at once; the rest wait in a fair queue.",
+    )
+    shutdown_grace_s: float = _setting(
+        "STEMBOT_SHUTDOWN_GRACE_S", 8.0, _SECONDS, _SOUNDVERSE,
+        "On SIGTERM (docker stop), give running separations this long to finish before they "
+        "are marked interrupted and refunded. Keep it below your stop timeout (docker's default "
+        "is 10 s).",
+    )
+    max_input_mb: float = _setting(
+        "STEMBOT_MAX_INPUT_MB", 10.0, _positive("MB"), _INPUTS,
+        "Largest input file or download accepted, in MB.",
+    )
+    allow_private_urls: bool = _setting(
+        "STEMBOT_ALLOW_PRIVATE_URLS", False, Kind(_bool, "true or false"), _INPUTS,
+        "Allow URLs that resolve to private, loopback or other non-public addresses (only for "
+        "testing).",
+    )
+    url_probe_timeout_s: float = _setting(
+        "STEMBOT_URL_PROBE_TIMEOUT_S", 20.0, _SECONDS, _INPUTS,
+        "Give up checking a user's link (type and size) after this many seconds.",
+    )
+    url_probes_per_member: int = _setting(
+        "STEMBOT_URL_PROBES_PER_MEMBER", 2, _AT_LEAST_1, _INPUTS,
+        "Links one member may have being checked at once; more are refused until one is answered.",
+    )
+    result_ttl_s: float = _setting(
+        "STEMBOT_RESULT_TTL", 86_400.0, _SECONDS, _INPUTS,
+        "Answer a repeat of the same source and mode from the stored result for this many seconds.",
+    )
+    quota: QuotaPolicy = field(default_factory=QuotaPolicy, metadata={_GROUP: QuotaPolicy})
+    db_path: Path = _setting(
+        "STEMBOT_DB_PATH", Path("stembot.db"), Kind(Path, "a file path"), _STORAGE,
+        "The SQLite file holding quotas, the usage ledger and stored results.",
+    )
+    db_busy_timeout_s: float = _setting(
+        "STEMBOT_DB_BUSY_TIMEOUT_S", 1.0, _SECONDS, _STORAGE,
+        "How long a write waits for another process (the operator CLI, say) to release the "
+        "database before the request is refused with \"busy, try again\". The bot waits inline "
+        "(nothing else runs meanwhile), so keep it well under Discord's 3-second "
+        "acknowledgement window.",
+    )
+    retention_days: int = _setting(
+        "STEMBOT_RETENTION_DAYS", 90, _whole(0, "days", "0 keeps everything"), _STORAGE,
+        "Days to keep ledger rows and stored results (never this month's); 0 keeps everything.",
+    )
+    log_level: str = _setting(
+        "STEMBOT_LOG_LEVEL", "INFO", Kind(_log_level, "one of " + ", ".join(_LOG_LEVELS)),
+        _STORAGE, "DEBUG, INFO, WARNING, ERROR or CRITICAL.",
+    )
+
+    @property
+    def max_input_bytes(self) -> int:
+        return int(self.max_input_mb * 1024 * 1024)
+
+
+# fmt: on
+
+
+def declared_settings() -> Iterator[Setting]:
+    """Every setting, in the order of the fields (and so of .env.example)."""
+    return _declared_in(Settings)
+
+
+def _declared_in(within: type[Any]) -> Iterator[Setting]:
+    for f in fields(within):
+        if _GROUP in f.metadata:
+            yield from _declared_in(f.metadata[_GROUP])
+        elif _PER_MODE in f.metadata:
+            yield from (f.metadata[_PER_MODE](mode) for mode in Mode)
+        else:
+            yield f.metadata[_SETTING]
+
+
+def setting_names() -> frozenset[str]:
+    """Every setting name stembot reads (the CLI warns about STEMBOT_* names not among them)."""
+    return frozenset(s.name for s in declared_settings())
+
+
+def _name_of(within: type[Any], field_name: str) -> str:
+    [declared] = [f.metadata[_SETTING] for f in fields(within) if f.name == field_name]
+    name: str = declared.name
+    return name
+
+
+# --- reading the mapping ---------------------------------------------------------------------
+
+
+class _Reader:
+    """Reads each declared setting from the mapping, collecting every problem instead of
+    stopping."""
+
+    def __init__(self, env: Mapping[str, str], needed: Mapping[Required, bool]) -> None:
+        self.env = env
+        self.needed = needed
+        self.problems: list[str] = []
+
+    def read(self, setting: Setting) -> Any:
+        value = self.env.get(setting.name)
+        if value is None or value.strip() == "":
+            if self.needed[setting.required]:
+                self.problems.append(
+                    f"{setting.name} is missing: set it to {setting.kind.expected}"
+                )
+            return setting.default
+        try:
+            return setting.kind.parse(value.strip())
+        except ValueError:
+            # Never echo the value: a misplaced secret must not reach the terminal.
+            self.problems.append(f"{setting.name} must be {setting.kind.expected}")
+            return setting.default
+
+    def build(self, within: type[T]) -> T:
+        """An instance of the dataclass ``within`` from its fields' declarations."""
+        values: dict[str, Any] = {}
+        for f in fields(within):  # type: ignore[arg-type]
+            if _GROUP in f.metadata:
+                values[f.name] = self.build(f.metadata[_GROUP])
+            elif _PER_MODE in f.metadata:
+                values[f.name] = {mode: self.read(f.metadata[_PER_MODE](mode)) for mode in Mode}
+            else:
+                values[f.name] = self.read(f.metadata[_SETTING])
+        return within(**values)
+
+
 def _defaults_above_ceilings(quota: QuotaPolicy) -> list[str]:
     """A default limit must itself be one a moderator could set."""
     problems = []
-    for default, ceiling, default_name, ceiling_name in (
-        (
-            quota.guild_daily_limit,
-            quota.max_guild_daily_limit,
-            "STEMBOT_GUILD_DAILY_LIMIT",
-            "STEMBOT_MAX_GUILD_DAILY_LIMIT",
-        ),
-        (
-            quota.guild_monthly_limit,
-            quota.max_guild_monthly_limit,
-            "STEMBOT_GUILD_MONTHLY_LIMIT",
-            "STEMBOT_MAX_GUILD_MONTHLY_LIMIT",
-        ),
+    for default_field, ceiling_field in (
+        ("guild_daily_limit", "max_guild_daily_limit"),
+        ("guild_monthly_limit", "max_guild_monthly_limit"),
     ):
+        default, ceiling = getattr(quota, default_field), getattr(quota, ceiling_field)
         if ceiling is not None and default > ceiling:
             problems.append(
-                f"{default_name} ({default}) is above {ceiling_name} ({ceiling}): "
+                f"{_name_of(QuotaPolicy, default_field)} ({default}) is above "
+                f"{_name_of(QuotaPolicy, ceiling_field)} ({ceiling}): "
                 f"lower the default or raise the ceiling"
             )
     return problems
@@ -214,148 +424,62 @@ def load_settings(
     env: Mapping[str, str], *, need_discord: bool = False, need_soundverse: bool = False
 ) -> Settings:
     """Build Settings from ``env``; raise one ConfigError naming every problem."""
-    r = _Reader(env)
-    d = Settings()
-    q = QuotaPolicy()
-    http = ("http", "https")
-    values: dict[str, Any] = {
-        "discord_token": r.secret(
-            "DISCORD_TOKEN", need_discord, "your bot's token from the Discord Developer Portal"
-        ),
-        "discord_api_base": r.typed(
-            "DISCORD_API_BASE", _url(http), d.discord_api_base, "an http(s) URL"
-        ),
-        "discord_gateway_url": r.typed(
-            "DISCORD_GATEWAY_URL",
-            _url(("ws", "wss")),
-            d.discord_gateway_url,
-            "a ws:// or wss:// URL without a query",
-        ),
-        "soundverse_api_key": r.secret(
-            "SOUNDVERSE_API_KEY", need_soundverse, "your Soundverse API key"
-        ),
-        "soundverse_api_base": r.typed(
-            "SOUNDVERSE_API_BASE", _url(http), d.soundverse_api_base, "an http(s) URL"
-        ),
-        "db_path": r.typed("STEMBOT_DB_PATH", Path, d.db_path, "a file path"),
-        "api_timeout_s": r.typed(
-            "STEMBOT_API_TIMEOUT_S", _positive_float, d.api_timeout_s, "a positive number"
-        ),
-        "max_concurrent_jobs": r.typed(
-            "STEMBOT_MAX_CONCURRENT_JOBS",
-            _positive_int,
-            d.max_concurrent_jobs,
-            "a whole number of at least 1",
-        ),
-        "max_input_mb": r.typed(
-            "STEMBOT_MAX_INPUT_MB", _positive_float, d.max_input_mb, "a positive number"
-        ),
-        "allow_private_urls": r.typed(
-            "STEMBOT_ALLOW_PRIVATE_URLS", _bool, d.allow_private_urls, "true or false"
-        ),
-        "log_level": r.typed(
-            "STEMBOT_LOG_LEVEL", _log_level, d.log_level, "one of " + ", ".join(_LOG_LEVELS)
-        ),
-        "dev_guild_id": r.typed(
-            "STEMBOT_DEV_GUILD_ID", _snowflake, d.dev_guild_id, "a Discord server id (digits)"
-        ),
-        "shutdown_grace_s": r.typed(
-            "STEMBOT_SHUTDOWN_GRACE_S",
-            _positive_float,
-            d.shutdown_grace_s,
-            "a positive number of seconds",
-        ),
-        "result_ttl_s": r.typed(
-            "STEMBOT_RESULT_TTL", _positive_float, d.result_ttl_s, "a positive number of seconds"
-        ),
-        "db_busy_timeout_s": r.typed(
-            "STEMBOT_DB_BUSY_TIMEOUT_S",
-            _positive_float,
-            d.db_busy_timeout_s,
-            "a positive number of seconds",
-        ),
-        "retention_days": r.typed(
-            "STEMBOT_RETENTION_DAYS",
-            _non_negative_int,
-            d.retention_days,
-            "a whole number of days (0 keeps everything)",
-        ),
-        "url_probe_timeout_s": r.typed(
-            "STEMBOT_URL_PROBE_TIMEOUT_S",
-            _positive_float,
-            d.url_probe_timeout_s,
-            "a positive number of seconds",
-        ),
-        "url_probes_per_member": r.typed(
-            "STEMBOT_URL_PROBES_PER_MEMBER",
-            _positive_int,
-            d.url_probes_per_member,
-            "a whole number of at least 1",
-        ),
+    needed: dict[Required, bool] = {
+        "never": False,
+        "always": True,
+        "discord": need_discord,
+        "soundverse": need_soundverse,
     }
-    limit = "a whole number of at least 0"
-    quota = QuotaPolicy(
-        guild_daily_limit=r.typed(
-            "STEMBOT_GUILD_DAILY_LIMIT", _non_negative_int, q.guild_daily_limit, limit
-        ),
-        guild_monthly_limit=r.typed(
-            "STEMBOT_GUILD_MONTHLY_LIMIT", _non_negative_int, q.guild_monthly_limit, limit
-        ),
-        user_daily_limit=r.typed(
-            "STEMBOT_USER_DAILY_LIMIT", _non_negative_int, q.user_daily_limit, limit
-        ),
-        user_active_jobs=r.typed(
-            "STEMBOT_USER_ACTIVE_JOBS",
-            _positive_int,
-            q.user_active_jobs,
-            "a whole number of at least 1",
-        ),
-        costs={
-            mode: r.typed(f"STEMBOT_COST_{mode.name}", _non_negative_int, q.cost_of(mode), limit)
-            for mode in Mode
-        },
-        max_guild_daily_limit=r.typed(
-            "STEMBOT_MAX_GUILD_DAILY_LIMIT", _non_negative_int, q.max_guild_daily_limit, limit
-        ),
-        max_guild_monthly_limit=r.typed(
-            "STEMBOT_MAX_GUILD_MONTHLY_LIMIT", _non_negative_int, q.max_guild_monthly_limit, limit
-        ),
-        api_daily_budget=r.typed(
-            "STEMBOT_API_DAILY_BUDGET", _non_negative_int, q.api_daily_budget, limit
-        ),
-    )
-    r.problems += _defaults_above_ceilings(quota)
-    if values["api_timeout_s"] > _MAX_API_TIMEOUT_S:
-        r.problems.append(
-            f"STEMBOT_API_TIMEOUT_S must be at most {_MAX_API_TIMEOUT_S} "
-            "(Discord's interaction token lasts 15 minutes)"
-        )
-    if r.problems:
-        raise ConfigError(r.problems)
-    return Settings(**values, quota=quota)
+    reader = _Reader(env, needed)
+    settings = reader.build(Settings)
+    reader.problems += _defaults_above_ceilings(settings.quota)
+    if reader.problems:
+        raise ConfigError(reader.problems)
+    return settings
 
 
-class _RecordingEnv(Mapping[str, str]):
-    """An empty mapping that remembers every name asked of it."""
+# --- .env.example ----------------------------------------------------------------------------
 
-    def __init__(self) -> None:
-        self.asked: set[str] = set()
-
-    def __getitem__(self, name: str) -> str:
-        self.asked.add(name)
-        raise KeyError(name)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(())
-
-    def __len__(self) -> int:
-        return 0
+_ENV_EXAMPLE_HEAD = """\
+# stembot settings. Copy to .env and fill in the two secrets.
+# Every other setting is shown commented out, with its default: remove the "# " to change it.
+# Left commented, a default never overrides one set elsewhere (the Docker image keeps its
+# database on the /data volume). The process environment wins over this file.
+"""
+_RULE_WIDTH = 93
+_TEXT_WIDTH = 98
 
 
-def setting_names() -> frozenset[str]:
-    """Every setting name load_settings reads, learned by watching it read (no list to keep)."""
-    recorder = _RecordingEnv()
-    # The defaults may not make a complete configuration; the names are asked for regardless.
-    with contextlib.suppress(ConfigError):
-        load_settings(recorder)
-    return frozenset(recorder.asked)
+def _shown(value: Any) -> str:
+    """A default as the operator would write it."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def env_example() -> str:
+    """.env.example as generated from the declarations (tests/test_config.py checks the file)."""
+    lines = [_ENV_EXAMPLE_HEAD.rstrip("\n")]
+    section = shown_help = None
+    for setting in declared_settings():
+        if setting.section != section:
+            section, shown_help = setting.section, None
+            lines += ["", f"# --- {section} ".ljust(_RULE_WIDTH, "-")]
+        # Settings that share their help (the costs, the caps) show it once, above them all.
+        if setting.help != shown_help:
+            shown_help = setting.help
+            text = setting.help + (" Secret." if setting.secret else "")
+            lines += textwrap.wrap(text, _TEXT_WIDTH, initial_indent="# ", subsequent_indent="# ")
+        if setting.secret:
+            lines.append(f"{setting.name}=")
+        else:
+            lines.append(f"# {setting.name}={_shown(setting.default)}")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(env_example(), end="")

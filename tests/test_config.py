@@ -6,11 +6,13 @@ import logging
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from stembot.config import Secret, load_settings, setting_names
+from stembot import models
+from stembot.config import Secret, env_example, load_settings, setting_names
 from stembot.errors import ConfigError
 from stembot.models import Mode
 
@@ -206,9 +208,41 @@ def test_default_limits_above_the_operators_ceilings_are_a_settings_error(
     assert (within.quota.max_guild_daily_limit, within.quota.api_daily_budget) == (40, None)
 
 
-def test_setting_names_are_learned_from_load_settings() -> None:
-    """The known names come from watching load_settings read, so a new setting is known at once."""
+def test_setting_names_come_from_the_declarations() -> None:
+    """The known names are the declared settings load_settings reads: a new one is known at once."""
     names = setting_names()
     assert {"DISCORD_TOKEN", "SOUNDVERSE_API_KEY", "STEMBOT_DB_PATH"} <= names
     assert {f"STEMBOT_COST_{mode.name}" for mode in Mode} <= names
     assert all(name.startswith(("DISCORD_", "SOUNDVERSE_", "STEMBOT_")) for name in names)
+
+
+def test_env_example_is_generated_from_the_declarations() -> None:
+    """Names, defaults, help and sections in .env.example cannot drift from the code."""
+    committed = (REPO / ".env.example").read_text()
+    assert committed == env_example(), "regenerate it: python -m stembot.config > .env.example"
+
+
+def test_every_declared_default_is_valid_and_api_timeout_is_bounded() -> None:
+    """Bounds live in the declaration: 840 s is accepted, one second more is not."""
+    assert load_settings({"STEMBOT_API_TIMEOUT_S": "840"}).api_timeout_s == 840
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"STEMBOT_API_TIMEOUT_S": "841"})
+    assert caught.value.problems == (
+        "STEMBOT_API_TIMEOUT_S must be a positive number of seconds, at most 840 "
+        "(Discord's interaction token lasts 15 minutes)",
+    )
+
+
+def test_a_mode_without_a_default_cost_is_a_settings_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A mode added with no default cost: start-up names its STEMBOT_COST_ setting, no KeyError."""
+    facts = models._MODES[Mode.ALL]
+    monkeypatch.setitem(models._MODES, Mode.ALL, replace(facts, default_cost=None))
+    with pytest.raises(ConfigError) as caught:
+        load_settings({})
+    assert caught.value.problems == (
+        "STEMBOT_COST_ALL is missing: set it to a whole number of at least 0",
+    )
+    assert load_settings({"STEMBOT_COST_ALL": "3"}).quota.cost_of(Mode.ALL) == 3
+    assert "# STEMBOT_COST_ALL=\n" in env_example()

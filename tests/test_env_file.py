@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -143,17 +143,20 @@ def test_a_mistyped_name_in_the_environment_is_named_too(
     assert "DISCORD_SOMETHING_ELSE" not in err
 
 
-def test_a_setting_added_to_load_settings_is_known_without_a_list(
+def test_a_declared_setting_is_known_without_a_list(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """The known names are whatever load_settings reads: a new setting needs no second list."""
-    original = stembot.config.load_settings
+    """The known names are the declared settings: a new setting needs no second list."""
+    original = stembot.config.declared_settings
+    brand_new = stembot.config.Setting(
+        "STEMBOT_BRAND_NEW", None, stembot.config.Kind(str, "text"), "Inputs", "New."
+    )
 
-    def with_a_new_setting(env: Mapping[str, str], **kwargs: bool) -> stembot.config.Settings:
-        env.get("STEMBOT_BRAND_NEW")
-        return original(env, **kwargs)
+    def with_a_new_setting() -> Iterator[stembot.config.Setting]:
+        yield from original()
+        yield brand_new
 
-    monkeypatch.setattr(stembot.config, "load_settings", with_a_new_setting)
+    monkeypatch.setattr(stembot.config, "declared_settings", with_a_new_setting)
     monkeypatch.setenv("STEMBOT_DB_PATH", str(tmp_path / "x.db"))
     monkeypatch.setenv("STEMBOT_BRAND_NEW", "1")
     _, err = run(capsys, "usage", GUILD)
