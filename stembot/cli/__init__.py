@@ -23,9 +23,9 @@ from stembot.errors import ConfigError, StembotError
 
 EXIT_USAGE = 2
 DEFAULT_ENV_FILE = Path(".env")
-# Keys with these prefixes are meant for stembot; one it does not know is most likely a typo.
+# In the environment only STEMBOT_* keys are surely meant for stembot (other programs may
+# read DISCORD_* ones); in stembot's settings file, any key with a declared setting's prefix.
 _OUR_PREFIXES = ("STEMBOT_",)
-_OUR_PREFIXES_IN_FILE = ("STEMBOT_", "DISCORD_", "SOUNDVERSE_")
 
 
 class EnvFileError(Exception):
@@ -80,11 +80,13 @@ def read_env_file(path: Path, *, explicit: bool) -> dict[str, str] | None:
 def unknown_setting_warnings(
     from_file: Mapping[str, str], environment: Mapping[str, str], file_name: str
 ) -> list[str]:
-    """One warning per key that looks meant for stembot but is not a setting it reads."""
+    """One warning per key that looks meant for stembot but is not a declared setting: most
+    likely a typo, which would silently leave the default in force."""
     known = setting_names()
+    prefixes_in_file = tuple(sorted({name.partition("_")[0] + "_" for name in known}))
     warnings = []
     for where, keys, prefixes in (
-        (file_name, from_file, _OUR_PREFIXES_IN_FILE),
+        (file_name, from_file, prefixes_in_file),
         ("the environment", environment, _OUR_PREFIXES),
     ):
         for key in sorted(keys):
