@@ -27,7 +27,7 @@ from typing import Any, TextIO
 from sqlite_utils import Database
 
 from stembot import pruning, quota_rules, reports
-from stembot.config import QuotaPolicy
+from stembot.config import QuotaPolicy, Settings
 from stembot.errors import (
     DatabaseReplacedError,
     DuplicateRequestError,
@@ -64,7 +64,8 @@ from stembot.windows import (
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BUSY_TIMEOUT_S = 5.0
+# The setting's default, for callers that pass none (tests, benchmarks).
+DEFAULT_BUSY_TIMEOUT_S = Settings.db_busy_timeout_s
 _MAX_ERROR_CHARS = 1000
 _FIRST_PAUSE_S = 0.0002
 _LONGEST_PAUSE_S = 0.002
@@ -347,7 +348,20 @@ class Store:
         Raises DuplicateRequestError for an interaction id already in the ledger,
         QuotaLimitReached (a QuotaExceededError) naming the binding limit, StoreBusyError.
         """
-        cost = self._policy.cost_of(request.mode)
+        return self._reserve(request, now, paid=True, status=JobStatus.QUEUED)
+
+    def reserve_joined(self, request: JobRequest, now: datetime, *, running: bool) -> Job:
+        """Record a request that joins an identical one already queued or ``running``: cost 0.
+
+        The limits that do not depend on cost still hold (a switched-off server, the member's
+        cap on active requests); the first requester pays for the shared call.
+        """
+        status = JobStatus.RUNNING if running else JobStatus.QUEUED
+        return self._reserve(request, now, paid=False, status=status)
+
+    def _reserve(self, request: JobRequest, now: datetime, *, paid: bool, status: JobStatus) -> Job:
+        """``reserve`` (``paid``: its cost, the daily budget, an API call) or ``reserve_joined``."""
+        cost = self._policy.cost_of(request.mode) if paid else 0
         with self._write():
             seen = self._snapshot(
                 request.guild_id, request.user_id, request.interaction_id, now, request.role_ids
@@ -355,12 +369,15 @@ class Store:
             if seen.duplicate or request.interaction_id in self._repeats:
                 raise DuplicateRequestError()
             enforce(seen, cost, now)
-            self._enforce_budget(now)
-            job = self._insert(request, cost, JobStatus.QUEUED, now)
-            self._db.execute(
-                "INSERT INTO api_calls (job_id, guild_id, day, reserved_at) VALUES (?, ?, ?, ?)",
-                (job.id, job.guild_id, utc(now).date().isoformat(), stamp(now)),
-            )
+            if paid:
+                self._enforce_budget(now)
+            job = self._insert(request, cost, status, now)
+            if paid:
+                self._db.execute(
+                    "INSERT INTO api_calls (job_id, guild_id, day, reserved_at) "
+                    "VALUES (?, ?, ?, ?)",
+                    (job.id, job.guild_id, utc(now).date().isoformat(), stamp(now)),
+                )
             return job
 
     def check_limits(
@@ -408,22 +425,6 @@ class Store:
                 (utc(now).date().isoformat(), stamp(now)),
             )
         return cursor.rowcount == 1
-
-    def reserve_joined(self, request: JobRequest, now: datetime, *, running: bool) -> Job:
-        """Record a request that joins an identical one already queued or ``running``: cost 0.
-
-        The limits that do not depend on cost still hold (a switched-off server, the member's
-        cap on active requests); the first requester pays for the shared call.
-        """
-        status = JobStatus.RUNNING if running else JobStatus.QUEUED
-        with self._write():
-            seen = self._snapshot(
-                request.guild_id, request.user_id, request.interaction_id, now, request.role_ids
-            )
-            if seen.duplicate or request.interaction_id in self._repeats:
-                raise DuplicateRequestError()
-            enforce(seen, 0, now)
-            return self._insert(request, 0, status, now)
 
     def hand_over_charge(
         self, payer_id: int, heirs: Sequence[tuple[int, Sequence[int]]], now: datetime
@@ -515,16 +516,6 @@ class Store:
         )
         return None if row is None else int(row[0])
 
-    def mark_running(self, job_id: int, now: datetime) -> bool:
-        """queued -> running; False when the job is not queued (cancelled, unknown, ...)."""
-        with self._write():
-            cursor = self._db.execute(
-                "UPDATE requests SET status = 'running', started_at = ? "
-                "WHERE id = ? AND status = 'queued'",
-                (stamp(now), job_id),
-            )
-        return cursor.rowcount == 1
-
     def mark_all_running(self, job_ids: Sequence[int], now: datetime) -> int:
         """queued -> running for every job sharing one call; how many changed.
 
@@ -560,7 +551,9 @@ class Store:
     def refund_all(
         self, job_ids: Sequence[int], status: JobStatus, error: str, now: datetime
     ) -> int:
-        """``refund`` for every job that shared one call, in one transaction; how many."""
+        """End active jobs as failed/cancelled/interrupted, freeing their units, in one
+        transaction; how many it ended. A job already ended (or unknown) changes nothing, so
+        each is refunded once."""
         if status not in _REFUND_STATUSES:
             raise ValueError(
                 f"a refund ends a job as failed, cancelled or interrupted, not {status}"
@@ -574,6 +567,10 @@ class Store:
                 (status.value, stamp(now), error[:_MAX_ERROR_CHARS], json.dumps(list(job_ids))),
             )
         return cursor.rowcount
+
+    def refund(self, job_id: int, status: JobStatus, error: str, now: datetime) -> bool:
+        """``refund_all`` of one job: True only for the call that refunded it."""
+        return self.refund_all([job_id], status, error, now) == 1
 
     def settle(self, job_id: int, separation: Separation, source_key: str, now: datetime) -> bool:
         """Mark the job succeeded (its charge stands) and store the result for reuse.
@@ -596,23 +593,6 @@ class Store:
             )
         if cursor.rowcount != 1:
             log.warning("job %s settled but was not active; its ledger row is unchanged", job_id)
-        return cursor.rowcount == 1
-
-    def refund(self, job_id: int, status: JobStatus, error: str, now: datetime) -> bool:
-        """End an active job as failed/cancelled/interrupted, freeing its units.
-
-        True only for the call that refunded it; later calls (and unknown ids) change nothing.
-        """
-        if status not in _REFUND_STATUSES:
-            raise ValueError(
-                f"a refund ends a job as failed, cancelled or interrupted, not {status}"
-            )
-        with self._write():
-            cursor = self._db.execute(
-                "UPDATE requests SET status = ?, finished_at = ?, error = ? "
-                "WHERE id = ? AND status IN ('queued', 'running')",
-                (status.value, stamp(now), error[:_MAX_ERROR_CHARS], job_id),
-            )
         return cursor.rowcount == 1
 
     def refund_by_moderator(self, job_id: int, guild_id: int, now: datetime) -> bool:
@@ -647,12 +627,6 @@ class Store:
                 [(delivered, via, job_id) for job_id, via in deliveries],
             )
         return cursor.rowcount
-
-    def delivered_via(self, job_id: int) -> str | None:
-        """Where the request's answer went, or None while it is undelivered (or unknown)."""
-        with _busy_is_retryable():
-            row = self._one("SELECT delivered_via FROM requests WHERE id = ?", (job_id,))
-        return None if row is None else row[0]
 
     def recover(self, now: datetime) -> Recovery:
         """What a stopped bot left owing, settled in one transaction at start-up.
@@ -712,12 +686,7 @@ class Store:
                 "WHERE source_key = ? AND mode = ? AND issued_at > ?",
                 (source_key, mode.value, stamp(issued_after)),
             )
-        if row is None:
-            return None
-        stems = tuple(Stem(name=s["name"], url=s["url"]) for s in json.loads(row[0]))
-        issued_at = parse_stamp(row[1])
-        assert issued_at is not None
-        return Separation(mode=mode, stems=stems, issued_at=issued_at)
+        return None if row is None else _separation(mode, row[0], row[1])
 
     def _refuse_duplicate(self, interaction_id: int) -> None:
         if interaction_id in self._repeats or self._one(
@@ -746,23 +715,23 @@ class Store:
         )
         job_id = cursor.lastrowid
         assert job_id is not None
-        created_at = parse_stamp(created)
-        assert created_at is not None
-        return Job(
-            id=job_id,
-            guild_id=request.guild_id,
-            channel_id=request.channel_id,
-            user_id=request.user_id,
-            interaction_id=request.interaction_id,
-            mode=request.mode,
-            source_name=request.source_name,
-            source_key=request.source_key,
-            cost=cost,
-            status=status,
-            created_at=created_at,
-            started_at=None,
-            finished_at=parse_stamp(finished),
-            error=None,
+        return _job(
+            (
+                job_id,
+                request.guild_id,
+                request.channel_id,
+                request.user_id,
+                request.interaction_id,
+                request.mode.value,
+                request.source_name,
+                request.source_key,
+                cost,
+                status.value,
+                created,
+                None,
+                finished,
+                None,
+            )
         )
 
     def _snapshot(
@@ -998,21 +967,18 @@ class Store:
             ).fetchall()
         return reports.daily_spend(calls, units)
 
-    def export_csv(self, guild_id: int, since: datetime, until: datetime, out: TextIO) -> int:
-        """Write the guild's ledger rows in ``[since, until)`` as CSV; returns rows written."""
-        with self._read():
-            return _write_ledger(self._db.conn, guild_id, since, until, out).rows
-
     def stream_ledger(
         self, guild_id: int, since: datetime, until: datetime, out: TextIO
     ) -> LedgerCount:
-        """``export_csv`` on a read connection of its own, page by page: call it from a thread.
+        """Write the guild's ledger rows in ``[since, until)`` as CSV, page by page, on a read
+        connection of its own: call it from a thread.
 
         In WAL mode a reader never blocks the bot's writer (nor waits for it), so a long
         export stalls nobody, and it sees one consistent snapshot of the ledger.
         """
         with _reader(self._file) as conn:
-            return _write_ledger(conn, guild_id, since, until, out)
+            cursor = conn.execute(_SELECT_EXPORT, (guild_id, stamp(since), stamp(until)))
+            return write_ledger(iter(lambda: cursor.fetchmany(_EXPORT_PAGE_ROWS), []), out)
 
     def ledger_days(
         self, guild_id: int, since: datetime, until: datetime
@@ -1056,7 +1022,7 @@ class Store:
             stop=stop,
             batch=batch,
             pause_s=pause_s,
-            busy_timeout_s=DEFAULT_BUSY_TIMEOUT_S,
+            busy_timeout_s=self._busy_timeout_ms / 1000,
         )
 
 
@@ -1081,13 +1047,6 @@ def _reader(path: Path) -> Iterator[sqlite3.Connection]:
             yield conn
         finally:
             conn.close()
-
-
-def _write_ledger(
-    conn: sqlite3.Connection, guild_id: int, since: datetime, until: datetime, out: TextIO
-) -> LedgerCount:
-    cursor = conn.execute(_SELECT_EXPORT, (guild_id, stamp(since), stamp(until)))
-    return write_ledger(iter(lambda: cursor.fetchmany(_EXPORT_PAGE_ROWS), []), out)
 
 
 def _prepare(db: Database) -> None:

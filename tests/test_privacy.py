@@ -75,7 +75,7 @@ def ledger_rows(store: Store) -> int:
 
 def export_rows(store: Store, guild: int = GUILD) -> list[dict[str, str]]:
     out = io.StringIO()
-    store.export_csv(guild, NOW - timedelta(days=30), NOW + timedelta(days=1), out)
+    store.stream_ledger(guild, NOW - timedelta(days=30), NOW + timedelta(days=1), out)
     return list(csv.DictReader(io.StringIO(out.getvalue())))
 
 

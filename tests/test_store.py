@@ -33,6 +33,7 @@ from stembot.errors import (
 from stembot.migrations import MIGRATIONS
 from stembot.models import JobRequest, JobStatus, Mode, QuotaLimit, Separation, Stem
 from stembot.store import Store
+from tests.ledger_reads import delivered_via
 
 NOW = datetime(2026, 5, 14, 12, 0, tzinfo=UTC)
 GUILD = 111
@@ -185,7 +186,7 @@ def test_refund_happens_exactly_once(store: Store) -> None:
 def test_settled_job_cannot_be_refunded(store: Store) -> None:
     """A success settles the charge; a later refund changes nothing."""
     job = store.reserve(request(), NOW)
-    store.mark_running(job.id, NOW)
+    store.mark_all_running([job.id], NOW)
     assert store.settle(job.id, separation(), "attachment:42", NOW) is True
     assert store.refund(job.id, JobStatus.FAILED, "late", NOW) is False
     assert used_today(store) == 1
@@ -214,9 +215,9 @@ def test_mark_running_moves_only_queued_jobs(store: Store) -> None:
     cancelled = store.reserve(request(user=BOB), NOW)
     store.refund(cancelled.id, JobStatus.CANCELLED, "cancelled", NOW)
     job = store.reserve(request(), NOW)
-    assert store.mark_running(cancelled.id, NOW) is False
-    assert store.mark_running(job.id, NOW + timedelta(seconds=1)) is True
-    assert store.mark_running(job.id, NOW) is False
+    assert store.mark_all_running([cancelled.id], NOW) == 0
+    assert store.mark_all_running([job.id], NOW + timedelta(seconds=1)) == 1
+    assert store.mark_all_running([job.id], NOW) == 0
     running = store.get_job(job.id)
     assert running is not None
     assert (running.status, running.started_at) == (
@@ -317,7 +318,7 @@ def test_per_user_daily_cap_counts_that_users_units_in_that_guild(store: Store) 
 def test_active_jobs_cap_counts_queued_and_running(store: Store) -> None:
     """One request at a time by default: queued or running blocks the next until it ends."""
     job = store.reserve(request(), NOW)
-    store.mark_running(job.id, NOW)
+    store.mark_all_running([job.id], NOW)
     with pytest.raises(QuotaLimitReached) as refused:
         store.reserve(request(), NOW)
     assert refused.value.limit is QuotaLimit.USER_ACTIVE
@@ -415,7 +416,7 @@ def test_recovery_interrupts_and_refunds_active_jobs_once(store: Store) -> None:
     store.set_limits(GUILD, active_jobs=5)
     queued = store.reserve(request(source_key="attachment:1"), NOW)
     running = store.reserve(request(source_key="attachment:2"), NOW)
-    store.mark_running(running.id, NOW)
+    store.mark_all_running([running.id], NOW)
     done = store.reserve(request(), NOW)
     store.settle(done.id, separation(), "attachment:42", NOW)
     later = NOW + timedelta(minutes=5)
@@ -435,7 +436,7 @@ def test_recovery_sorts_what_a_crash_left_owing(store: Store) -> None:
     store.set_limits(GUILD, active_jobs=5)
     payer = store.reserve(request(), NOW)
     joiner = store.reserve_joined(request(user=BOB), NOW, running=True)
-    store.mark_running(payer.id, NOW)
+    store.mark_all_running([payer.id], NOW)
     store.settle(payer.id, separation(issued_at=NOW + timedelta(seconds=5)), "attachment:42", NOW)
     queued = store.reserve(request(source_key="attachment:7"), NOW)
     told = store.reserve(request(source_key="attachment:9"), NOW)
@@ -462,7 +463,7 @@ def test_recovery_sorts_what_a_crash_left_owing(store: Store) -> None:
     assert used_today(store) == 2  # the payer's unit and the delivered one's
     store.record_deliveries([(payer.id, "channel"), (joiner.id, "dm")], later)
     assert store.record_deliveries([(payer.id, "dm")], later) == 0  # the first note stands
-    assert [store.delivered_via(j.id) for j in (payer, joiner, told)] == [
+    assert [delivered_via(store, j.id) for j in (payer, joiner, told)] == [
         "channel",
         "dm",
         "interaction",
@@ -490,7 +491,7 @@ def test_upgrading_does_not_deliver_earlier_answers_again(db_path: Path) -> None
     store = open_store(db_path)
     try:
         assert store.recover(NOW).undelivered == []
-        assert store.delivered_via(1) == "unrecorded"
+        assert delivered_via(store, 1) == "unrecorded"
     finally:
         store.close()
 
@@ -535,10 +536,10 @@ def _hold_a_running_job(path: str, ready: Any) -> None:
     """Child process: settle one job, leave another running, report, then wait to be killed."""
     store = Store.open(Path(path), POLICY)
     done = store.reserve(request(user=ALICE, mode=Mode.ALL, interaction=1), NOW)
-    store.mark_running(done.id, NOW)
+    store.mark_all_running([done.id], NOW)
     store.settle(done.id, separation(Mode.ALL), "attachment:42", NOW)
     job = store.reserve(request(user=BOB, interaction=2), NOW)
-    store.mark_running(job.id, NOW)
+    store.mark_all_running([job.id], NOW)
     ready.send((done.id, job.id))
     time.sleep(60)
 
@@ -741,9 +742,9 @@ def test_csv_export_parses_back_one_row_per_request(store: Store) -> None:
     """The CSV holds every request of the period with ISO-8601 UTC times."""
     _fill_ledger(store)
     out = io.StringIO()
-    written = store.export_csv(
+    written = store.stream_ledger(
         GUILD, datetime(2026, 5, 1, tzinfo=UTC), datetime(2026, 6, 1, tzinfo=UTC), out
-    )
+    ).rows
     rows = list(csv.DictReader(io.StringIO(out.getvalue())))
     assert written == len(rows) == 4
     assert [row["user_id"] for row in rows] == [f'="{u}"' for u in (ALICE, ALICE, BOB, BOB)]
@@ -760,7 +761,9 @@ def test_csv_export_defuses_spreadsheet_formulas(store: Store) -> None:
     """Text a user controls cannot become a formula when the CSV is opened in a spreadsheet."""
     _fill_ledger(store)
     out = io.StringIO()
-    store.export_csv(GUILD, datetime(2026, 5, 2, tzinfo=UTC), datetime(2026, 5, 3, tzinfo=UTC), out)
+    store.stream_ledger(
+        GUILD, datetime(2026, 5, 2, tzinfo=UTC), datetime(2026, 5, 3, tzinfo=UTC), out
+    )
     errors = [row["error"] for row in csv.DictReader(io.StringIO(out.getvalue()))]
     assert "'=HYPERLINK(evil)" in errors
 

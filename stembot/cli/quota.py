@@ -221,7 +221,7 @@ def _usage(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     store = _open(env)
     try:
         if args.csv:
-            store.export_csv(guild_id, since, now, sys.stdout)
+            store.stream_ledger(guild_id, since, now, sys.stdout)
         else:
             print(_report_text(store.usage_report(guild_id, since, now)))
     finally:

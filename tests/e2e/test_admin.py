@@ -240,7 +240,7 @@ def request_ids(stack: Stack) -> list[int]:
     """This server's request ids, oldest first, as the ledger holds them."""
     out = io.StringIO()
     start = datetime(2000, 1, 1, tzinfo=UTC)
-    stack.ledger().export_csv(stack.guild.id, start, datetime(3000, 1, 1, tzinfo=UTC), out)
+    stack.ledger().stream_ledger(stack.guild.id, start, datetime(3000, 1, 1, tzinfo=UTC), out)
     return [int(row["request_id"]) for row in csv.DictReader(io.StringIO(out.getvalue()))]
 
 

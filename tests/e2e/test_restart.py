@@ -24,6 +24,7 @@ from tests.e2e.stack import (
     new_gateway_session,
     stack_env,
 )
+from tests.ledger_reads import delivered_via
 from tests.standins.discord import (
     DiscordEmulator,
     Guild,
@@ -245,7 +246,7 @@ async def test_a_crash_at_any_step_ends_in_one_answer_and_the_right_charge(
                 await eventually(lambda: is_result(paying.view().original or {}))
                 await eventually(lambda: is_result(joining.view().original or {}))
                 await eventually(
-                    lambda: None not in (ledger.delivered_via(1), ledger.delivered_via(2))
+                    lambda: None not in (delivered_via(ledger, 1), delivered_via(ledger, 2))
                 )
         finally:
             first.signal(signal.SIGKILL)
@@ -278,18 +279,18 @@ async def test_a_crash_at_any_step_ends_in_one_answer_and_the_right_charge(
         if step == SETTLED:
             assert sorted(posts) == sorted([alice.id, bob.id])
             assert all(is_result(post.data) for (post,) in posts.values())
-            assert [ledger.delivered_via(n) for n in (1, 2)] == ["channel", "channel"]
+            assert [delivered_via(ledger, n) for n in (1, 2)] == ["channel", "channel"]
         if step == SETTLED_NO_CHANNEL:
             assert posts == {}
             assert [len(dms[m.id]) for m in (alice, bob)] == [1, 1]
             assert all(is_result(dms[m.id][0].data) for m in (alice, bob))
-            assert [ledger.delivered_via(n) for n in (1, 2)] == ["dm", "dm"]
+            assert [delivered_via(ledger, n) for n in (1, 2)] == ["dm", "dm"]
         if step in (SETTLED, SETTLED_NO_CHANNEL):
             # The held edits never reached Discord: the status messages still say "Separating".
             assert _separating(paying) and _separating(joining)
         if step == REPLIED:
             assert posts == {}
-            assert [ledger.delivered_via(n) for n in (1, 2)] == ["interaction", "interaction"]
+            assert [delivered_via(ledger, n) for n in (1, 2)] == ["interaction", "interaction"]
         if step != SETTLED_NO_CHANNEL:
             assert all(found == [] for found in dms.values())
         assert [job_status(ledger, n) for n in range(1, len(statuses) + 1)] == statuses

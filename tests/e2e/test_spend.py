@@ -334,7 +334,7 @@ async def test_with_nobody_left_with_room_the_server_alone_carries_the_charge(
         usage = text_of(await admin(stack, "usage", moderator(stack)))
         assert f"<@{bob.id}> ({bob.id}): 1 unit, 2 requests" in usage
         out = io.StringIO()
-        stack.ledger().export_csv(stack.guild.id, _now() - timedelta(hours=1), _now(), out)
+        stack.ledger().stream_ledger(stack.guild.id, _now() - timedelta(hours=1), _now(), out)
         rows = {r["request_id"]: r for r in csv.DictReader(io.StringIO(out.getvalue()))}
         assert (rows["4"]["charged"], rows["4"]["charged_to"]) == ("1", "server")
         assert rows["1"]["charged_to"] == "member"
