@@ -44,8 +44,8 @@ from stembot.models import (
 )
 from stembot.probe_slots import ProbeSlots
 from stembot.scheduling import FairQueue
-from stembot.source_urls import check_url_syntax, source_key_for_attachment, source_key_for_url
-from stembot.sources import check_attachment, require_one_source
+from stembot.source_urls import source_key_for_attachment, source_key_for_url
+from stembot.sources import check_attachment
 from stembot.store import Store
 from stembot.url_probe import ProbedSource
 
@@ -228,15 +228,6 @@ class StemService:
         return CheckedSource(
             attachment.url, attachment.filename, source_key_for_attachment(attachment.id)
         )
-
-    @staticmethod
-    def check_one_source(has_file: bool, has_url: bool) -> None:
-        require_one_source(has_file, has_url)
-
-    @staticmethod
-    def check_url_syntax(url: str) -> str:
-        """Instant checks of a URL's form; raises InvalidSourceError."""
-        return check_url_syntax(url)
 
     def precheck(self, requester: Requester, mode: Mode, url: str | None = None) -> None:
         """The cheap checks, before a URL is fetched: reads the ledger, writes nothing.

@@ -18,7 +18,7 @@ from discord.ext import commands
 
 from stembot.bot import embeds
 from stembot.bot.guild_only import answer_if_elsewhere
-from stembot.bot.stems import attachment_input, start_request
+from stembot.bot.stems import attachment_input, start_attachment_request
 from stembot.bot.tree import reply_privately
 from stembot.errors import InvalidSourceError
 from stembot.jobs import AttachmentInput, StemService
@@ -140,7 +140,9 @@ class SplitCog(commands.Cog):
             await reply_privately(interaction, NOT_OFFERED)
             return
         source = self._service.check_attachment(file)
-        await start_request(self._bot, self._service, interaction, Mode(mode_text), source)
+        await start_attachment_request(
+            self._bot, self._service, interaction, Mode(mode_text), source
+        )
 
 
 _MODES = frozenset(mode.value for mode in Mode)

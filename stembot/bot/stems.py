@@ -12,6 +12,8 @@ from stembot.bot.tree import reply_privately
 from stembot.errors import StembotError
 from stembot.jobs import AttachmentInput, CheckedSource, Requester, StemService
 from stembot.models import Mode
+from stembot.source_urls import check_url_syntax
+from stembot.sources import require_one_source
 
 FILE_HELP = "An audio file: mp3, wav, flac, ogg/opus or m4a/aac"
 URL_HELP = "Or a link to an audio file"
@@ -82,36 +84,65 @@ class StemsCog(
     ) -> None:
         """The instant checks, before anything is acknowledged or spent."""
         try:
-            self._service.check_one_source(file is not None, url is not None)
+            require_one_source(file is not None, url is not None)
             if file is not None:
                 source = self._service.check_attachment(attachment_input(file))
-                await start_request(self._client, self._service, interaction, mode, source)
+                await start_attachment_request(
+                    self._client, self._service, interaction, mode, source
+                )
                 return
             assert url is not None
-            self._service.check_url_syntax(url)
+            check_url_syntax(url)
         except StembotError as refusal:
             await reply_privately(interaction, refusal.user_message)
             return
-        await start_request(self._client, self._service, interaction, mode, url)
+        await start_url_request(self._client, self._service, interaction, mode, url)
 
 
-async def start_request(
+async def start_attachment_request(
     client: discord.Client,
     service: StemService,
     interaction: discord.Interaction,
     mode: Mode,
-    source: CheckedSource | str,
+    source: CheckedSource,
 ) -> None:
-    """Acknowledge, probe a URL source, then reserve and queue; refusals go privately.
+    """Acknowledge, then reserve and queue a checked attachment; refusals go privately."""
+    requester = requester_of(interaction)
+    await interaction.response.defer(thinking=True)
+    await _submit(client, service, interaction, requester, mode, source)
 
-    A URL is fetched only after the cheap checks (limits, budget, requests in progress) pass.
+
+async def start_url_request(
+    client: discord.Client,
+    service: StemService,
+    interaction: discord.Interaction,
+    mode: Mode,
+    url: str,
+) -> None:
+    """Acknowledge, probe the link, then reserve and queue; refusals go privately.
+
+    The link is fetched only after the cheap checks (limits, budget, requests in progress) pass.
     """
     requester = requester_of(interaction)
+    await interaction.response.defer(thinking=True)
     try:
-        await interaction.response.defer(thinking=True)
-        if isinstance(source, str):
-            service.precheck(requester, mode, source)
-            source = await service.check_url(source, requester)
+        service.precheck(requester, mode, url)
+        source = await service.check_url(url, requester)
+    except StembotError as refusal:
+        await reply_privately(interaction, refusal.user_message)
+        return
+    await _submit(client, service, interaction, requester, mode, source)
+
+
+async def _submit(
+    client: discord.Client,
+    service: StemService,
+    interaction: discord.Interaction,
+    requester: Requester,
+    mode: Mode,
+    source: CheckedSource,
+) -> None:
+    try:
         messages = RequestMessages(client, interaction, service, mode, source.name)
         job = service.submit(requester, mode, source, messages)
     except StembotError as refusal:
