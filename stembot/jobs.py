@@ -8,7 +8,6 @@ JobListener it hands in with the request.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import functools
 import itertools
@@ -275,13 +274,13 @@ class StemService:
                 now.date().isoformat(),
             )
 
-    async def check_url(self, url: str, requester: Requester | None = None) -> CheckedSource:
+    async def check_url(self, url: str, requester: Requester) -> CheckedSource:
         """Guarded, bounded probe that the URL leads to audio within the size limit.
 
-        A requester's probes take one of their own slots (see ProbeSlots): TooManyLinksError
+        Each probe takes one of the requester's own slots (see ProbeSlots): TooManyLinksError
         when they already have ``probes_per_member`` links being checked.
         """
-        with self._probe_slots.take(requester.user_id) if requester else contextlib.nullcontext():
+        with self._probe_slots.take(requester.user_id):
             probed = await self._prober.probe(url)
         return CheckedSource(probed.url, probed.filename, source_key_for_url(probed.url))
 
