@@ -16,6 +16,9 @@ class StembotError(Exception):
     """Root of stembot's own errors; ``user_message`` is safe to show to anyone."""
 
     default_message = "Something went wrong."
+    # Whether ``user_message`` already tells the user they were not charged (a failure's
+    # notice adds that line to the others).
+    says_not_charged = False
 
     def __init__(self, user_message: str | None = None) -> None:
         self.user_message = user_message or self.default_message
@@ -54,6 +57,8 @@ class QuotaLimitReached(QuotaExceededError):
 class TooManyLinksError(StembotError):
     """The member already has as many links being checked as one member may."""
 
+    says_not_charged = True
+
     def __init__(self, limit: int) -> None:
         self.limit = limit
         links = "a link" if limit == 1 else f"{limit} links"
@@ -79,6 +84,8 @@ class StoreBusyError(StembotError):
 class StoreFailedError(StembotError):
     """The database refused a write for a reason other than busy (disk full, I/O error,
     a corrupt page); nothing was recorded, so nothing was charged."""
+
+    says_not_charged = True
 
     default_message = (
         "stembot can't record requests right now because its database failed. You were not "
@@ -151,6 +158,7 @@ class SoundverseOutcomeUnknown(SoundverseError):
         "The stem separation service did not finish answering, so the result is unknown. "
         "You were not charged; please try again later."
     )
+    says_not_charged = True
     outcome_unknown = True
 
 
@@ -175,6 +183,7 @@ class JobInterruptedError(StembotError):
         "stembot restarted before your request finished. You were not charged; "
         "please run the command again."
     )
+    says_not_charged = True
 
 
 class NotYourRequestError(StembotError):
@@ -185,6 +194,7 @@ class RequestCancelledError(StembotError):
     """The requester cancelled while the request was waiting; it was refunded."""
 
     default_message = "You cancelled this request. You were not charged."
+    says_not_charged = True
 
 
 class RequestEndedError(StembotError):
@@ -197,8 +207,22 @@ class AlreadyStartedError(StembotError):
     default_message = "These stems are already being separated and can no longer be cancelled."
 
 
+class ModerationError(StembotError):
+    """A moderator's request cannot be done as asked; the message says why and what to do."""
+
+
+class RequestNotFoundError(ModerationError):
+    """No request with that id belongs to this server."""
+
+
+class NotRefundableError(ModerationError):
+    """The request exists but has nothing to give back (already refunded, free, in progress)."""
+
+
 class IncidentError(StembotError):
     """A bug: the user sees only the incident id; the log has the traceback."""
+
+    says_not_charged = True
 
     def __init__(self, incident_id: str) -> None:
         self.incident_id = incident_id

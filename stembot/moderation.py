@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-from stembot.errors import StembotError
+from stembot.errors import ModerationError, NotRefundableError, RequestNotFoundError
 from stembot.models import GuildLimits, Job, JobStatus, Mode, QuotaStatus, UsageReport
 from stembot.quota_rules import MAX_LIMIT
 from stembot.store import Store
@@ -28,18 +28,6 @@ TOP_USERS = 5
 # What `reset` may name: one limit, or all of them.
 RESETTABLE = ("daily", "monthly", "per_user", "all")
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
-
-
-class ModerationError(StembotError):
-    """A moderator's request cannot be done as asked; the message says why and what to do."""
-
-
-class RequestNotFoundError(ModerationError):
-    """No request with that id belongs to this server."""
-
-
-class NotRefundableError(ModerationError):
-    """The request exists but has nothing to give back (already refunded, free, in progress)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,16 +16,15 @@ from typing import Any
 import pytest
 
 from stembot.config import QuotaPolicy
-from stembot.errors import QuotaExceededError
-from stembot.ledger_csv import CSV_COLUMNS
-from stembot.models import JobRequest, JobStatus, Mode, Separation, Stem
-from stembot.moderation import (
-    LedgerExport,
+from stembot.errors import (
     ModerationError,
-    ModerationService,
     NotRefundableError,
+    QuotaExceededError,
     RequestNotFoundError,
 )
+from stembot.ledger_csv import CSV_COLUMNS
+from stembot.models import JobRequest, JobStatus, Mode, Separation, Stem
+from stembot.moderation import LedgerExport, ModerationService
 from stembot.store import Store
 
 NOW = datetime(2026, 5, 14, 12, 0, tzinfo=UTC)

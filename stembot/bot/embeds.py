@@ -401,7 +401,7 @@ def failed_embed(
     Failed requests are refunded by the service, so the "not charged" line always holds.
     """
     message = our_text(error.user_message, DESCRIPTION_MAX - len(_NOT_CHARGED) - 2)
-    if "not charged" not in message.lower():
+    if not error.says_not_charged:
         message = f"{message}\n\n{_NOT_CHARGED}"
     embed = discord.Embed(
         title=_title(mode, source_name), description=message, colour=FAILED_COLOUR
