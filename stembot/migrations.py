@@ -185,3 +185,17 @@ def _privacy(db: Database) -> None:
             WHERE source_name GLOB '*://*' AND (source_name GLOB '*[?#]*');
         """
     )
+
+
+@MIGRATIONS(name="0006_moderator_refunds")
+def _moderator_refunds(db: Database) -> None:
+    """Whether a moderator refunded a request is a fact in its row, not read back from the
+    note in its error column (which stays, for the export)."""
+    db.execute(
+        "ALTER TABLE requests ADD COLUMN refunded_by_moderator INTEGER NOT NULL DEFAULT 0 "
+        "CHECK (refunded_by_moderator IN (0, 1))"
+    )
+    db.execute(
+        "UPDATE requests SET refunded_by_moderator = 1 "
+        "WHERE status = 'cancelled' AND error GLOB 'refunded by a moderator*'"
+    )

@@ -128,6 +128,8 @@ class Job:
     started_at: datetime | None
     finished_at: datetime | None
     error: str | None
+    # A moderator gave its units back after it succeeded (it is cancelled now).
+    refunded_by_moderator: bool = False
 
     @property
     def charged(self) -> int:

@@ -377,10 +377,6 @@ def _why_not_refundable(job: Job) -> str:
             "automatically; refund it once it has finished if it still needs one."
         )
     if job.status in _HOW_REFUNDED:
-        how = (
-            "by a moderator"
-            if (job.error or "").startswith("refunded by a moderator")
-            else _HOW_REFUNDED[job.status]
-        )
+        how = "by a moderator" if job.refunded_by_moderator else _HOW_REFUNDED[job.status]
         return f"Request {job.id} was already refunded ({how}); nothing changed."
     return f"Request {job.id} cost nothing (it reused an earlier result); nothing to refund."

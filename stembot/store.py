@@ -78,7 +78,7 @@ ALERT_PERIODS = ("day", "month")
 
 _JOB_COLUMNS = (
     "id, guild_id, channel_id, user_id, interaction_id, mode, source_name, source_key, "
-    "cost, status, created_at, started_at, finished_at, error"
+    "cost, status, created_at, started_at, finished_at, error, refunded_by_moderator"
 )
 _SELECT_JOB = f"SELECT {_JOB_COLUMNS} FROM requests WHERE id = ?"  # noqa: S608 (constant)
 _SELECT_ACTIVE = (
@@ -152,12 +152,14 @@ def _job(row: Sequence[Any]) -> Job:
         started_at=parse_stamp(row[11]),
         finished_at=parse_stamp(row[12]),
         error=row[13],
+        refunded_by_moderator=bool(row[14]),
     )
 
 
 def _interrupted(row: Sequence[Any], finished: str) -> Job:
     """The job of ``row`` as the start-up left it: interrupted, refunded."""
-    return _job((*row[:9], JobStatus.INTERRUPTED.value, *row[10:12], finished, _INTERRUPTED_ERROR))
+    interrupted = (JobStatus.INTERRUPTED.value, *row[10:12], finished, _INTERRUPTED_ERROR)
+    return _job((*row[:9], *interrupted, row[14]))
 
 
 def _separation(mode: Mode, stems: str, issued: str) -> Separation:
@@ -607,7 +609,7 @@ class Store:
         note = f"refunded by a moderator at {iso_seconds(stamp(now))}"
         with self._write():
             cursor = self._db.execute(
-                "UPDATE requests SET status = 'cancelled', error = ? "
+                "UPDATE requests SET status = 'cancelled', error = ?, refunded_by_moderator = 1 "
                 "WHERE id = ? AND guild_id = ? AND status = 'succeeded' AND cost > 0",
                 (note, job_id, guild_id),
             )
@@ -731,6 +733,7 @@ class Store:
                 None,
                 finished,
                 None,
+                False,
             )
         )
 

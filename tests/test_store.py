@@ -116,6 +116,7 @@ def test_migrations_are_safe_to_rerun(db_path: Path) -> None:
             ("0003_deliveries",),
             ("0004_spend",),
             ("0005_privacy",),
+            ("0006_moderator_refunds",),
         ]
     finally:
         second.close()
@@ -492,6 +493,27 @@ def test_upgrading_does_not_deliver_earlier_answers_again(db_path: Path) -> None
     try:
         assert store.recover(NOW).undelivered == []
         assert delivered_via(store, 1) == "unrecorded"
+    finally:
+        store.close()
+
+
+def test_upgrading_keeps_who_refunded(db_path: Path) -> None:
+    """A moderator's refund noted before it was a column is still known as one."""
+    old = Database(db_path)
+    MIGRATIONS.apply(old, stop_before="0006_moderator_refunds")
+    for interaction, error in ((1, "refunded by a moderator at 2026-05-14T11:00:00Z"), (2, None)):
+        old.execute(
+            "INSERT INTO requests (interaction_id, guild_id, channel_id, user_id, mode,"
+            " source_name, source_key, cost, status, created_at, finished_at, error) VALUES "
+            "(?, ?, 555, ?, 'vocals', 'song.mp3', 'attachment:42', 1, 'cancelled', ?, ?, ?)",
+            (interaction, GUILD, ALICE, "2026-05-14T10:00:00.000000Z", None, error),
+        )
+    old.conn.commit()
+    old.close()
+    store = open_store(db_path)
+    try:
+        jobs = [store.get_job(n) for n in (1, 2)]
+        assert [job.refunded_by_moderator for job in jobs if job] == [True, False]
     finally:
         store.close()
 
