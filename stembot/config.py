@@ -274,8 +274,8 @@ class Settings:
         "STEMBOT_API_TIMEOUT_S", 600.0,
         _positive("seconds", _MAX_API_TIMEOUT_S, "Discord's interaction token lasts 15 minutes"),
         _SOUNDVERSE,
-        "Give up on one separation after this many seconds (at most 840: Discord's token lives "
-        "15 min).",
+        f"Give up on one separation after this many seconds (at most {_MAX_API_TIMEOUT_S}: "
+        "Discord's token lives 15 min).",
     )
     max_concurrent_jobs: int = _setting(
         "STEMBOT_MAX_CONCURRENT_JOBS", 4, _AT_LEAST_1, _SOUNDVERSE,
@@ -326,7 +326,7 @@ class Settings:
     )
     log_level: str = _setting(
         "STEMBOT_LOG_LEVEL", "INFO", Kind(_log_level, "one of " + ", ".join(_LOG_LEVELS)),
-        _STORAGE, "DEBUG, INFO, WARNING, ERROR or CRITICAL.",
+        _STORAGE, ", ".join(_LOG_LEVELS[:-1]) + f" or {_LOG_LEVELS[-1]}.",
     )
 
     @property
