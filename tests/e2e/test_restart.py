@@ -150,6 +150,8 @@ async def test_a_cancel_button_from_before_a_crash_still_answers(tmp_path: Path)
                     options={"file": attachment},
                 )
             await eventually(lambda: "Cancel" in str(queued.view().original), timeout_s=15)
+            # Alice's call is under way (not merely started): the one API call this test counts.
+            await eventually(lambda: len(api.requests) == 1, timeout_s=15)
         finally:
             first.signal(signal.SIGKILL)
             await first.wait()
