@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 from stembot.config import QuotaPolicy
 from stembot.errors import QuotaLimitReached
-from stembot.models import GuildLimits, QuotaLimit, WindowStatus
+from stembot.models import GuildLimits, QuotaLimit, QuotaStatus, WindowStatus
 from stembot.windows import day_window, month_window, utc
 
 # Largest limit a moderator or operator may set; far above any real budget, well inside int64.
@@ -59,10 +59,6 @@ def member_limit(limits: GuildLimits, role_allowance: int | None) -> int:
     return limits.per_user if role_allowance is None else min(role_allowance, limits.daily)
 
 
-def window_status(used: int, limit: int, resets_at: datetime) -> WindowStatus:
-    return WindowStatus(used=used, limit=limit, remaining=max(0, limit - used), resets_at=resets_at)
-
-
 class Snapshot(NamedTuple):
     """What a reservation is checked against, read in one statement."""
 
@@ -74,6 +70,34 @@ class Snapshot(NamedTuple):
     user_active: int
     member_limit: int
     limit_from_role: bool = False
+
+
+def quota_status(
+    seen: Snapshot, *, with_member: bool, now: datetime, budget_spent: bool
+) -> QuotaStatus:
+    """Used, limit, remaining and reset time of the server's windows (and the member's)."""
+    limits = seen.limits
+    day_end = day_window(now)[1]
+    return QuotaStatus(
+        guild_daily=_window_status(seen.today, limits.daily, day_end),
+        guild_monthly=_window_status(seen.month, limits.monthly, month_window(now)[1]),
+        user_daily=_window_status(seen.user_today, seen.member_limit, day_end)
+        if with_member
+        else None,
+        user_active_jobs=seen.user_active if with_member else None,
+        user_active_limit=limits.active_jobs,
+        user_limit_from_role=with_member and seen.limit_from_role,
+        api_budget_spent=budget_spent,
+    )
+
+
+def _window_status(used: int, limit: int, resets_at: datetime) -> WindowStatus:
+    return WindowStatus(used=used, limit=limit, remaining=max(0, limit - used), resets_at=resets_at)
+
+
+def member_has_room(seen: Snapshot, cost: int) -> bool:
+    """Whether the member's own daily allowance takes ``cost`` more (a handed-over charge)."""
+    return cost == 0 or seen.user_today + cost <= seen.member_limit
 
 
 def enforce(seen: Snapshot, cost: int, now: datetime) -> None:

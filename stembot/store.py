@@ -51,11 +51,9 @@ from stembot.models import (
     UsageReport,
 )
 from stembot.pruning import PRUNE_BATCH_ROWS, PRUNE_PAUSE_S, Pruned
-from stembot.quota_rules import Snapshot, check_limit, enforce, window_status
+from stembot.quota_rules import Snapshot, check_limit, enforce
 from stembot.windows import (
-    day_window,
     iso_seconds,
-    month_window,
     parse_stamp,
     stamp,
     utc,
@@ -460,7 +458,7 @@ class Store:
             chosen, member_pays = candidates[0][0], False
             for heir_id, user_id, roles in candidates:
                 seen = self._snapshot(guild_id, user_id, None, now, roles)
-                if cost == 0 or seen.user_today + cost <= seen.member_limit:
+                if quota_rules.member_has_room(seen, cost):
                     chosen, member_pays = heir_id, True
                     break
             self._db.execute(
@@ -786,18 +784,8 @@ class Store:
         with self._read():
             seen = self._snapshot(guild_id, user_id, None, now, role_ids)
             budget_spent = budget is not None and self._calls_on(utc(now).date()) >= budget
-        limits = seen.limits
-        day_end = day_window(now)[1]
-        return QuotaStatus(
-            guild_daily=window_status(seen.today, limits.daily, day_end),
-            guild_monthly=window_status(seen.month, limits.monthly, month_window(now)[1]),
-            user_daily=None
-            if user_id is None
-            else window_status(seen.user_today, seen.member_limit, day_end),
-            user_active_jobs=None if user_id is None else seen.user_active,
-            user_active_limit=limits.active_jobs,
-            user_limit_from_role=user_id is not None and seen.limit_from_role,
-            api_budget_spent=budget_spent,
+        return quota_rules.quota_status(
+            seen, with_member=user_id is not None, now=now, budget_spent=budget_spent
         )
 
     def guild_limits(self, guild_id: int) -> GuildLimits:
