@@ -101,6 +101,23 @@ def test_open_uses_wal_and_full_sync(store: Store) -> None:
     assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
 
 
+def test_all_migrations_run_in_the_one_start_up_transaction(db_path: Path) -> None:
+    """The start-up write lock holds across every migration (none commits on its own), so two
+    processes opening an old database at once never both migrate it."""
+    conn = sqlite3.connect(db_path)
+    try:
+        db = Database(conn, execute_plugins=False)
+        conn.execute("BEGIN IMMEDIATE")
+        MIGRATIONS.apply(db)
+        assert conn.in_transaction
+        conn.rollback()
+        assert (
+            conn.execute("SELECT name FROM sqlite_master WHERE name = 'requests'").fetchall() == []
+        )
+    finally:
+        conn.close()
+
+
 def test_migrations_are_safe_to_rerun(db_path: Path) -> None:
     """Opening an existing database again keeps its data and applies nothing twice."""
     first = open_store(db_path)
