@@ -1,4 +1,4 @@
-"""`/stems-admin usage|limits|export|refund|log-channel`, and the quota alerts it configures.
+"""`/stems-admin usage|limits|export|refund|log-channel`: the moderators' commands.
 
 A top-level command of its own: ``default_member_permissions`` is only a default that server
 admins can change (and Discord ignores it on subcommands), so every call is also checked here
@@ -16,7 +16,8 @@ from discord import app_commands
 from discord.ext import commands
 
 from stembot.bot import admin_embeds
-from stembot.moderation import ModerationService, QuotaAlert
+from stembot.bot.quota_alerts import QuotaAlerts
+from stembot.moderation import ModerationService
 from stembot.quota_rules import MAX_LIMIT
 
 log = logging.getLogger(__name__)
@@ -172,44 +173,6 @@ class AdminCog(
             return
         self._moderation.set_log_channel(guild_id, channel.id)
         await interaction.followup.send(admin_embeds.log_channel_text(channel.id), ephemeral=True)
-
-
-class QuotaAlerts:
-    """Posts the 80% / 100% quota alerts the moderation service decides on."""
-
-    def __init__(self, client: discord.Client, moderation: ModerationService) -> None:
-        self._client = client
-        self._moderation = moderation
-
-    async def after_reservation(self, guild_id: int) -> None:
-        """Call after each successful reservation; never raises (a failure is only logged)."""
-        try:
-            due = self._moderation.alerts_due(guild_id)
-        except Exception:
-            log.exception("guild %s: deciding on quota alerts failed", guild_id)
-            return
-        for alert in due:
-            await self._post(alert)
-
-    async def _post(self, alert: QuotaAlert) -> None:
-        channel = self._client.get_partial_messageable(alert.channel_id, guild_id=alert.guild_id)
-        try:
-            await channel.send(embed=admin_embeds.alert_embed(alert))
-        except discord.HTTPException as error:
-            log.warning(
-                "guild %s: the %s%% %s alert could not be posted in channel %s: %s",
-                alert.guild_id,
-                alert.threshold,
-                alert.period,
-                alert.channel_id,
-                error.status,
-            )
-        except Exception:
-            log.exception("guild %s: posting a quota alert failed", alert.guild_id)
-        else:
-            log.info(
-                "guild %s: %s%% %s alert posted", alert.guild_id, alert.threshold, alert.period
-            )
 
 
 def _guild_id(interaction: discord.Interaction) -> int:

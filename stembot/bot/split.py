@@ -18,7 +18,7 @@ from discord.ext import commands
 
 from stembot.bot import embeds
 from stembot.bot.guild_only import answer_if_elsewhere
-from stembot.bot.stems import attachment_input, start_attachment_request
+from stembot.bot.requests import attachment_input, start_attachment_request
 from stembot.bot.tree import reply_privately
 from stembot.errors import InvalidSourceError
 from stembot.jobs import AttachmentInput, StemService
