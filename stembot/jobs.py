@@ -51,6 +51,8 @@ from stembot.url_probe import ProbedSource
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
+# Run with the server's id after each request that charged it units (quota alerts: run.py).
+ChargeHook = Callable[[int], Awaitable[None]]
 
 
 # About 16 s in all: long enough to outlast an operator's CLI command holding the database.
@@ -185,6 +187,7 @@ class StemService:
         self._flight_of_job: dict[int, _Flight] = {}
         self._flight_ids = itertools.count(1)
         self._replies: set[asyncio.Task[None]] = set()
+        self._charge_hooks: list[ChargeHook] = []
         self._accepting = True
         # Ledger writes that failed after the API answered, tried again before later requests.
         self._unwritten: list[tuple[str, Callable[[], object]]] = []
@@ -192,6 +195,10 @@ class StemService:
         self._delivery_flush: asyncio.Task[None] | None = None
         # Set once the database file is found deleted or replaced: no more requests.
         self._ledger_problem: str | None = None
+
+    def after_charge(self, hook: ChargeHook) -> None:
+        """Also run ``hook(guild_id)``, without making the requester wait, after each charge."""
+        self._charge_hooks.append(hook)
 
     # --- asking -------------------------------------------------------------------------
 
@@ -331,6 +338,9 @@ class StemService:
         self._waiting.push(request.guild_id, flight.id, flight)
         log.info("job %s queued: guild %s mode %s", job.id, request.guild_id, mode)
         self._start_what_fits()
+        if job.cost:  # a free request cannot push the server past an alert threshold
+            for hook in self._charge_hooks:
+                self._reply_soon(hook(job.guild_id), job.id)
         return job
 
     def _answer_from_store(

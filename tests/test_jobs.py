@@ -145,6 +145,22 @@ async def test_a_repeat_after_completion_is_answered_from_the_store(rig: Rig) ->
     assert rig.used() == 1
 
 
+async def test_the_charge_hook_runs_only_for_a_request_that_charged_units(rig: Rig) -> None:
+    """Quota alerts hang on this hook: a join or a stored answer charges nothing, so no call."""
+    charged: list[int] = []
+
+    async def hook(guild_id: int) -> None:
+        charged.append(guild_id)
+
+    rig.service.after_charge(hook)
+    _, payer = rig.submit()
+    _, joiner = rig.submit()
+    await finished(payer, joiner)
+    _, repeat = rig.submit()
+    await finished(repeat)
+    assert charged == [GUILD]
+
+
 async def test_another_mode_of_the_same_track_is_a_new_call(rig: Rig) -> None:
     """Vocals and all stems of one track are different work: two calls."""
     _, vocals = rig.submit(mode=Mode.VOCALS)

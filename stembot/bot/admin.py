@@ -16,14 +16,10 @@ from discord import app_commands
 from discord.ext import commands
 
 from stembot.bot import admin_embeds
-from stembot.bot.quota_alerts import QuotaAlerts
 from stembot.moderation import ModerationService
 from stembot.quota_rules import MAX_LIMIT
 
 log = logging.getLogger(__name__)
-
-# Emitted by the /stems cog after each successful reservation: `client.dispatch(...)`.
-RESERVED_EVENT = "stems_reserved"
 
 Units = app_commands.Range[int, 0, MAX_LIMIT]
 # Discord integers are below 2**53; a request id is a positive SQLite rowid.
@@ -41,9 +37,8 @@ class AdminCog(
     group_name="stems-admin",
     group_description="Moderators: stembot usage, limits, ledger export, refunds, alerts",
 ):
-    def __init__(self, client: discord.Client, moderation: ModerationService) -> None:
+    def __init__(self, moderation: ModerationService) -> None:
         self._moderation = moderation
-        self.alerts = QuotaAlerts(client, moderation)
         super().__init__()
 
     async def interaction_check(self, interaction: discord.Interaction, /) -> bool:
@@ -52,10 +47,6 @@ class AdminCog(
             log.info("user %s was refused /stems-admin: no Manage Server", interaction.user.id)
             raise app_commands.MissingPermissions(["manage_guild"])
         return True
-
-    @commands.Cog.listener(f"on_{RESERVED_EVENT}")
-    async def on_stems_reserved(self, guild_id: int) -> None:
-        await self.alerts.after_reservation(guild_id)
 
     @app_commands.command(
         name="usage", description="Units used today and this month against the limits"

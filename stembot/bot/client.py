@@ -69,7 +69,7 @@ class StemBot(commands.Bot):
 
     async def setup_hook(self) -> None:
         await self.add_cog(StemsCog(self, self.service))
-        await self.add_cog(AdminCog(self, self.moderation))
+        await self.add_cog(AdminCog(self.moderation))
         await self.add_cog(SplitCog(self, self.service))
         self.add_dynamic_items(CancelButton, ModeButton, FileAndModeSelect)
         if self._dev_guild is not None:

@@ -65,8 +65,6 @@ async def _submit(
         await reply_privately(interaction, refusal.user_message)
         return
     messages.acknowledged(job)
-    if job.cost:  # a free request cannot push the server past an alert threshold
-        client.dispatch("stems_reserved", job.guild_id)  # quota alerts (admin.py)
 
 
 def attachment_input(file: discord.Attachment) -> AttachmentInput:

@@ -18,6 +18,7 @@ import discord
 from stembot.address_policy import AddressPolicy
 from stembot.bot.client import StemBot
 from stembot.bot.endpoints import use_discord_endpoints
+from stembot.bot.quota_alerts import QuotaAlerts
 from stembot.config import Secret, Settings, load_settings
 from stembot.database_lock import hold_database
 from stembot.guarded_connector import GuardedConnector
@@ -140,9 +141,10 @@ async def built_bot(settings: Settings, *, force_sync: bool = False) -> AsyncIte
                 result_ttl_s=settings.result_ttl_s,
                 probes_per_member=settings.url_probes_per_member,
             )
+            moderation = ModerationService(store, utc_now)
             bot = StemBot(
                 service=service,
-                moderation=ModerationService(store, utc_now),
+                moderation=moderation,
                 sync_record=store,
                 dev_guild_id=settings.dev_guild_id,
                 shutdown_grace_s=settings.shutdown_grace_s,
@@ -150,6 +152,7 @@ async def built_bot(settings: Settings, *, force_sync: bool = False) -> AsyncIte
                 # `stembot sync` may run beside a live bot: it must not touch its jobs.
                 recover_jobs=not force_sync,
             )
+            service.after_charge(QuotaAlerts(bot, moderation).after_reservation)
             # `stembot sync` leaves the live bot's ledger to it. Pruning starts once the bot
             # is ready: the start-up recovery has then read what a crash left owing.
             retention = Retention(store, 0 if force_sync else settings.retention_days, utc_now)
