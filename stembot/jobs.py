@@ -115,13 +115,19 @@ class Requester:
 
 
 class JobListener(Protocol):
-    """How the service tells the requester's side what happened. Called at most once each."""
+    """How the service tells the requester's side what happened. Called at most once each.
+
+    An outcome comes with the requester's quota as it stands after it (None when the database
+    could not say: that line is a nicety that must not hold the answer back).
+    """
 
     async def on_started(self, job: Job) -> None: ...
 
-    async def on_succeeded(self, job: Job, separation: Separation) -> None: ...
+    async def on_succeeded(
+        self, job: Job, separation: Separation, quota: QuotaStatus | None
+    ) -> None: ...
 
-    async def on_failed(self, job: Job, error: StembotError) -> None: ...
+    async def on_failed(self, job: Job, error: StembotError, quota: QuotaStatus | None) -> None: ...
 
     async def on_cancelled(self, job: Job) -> None: ...
 
@@ -348,7 +354,8 @@ class StemService:
     ) -> Job:
         job = self._store.record_free(request, stored, now)
         log.info("job %s answered from a stored result at no cost", job.id)
-        self._reply_soon(listener.on_succeeded(job, stored), job.id)
+        quota = self._quotas([job])[job.id]
+        self._reply_soon(listener.on_succeeded(job, stored, quota), job.id)
         return job
 
     def _join(
@@ -492,8 +499,12 @@ class StemService:
             len(separation.stems),
             len(tickets),
         )
+        quotas = self._quotas([t.job for t in tickets])
         await asyncio.gather(
-            *(_tell(t.listener.on_succeeded(t.job, separation), t.job.id) for t in tickets)
+            *(
+                _tell(t.listener.on_succeeded(t.job, separation, quotas[t.job.id]), t.job.id)
+                for t in tickets
+            )
         )
 
     async def _fail(self, flight: _Flight, status: JobStatus, error: StembotError) -> None:
@@ -513,9 +524,30 @@ class StemService:
             len(tickets),
             type(error).__name__,
         )
+        quotas = self._quotas([t.job for t in tickets])
         await asyncio.gather(
-            *(_tell(t.listener.on_failed(t.job, error), t.job.id) for t in tickets)
+            *(
+                _tell(t.listener.on_failed(t.job, error, quotas[t.job.id]), t.job.id)
+                for t in tickets
+            )
         )
+
+    def _quotas(self, jobs: list[Job]) -> dict[int, QuotaStatus | None]:
+        """Each requester's quota after an outcome, by job id: read once per member."""
+        read: dict[tuple[int, int], QuotaStatus | None] = {}
+        for job in jobs:
+            member = (job.guild_id, job.user_id)
+            if member not in read:
+                read[member] = self._quota_if_readable(job)
+        return {job.id: read[(job.guild_id, job.user_id)] for job in jobs}
+
+    def _quota_if_readable(self, job: Job) -> QuotaStatus | None:
+        """The quota line is a nicety: a failing database must not hold the answer."""
+        try:
+            return self.quota_status(job.guild_id, job.user_id)
+        except Exception as error:
+            log.warning("job %s: quota left unknown (%s); answering without it", job.id, error)
+            return None
 
     def _mark_running(self, job_ids: list[int], now: datetime) -> None:
         """Only a label in the ledger (queued and running are settled and refunded alike):

@@ -26,7 +26,7 @@ from stembot.errors import (
 )
 from stembot.guarded_connector import GuardedConnector
 from stembot.jobs import AttachmentInput, CheckedSource, Requester, StemService
-from stembot.models import Job, JobStatus, Mode, Separation
+from stembot.models import Job, JobStatus, Mode, QuotaStatus, Separation
 from stembot.soundverse import SoundverseClient
 from stembot.store import Store
 from stembot.url_probe import UrlProbe
@@ -49,12 +49,14 @@ class Recorder:
     async def on_started(self, job: Job) -> None:
         self.events.append("started")
 
-    async def on_succeeded(self, job: Job, separation: Separation) -> None:
+    async def on_succeeded(
+        self, job: Job, separation: Separation, quota: QuotaStatus | None
+    ) -> None:
         self.events.append("succeeded")
         self.result = separation
         self.done.set()
 
-    async def on_failed(self, job: Job, error: StembotError) -> None:
+    async def on_failed(self, job: Job, error: StembotError, quota: QuotaStatus | None) -> None:
         self.events.append("failed")
         self.error = error
         self.done.set()

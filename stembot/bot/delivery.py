@@ -112,15 +112,15 @@ class RequestMessages:
         self._started_at = discord.utils.utcnow()
         self._changed.set()
 
-    async def on_succeeded(self, job: Job, separation: Separation) -> None:
-        quota = self._quota_if_readable(job)
+    async def on_succeeded(
+        self, job: Job, separation: Separation, quota: QuotaStatus | None
+    ) -> None:
         embed, view = embeds.result_message(self._source_name, separation, quota, job.id)
         line, _ = embeds.ready_mention(job.user_id, self._mode, self._source_name)
         where = await self._finish(job, Answer(embed, view, line))
         self._service.record_delivery(job.id, where or "nowhere")
 
-    async def on_failed(self, job: Job, error: StembotError) -> None:
-        quota = self._quota_if_readable(job)
+    async def on_failed(self, job: Job, error: StembotError, quota: QuotaStatus | None) -> None:
         embed = embeds.failed_embed(self._mode, self._source_name, error, quota)
         await self._finish(job, Answer(embed))
 
@@ -130,14 +130,6 @@ class RequestMessages:
             self._finished = True
             if self._status_task is not None:
                 self._status_task.cancel()
-
-    def _quota_if_readable(self, job: Job) -> QuotaStatus | None:
-        """The footer's quota line is a nicety: a failing database must not hold the answer."""
-        try:
-            return self._service.quota_status(job.guild_id, job.user_id)
-        except Exception as error:
-            log.warning("job %s: quota left unknown (%s); answering without it", job.id, error)
-            return None
 
     # --- the status message -------------------------------------------------------------
 
