@@ -1,0 +1,355 @@
+"""The request ledger: one row of ``requests`` per request is both the ledger entry and the
+request's state. Reserve (every limit checked inside the write transaction), run, settle or
+refund once, hand a shared call's charge over, record free repeats and deliveries, recover what
+a stopped bot left owing, and the stored results a settled request leaves for reuse.
+
+Quota used in a window is derived from these rows (the cost of requests that were not
+refunded), never kept as a separate counter, so the money and the requests cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from stembot import quota_rules
+from stembot.errors import DuplicateRequestError
+from stembot.models import Job, JobRequest, JobStatus, Mode, Recovery, Separation
+from stembot.quota_rules import enforce
+from stembot.store import recovery, rows
+from stembot.store.connection import Connection, busy_is_retryable
+from stembot.store.quotas import Quotas
+from stembot.windows import iso_seconds, stamp, utc, window_stamps
+
+log = logging.getLogger(__name__)
+
+_MAX_ERROR_CHARS = 1000
+_REFUND_STATUSES = (JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.INTERRUPTED)
+
+_INSERT_REQUEST = """
+INSERT INTO requests (guild_id, channel_id, user_id, interaction_id, mode, source_name,
+                      source_key, cost, status, created_at, finished_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+"""
+
+
+class Ledger:
+    """The requests' rows; each method one transaction on the shared writer connection."""
+
+    def __init__(self, connection: Connection, quotas: Quotas) -> None:
+        self._conn = connection
+        self._db = connection.db
+        self._quotas = quotas
+        self._repeats = _RecentInteractions()
+
+    def reserve(self, request: JobRequest, now: datetime) -> Job:
+        """Check every limit and record the queued job, in one write transaction.
+
+        Raises DuplicateRequestError for an interaction id already in the ledger,
+        QuotaLimitReached (a QuotaExceededError) naming the binding limit, StoreBusyError.
+        """
+        return self._reserve(request, now, paid=True, status=JobStatus.QUEUED)
+
+    def reserve_joined(self, request: JobRequest, now: datetime, *, running: bool) -> Job:
+        """Record a request that joins an identical one already queued or ``running``: cost 0.
+
+        The limits that do not depend on cost still hold (a switched-off server, the member's
+        cap on active requests); the first requester pays for the shared call.
+        """
+        status = JobStatus.RUNNING if running else JobStatus.QUEUED
+        return self._reserve(request, now, paid=False, status=status)
+
+    def _reserve(self, request: JobRequest, now: datetime, *, paid: bool, status: JobStatus) -> Job:
+        """``reserve`` (``paid``: its cost, the daily budget, an API call) or ``reserve_joined``."""
+        cost = self._quotas.policy.cost_of(request.mode) if paid else 0
+        with self._conn.write():
+            seen = self._quotas.snapshot(
+                request.guild_id, request.user_id, request.interaction_id, now, request.role_ids
+            )
+            if seen.duplicate or request.interaction_id in self._repeats:
+                raise DuplicateRequestError()
+            enforce(seen, cost, now)
+            if paid:
+                self._quotas.enforce_budget(now)
+            job = self._insert(request, cost, status, now)
+            if paid:
+                self._db.execute(
+                    "INSERT INTO api_calls (job_id, guild_id, day, reserved_at) "
+                    "VALUES (?, ?, ?, ?)",
+                    (job.id, job.guild_id, utc(now).date().isoformat(), stamp(now)),
+                )
+            return job
+
+    def hand_over_charge(
+        self, payer_id: int, heirs: Sequence[tuple[int, Sequence[int]]], now: datetime
+    ) -> tuple[int, bool] | None:
+        """The payer of a shared call cancels: refund it and pass its charge on, in one
+        transaction, so the shared call is paid for exactly once whatever happens.
+
+        ``heirs`` are the other requests of the call, in the order they asked, each with its
+        member's role ids. The first whose member has room for the cost in their own daily
+        allowance takes the charge. If none has, the first takes it on the server's account
+        alone (``member_pays`` = 0): it counts against the server's limits but no member's.
+        Returns (the heir's job id, whether its member pays), or None (nothing changed) unless
+        the payer and an heir are still active.
+        """
+        active = (
+            "SELECT cost, guild_id, user_id FROM requests "
+            "WHERE id = ? AND status IN ('queued', 'running')"
+        )
+        with self._conn.write():
+            payer = self._conn.one(active, (payer_id,))
+            if payer is None:
+                return None
+            cost, guild_id = payer[0], payer[1]
+            candidates = [
+                (heir_id, row[2], roles)
+                for heir_id, roles in heirs
+                if (row := self._conn.one(active, (heir_id,))) is not None and row[1] == guild_id
+            ]
+            if not candidates:
+                return None
+            chosen, member_pays = candidates[0][0], False
+            for heir_id, user_id, roles in candidates:
+                seen = self._quotas.snapshot(guild_id, user_id, None, now, roles)
+                if quota_rules.member_has_room(seen, cost):
+                    chosen, member_pays = heir_id, True
+                    break
+            self._db.execute(
+                "UPDATE requests SET cost = ?, member_pays = ? WHERE id = ?",
+                (cost, int(member_pays), chosen),
+            )
+            # The call moves first: cancelling a queued payer drops its row (the trigger).
+            self._db.execute("UPDATE api_calls SET job_id = ? WHERE job_id = ?", (chosen, payer_id))
+            self._db.execute(
+                "UPDATE requests SET status = 'cancelled', finished_at = ?, error = ? WHERE id = ?",
+                (stamp(now), "cancelled by the requester", payer_id),
+            )
+        return chosen, member_pays
+
+    def record_free(self, request: JobRequest, separation: Separation, now: datetime) -> Job:
+        """Record a request answered from a stored or shared result: cost 0, succeeded.
+
+        A member's free repeats of one source and mode in one channel share one row per UTC
+        day (its ``request_count`` goes up, its finish time is the latest), so repeating a
+        stored result cannot grow the ledger without bound. Their interaction ids are
+        remembered for as long as Discord can deliver one again, so a duplicate is still
+        refused.
+        """
+        if separation.mode is not request.mode:
+            raise ValueError("the separation's mode does not match the request's")
+        with self._conn.write():
+            self._refuse_duplicate(request.interaction_id)
+            earlier = self._todays_free_row(request, now)
+            if earlier is None:
+                return self._insert(request, 0, JobStatus.SUCCEEDED, now)
+            self._db.execute(
+                "UPDATE requests SET request_count = request_count + 1, finished_at = ? "
+                "WHERE id = ?",
+                (stamp(now), earlier),
+            )
+            self._repeats.remember(request.interaction_id, now)
+            return rows.job(self._conn.one(rows.SELECT_JOB, (earlier,)))
+
+    def _todays_free_row(self, request: JobRequest, now: datetime) -> int | None:
+        day, day_end, _, _ = window_stamps(utc(now).date())
+        row = self._conn.one(
+            "SELECT id FROM requests INDEXED BY requests_free_repeats "
+            "WHERE guild_id = ? AND user_id = ? AND channel_id = ? AND source_key = ? "
+            "AND mode = ? AND created_at >= ? AND created_at < ? "
+            "AND cost = 0 AND status = 'succeeded' ORDER BY created_at LIMIT 1",
+            (
+                request.guild_id,
+                request.user_id,
+                request.channel_id,
+                request.source_key,
+                request.mode.value,
+                day,
+                day_end,
+            ),
+        )
+        return None if row is None else int(row[0])
+
+    def mark_all_running(self, job_ids: Sequence[int], now: datetime) -> int:
+        """queued -> running for every job sharing one call; how many changed.
+
+        The call counts against the budget of the day it is made.
+        """
+        ids = json.dumps(list(job_ids))
+        with self._conn.write():
+            cursor = self._db.execute(
+                "UPDATE requests SET status = 'running', started_at = ? "
+                "WHERE status = 'queued' AND id IN (SELECT value FROM json_each(?))",
+                (stamp(now), ids),
+            )
+            changed = cursor.rowcount
+            self._db.execute(
+                "UPDATE api_calls SET made_at = ?, day = ? "
+                "WHERE made_at IS NULL AND job_id IN (SELECT value FROM json_each(?))",
+                (stamp(now), utc(now).date().isoformat(), ids),
+            )
+        return changed
+
+    def settle_joined(self, job_ids: Sequence[int], now: datetime) -> int:
+        """Mark requests that shared a settled call succeeded (they cost nothing)."""
+        if not job_ids:
+            return 0
+        with self._conn.write():
+            cursor = self._db.execute(
+                "UPDATE requests SET status = 'succeeded', finished_at = ? "
+                "WHERE status IN ('queued', 'running') AND id IN (SELECT value FROM json_each(?))",
+                (stamp(now), json.dumps(list(job_ids))),
+            )
+        return cursor.rowcount
+
+    def refund_all(
+        self, job_ids: Sequence[int], status: JobStatus, error: str, now: datetime
+    ) -> int:
+        """End active jobs as failed/cancelled/interrupted, freeing their units, in one
+        transaction; how many it ended. A job already ended (or unknown) changes nothing, so
+        each is refunded once."""
+        if status not in _REFUND_STATUSES:
+            raise ValueError(
+                f"a refund ends a job as failed, cancelled or interrupted, not {status}"
+            )
+        if not job_ids:
+            return 0
+        with self._conn.write():
+            cursor = self._db.execute(
+                "UPDATE requests SET status = ?, finished_at = ?, error = ? "
+                "WHERE status IN ('queued', 'running') AND id IN (SELECT value FROM json_each(?))",
+                (status.value, stamp(now), error[:_MAX_ERROR_CHARS], json.dumps(list(job_ids))),
+            )
+        return cursor.rowcount
+
+    def refund(self, job_id: int, status: JobStatus, error: str, now: datetime) -> bool:
+        """``refund_all`` of one job: True only for the call that refunded it."""
+        return self.refund_all([job_id], status, error, now) == 1
+
+    def settle(self, job_id: int, separation: Separation, source_key: str, now: datetime) -> bool:
+        """Mark the job succeeded (its charge stands) and store the result for reuse.
+
+        Returns False, storing the result all the same, when the job was no longer active
+        (already refunded: it stays refunded) or is unknown.
+        """
+        stems = json.dumps([{"name": s.name, "url": s.url} for s in separation.stems])
+        with self._conn.write():
+            cursor = self._db.execute(
+                "UPDATE requests SET status = 'succeeded', finished_at = ? "
+                "WHERE id = ? AND status IN ('queued', 'running')",
+                (stamp(now), job_id),
+            )
+            self._db.execute(
+                "INSERT INTO results (source_key, mode, stems, issued_at, job_id) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (source_key, mode) DO UPDATE SET "
+                "stems = excluded.stems, issued_at = excluded.issued_at, job_id = excluded.job_id",
+                (source_key, separation.mode.value, stems, stamp(separation.issued_at), job_id),
+            )
+        if cursor.rowcount != 1:
+            log.warning("job %s settled but was not active; its ledger row is unchanged", job_id)
+        return cursor.rowcount == 1
+
+    def refund_by_moderator(self, job_id: int, guild_id: int, now: datetime) -> bool:
+        """Give back the units of a finished, charged request of this guild (bad stems, say).
+
+        The row becomes 'cancelled' with the refund noted in its error column; its finish time
+        stays. True only for the call that refunded it: a second call, a request of another
+        guild, an active, free or already refunded one change nothing. The stored result of
+        that request is forgotten too, so the next request for the source calls the API again
+        instead of handing out the same refunded stems for free.
+        """
+        note = f"refunded by a moderator at {iso_seconds(stamp(now))}"
+        with self._conn.write():
+            cursor = self._db.execute(
+                "UPDATE requests SET status = 'cancelled', error = ?, refunded_by_moderator = 1 "
+                "WHERE id = ? AND guild_id = ? AND status = 'succeeded' AND cost > 0",
+                (note, job_id, guild_id),
+            )
+            if cursor.rowcount == 1:
+                self._db.execute("DELETE FROM results WHERE job_id = ?", (job_id,))
+        return cursor.rowcount == 1
+
+    def record_deliveries(self, deliveries: Sequence[tuple[int, str]], now: datetime) -> int:
+        """Note where each request's answer went (see 0003_deliveries); the first note stands."""
+        if not deliveries:
+            return 0
+        delivered = stamp(now)
+        with self._conn.write():
+            cursor = self._db.conn.executemany(
+                "UPDATE requests SET delivered_at = ?, delivered_via = ? "
+                "WHERE id = ? AND delivered_at IS NULL",
+                [(delivered, via, job_id) for job_id, via in deliveries],
+            )
+        return cursor.rowcount
+
+    def recover(self, now: datetime) -> Recovery:
+        """What a stopped bot left owing, settled in one transaction at start-up (recovery.py)."""
+        with self._conn.write():
+            return recovery.recover(self._db, now)
+
+    def get_job(self, job_id: int) -> Job | None:
+        with busy_is_retryable():
+            row = self._conn.one(rows.SELECT_JOB, (job_id,))
+        return None if row is None else rows.job(row)
+
+    def find_result(self, source_key: str, mode: Mode, issued_after: datetime) -> Separation | None:
+        """The stored result for this source and mode, if issued after ``issued_after``."""
+        with busy_is_retryable():
+            row = self._conn.one(
+                "SELECT stems, issued_at FROM results "
+                "WHERE source_key = ? AND mode = ? AND issued_at > ?",
+                (source_key, mode.value, stamp(issued_after)),
+            )
+        return None if row is None else rows.separation(mode, row[0], row[1])
+
+    def _refuse_duplicate(self, interaction_id: int) -> None:
+        if interaction_id in self._repeats or self._conn.one(
+            "SELECT 1 FROM requests WHERE interaction_id = ?", (interaction_id,)
+        ):
+            raise DuplicateRequestError()
+
+    def _insert(self, request: JobRequest, cost: int, status: JobStatus, now: datetime) -> Job:
+        created = stamp(now)
+        finished = None if status.is_active else created
+        # In the order of _JOB_COLUMNS, so the row read back is the same tuple plus the id.
+        values = (
+            request.guild_id,
+            request.channel_id,
+            request.user_id,
+            request.interaction_id,
+            request.mode.value,
+            request.source_name,
+            request.source_key,
+            cost,
+            status.value,
+            created,
+        )
+        cursor = self._db.execute(_INSERT_REQUEST, (*values, finished))
+        job_id = cursor.lastrowid
+        assert job_id is not None
+        return rows.job((job_id, *values, None, finished, None, False))
+
+
+class _RecentInteractions:
+    """Interaction ids of free repeats that share an earlier row, for as long as Discord may
+    deliver one again (its token lives 15 minutes); older ones are forgotten."""
+
+    _KEEP = timedelta(minutes=20)
+
+    def __init__(self) -> None:
+        self._seen: dict[int, datetime] = {}
+
+    def remember(self, interaction_id: int, now: datetime) -> None:
+        horizon = now - self._KEEP
+        # Insertion order is time order: the oldest come first.
+        while self._seen:
+            oldest, at = next(iter(self._seen.items()))
+            if at >= horizon:
+                break
+            del self._seen[oldest]
+        self._seen[interaction_id] = now
+
+    def __contains__(self, interaction_id: object) -> bool:
+        return interaction_id in self._seen

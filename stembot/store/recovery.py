@@ -1,0 +1,79 @@
+"""What a stopped bot left owing, settled at start-up inside the ledger's write transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlite_utils import Database
+
+from stembot.models import Job, JobStatus, Recovery, Separation
+from stembot.store import rows
+from stembot.store.rows import JOB_COLUMNS
+from stembot.windows import stamp
+
+INTERRUPTED_ERROR = "stembot stopped while this request was in progress"
+
+_SELECT_ACTIVE = (
+    f"SELECT {JOB_COLUMNS} FROM requests INDEXED BY requests_active "  # noqa: S608 (constant)
+    "WHERE status IN ('queued', 'running') ORDER BY id"
+)
+# Succeeded requests whose answer never reached Discord, with their stored result if any.
+_SELECT_UNDELIVERED = (
+    f"SELECT {', '.join('q.' + c for c in JOB_COLUMNS.split(', '))}, r.stems, r.issued_at "  # noqa: S608
+    "FROM requests AS q INDEXED BY requests_undelivered LEFT JOIN results AS r "
+    "ON r.source_key = q.source_key AND r.mode = q.mode "
+    "WHERE q.status = 'succeeded' AND q.delivered_at IS NULL ORDER BY q.id"
+)
+
+
+def recover(db: Database, now: datetime) -> Recovery:
+    """What a stopped bot left owing, settled inside the caller's write transaction.
+
+    A request still queued or running whose call finished (a result for its source and
+    mode issued after it was made: it shared a call that was settled) succeeded. Every
+    other queued or running one is interrupted and refunded. Every succeeded request
+    whose answer never reached Discord is returned with its stored result, to be delivered
+    (it stays charged); one whose result is no longer stored is refunded as interrupted.
+    """
+    finished = stamp(now)
+    db.execute(
+        "UPDATE requests SET status = 'succeeded', finished_at = ? "
+        "WHERE status IN ('queued', 'running') AND EXISTS (SELECT 1 FROM results AS r "
+        "WHERE r.source_key = requests.source_key AND r.mode = requests.mode "
+        "AND r.issued_at >= requests.created_at)",
+        (finished,),
+    )
+    interrupted = _interrupt_active(db, finished)
+    owed = db.execute(_SELECT_UNDELIVERED).fetchall()
+    undelivered: list[tuple[Job, Separation]] = []
+    lost: list[int] = []
+    for row in owed:
+        job = rows.job(row)
+        if row[-2] is None:
+            lost.append(job.id)
+            interrupted.append(_interrupted(row, finished))
+        else:
+            undelivered.append((job, rows.separation(job.mode, row[-2], row[-1])))
+    db.conn.executemany(
+        "UPDATE requests SET status = 'interrupted', finished_at = ?, error = ? WHERE id = ?",
+        [(finished, INTERRUPTED_ERROR, job_id) for job_id in lost],
+    )
+    return Recovery(interrupted, undelivered)
+
+
+def _interrupt_active(db: Database, finished: str) -> list[Job]:
+    active = db.execute(_SELECT_ACTIVE).fetchall()
+    db.execute(
+        "UPDATE requests SET status = 'interrupted', finished_at = ?, error = ? "
+        "WHERE status IN ('queued', 'running')",
+        (finished, INTERRUPTED_ERROR),
+    )
+    return [_interrupted(row, finished) for row in active]
+
+
+def _interrupted(row: Sequence[Any], finished: str) -> Job:
+    """The job of ``row`` as the start-up left it: interrupted, refunded."""
+    interrupted = (JobStatus.INTERRUPTED.value, *row[10:12], finished, INTERRUPTED_ERROR)
+    return rows.job((*row[:9], *interrupted, row[14]))

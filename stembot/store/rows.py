@@ -1,0 +1,46 @@
+"""One place turns a row of ``requests`` (or ``results``) into a value, for every part of the
+store that reads one."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from stembot.models import Job, JobStatus, Mode, Separation, Stem
+from stembot.windows import parse_stamp
+
+JOB_COLUMNS = (
+    "id, guild_id, channel_id, user_id, interaction_id, mode, source_name, source_key, "
+    "cost, status, created_at, started_at, finished_at, error, refunded_by_moderator"
+)
+SELECT_JOB = f"SELECT {JOB_COLUMNS} FROM requests WHERE id = ?"  # noqa: S608 (constant)
+
+
+def job(row: Sequence[Any]) -> Job:
+    created_at = parse_stamp(row[10])
+    assert created_at is not None  # NOT NULL in the schema
+    return Job(
+        id=row[0],
+        guild_id=row[1],
+        channel_id=row[2],
+        user_id=row[3],
+        interaction_id=row[4],
+        mode=Mode(row[5]),
+        source_name=row[6],
+        source_key=row[7],
+        cost=row[8],
+        status=JobStatus(row[9]),
+        created_at=created_at,
+        started_at=parse_stamp(row[11]),
+        finished_at=parse_stamp(row[12]),
+        error=row[13],
+        refunded_by_moderator=bool(row[14]),
+    )
+
+
+def separation(mode: Mode, stems: str, issued: str) -> Separation:
+    issued_at = parse_stamp(issued)
+    assert issued_at is not None
+    stored = tuple(Stem(name=s["name"], url=s["url"]) for s in json.loads(stems))
+    return Separation(mode=mode, stems=stored, issued_at=issued_at)
