@@ -389,7 +389,7 @@ class StemService:
         if ticket is flight.payer and len(flight.tickets) > 1:
             self._hand_over(flight, ticket, now)
         else:
-            self._store.refund(job_id, JobStatus.CANCELLED, "cancelled by the requester", now)
+            self._store.refund_all([job_id], JobStatus.CANCELLED, "cancelled by the requester", now)
         flight.tickets.remove(ticket)
         del self._flight_of_job[job_id]
         if not flight.tickets:
@@ -405,7 +405,9 @@ class StemService:
             payer.job.id, [(t.job.id, t.request.role_ids) for t in heirs], now
         )
         if handed is None:  # no heir still active in the ledger: a plain refund
-            self._store.refund(payer.job.id, JobStatus.CANCELLED, "cancelled by the requester", now)
+            self._store.refund_all(
+                [payer.job.id], JobStatus.CANCELLED, "cancelled by the requester", now
+            )
             return
         heir_id, member_pays = handed
         heir = next(t for t in heirs if t.job.id == heir_id)

@@ -120,7 +120,7 @@ def test_usage_figures_match_the_ledger(store: Store, moderation: ModerationServ
     succeeded(store, ALICE, Mode.VOCALS)
     succeeded(store, BOB, Mode.VOCALS)
     failed = store.reserve(request(CAROL, Mode.INSTRUMENTS), NOW)
-    store.refund(failed.id, JobStatus.FAILED, "API failed", NOW)
+    store.refund_all([failed.id], JobStatus.FAILED, "API failed", NOW)
     overview = moderation.usage(GUILD)
     assert overview.quota.guild_daily.used == 4
     assert overview.quota.guild_daily.limit == 10
@@ -321,7 +321,7 @@ def test_a_request_in_progress_is_not_refunded_by_hand(
 def test_a_failed_request_is_already_refunded(store: Store, moderation: ModerationService) -> None:
     """A request the service refunded on failure cannot be refunded again."""
     job = store.reserve(request(), NOW)
-    store.refund(job.id, JobStatus.FAILED, "API failed", NOW)
+    store.refund_all([job.id], JobStatus.FAILED, "API failed", NOW)
     with pytest.raises(NotRefundableError, match="already refunded \\(it failed\\)"):
         moderation.refund(GUILD, job.id)
 

@@ -62,7 +62,7 @@ def fill_ledger(db_path: Path, now: datetime) -> None:
             jobs.append(store.reserve(request, now))
         separation = Separation(Mode.ALL, (Stem("vocals", "https://stems.example/v"),), now)
         store.settle(jobs[0].id, separation, "attachment:1", now)
-        store.refund(jobs[1].id, JobStatus.FAILED, "the API failed", now)
+        store.refund_all([jobs[1].id], JobStatus.FAILED, "the API failed", now)
     finally:
         store.close()
 

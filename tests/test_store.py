@@ -178,7 +178,7 @@ def test_same_interaction_never_reserves_twice(store: Store) -> None:
 def test_refunded_interaction_still_cannot_reserve_again(store: Store) -> None:
     """A refund does not free the interaction id for a second reservation."""
     job = store.reserve(request(interaction=8), NOW)
-    store.refund(job.id, JobStatus.FAILED, "api failed", NOW)
+    store.refund_all([job.id], JobStatus.FAILED, "api failed", NOW)
     with pytest.raises(DuplicateRequestError):
         store.reserve(request(interaction=8), NOW)
 
@@ -188,8 +188,10 @@ def test_refund_happens_exactly_once(store: Store) -> None:
     store.reserve(request(user=BOB), NOW)
     job = store.reserve(request(mode=Mode.ALL), NOW)
     assert used_today(store) == 3
-    outcomes = [store.refund(job.id, JobStatus.FAILED, "api failed", NOW) for _ in range(3)]
-    outcomes.append(store.refund(job.id, JobStatus.CANCELLED, "cancelled", NOW))
+    outcomes = [
+        store.refund_all([job.id], JobStatus.FAILED, "api failed", NOW) == 1 for _ in range(3)
+    ]
+    outcomes.append(store.refund_all([job.id], JobStatus.CANCELLED, "cancelled", NOW) == 1)
     assert outcomes == [True, False, False, False]
     assert used_today(store) == 1
     refunded = store.get_job(job.id)
@@ -206,7 +208,7 @@ def test_settled_job_cannot_be_refunded(store: Store) -> None:
     job = store.reserve(request(), NOW)
     store.mark_all_running([job.id], NOW)
     assert store.settle(job.id, separation(), "attachment:42", NOW) is True
-    assert store.refund(job.id, JobStatus.FAILED, "late", NOW) is False
+    assert (store.refund_all([job.id], JobStatus.FAILED, "late", NOW) == 1) is False
     assert used_today(store) == 1
     settled = store.get_job(job.id)
     assert settled is not None and settled.status is JobStatus.SUCCEEDED
@@ -215,7 +217,7 @@ def test_settled_job_cannot_be_refunded(store: Store) -> None:
 def test_settle_after_refund_keeps_the_refund(store: Store) -> None:
     """A result arriving for a cancelled job is kept for reuse but not charged."""
     job = store.reserve(request(), NOW)
-    store.refund(job.id, JobStatus.CANCELLED, "cancelled", NOW)
+    store.refund_all([job.id], JobStatus.CANCELLED, "cancelled", NOW)
     assert store.settle(job.id, separation(), "attachment:42", NOW) is False
     assert used_today(store) == 0
     assert store.find_result("attachment:42", Mode.VOCALS, NOW - timedelta(hours=1)) is not None
@@ -225,13 +227,13 @@ def test_refund_only_ends_a_job_as_failed_cancelled_or_interrupted(store: Store)
     """Refunding "as succeeded" is a programming error."""
     job = store.reserve(request(), NOW)
     with pytest.raises(ValueError, match="refund"):
-        store.refund(job.id, JobStatus.SUCCEEDED, "", NOW)
+        store.refund_all([job.id], JobStatus.SUCCEEDED, "", NOW)
 
 
 def test_mark_running_moves_only_queued_jobs(store: Store) -> None:
     """A cancelled job cannot be started; a queued one can, once."""
     cancelled = store.reserve(request(user=BOB), NOW)
-    store.refund(cancelled.id, JobStatus.CANCELLED, "cancelled", NOW)
+    store.refund_all([cancelled.id], JobStatus.CANCELLED, "cancelled", NOW)
     job = store.reserve(request(), NOW)
     assert store.mark_all_running([cancelled.id], NOW) == 0
     assert store.mark_all_running([job.id], NOW + timedelta(seconds=1)) == 1
@@ -407,7 +409,7 @@ def test_reusing_a_stored_result_is_free(store: Store) -> None:
     free = store.record_free(request(user=BOB), stored, NOW)
     assert (free.cost, free.status, free.charged) == (0, JobStatus.SUCCEEDED, 0)
     assert used_today(store) == 1
-    assert store.refund(free.id, JobStatus.FAILED, "x", NOW) is False
+    assert (store.refund_all([free.id], JobStatus.FAILED, "x", NOW) == 1) is False
 
 
 def test_free_record_still_refuses_a_repeated_interaction(store: Store) -> None:
@@ -606,7 +608,7 @@ def test_sigkill_mid_job_loses_nothing_and_refunds_once(db_path: Path) -> None:
             (running_id, JobStatus.INTERRUPTED, BOB)
         ]
         assert store.recover(NOW + timedelta(minutes=2)).interrupted == []
-        assert store.refund(running_id, JobStatus.INTERRUPTED, "again", NOW) is False
+        assert (store.refund_all([running_id], JobStatus.INTERRUPTED, "again", NOW) == 1) is False
         assert used_today(store) == 2
         done = store.get_job(done_id)
         assert done is not None and done.status is JobStatus.SUCCEEDED
@@ -739,7 +741,7 @@ def _fill_ledger(store: Store) -> None:
         store.settle(job.id, separation(mode, when), "attachment:42", when)
     store.reserve(request(user=BOB, mode=Mode.INSTRUMENTS), day2)
     failed = store.reserve(request(user=BOB, mode=Mode.ALL), day2)
-    store.refund(failed.id, JobStatus.FAILED, "=HYPERLINK(evil)", day2)
+    store.refund_all([failed.id], JobStatus.FAILED, "=HYPERLINK(evil)", day2)
     store.reserve(request(user=ALICE, guild=OTHER_GUILD), day1)
     store.reserve(request(user=ALICE), datetime(2026, 4, 30, 23, 59, 59, tzinfo=UTC))
 
@@ -952,9 +954,13 @@ def test_the_api_budget_counts_calls_across_servers_and_survives_reopening(
     store = open_store(db_path, policy)
     first = store.reserve(request(ALICE), NOW)
     store.mark_all_running([first.id], NOW)
-    store.refund(first.id, JobStatus.FAILED, "the API failed", NOW)  # a made call still counts
+    store.refund_all(
+        [first.id], JobStatus.FAILED, "the API failed", NOW
+    )  # a made call still counts
     cancelled = store.reserve(request(BOB, source_key="b"), NOW)
-    store.refund(cancelled.id, JobStatus.CANCELLED, "cancelled", NOW)  # never made: given back
+    store.refund_all(
+        [cancelled.id], JobStatus.CANCELLED, "cancelled", NOW
+    )  # never made: given back
     store.reserve(request(ALICE, guild=OTHER_GUILD, source_key="c"), NOW)
     store.close()
     store = open_store(db_path, policy)

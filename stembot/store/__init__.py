@@ -134,9 +134,6 @@ class Store:
     ) -> int:
         return self.ledger.refund_all(job_ids, status, error, now)
 
-    def refund(self, job_id: int, status: JobStatus, error: str, now: datetime) -> bool:
-        return self.ledger.refund(job_id, status, error, now)
-
     def settle(self, job_id: int, separation: Separation, source_key: str, now: datetime) -> bool:
         return self.ledger.settle(job_id, separation, source_key, now)
 

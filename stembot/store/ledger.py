@@ -224,10 +224,6 @@ class Ledger:
             )
         return cursor.rowcount
 
-    def refund(self, job_id: int, status: JobStatus, error: str, now: datetime) -> bool:
-        """``refund_all`` of one job: True only for the call that refunded it."""
-        return self.refund_all([job_id], status, error, now) == 1
-
     def settle(self, job_id: int, separation: Separation, source_key: str, now: datetime) -> bool:
         """Mark the job succeeded (its charge stands) and store the result for reuse.
 
