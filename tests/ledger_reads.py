@@ -7,7 +7,7 @@ from stembot.store import Store
 
 def delivered_via(store: Store, request_id: int) -> str | None:
     """Where the request's answer went, or None while it is undelivered (or unknown)."""
-    row = store._db.execute(
+    row = store.connection.db.execute(
         "SELECT delivered_via FROM requests WHERE id = ?", (request_id,)
     ).fetchone()
     via: str | None = None if row is None else row[0]

@@ -70,7 +70,7 @@ def store(tmp_path: Path) -> Iterator[Store]:
 
 
 def ledger_rows(store: Store) -> int:
-    return int(store._db.execute("SELECT count(*) FROM requests").fetchone()[0])
+    return int(store.connection.db.execute("SELECT count(*) FROM requests").fetchone()[0])
 
 
 def export_rows(store: Store, guild: int = GUILD) -> list[dict[str, str]]:
@@ -203,8 +203,8 @@ def fill(store: Store, rows: int, days: int = 1) -> None:
     """``rows`` free requests spread over ``days`` days ending today, in one transaction."""
     first = NOW.replace(hour=0) - timedelta(days=days - 1)
     step = timedelta(days=days) / rows
-    with store._db.conn:
-        store._db.conn.executemany(
+    with store.connection.db.conn:
+        store.connection.db.conn.executemany(
             "INSERT INTO requests (interaction_id, guild_id, channel_id, user_id, mode, "
             "source_name, source_key, cost, status, created_at) VALUES "
             "(?, ?, ?, ?, 'vocals', 'song.mp3', ?, 0, 'succeeded', ?)",
@@ -291,7 +291,7 @@ def add_row(
     store: Store, created: str, status: str = "succeeded", delivered: str | None = "yes", cost=1
 ) -> int:
     """A ledger row as the bot leaves it; ``delivered`` None: a result still owed."""
-    cursor = store._db.conn.execute(
+    cursor = store.connection.db.conn.execute(
         "INSERT INTO requests (interaction_id, guild_id, channel_id, user_id, mode, source_name, "
         "source_key, cost, status, created_at, finished_at, delivered_at) "
         "VALUES (?, ?, 5, ?, 'vocals', 'song.mp3', ?, ?, ?, ?, ?, ?)",
@@ -307,27 +307,29 @@ def add_row(
             None if delivered is None else at(created),
         ),
     )
-    store._db.conn.commit()
+    store.connection.db.conn.commit()
     assert cursor.lastrowid is not None
     return cursor.lastrowid
 
 
 def add_result(store: Store, job_id: int, issued: str) -> None:
-    key = store._db.execute("SELECT source_key FROM requests WHERE id = ?", (job_id,)).fetchone()
-    store._db.conn.execute(
+    key = store.connection.db.execute(
+        "SELECT source_key FROM requests WHERE id = ?", (job_id,)
+    ).fetchone()
+    store.connection.db.conn.execute(
         "INSERT INTO results (source_key, mode, stems, issued_at, job_id) "
         "VALUES (?, 'vocals', '[]', ?, ?)",
         (key[0], at(issued), job_id),
     )
-    store._db.conn.commit()
+    store.connection.db.conn.commit()
 
 
 def ids_left(store: Store) -> set[int]:
-    return {row[0] for row in store._db.execute("SELECT id FROM requests")}
+    return {row[0] for row in store.connection.db.execute("SELECT id FROM requests")}
 
 
 def results_left(store: Store) -> set[int]:
-    return {row[0] for row in store._db.execute("SELECT job_id FROM results")}
+    return {row[0] for row in store.connection.db.execute("SELECT job_id FROM results")}
 
 
 def prune(store: Store, days: int, now: datetime = NOW) -> None:
@@ -345,7 +347,7 @@ def test_retention_removes_old_rows_but_not_active_ones(store: Store) -> None:
         add_result(
             store,
             job_id,
-            store._db.execute(
+            store.connection.db.execute(
                 "SELECT substr(created_at, 1, 10) FROM requests WHERE id = ?", (job_id,)
             ).fetchone()[0],
         )
@@ -353,7 +355,7 @@ def test_retention_removes_old_rows_but_not_active_ones(store: Store) -> None:
     prune(store, 30)
     assert ids_left(store) == {old_active, recent, this_month}
     assert results_left(store) == {recent}
-    assert store._db.execute("SELECT count(*) FROM quota_alerts").fetchone()[0] == 0
+    assert store.connection.db.execute("SELECT count(*) FROM quota_alerts").fetchone()[0] == 0
 
 
 def test_retention_never_reaches_into_the_current_month(store: Store) -> None:
@@ -404,8 +406,8 @@ def test_pruning_holds_neither_the_event_loop_nor_the_bots_writes(
 ) -> None:
     """Pruning 100,000 old rows: the loop keeps ticking and the bot's writes go through."""
     old = datetime(2026, 1, 10, tzinfo=UTC)
-    with store._db.conn:
-        store._db.conn.executemany(
+    with store.connection.db.conn:
+        store.connection.db.conn.executemany(
             "INSERT INTO requests (interaction_id, guild_id, channel_id, user_id, mode, "
             "source_name, source_key, cost, status, created_at, finished_at, delivered_at) "
             "VALUES (?, ?, 5, 7, 'vocals', 'song.mp3', 'attachment:1', 1, 'succeeded', ?, ?, ?)",
@@ -434,7 +436,7 @@ def test_pruning_holds_neither_the_event_loop_nor_the_bots_writes(
         f"pruning {OLD_ROWS:,} rows: {writes} writes meanwhile, "
         f"longest loop gap {gap:.3f} s, longest write {write:.3f} s"
     )
-    assert store._db.execute("SELECT count(*) FROM requests").fetchone()[0] == 1
+    assert store.connection.db.execute("SELECT count(*) FROM requests").fetchone()[0] == 1
     assert writes > 10
     assert gap < 0.3 and write < 0.3
 

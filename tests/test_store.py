@@ -96,7 +96,7 @@ def used_today(store: Store, guild: int = GUILD, now: datetime = NOW) -> int:
 
 def test_open_uses_wal_and_full_sync(store: Store) -> None:
     """The connection runs in WAL mode with synchronous=FULL."""
-    conn = store._db.conn
+    conn = store.connection.db.conn
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
 
@@ -126,7 +126,9 @@ def test_migrations_are_safe_to_rerun(db_path: Path) -> None:
     second = open_store(db_path)
     try:
         assert second.get_job(job.id) == job
-        applied = second._db.conn.execute("SELECT name FROM _sqlite_migrations").fetchall()
+        applied = second.connection.db.conn.execute(
+            "SELECT name FROM _sqlite_migrations"
+        ).fetchall()
         assert applied == [
             ("0001_ledger",),
             ("0002_command_digests",),
@@ -464,7 +466,7 @@ def test_recovery_sorts_what_a_crash_left_owing(store: Store) -> None:
     assert store.record_deliveries([(told.id, "interaction")], NOW) == 1
     forgotten = store.reserve(request(mode=Mode.ALL), NOW)
     store.settle(forgotten.id, separation(Mode.ALL), "attachment:42", NOW)
-    store._db.execute("DELETE FROM results WHERE mode = 'all'")
+    store.connection.db.execute("DELETE FROM results WHERE mode = 'all'")
 
     later = NOW + timedelta(minutes=5)
     recovery = store.recover(later)
@@ -691,7 +693,7 @@ def test_two_processes_grant_exactly_the_guild_limit(db_path: Path) -> None:
     store = open_store(db_path)
     try:
         assert used_today(store) == 400
-        rows = store._db.conn.execute(
+        rows = store.connection.db.conn.execute(
             "SELECT interaction_id / 1000000, cost FROM requests ORDER BY id"
         ).fetchall()
     finally:

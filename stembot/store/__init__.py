@@ -59,7 +59,6 @@ class Store:
         self.ledger = Ledger(connection, self.quotas)
         self.guilds = GuildSettings(connection, policy)
         self.reports = Reports(connection)
-        self._db = connection.db  # for tests that look at the rows directly
 
     @classmethod
     def open(

@@ -230,7 +230,7 @@ class Ledger:
         Returns False, storing the result all the same, when the job was no longer active
         (already refunded: it stays refunded) or is unknown.
         """
-        stems = json.dumps([{"name": s.name, "url": s.url} for s in separation.stems])
+        stems = rows.stems(separation)
         with self._conn.write():
             cursor = self._db.execute(
                 "UPDATE requests SET status = 'succeeded', finished_at = ? "

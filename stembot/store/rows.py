@@ -1,5 +1,5 @@
-"""One place turns a row of ``requests`` (or ``results``) into a value, for every part of the
-store that reads one."""
+"""One place turns a row of ``requests`` (or ``results``) into a value and back, for every
+part of the store that reads or writes one."""
 
 from __future__ import annotations
 
@@ -44,3 +44,8 @@ def separation(mode: Mode, stems: str, issued: str) -> Separation:
     assert issued_at is not None
     stored = tuple(Stem(name=s["name"], url=s["url"]) for s in json.loads(stems))
     return Separation(mode=mode, stems=stored, issued_at=issued_at)
+
+
+def stems(separation: Separation) -> str:
+    """The ``stems`` column of ``results`` for a separation; ``separation`` reads it back."""
+    return json.dumps([{"name": s.name, "url": s.url} for s in separation.stems])

@@ -163,7 +163,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench_ledger_") as tmp:
         folder = Path(tmp)
         probe = Store.open(folder / "probe.db", POLICY)
-        sync = probe._db.conn.execute("PRAGMA synchronous").fetchone()[0]
+        sync = probe.connection.db.conn.execute("PRAGMA synchronous").fetchone()[0]
         probe.close()
         print(
             f"cores {os.cpu_count()}  load {os.getloadavg()[0]:.2f}  synchronous={sync} "
