@@ -16,8 +16,8 @@ import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timedelta
 
-from stembot.pruning import Pruned
 from stembot.store import Store
+from stembot.store.pruning import Pruned
 from stembot.windows import month_window
 
 log = logging.getLogger(__name__)

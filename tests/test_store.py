@@ -30,9 +30,9 @@ from stembot.errors import (
     StoreFailedError,
     StoreUnavailableError,
 )
-from stembot.migrations import MIGRATIONS
 from stembot.models import JobRequest, JobStatus, Mode, QuotaLimit, Separation, Stem
 from stembot.store import Store
+from stembot.store.migrations import MIGRATIONS
 from tests.ledger_reads import delivered_via
 
 NOW = datetime(2026, 5, 14, 12, 0, tzinfo=UTC)

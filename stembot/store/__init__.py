@@ -6,11 +6,30 @@ The store is split along its tables, which is also the interface a second implem
 - ``connection.py``  the one writer connection per process and its transactions
                      (``BEGIN IMMEDIATE``, busy handling, the file identity check);
 - ``ledger.py``      the request ledger: reserve, settle, refund, hand-over, free repeats,
-                     deliveries, recovery, stored results;
+                     deliveries, stored results; ``recovery.py`` what a stopped bot left owing,
+                     ``rows.py`` one place a row becomes a value;
 - ``quotas.py``      what was used against the limits (the snapshot a reservation checks);
 - ``guilds.py``      a server's settings: limits, role allowances, log channel, alerts,
                      command digests, the budget notice;
-- ``reporting.py``   read-only reports on read-only connections of their own.
+- ``reporting.py``   read-only reports on read-only connections of their own;
+- ``migrations.py``  the schema; ``pruning.py`` retention's batched deletions.
+
+What each part promises, whatever runs it (another process may write the same file):
+
+- A transaction is one method call: every write method is one ``write()`` transaction, all
+  or nothing, durable (``synchronous=FULL``) before it returns. A method that checks before
+  it writes (reserve, reserve_joined, hand_over_charge, record_free) holds the write lock
+  from its first read, so two processes never both pass a check only one may pass: reserve
+  never over-grants.
+- Moving a request on is idempotent: mark_all_running, settle, settle_joined, refund_all,
+  refund_by_moderator and record_deliveries change only requests still in the state they
+  expect and return how many (or whether) they changed, so a refund happens once whoever
+  asks twice.
+- Reads see one committed snapshot; the reports read on connections of their own and never
+  wait for (or block) the writer.
+- Failures are the errors of ``stembot.errors``: StoreBusyError (the lock stayed taken past
+  the busy timeout: nothing was written, the caller may try again), StoreFailedError and
+  DatabaseReplacedError (nothing was written), DuplicateRequestError, QuotaLimitReached.
 
 ``Store`` opens the connection, builds the parts on it (``store.ledger``, ``store.quotas``,
 ``store.guilds``, ``store.reports``) and, so that callers stay as they were, answers each
@@ -24,7 +43,6 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import TextIO
 
-from stembot import pruning
 from stembot.config import QuotaPolicy
 from stembot.ledger_csv import LedgerCount
 from stembot.models import (
@@ -39,10 +57,11 @@ from stembot.models import (
     Separation,
     UsageReport,
 )
-from stembot.pruning import PRUNE_BATCH_ROWS, PRUNE_PAUSE_S, Pruned
+from stembot.store import pruning
 from stembot.store.connection import DEFAULT_BUSY_TIMEOUT_S, Connection
 from stembot.store.guilds import ALERT_PERIODS, GuildSettings
 from stembot.store.ledger import Ledger
+from stembot.store.pruning import PRUNE_BATCH_ROWS, PRUNE_PAUSE_S, Pruned
 from stembot.store.quotas import Quotas
 from stembot.store.reporting import Reports
 

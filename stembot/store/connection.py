@@ -28,7 +28,7 @@ from stembot.errors import (
     StoreFailedError,
     StoreUnavailableError,
 )
-from stembot.migrations import MIGRATIONS
+from stembot.store.migrations import MIGRATIONS
 
 log = logging.getLogger(__name__)
 
