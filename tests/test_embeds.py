@@ -11,8 +11,6 @@ import pytest
 
 from stembot.bot import embeds
 from stembot.bot.embeds import (
-    MessageLimitError,
-    check_message_limits,
     failed_embed,
     interrupted_embed,
     processing_embed,
@@ -32,6 +30,7 @@ from stembot.errors import (
     SoundverseUnavailable,
 )
 from stembot.models import Mode, QuotaStatus, Separation, Stem, WindowStatus
+from tests.message_limits import MessageLimitError, check_message_limits
 
 ISSUED = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 DAY_END = datetime(2025, 3, 2, tzinfo=UTC)

@@ -14,7 +14,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 import discord
@@ -37,14 +37,8 @@ if TYPE_CHECKING:
 
 # Discord's documented limits (characters unless stated).
 CONTENT_MAX = 2000
-EMBEDS_MAX = 10
 TITLE_MAX = 256
 DESCRIPTION_MAX = 4096
-FIELDS_MAX = 25
-FIELD_NAME_MAX = 256
-FIELD_VALUE_MAX = 1024
-FOOTER_MAX = 2048
-AUTHOR_NAME_MAX = 256
 EMBEDS_TOTAL_MAX = 6000
 ROWS_MAX = 5
 BUTTONS_PER_ROW = 5
@@ -440,80 +434,3 @@ def ready_mention(
         everyone=False, roles=False, users=[discord.Object(id=user_id)], replied_user=False
     )
     return f"{head}{name or 'your audio'}{tail}", allowed
-
-
-# --- Limits ---------------------------------------------------------------------------------
-
-
-class MessageLimitError(ValueError):
-    """A message would break one of Discord's limits (a bug in a builder)."""
-
-    def __init__(self, problems: Sequence[str]) -> None:
-        self.problems = tuple(problems)
-        super().__init__("; ".join(self.problems))
-
-
-def _too_long(where: str, text: object, limit: int) -> list[str]:
-    if isinstance(text, str) and len(text) > limit:
-        return [f"{where} is {len(text)} characters (limit {limit})"]
-    return []
-
-
-def _embed_problems(index: int, data: Mapping[str, Any]) -> list[str]:
-    at = f"embeds[{index}]"
-    problems = _too_long(f"{at}.title", data.get("title"), TITLE_MAX)
-    problems += _too_long(f"{at}.description", data.get("description"), DESCRIPTION_MAX)
-    problems += _too_long(f"{at}.footer", (data.get("footer") or {}).get("text"), FOOTER_MAX)
-    problems += _too_long(f"{at}.author", (data.get("author") or {}).get("name"), AUTHOR_NAME_MAX)
-    fields = data.get("fields") or []
-    if len(fields) > FIELDS_MAX:
-        problems.append(f"{at} has {len(fields)} fields (limit {FIELDS_MAX})")
-    for j, field in enumerate(fields):
-        problems += _too_long(f"{at}.fields[{j}].name", field.get("name"), FIELD_NAME_MAX)
-        problems += _too_long(f"{at}.fields[{j}].value", field.get("value"), FIELD_VALUE_MAX)
-    return problems
-
-
-def _component_problems(rows: Sequence[Mapping[str, Any]]) -> list[str]:
-    problems = []
-    if len(rows) > ROWS_MAX:
-        problems.append(f"{len(rows)} rows of components (limit {ROWS_MAX})")
-    for i, row in enumerate(rows):
-        children = row.get("components") or []
-        if len(children) > BUTTONS_PER_ROW:
-            problems.append(f"row {i} has {len(children)} buttons (limit {BUTTONS_PER_ROW})")
-        for j, child in enumerate(children):
-            at = f"row {i} button {j}"
-            problems += _too_long(f"{at} label", child.get("label"), BUTTON_LABEL_MAX)
-            problems += _too_long(f"{at} url", child.get("url"), BUTTON_URL_MAX)
-    return problems
-
-
-def message_limit_problems(
-    embeds: Sequence[discord.Embed] = (),
-    view: discord.ui.View | None = None,
-    content: str | None = None,
-) -> list[str]:
-    """Every way the message would break Discord's limits; empty when it is fine."""
-    problems = _too_long("content", content, CONTENT_MAX)
-    if len(embeds) > EMBEDS_MAX:
-        problems.append(f"{len(embeds)} embeds (limit {EMBEDS_MAX})")
-    for i, embed in enumerate(embeds):
-        problems += _embed_problems(i, embed.to_dict())
-    total = sum(len(embed) for embed in embeds)
-    if total > EMBEDS_TOTAL_MAX:
-        problems.append(f"embeds hold {total} characters (limit {EMBEDS_TOTAL_MAX})")
-    if view is not None:
-        problems += _component_problems(view.to_components())
-    return problems
-
-
-def check_message_limits(
-    embeds: Sequence[discord.Embed] = (),
-    view: discord.ui.View | None = None,
-    content: str | None = None,
-) -> None:
-    """Raise MessageLimitError naming every limit the message would break."""
-    problems = message_limit_problems(embeds, view, content)
-    if problems:
-        raise MessageLimitError(problems)
