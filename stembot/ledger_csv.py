@@ -29,8 +29,6 @@ CSV_COLUMNS = (
     # "server" when the server alone carries a handed-over charge (no member's own units).
     "charged_to",
 )
-# Columns holding Discord ids (snowflakes, up to 19 digits), written so spreadsheets keep them.
-CSV_ID_COLUMNS = ("guild_id", "channel_id", "user_id", "interaction_id")
 _CHARGED_STATUSES = frozenset(("queued", "running", "succeeded"))
 
 

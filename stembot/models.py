@@ -44,13 +44,6 @@ _MODES = {
     Mode.ALL: _ModeFacts("All stems", "/v1/generate/stem-separation/all-stems", 2),
 }
 
-# The stems the API documents for each mode, in its order. Unknown extra stems are kept.
-DOCUMENTED_STEMS: dict[Mode, tuple[str, ...]] = {
-    Mode.VOCALS: ("vocals",),
-    Mode.INSTRUMENTS: ("Guitar", "Other", "Drums", "Bass", "Piano"),
-    Mode.ALL: ("vocals", "Guitar", "Other", "Drums", "Bass", "Piano"),
-}
-
 
 @dataclass(frozen=True, slots=True)
 class Stem:

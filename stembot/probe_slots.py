@@ -24,9 +24,6 @@ class ProbeSlots:
         self.per_member = per_member
         self._open: Counter[int] = Counter()
 
-    def open_for(self, user_id: int) -> int:
-        return self._open[user_id]
-
     @contextlib.contextmanager
     def take(self, user_id: int) -> Iterator[None]:
         """Hold one of ``user_id``'s slots; TooManyLinksError if they are all in use."""

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from stembot.store import Store
 
+# The export's columns holding Discord ids (snowflakes, up to 19 digits), which it writes so
+# that spreadsheets keep them.
+CSV_ID_COLUMNS = ("guild_id", "channel_id", "user_id", "interaction_id")
+
 
 def delivered_via(store: Store, request_id: int) -> str | None:
     """Where the request's answer went, or None while it is undelivered (or unknown)."""

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from stembot.cli.separate import printable, render_table, stem_filename, waiting
-from stembot.models import DOCUMENTED_STEMS, Mode, Stem
+from stembot.models import Mode, Stem
+from tests.soundverse_docs import DOCUMENTED_STEMS
 from tests.standins.soundverse import NSFW_MESSAGE, Reply, SoundverseStandin
 
 KEY = "sv-cli-key-5d1e-do-not-leak"

@@ -21,12 +21,12 @@ from sqlite_utils.migrations import Migrations
 
 from stembot.config import QuotaPolicy, load_settings
 from stembot.errors import ConfigError, DuplicateRequestError
-from stembot.ledger_csv import CSV_ID_COLUMNS
 from stembot.models import JobRequest, Mode, Separation, Stem
 from stembot.moderation import LedgerExport, ModerationService
 from stembot.retention import Retention
 from stembot.source_urls import source_key_for_url
 from stembot.store import Store, migrations
+from tests.ledger_reads import CSV_ID_COLUMNS
 
 NOW = datetime(2026, 5, 14, 12, 0, tzinfo=UTC)
 GUILD = 111

@@ -24,8 +24,9 @@ from stembot.errors import (
     SoundverseRejected,
     SoundverseUnavailable,
 )
-from stembot.models import DOCUMENTED_STEMS, Mode
+from stembot.models import Mode
 from stembot.soundverse import RetryPolicy, SoundverseClient, parse_retry_after
+from tests.soundverse_docs import DOCUMENTED_STEMS
 from tests.standins.soundverse import ARTIST_MESSAGE, NSFW_MESSAGE, Reply, SoundverseStandin
 
 KEY = "sv-live-7f3a9c1e-do-not-leak"

@@ -16,6 +16,7 @@ import pytest
 from aiohttp import web
 
 from stembot.bot import delivery
+from stembot.jobs import StemService
 from stembot.logs import TOKEN_CARRYING_LOGGERS, configure_logging
 from stembot.models import JobStatus
 from tests.e2e.stack import (
@@ -41,6 +42,16 @@ CLOCK_SLACK_S = 0.1
 
 
 # --- helpers --------------------------------------------------------------------------------
+
+
+def waiting_count(service: StemService) -> int:
+    """Calls queued in the service, not yet started (identical requests share one)."""
+    return len(service._waiting)
+
+
+def running_count(service: StemService) -> int:
+    """Calls the service has running now."""
+    return len(service._running)
 
 
 def whole_text(message: dict[str, Any]) -> str:
@@ -93,9 +104,9 @@ async def test_queued_requesters_see_their_place_then_processing_then_the_result
         first = await stack.stems("vocals")
         await eventually(lambda: stack.api_calls() == 1)
         second = await stack.stems("vocals", member=bob)
-        await eventually(lambda: service.waiting_count == 1)
+        await eventually(lambda: waiting_count(service) == 1)
         third = await stack.stems("vocals", member=carol)
-        await eventually(lambda: service.waiting_count == 2)
+        await eventually(lambda: waiting_count(service) == 2)
         finals = [await stack.answer(i) for i in (first, second, third)]
     assert all(is_result(final) for final in finals)
     assert "Separating" in shown_states(first)[-1]
@@ -177,7 +188,7 @@ async def test_another_guilds_request_starts_before_most_of_a_flood(tmp_path: Pa
         flooders = [stack.discord.add_member(stack.guild, f"fan{n}") for n in range(8)]
         for member in flooders:
             await stack.stems("vocals", member=member)
-        await eventually(lambda: service.waiting_count == 6 and service.running_count == 2)
+        await eventually(lambda: waiting_count(service) == 6 and running_count(service) == 2)
         other = await stack.discord.add_guild("Quiet server")
         loner = stack.discord.add_member(other, "loner")
         attachment = stack.discord.upload_attachment(
@@ -191,7 +202,7 @@ async def test_another_guilds_request_starts_before_most_of_a_flood(tmp_path: Pa
         )
         final = await stack.answer(lone, timeout_s=20)
         await eventually(lambda: stack.api_calls() == 9, timeout_s=20)
-        await eventually(lambda: service.running_count == 0)
+        await eventually(lambda: running_count(service) == 0)
     assert is_result(final)
     order = [call.json()["audioUrl"] for call in stack.api.requests]
     flood_after = len(order) - 1 - order.index(attachment["url"])

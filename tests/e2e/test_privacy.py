@@ -18,12 +18,12 @@ import pytest
 from aiohttp import web
 
 from stembot.config import QuotaPolicy
-from stembot.ledger_csv import CSV_ID_COLUMNS
 from stembot.logs import TOKEN_CARRYING_LOGGERS, configure_logging
 from stembot.store import Store
 from stembot.windows import month_window, stamp
 from tests.e2e.stack import WAV, Stack, acked_in_time, eventually, is_result, running_stack
 from tests.e2e.test_admin import admin, download, moderator, text_of
+from tests.ledger_reads import CSV_ID_COLUMNS
 from tests.standins.discord import LOADING, InteractionRecord
 
 SIGNATURE = "X-Amz-Signature=0123456789abcdefSECRET"
