@@ -222,14 +222,6 @@ class StemService:
         flight = self._flight_of_job.get(job_id)
         return None if flight is None else self._waiting.position(flight.id)
 
-    @property
-    def waiting_count(self) -> int:
-        return len(self._waiting)
-
-    @property
-    def running_count(self) -> int:
-        return len(self._running)
-
     # --- checking the input (spends nothing) ---------------------------------------------
 
     def check_attachment(self, attachment: AttachmentInput) -> CheckedSource:
@@ -241,28 +233,25 @@ class StemService:
             attachment.url, attachment.filename, source_key_for_attachment(attachment.id)
         )
 
-    def precheck(self, requester: Requester, mode: Mode, url: str | None = None) -> None:
-        """The cheap checks, before a URL is fetched: reads the ledger, writes nothing.
+    def precheck(self, requester: Requester, mode: Mode, url: str) -> None:
+        """The cheap checks, before ``url`` is fetched: reads the ledger, writes nothing.
 
         Raises QuotaExceededError (a switched-off or spent server or member, the bot-wide
         budget, too many requests in progress), ShuttingDownError or DatabaseReplacedError.
-        A repeat answered from a
-        stored result is never refused here, and one that would join a running call only for
-        the limits that do not depend on units, as ``submit`` does; the key is the URL's as
-        given (a link that redirects elsewhere is checked in full by ``submit``).
+        A repeat answered from a stored result is never refused here, and one that would join
+        a running call only for the limits that do not depend on units, as ``submit`` does;
+        the key is the URL's as given (a link that redirects elsewhere is checked in full by
+        ``submit``).
         """
         if not self._accepting:
             raise ShuttingDownError()
         if self._ledger_lost():
             raise DatabaseReplacedError()
         now = self._clock()
-        cost: int | None = self._store.policy.cost_of(mode)
-        if url is not None:
-            key = source_key_for_url(url)
-            if self._store.find_result(key, mode, now - self._result_ttl) is not None:
-                return
-            if (key, mode) in self._flights:
-                cost = None
+        key = source_key_for_url(url)
+        if self._store.find_result(key, mode, now - self._result_ttl) is not None:
+            return
+        cost = None if (key, mode) in self._flights else self._store.policy.cost_of(mode)
         try:
             self._store.check_limits(
                 requester.guild_id, requester.user_id, requester.role_ids, cost, now
