@@ -41,6 +41,8 @@ Sleep = Callable[[float], Awaitable[None]]
 
 # A stem list is a few hundred bytes; anything this big is not the contract.
 MAX_BODY_BYTES = 1024 * 1024
+# Reaching the API at all; the whole call has the client's timeout_s.
+CONNECT_TIMEOUT_S = 10.0
 MAX_DETAIL_CHARS = 300
 MAX_REJECTION_CHARS = 500
 _GATEWAY_STATUSES = frozenset({502, 503, 504})
@@ -88,14 +90,12 @@ class SoundverseClient:
         *,
         timeout_s: float,
         retry: RetryPolicy = RetryPolicy(),
-        connect_timeout_s: float = 10.0,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
         self._session = session
         self._base_url = base_url.rstrip("/")
         self._api_key = api_key
         self._timeout_s = timeout_s
-        self._connect_timeout_s = connect_timeout_s
         self._retry = retry
         self._sleep = sleep
 
@@ -156,7 +156,7 @@ class SoundverseClient:
         if remaining_s <= 0:
             raise SoundverseOutcomeUnknown()
         timeout = aiohttp.ClientTimeout(
-            total=remaining_s, connect=min(self._connect_timeout_s, remaining_s)
+            total=remaining_s, connect=min(CONNECT_TIMEOUT_S, remaining_s)
         )
         headers = {"Authorization": f"Bearer {self._api_key.reveal()}"}
         try:
