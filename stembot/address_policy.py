@@ -172,16 +172,10 @@ class AddressPolicy:
     """Which addresses stembot may connect to when fetching a user's URL.
 
     Public addresses always (``refusal_reason`` is None); with ``allow_private``
-    (STEMBOT_ALLOW_PRIVATE_URLS) any unicast address; ``also_allow`` names extra networks
-    (tests use it to allow exactly one loopback address). ``NEVER_ALLOWED`` stays refused.
+    (STEMBOT_ALLOW_PRIVATE_URLS) any unicast address. ``NEVER_ALLOWED`` stays refused.
     """
 
     allow_private: bool = False
-    also_allow: tuple[IPNetwork, ...] = ()
-
-    @classmethod
-    def allowing(cls, *networks: str) -> AddressPolicy:
-        return cls(also_allow=tuple(ipaddress.ip_network(n) for n in networks))
 
     def permits(self, address: str | IPAddress) -> bool:
         parsed = parse_address(address)
@@ -189,6 +183,6 @@ class AddressPolicy:
             return False
         if any(_in_any(NEVER_ALLOWED, a) for a in (parsed, *embedded_ipv4(parsed))):
             return False
-        if self.allow_private or _in_any(self.also_allow, parsed):
+        if self.allow_private:
             return True
         return is_global_address(parsed)

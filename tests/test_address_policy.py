@@ -19,6 +19,7 @@ from stembot.address_policy import (
     parse_address,
     refusal_reason,
 )
+from tests.address_policies import allowing
 
 # One address per case the policy decides, with the words its refusal names.
 REFUSED = [
@@ -270,7 +271,7 @@ def test_allow_private_still_refuses_multicast_and_unspecified():
 
 def test_also_allow_admits_exactly_the_named_network():
     """A policy allowing 127.0.0.1/32 still refuses its neighbour 127.0.0.2."""
-    policy = AddressPolicy.allowing("127.0.0.1/32")
+    policy = allowing("127.0.0.1/32")
     assert policy.permits("127.0.0.1")
     assert not policy.permits("127.0.0.2")
 

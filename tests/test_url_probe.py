@@ -20,6 +20,7 @@ from stembot.address_policy import AddressPolicy
 from stembot.errors import InvalidSourceError
 from stembot.guarded_connector import GuardedConnector
 from stembot.url_probe import UrlProbe
+from tests.address_policies import allowing
 
 MB = 1024 * 1024
 MAX_BYTES = 64 * 1024
@@ -254,7 +255,7 @@ async def make_probe() -> AsyncIterator[ProbeFactory]:
         max_redirects: int = 5,
     ) -> UrlProbe:
         connector = GuardedConnector(
-            policy or AddressPolicy.allowing("127.0.0.1/32"),
+            policy or allowing("127.0.0.1/32"),
             resolver=StaticResolver(
                 table or {"audio.test": ["127.0.0.1"], "evil.test": ["127.0.0.2"]}
             ),
@@ -435,7 +436,7 @@ async def test_body_longer_than_its_content_length_is_refused():
 
     server = await asyncio.start_server(serve, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    connector = GuardedConnector(AddressPolicy.allowing("127.0.0.1/32"))
+    connector = GuardedConnector(allowing("127.0.0.1/32"))
     probe = UrlProbe(connector, max_bytes=MAX_BYTES, timeout_s=2.0)
     try:
         message = await _refusal(probe, f"http://127.0.0.1:{port}/a.wav")
