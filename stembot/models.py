@@ -100,8 +100,6 @@ class JobRequest:
 
 # --- The ledger's values (written by stembot.store) ---------------------------------------
 
-_REFUNDED = frozenset({JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.INTERRUPTED})
-
 
 @dataclass(frozen=True, slots=True)
 class Job:
@@ -123,11 +121,6 @@ class Job:
     error: str | None
     # A moderator gave its units back after it succeeded (it is cancelled now).
     refunded_by_moderator: bool = False
-
-    @property
-    def charged(self) -> int:
-        """Units this request counts against quotas: nothing once it was refunded."""
-        return 0 if self.status in _REFUNDED else self.cost
 
 
 class QuotaLimit(enum.StrEnum):

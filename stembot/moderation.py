@@ -275,9 +275,6 @@ class ModerationService:
     def set_log_channel(self, guild_id: int, channel_id: int | None) -> None:
         self._store.set_log_channel(guild_id, channel_id)
 
-    def log_channel(self, guild_id: int) -> int | None:
-        return self._store.log_channel(guild_id)
-
     def alerts_due(self, guild_id: int) -> list[QuotaAlert]:
         """The alerts to post now that the guild's usage went up, each once per window.
 

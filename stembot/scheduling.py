@@ -12,7 +12,7 @@ of catch-up turns.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Hashable, Iterator
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -41,12 +41,6 @@ class FairQueue(Generic[ItemT]):
         self._served_this_turn: set[Hashable] = set()
         # A plain counter, not itertools.count: copies of a queue (tests take them) must work.
         self._next_lane_seq = 0
-
-    def __len__(self) -> int:
-        return len(self._lane_of)
-
-    def __contains__(self, item_id: object) -> bool:
-        return item_id in self._lane_of
 
     def push(self, lane_key: Hashable, item_id: Hashable, item: ItemT) -> None:
         if item_id in self._lane_of:
@@ -106,12 +100,6 @@ class FairQueue(Generic[ItemT]):
                 turns_before_mine = my_turn - other.turn + (1 if other.seq < lane.seq else 0)
                 ahead += max(0, min(len(other.items), turns_before_mine))
         return ahead + 1
-
-    def __iter__(self) -> Iterator[ItemT]:
-        """Every waiting item, in no promised order."""
-        for lane in self._lanes.values():
-            for _, item in lane.items:
-                yield item
 
 
 def _index_in_lane(lane: _Lane[ItemT], item_id: Hashable) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from stembot.models import Job, JobStatus
 from stembot.store import Store
 
 # The export's columns holding Discord ids (snowflakes, up to 19 digits), which it writes so
@@ -16,3 +17,11 @@ def delivered_via(store: Store, request_id: int) -> str | None:
     ).fetchone()
     via: str | None = None if row is None else row[0]
     return via
+
+
+_REFUNDED = frozenset({JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.INTERRUPTED})
+
+
+def charged(job: Job) -> int:
+    """Units the request counts against quotas: nothing once it was refunded."""
+    return 0 if job.status in _REFUNDED else job.cost

@@ -30,6 +30,7 @@ from stembot.models import Job, JobStatus, Mode, QuotaStatus, Separation
 from stembot.soundverse import SoundverseClient
 from stembot.store import Store
 from stembot.url_probe import UrlProbe
+from tests.ledger_reads import charged
 from tests.standins.soundverse import Reply, SoundverseStandin
 
 KEY = "sv-test-key"
@@ -149,10 +150,10 @@ async def test_a_repeat_after_completion_is_answered_from_the_store(rig: Rig) ->
 
 async def test_the_charge_hook_runs_only_for_a_request_that_charged_units(rig: Rig) -> None:
     """Quota alerts hang on this hook: a join or a stored answer charges nothing, so no call."""
-    charged: list[int] = []
+    charged_guilds: list[int] = []
 
     async def hook(guild_id: int) -> None:
-        charged.append(guild_id)
+        charged_guilds.append(guild_id)
 
     rig.service.after_charge(hook)
     _, payer = rig.submit()
@@ -160,7 +161,7 @@ async def test_the_charge_hook_runs_only_for_a_request_that_charged_units(rig: R
     await finished(payer, joiner)
     _, repeat = rig.submit()
     await finished(repeat)
-    assert charged == [GUILD]
+    assert charged_guilds == [GUILD]
 
 
 async def test_another_mode_of_the_same_track_is_a_new_call(rig: Rig) -> None:
@@ -234,7 +235,7 @@ async def test_when_the_payer_cancels_the_next_requester_pays(rig: Rig) -> None:
     assert heir.events == ["started", "succeeded"]
     assert rig.used() == 2  # track 1's payer and the heir, one unit each
     heir_row = rig.store.get_job(heir_job.id)
-    assert heir_row is not None and heir_row.charged == 1
+    assert heir_row is not None and charged(heir_row) == 1
 
 
 async def test_a_quiet_guild_is_not_starved_by_a_busy_one(rig: Rig) -> None:

@@ -26,6 +26,7 @@ from stembot.ledger_csv import CSV_COLUMNS
 from stembot.models import JobRequest, JobStatus, Mode, Separation, Stem
 from stembot.moderation import LedgerExport, ModerationService
 from stembot.store import Store
+from tests.ledger_reads import charged
 
 NOW = datetime(2026, 5, 14, 12, 0, tzinfo=UTC)
 GUILD = 111
@@ -341,7 +342,7 @@ def test_store_refund_by_moderator_is_true_only_once(store: Store) -> None:
     assert store.refund_by_moderator(job.id, GUILD, NOW)
     assert not store.refund_by_moderator(job.id, GUILD, NOW)
     job_now = store.get_job(job.id)
-    assert job_now is not None and job_now.charged == 0
+    assert job_now is not None and charged(job_now) == 0
 
 
 # --- alerts ----------------------------------------------------------------------------------

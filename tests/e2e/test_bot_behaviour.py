@@ -46,7 +46,7 @@ CLOCK_SLACK_S = 0.1
 
 def waiting_count(service: StemService) -> int:
     """Calls queued in the service, not yet started (identical requests share one)."""
-    return len(service._waiting)
+    return sum(1 for flight in service._flights.values() if flight not in service._running)
 
 
 def running_count(service: StemService) -> int:
