@@ -343,7 +343,7 @@ class StemService:
     ) -> Job:
         job = self._store.record_free(request, stored, now)
         log.info("job %s answered from a stored result at no cost", job.id)
-        quota = self._quotas([job])[job.id]
+        quota = self._quotas([(job, request.role_ids)])[job.id]
         self._reply_soon(listener.on_succeeded(job, stored, quota), job.id)
         return job
 
@@ -490,7 +490,7 @@ class StemService:
             len(separation.stems),
             len(tickets),
         )
-        quotas = self._quotas([t.job for t in tickets])
+        quotas = self._quotas([(t.job, t.request.role_ids) for t in tickets])
         await asyncio.gather(
             *(
                 _tell(t.listener.on_succeeded(t.job, separation, quotas[t.job.id]), t.job.id)
@@ -515,7 +515,7 @@ class StemService:
             len(tickets),
             type(error).__name__,
         )
-        quotas = self._quotas([t.job for t in tickets])
+        quotas = self._quotas([(t.job, t.request.role_ids) for t in tickets])
         await asyncio.gather(
             *(
                 _tell(t.listener.on_failed(t.job, error, quotas[t.job.id]), t.job.id)
@@ -523,19 +523,20 @@ class StemService:
             )
         )
 
-    def _quotas(self, jobs: list[Job]) -> dict[int, QuotaStatus | None]:
-        """Each requester's quota after an outcome, by job id: read once per member."""
+    def _quotas(self, requests: list[tuple[Job, tuple[int, ...]]]) -> dict[int, QuotaStatus | None]:
+        """Each requester's quota after an outcome (their roles' allowance included), by job
+        id: read once per member."""
         read: dict[tuple[int, int], QuotaStatus | None] = {}
-        for job in jobs:
+        for job, role_ids in requests:
             member = (job.guild_id, job.user_id)
             if member not in read:
-                read[member] = self._quota_if_readable(job)
-        return {job.id: read[(job.guild_id, job.user_id)] for job in jobs}
+                read[member] = self._quota_if_readable(job, role_ids)
+        return {job.id: read[(job.guild_id, job.user_id)] for job, _ in requests}
 
-    def _quota_if_readable(self, job: Job) -> QuotaStatus | None:
+    def _quota_if_readable(self, job: Job, role_ids: tuple[int, ...]) -> QuotaStatus | None:
         """The quota line is a nicety: a failing database must not hold the answer."""
         try:
-            return self.quota_status(job.guild_id, job.user_id)
+            return self.quota_status(job.guild_id, job.user_id, role_ids)
         except Exception as error:
             log.warning("job %s: quota left unknown (%s); answering without it", job.id, error)
             return None

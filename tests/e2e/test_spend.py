@@ -200,6 +200,18 @@ async def test_a_roles_members_get_their_own_daily_allowance(stack: Stack) -> No
     assert status.user_daily is not None and status.user_daily.limit == 2
 
 
+async def test_a_result_shows_the_members_role_allowance(stack: Stack) -> None:
+    """The units-left line under a Patron's result counts against the role's allowance (3),
+    not the server's per-member limit (1)."""
+    patrons = await stack.discord.add_role(stack.guild, "Patrons")
+    mod = moderator(stack)
+    await admin(stack, "limits", mod, {"per_user": 1})
+    await admin(stack, "limits", mod, {"role": patrons, "per_user": 3})
+    patron = stack.discord.add_member(stack.guild, "pat", roles=[patrons])
+    result = await stack.answer(await stack.stems(member=patron))
+    assert "you: 2/3 today" in result["embeds"][0]["footer"]["text"]
+
+
 async def test_a_role_allowance_cannot_exceed_the_servers_daily_limit(stack: Stack) -> None:
     """A role's allowance above the server's day is refused, naming the daily limit."""
     patrons = await stack.discord.add_role(stack.guild, "Patrons")
