@@ -211,7 +211,7 @@ class StemService:
     def quota_status(
         self, guild_id: int, user_id: int | None, role_ids: tuple[int, ...] = ()
     ) -> QuotaStatus:
-        return self._store.quota_status(guild_id, user_id, self._clock(), role_ids)
+        return self._store.quotas.quota_status(guild_id, user_id, self._clock(), role_ids)
 
     @property
     def costs(self) -> Mapping[Mode, int]:
@@ -249,11 +249,11 @@ class StemService:
             raise DatabaseReplacedError()
         now = self._clock()
         key = source_key_for_url(url)
-        if self._store.find_result(key, mode, now - self._result_ttl) is not None:
+        if self._store.ledger.find_result(key, mode, now - self._result_ttl) is not None:
             return
         cost = None if (key, mode) in self._flights else self._store.policy.cost_of(mode)
         try:
-            self._store.check_limits(
+            self._store.quotas.check_limits(
                 requester.guild_id, requester.user_id, requester.role_ids, cost, now
             )
         except QuotaLimitReached as refusal:
@@ -265,7 +265,7 @@ class StemService:
         if refusal.limit is not QuotaLimit.API_BUDGET:
             return
         try:
-            first = self._store.claim_budget_notice(now)
+            first = self._store.guilds.claim_budget_notice(now)
         except StoreBusyError:
             return  # the next refusal tries again
         if first:
@@ -314,14 +314,14 @@ class StemService:
             role_ids=requester.role_ids,
         )
         now = self._clock()
-        stored = self._store.find_result(source.key, mode, now - self._result_ttl)
+        stored = self._store.ledger.find_result(source.key, mode, now - self._result_ttl)
         if stored is not None:
             return self._answer_from_store(request, stored, listener, now)
         flight = self._flights.get((source.key, mode))
         if flight is not None:
             return self._join(flight, request, listener, now)
         try:
-            job = self._store.reserve(request, now)
+            job = self._store.ledger.reserve(request, now)
         except QuotaLimitReached as refusal:
             self._note_refusal(refusal, now)
             raise
@@ -341,7 +341,7 @@ class StemService:
     def _answer_from_store(
         self, request: JobRequest, stored: Separation, listener: JobListener, now: datetime
     ) -> Job:
-        job = self._store.record_free(request, stored, now)
+        job = self._store.ledger.record_free(request, stored, now)
         log.info("job %s answered from a stored result at no cost", job.id)
         quota = self._quotas([(job, request.role_ids)])[job.id]
         self._reply_soon(listener.on_succeeded(job, stored, quota), job.id)
@@ -351,7 +351,7 @@ class StemService:
         self, flight: _Flight, request: JobRequest, listener: JobListener, now: datetime
     ) -> Job:
         running = flight.started_at is not None
-        job = self._store.reserve_joined(request, now, running=running)
+        job = self._store.ledger.reserve_joined(request, now, running=running)
         flight.tickets.append(_Ticket(job, request, listener))
         self._flight_of_job[job.id] = flight
         log.info("job %s joined job %s's call at no cost", job.id, flight.payer.job.id)
@@ -378,7 +378,9 @@ class StemService:
         if ticket is flight.payer and len(flight.tickets) > 1:
             self._hand_over(flight, ticket, now)
         else:
-            self._store.refund_all([job_id], JobStatus.CANCELLED, "cancelled by the requester", now)
+            self._store.ledger.refund_all(
+                [job_id], JobStatus.CANCELLED, "cancelled by the requester", now
+            )
         flight.tickets.remove(ticket)
         del self._flight_of_job[job_id]
         if not flight.tickets:
@@ -390,11 +392,11 @@ class StemService:
 
     def _hand_over(self, flight: _Flight, payer: _Ticket, now: datetime) -> None:
         heirs = [t for t in flight.tickets if t is not payer]
-        handed = self._store.hand_over_charge(
+        handed = self._store.ledger.hand_over_charge(
             payer.job.id, [(t.job.id, t.request.role_ids) for t in heirs], now
         )
         if handed is None:  # no heir still active in the ledger: a plain refund
-            self._store.refund_all(
+            self._store.ledger.refund_all(
                 [payer.job.id], JobStatus.CANCELLED, "cancelled by the requester", now
             )
             return
@@ -479,10 +481,12 @@ class StemService:
         payer = flight.payer
         await self._persist(
             f"settling job {payer.job.id}",
-            lambda: self._store.settle(payer.job.id, separation, payer.request.source_key, now),
+            lambda: self._store.ledger.settle(
+                payer.job.id, separation, payer.request.source_key, now
+            ),
         )
         tickets = await self._close_out(
-            flight, lambda ids: self._store.settle_joined(ids, now), after_payer=True
+            flight, lambda ids: self._store.ledger.settle_joined(ids, now), after_payer=True
         )
         log.info(
             "job %s succeeded: %d stems for %d request(s)",
@@ -501,7 +505,7 @@ class StemService:
     async def _fail(self, flight: _Flight, status: JobStatus, error: StembotError) -> None:
         now = self._clock()
         tickets = await self._close_out(
-            flight, lambda ids: self._store.refund_all(ids, status, error.user_message, now)
+            flight, lambda ids: self._store.ledger.refund_all(ids, status, error.user_message, now)
         )
         job_id = flight.payer.job.id
         if isinstance(error, SoundverseAuthError):
@@ -545,7 +549,7 @@ class StemService:
         """Only a label in the ledger (queued and running are settled and refunded alike):
         a busy database must not stop the call."""
         try:
-            self._store.mark_all_running(job_ids, now)
+            self._store.ledger.mark_all_running(job_ids, now)
         except StoreBusyError:
             log.warning("job(s) %s: database busy; left marked queued while running", job_ids)
 
@@ -642,14 +646,14 @@ class StemService:
         now = self._clock()
         await self._persist(
             f"recording the delivery of job(s) {[job_id for job_id, _ in batch]}",
-            lambda: self._store.record_deliveries(batch, now),
+            lambda: self._store.ledger.record_deliveries(batch, now),
         )
 
     # --- restart and shutdown -----------------------------------------------------------
 
     def recover(self) -> Recovery:
         """What a stopped bot left owing: requests refunded, results still to deliver."""
-        recovery = self._store.recover(self._clock())
+        recovery = self._store.ledger.recover(self._clock())
         for job in recovery.interrupted:
             log.info("job %s was interrupted by a restart and refunded", job.id)
         for job, _ in recovery.undelivered:
@@ -673,7 +677,7 @@ class StemService:
             batch, self._deliveries = self._deliveries, []
             await self._persist(
                 f"recording the delivery of job(s) {[job_id for job_id, _ in batch]}",
-                lambda: self._store.record_deliveries(batch, self._clock()),
+                lambda: self._store.ledger.record_deliveries(batch, self._clock()),
             )
         self.retry_unwritten()
         for what, _ in self._unwritten:

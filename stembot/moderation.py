@@ -104,10 +104,10 @@ class ModerationService:
         month_start, month_end = month_window(now)
         return UsageOverview(
             now=now,
-            quota=self._store.quota_status(guild_id, None, now),
-            limits=self._store.guild_limits(guild_id),
-            today=self._store.usage_report(guild_id, day_start, day_end, top=TOP_USERS),
-            month=self._store.usage_report(guild_id, month_start, month_end, top=TOP_USERS),
+            quota=self._store.quotas.quota_status(guild_id, None, now),
+            limits=self._store.guilds.guild_limits(guild_id),
+            today=self._store.reports.usage_report(guild_id, day_start, day_end, top=TOP_USERS),
+            month=self._store.reports.usage_report(guild_id, month_start, month_end, top=TOP_USERS),
             costs=self._store.policy.costs,
         )
 
@@ -149,10 +149,12 @@ class ModerationService:
             )
         self._check_ceilings(daily, monthly)
         if names:
-            self._store.reset_limits(guild_id, names)
+            self._store.guilds.reset_limits(guild_id, names)
         if any(value is not None for value in given.values()):
-            return self._store.set_limits(guild_id, daily=daily, monthly=monthly, per_user=per_user)
-        return self._store.guild_limits(guild_id)
+            return self._store.guilds.set_limits(
+                guild_id, daily=daily, monthly=monthly, per_user=per_user
+            )
+        return self._store.guilds.guild_limits(guild_id)
 
     def _check_ceilings(self, daily: int | None, monthly: int | None) -> None:
         policy = self._store.policy
@@ -182,19 +184,19 @@ class ModerationService:
         if reset is not None:
             if per_user is not None:
                 raise ModerationError("Give `per_user` or `reset` with `role`, not both.")
-            return self._store.set_role_allowance(guild_id, role_id, None)
+            return self._store.guilds.set_role_allowance(guild_id, role_id, None)
         if per_user is None:
             raise ModerationError(
                 "With `role`, give `per_user` (units a day for its members) or `reset` "
                 "(to remove the role's allowance)."
             )
-        server_daily = self._store.guild_limits(guild_id).daily
+        server_daily = self._store.guilds.guild_limits(guild_id).daily
         if per_user > server_daily:
             raise ModerationError(
                 f"A role's allowance can't be above this server's daily limit "
                 f"({server_daily:,} units). Choose {server_daily:,} or less."
             )
-        return self._store.set_role_allowance(guild_id, role_id, per_user)
+        return self._store.guilds.set_role_allowance(guild_id, role_id, per_user)
 
     # --- the export ---------------------------------------------------------------------
 
@@ -234,7 +236,7 @@ class ModerationService:
         name = f"stembot-ledger-{guild_id}-{start:%Y-%m-%d}-to-{last:%Y-%m-%d}.csv"
         csv_path = folder / name
         with csv_path.open("w", newline="", encoding="utf-8") as out:
-            rows, requests = self._store.stream_ledger(guild_id, start, end, out)
+            rows, requests = self._store.reports.stream_ledger(guild_id, start, end, out)
         csv_size = csv_path.stat().st_size
         if csv_size <= max_bytes:
             return LedgerExport(name, csv_path, csv_size, csv_size, rows, requests, start, end)
@@ -248,7 +250,7 @@ class ModerationService:
                 zip_path.name, zip_path, zip_size, csv_size, rows, requests, start, end
             )
         zip_path.unlink()
-        days = self._store.ledger_days(guild_id, start, end)
+        days = self._store.reports.ledger_days(guild_id, start, end)
         per_row = zip_size / max(rows, 1)
         parts = _periods_that_fit(days, start.date(), last.date(), per_row, max_bytes)
         return LedgerExport(
@@ -259,8 +261,8 @@ class ModerationService:
 
     def refund(self, guild_id: int, request_id: int) -> Refund:
         """Give back a finished request's units, once; raises ModerationError otherwise."""
-        refunded = self._store.refund_by_moderator(request_id, guild_id, self._clock())
-        job = self._store.get_job(request_id)
+        refunded = self._store.ledger.refund_by_moderator(request_id, guild_id, self._clock())
+        job = self._store.ledger.get_job(request_id)
         if job is None or job.guild_id != guild_id:
             raise RequestNotFoundError(
                 f"There is no request {request_id} on this server. Request ids are in the "
@@ -273,7 +275,7 @@ class ModerationService:
     # --- the log channel and its alerts -------------------------------------------------
 
     def set_log_channel(self, guild_id: int, channel_id: int | None) -> None:
-        self._store.set_log_channel(guild_id, channel_id)
+        self._store.guilds.set_log_channel(guild_id, channel_id)
 
     def alerts_due(self, guild_id: int) -> list[QuotaAlert]:
         """The alerts to post now that the guild's usage went up, each once per window.
@@ -282,11 +284,11 @@ class ModerationService:
         hears about the current window. When a jump passes 80% and 100% at once, only the
         100% alert is posted (the 80% one is claimed with it).
         """
-        channel_id = self._store.log_channel(guild_id)
+        channel_id = self._store.guilds.log_channel(guild_id)
         if channel_id is None:
             return []
         now = self._clock()
-        quota = self._store.quota_status(guild_id, None, now)
+        quota = self._store.quotas.quota_status(guild_id, None, now)
         windows = (
             ("day", day_window(now)[0], quota.guild_daily),
             ("month", month_window(now)[0], quota.guild_monthly),
@@ -296,7 +298,7 @@ class ModerationService:
             claimed = [
                 threshold
                 for threshold in _thresholds_reached(window.used, window.limit)
-                if self._store.claim_alert(guild_id, period, period_start, threshold, now)
+                if self._store.guilds.claim_alert(guild_id, period, period_start, threshold, now)
             ]
             if claimed:
                 alerts.append(

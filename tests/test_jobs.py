@@ -96,7 +96,7 @@ class Rig:
         return self.service.submit(requester, mode, source, listener), listener
 
     def used(self, guild: int = GUILD) -> int:
-        return self.store.quota_status(guild, None, self.clock()).guild_daily.used
+        return self.store.quotas.quota_status(guild, None, self.clock()).guild_daily.used
 
 
 @pytest.fixture
@@ -200,7 +200,7 @@ async def test_cancel_by_the_requester_refunds_and_leaves_the_queue(rig: Rig) ->
     await finished(running, waiting)
     assert waiting.events == ["cancelled"]
     assert len(rig.api.requests) == 1
-    job = rig.store.get_job(waiting_job.id)
+    job = rig.store.ledger.get_job(waiting_job.id)
     assert job is not None and job.status is JobStatus.CANCELLED
     assert rig.used() == 1
 
@@ -234,7 +234,7 @@ async def test_when_the_payer_cancels_the_next_requester_pays(rig: Rig) -> None:
     await finished(heir)
     assert heir.events == ["started", "succeeded"]
     assert rig.used() == 2  # track 1's payer and the heir, one unit each
-    heir_row = rig.store.get_job(heir_job.id)
+    heir_row = rig.store.ledger.get_job(heir_job.id)
     assert heir_row is not None and charged(heir_row) == 1
 
 
@@ -288,5 +288,5 @@ async def test_attachment_checks_run_before_anything_is_spent(rig: Rig) -> None:
     too_big = AttachmentInput(1, "http://cdn.test/a.mp3", "a.mp3", "audio/mpeg", 1025)
     with pytest.raises(StembotError, match="limit"):
         rig.service.check_attachment(too_big)
-    assert rig.store.get_job(1) is None
+    assert rig.store.ledger.get_job(1) is None
     assert rig.api.requests == []

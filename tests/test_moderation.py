@@ -87,13 +87,13 @@ def succeeded(
     store: Store, user: int = ALICE, mode: Mode = Mode.VOCALS, at: datetime = NOW, guild=GUILD
 ):
     """A request reserved and settled at ``at``: it holds its cost."""
-    job = store.reserve(request(user, mode, guild), at)
-    store.settle(job.id, separation(mode), job.source_key, at)
+    job = store.ledger.reserve(request(user, mode, guild), at)
+    store.ledger.settle(job.id, separation(mode), job.source_key, at)
     return job
 
 
 def status_of(store: Store, job_id: int) -> JobStatus:
-    job = store.get_job(job_id)
+    job = store.ledger.get_job(job_id)
     assert job is not None
     return job.status
 
@@ -120,8 +120,8 @@ def test_usage_figures_match_the_ledger(store: Store, moderation: ModerationServ
     succeeded(store, ALICE, Mode.ALL)
     succeeded(store, ALICE, Mode.VOCALS)
     succeeded(store, BOB, Mode.VOCALS)
-    failed = store.reserve(request(CAROL, Mode.INSTRUMENTS), NOW)
-    store.refund_all([failed.id], JobStatus.FAILED, "API failed", NOW)
+    failed = store.ledger.reserve(request(CAROL, Mode.INSTRUMENTS), NOW)
+    store.ledger.refund_all([failed.id], JobStatus.FAILED, "API failed", NOW)
     overview = moderation.usage(GUILD)
     assert overview.quota.guild_daily.used == 4
     assert overview.quota.guild_daily.limit == 10
@@ -173,9 +173,9 @@ def test_limits_set_are_enforced_on_the_next_request(
     limits = moderation.set_limits(GUILD, daily=1)
     assert limits.daily == 1
     assert limits.overridden == {"daily"}
-    store.reserve(request(ALICE), NOW)
+    store.ledger.reserve(request(ALICE), NOW)
     with pytest.raises(QuotaExceededError, match="1 of its 1 daily units"):
-        store.reserve(request(BOB), NOW)
+        store.ledger.reserve(request(BOB), NOW)
 
 
 def test_limits_left_out_stay_as_they_were(moderation: ModerationService) -> None:
@@ -202,7 +202,7 @@ def test_contradictory_limit_changes_are_refused_and_change_nothing(
     """Each mix of options that can't be done is refused, saying what to give instead."""
     with pytest.raises(ModerationError, match=re.escape(refusal)):
         moderation.set_limits(GUILD, **options)
-    limits = store.guild_limits(GUILD)
+    limits = store.guilds.guild_limits(GUILD)
     assert (limits.overridden, limits.role_allowances) == (frozenset(), ())
 
 
@@ -313,7 +313,7 @@ def test_a_request_in_progress_is_not_refunded_by_hand(
     store: Store, moderation: ModerationService
 ) -> None:
     """A queued request stays charged: it is refunded automatically if it fails."""
-    job = store.reserve(request(), NOW)
+    job = store.ledger.reserve(request(), NOW)
     with pytest.raises(NotRefundableError, match="still queued"):
         moderation.refund(GUILD, job.id)
     assert status_of(store, job.id) is JobStatus.QUEUED
@@ -321,15 +321,15 @@ def test_a_request_in_progress_is_not_refunded_by_hand(
 
 def test_a_failed_request_is_already_refunded(store: Store, moderation: ModerationService) -> None:
     """A request the service refunded on failure cannot be refunded again."""
-    job = store.reserve(request(), NOW)
-    store.refund_all([job.id], JobStatus.FAILED, "API failed", NOW)
+    job = store.ledger.reserve(request(), NOW)
+    store.ledger.refund_all([job.id], JobStatus.FAILED, "API failed", NOW)
     with pytest.raises(NotRefundableError, match="already refunded \\(it failed\\)"):
         moderation.refund(GUILD, job.id)
 
 
 def test_a_free_request_has_nothing_to_refund(store: Store, moderation: ModerationService) -> None:
     """A request answered from a stored result cost nothing and stays as it is."""
-    job = store.record_free(request(), separation(Mode.VOCALS), NOW)
+    job = store.ledger.record_free(request(), separation(Mode.VOCALS), NOW)
     with pytest.raises(NotRefundableError, match="cost nothing"):
         moderation.refund(GUILD, job.id)
 
@@ -338,10 +338,10 @@ def test_store_refund_by_moderator_is_true_only_once(store: Store) -> None:
     """Store.refund_by_moderator: True for the call that refunded, False after, and for
     another guild."""
     job = succeeded(store)
-    assert not store.refund_by_moderator(job.id, OTHER_GUILD, NOW)
-    assert store.refund_by_moderator(job.id, GUILD, NOW)
-    assert not store.refund_by_moderator(job.id, GUILD, NOW)
-    job_now = store.get_job(job.id)
+    assert not store.ledger.refund_by_moderator(job.id, OTHER_GUILD, NOW)
+    assert store.ledger.refund_by_moderator(job.id, GUILD, NOW)
+    assert not store.ledger.refund_by_moderator(job.id, GUILD, NOW)
+    job_now = store.ledger.get_job(job.id)
     assert job_now is not None and charged(job_now) == 0
 
 
@@ -424,8 +424,8 @@ def test_a_refund_below_a_threshold_does_not_re_alert(
     moderation.set_log_channel(GUILD, LOG_CHANNEL)
     use(store, 8)
     assert len(moderation.alerts_due(GUILD)) == 1
-    last = store.reserve(request(BOB), NOW)
-    store.settle(last.id, separation(Mode.VOCALS), last.source_key, NOW)
+    last = store.ledger.reserve(request(BOB), NOW)
+    store.ledger.settle(last.id, separation(Mode.VOCALS), last.source_key, NOW)
     moderation.refund(GUILD, last.id)
     moderation.refund(GUILD, last.id - 1)
     use(store, 1)
@@ -452,6 +452,8 @@ def test_a_switched_off_server_raises_no_alert(store: Store, moderation: Moderat
 def test_a_moderator_refund_forgets_the_stored_result(store: Store) -> None:
     """Refunded stems (bad, say) are not handed out again for free: the next asks the API."""
     job = succeeded(store)
-    assert store.find_result(job.source_key, Mode.VOCALS, NOW - timedelta(days=1)) is not None
-    assert store.refund_by_moderator(job.id, GUILD, NOW)
-    assert store.find_result(job.source_key, Mode.VOCALS, NOW - timedelta(days=1)) is None
+    assert (
+        store.ledger.find_result(job.source_key, Mode.VOCALS, NOW - timedelta(days=1)) is not None
+    )
+    assert store.ledger.refund_by_moderator(job.id, GUILD, NOW)
+    assert store.ledger.find_result(job.source_key, Mode.VOCALS, NOW - timedelta(days=1)) is None

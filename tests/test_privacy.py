@@ -74,7 +74,7 @@ def ledger_rows(store: Store) -> int:
 
 def export_rows(store: Store, guild: int = GUILD) -> list[dict[str, str]]:
     out = io.StringIO()
-    store.stream_ledger(guild, NOW - timedelta(days=30), NOW + timedelta(days=1), out)
+    store.reports.stream_ledger(guild, NOW - timedelta(days=30), NOW + timedelta(days=1), out)
     return list(csv.DictReader(io.StringIO(out.getvalue())))
 
 
@@ -83,12 +83,14 @@ def export_rows(store: Store, guild: int = GUILD) -> list[dict[str, str]]:
 
 def test_500_free_repeats_make_one_row_and_count_500_requests(store: Store) -> None:
     """A member repeating a stored result 500 times adds one row; usage still counts 500."""
-    paid = store.reserve(request(), NOW)
-    store.settle(paid.id, STORED, paid.source_key, NOW)
-    jobs = [store.record_free(request(), STORED, NOW + timedelta(seconds=i)) for i in range(500)]
+    paid = store.ledger.reserve(request(), NOW)
+    store.ledger.settle(paid.id, STORED, paid.source_key, NOW)
+    jobs = [
+        store.ledger.record_free(request(), STORED, NOW + timedelta(seconds=i)) for i in range(500)
+    ]
     assert ledger_rows(store) == 2
     assert {job.id for job in jobs} == {jobs[0].id}
-    report = store.usage_report(GUILD, NOW - timedelta(hours=1), NOW + timedelta(hours=1))
+    report = store.reports.usage_report(GUILD, NOW - timedelta(hours=1), NOW + timedelta(hours=1))
     assert (report.total.requests, report.total.units) == (501, 1)
     (row,) = [r for r in export_rows(store) if r["cost"] == "0"]
     assert row["requests"] == "500"
@@ -97,24 +99,24 @@ def test_500_free_repeats_make_one_row_and_count_500_requests(store: Store) -> N
 
 def test_a_repeated_interaction_is_still_refused_as_a_duplicate(store: Store) -> None:
     """An interaction folded into an earlier row is recognised when Discord delivers it again."""
-    store.record_free(request(interaction=1), STORED, NOW)
-    store.record_free(request(interaction=2), STORED, NOW)
+    store.ledger.record_free(request(interaction=1), STORED, NOW)
+    store.ledger.record_free(request(interaction=2), STORED, NOW)
     for interaction in (1, 2):
         with pytest.raises(DuplicateRequestError):
-            store.record_free(request(interaction=interaction), STORED, NOW)
+            store.ledger.record_free(request(interaction=interaction), STORED, NOW)
         with pytest.raises(DuplicateRequestError):
-            store.reserve(request(interaction=interaction), NOW)
+            store.ledger.reserve(request(interaction=interaction), NOW)
     assert export_rows(store)[0]["requests"] == "2"
 
 
 def test_repeats_share_a_row_per_member_channel_and_day_only(store: Store) -> None:
     """Another member, channel, source or UTC day starts a row of its own."""
-    store.record_free(request(), STORED, NOW)
-    store.record_free(request(BOB), STORED, NOW)
-    store.record_free(request(channel=556), STORED, NOW)
-    store.record_free(request(key="attachment:43"), STORED, NOW)
-    store.record_free(request(), STORED, NOW + timedelta(days=1))
-    store.record_free(request(), STORED, NOW + timedelta(minutes=5))
+    store.ledger.record_free(request(), STORED, NOW)
+    store.ledger.record_free(request(BOB), STORED, NOW)
+    store.ledger.record_free(request(channel=556), STORED, NOW)
+    store.ledger.record_free(request(key="attachment:43"), STORED, NOW)
+    store.ledger.record_free(request(), STORED, NOW + timedelta(days=1))
+    store.ledger.record_free(request(), STORED, NOW + timedelta(minutes=5))
     assert ledger_rows(store) == 5
 
 
@@ -152,11 +154,13 @@ def test_migration_scrubs_links_stored_whole_and_keeps_results_reusable(tmp_path
     old_database(path)
     store = Store.open(path, QuotaPolicy())
     try:
-        job = store.get_job(1)
+        job = store.ledger.get_job(1)
         assert job is not None
         assert job.source_key == source_key_for_url(OLD_KEY)
         assert job.source_name == "https://files.example/a.mp3"
-        reused = store.find_result(source_key_for_url(OLD_KEY), Mode.VOCALS, NOW - timedelta(1))
+        reused = store.ledger.find_result(
+            source_key_for_url(OLD_KEY), Mode.VOCALS, NOW - timedelta(1)
+        )
         assert reused is not None
     finally:
         store.close()
@@ -180,7 +184,7 @@ def test_discord_ids_in_the_export_are_not_read_as_numbers(store: Store) -> None
         channel=SNOWFLAKE - 1,
         interaction=SNOWFLAKE - 2,
     )
-    store.record_free(hostile, STORED, NOW)
+    store.ledger.record_free(hostile, STORED, NOW)
     (row,) = export_rows(store, SNOWFLAKE)
     for column in CSV_ID_COLUMNS:
         assert not _NUMBER.fullmatch(row[column]), column
@@ -350,7 +354,7 @@ def test_retention_removes_old_rows_but_not_active_ones(store: Store) -> None:
                 "SELECT substr(created_at, 1, 10) FROM requests WHERE id = ?", (job_id,)
             ).fetchone()[0],
         )
-    store.claim_alert(GUILD, "month", datetime(2026, 1, 1, tzinfo=UTC), 80, NOW)
+    store.guilds.claim_alert(GUILD, "month", datetime(2026, 1, 1, tzinfo=UTC), 80, NOW)
     prune(store, 30)
     assert ids_left(store) == {old_active, recent, this_month}
     assert results_left(store) == {recent}
@@ -361,10 +365,10 @@ def test_retention_never_reaches_into_the_current_month(store: Store) -> None:
     """With 1 day kept, everything since the 1st stays: the monthly quota is summed from it."""
     add_row(store, "2026-04-30")
     kept = {add_row(store, f"2026-05-{day:02d}") for day in (1, 2, 13)}
-    used = store.quota_status(GUILD, None, NOW).guild_monthly.used
+    used = store.quotas.quota_status(GUILD, None, NOW).guild_monthly.used
     prune(store, 1)
     assert ids_left(store) == kept
-    assert store.quota_status(GUILD, None, NOW).guild_monthly.used == used == 3
+    assert store.quotas.quota_status(GUILD, None, NOW).guild_monthly.used == used == 3
 
 
 def test_retention_zero_keeps_everything(store: Store) -> None:
@@ -423,7 +427,7 @@ def test_pruning_holds_neither_the_event_loop_nor_the_bots_writes(
             await asyncio.sleep(0.005)
             started = time.monotonic()
             longest_gap = max(longest_gap, started - last)
-            store.record_free(request(), STORED, NOW)  # the bot writing meanwhile
+            store.ledger.record_free(request(), STORED, NOW)  # the bot writing meanwhile
             last = time.monotonic()
             longest_write = max(longest_write, last - started)
             writes += 1
@@ -452,8 +456,10 @@ def test_retention_days_setting() -> None:
 def test_the_first_pruning_waits_for_the_start_up_recovery(store: Store) -> None:
     """Nothing goes before ``after`` returns (the bot ready, its recovery done)."""
     january = datetime(2026, 1, 10, tzinfo=UTC)
-    old = store.reserve(request(), january)
-    store.settle(old.id, Separation(Mode.VOCALS, STORED.stems, january), old.source_key, january)
+    old = store.ledger.reserve(request(), january)
+    store.ledger.settle(
+        old.id, Separation(Mode.VOCALS, STORED.stems, january), old.source_key, january
+    )
 
     async def held_then_released() -> None:
         ready = asyncio.Event()

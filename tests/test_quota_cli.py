@@ -46,7 +46,7 @@ def fill_ledger(db_path: Path, now: datetime) -> None:
     """Two requests from user 7 (one settled, one failed) and one queued from user 8."""
     store = Store.open(db_path, QuotaPolicy())
     try:
-        store.set_limits(int(GUILD), active_jobs=5)
+        store.guilds.set_limits(int(GUILD), active_jobs=5)
         jobs = []
         for interaction, user, mode in ((1, 7, Mode.ALL), (2, 7, Mode.VOCALS), (3, 8, Mode.ALL)):
             request = JobRequest(
@@ -59,10 +59,10 @@ def fill_ledger(db_path: Path, now: datetime) -> None:
                 source_name='a, "quoted" name.mp3',
                 source_key=f"attachment:{interaction}",
             )
-            jobs.append(store.reserve(request, now))
+            jobs.append(store.ledger.reserve(request, now))
         separation = Separation(Mode.ALL, (Stem("vocals", "https://stems.example/v"),), now)
-        store.settle(jobs[0].id, separation, "attachment:1", now)
-        store.refund_all([jobs[1].id], JobStatus.FAILED, "the API failed", now)
+        store.ledger.settle(jobs[0].id, separation, "attachment:1", now)
+        store.ledger.refund_all([jobs[1].id], JobStatus.FAILED, "the API failed", now)
     finally:
         store.close()
 
@@ -209,9 +209,9 @@ def _other_server_request(db_path: Path, now: datetime, policy: QuotaPolicy) -> 
             source_name="b.mp3",
             source_key="attachment:99",
         )
-        job = store.reserve(request, now)
+        job = store.ledger.reserve(request, now)
         separation = Separation(Mode.VOCALS, (Stem("vocals", "https://stems.example/v"),), now)
-        store.settle(job.id, separation, "attachment:99", now)
+        store.ledger.settle(job.id, separation, "attachment:99", now)
     finally:
         store.close()
 
@@ -315,7 +315,7 @@ def test_quota_show_lists_role_allowances(
     """Roles with their own daily allowance are listed with the server's limits."""
     db_path = tmp_path / "ledger.db"
     store = Store.open(db_path, QuotaPolicy())
-    store.set_role_allowance(int(GUILD), 4242, 7)
+    store.guilds.set_role_allowance(int(GUILD), 4242, 7)
     store.close()
     assert main(["quota", "show", GUILD], env={"STEMBOT_DB_PATH": str(db_path)}) == 0
     assert "  role 4242                7 units a day per member" in capsys.readouterr().out

@@ -88,7 +88,7 @@ def store(db_path: Path):
 
 
 def used_today(store: Store, guild: int = GUILD, now: datetime = NOW) -> int:
-    return store.quota_status(guild, None, now).guild_daily.used
+    return store.quotas.quota_status(guild, None, now).guild_daily.used
 
 
 # --- opening -----------------------------------------------------------------------------------
@@ -121,11 +121,11 @@ def test_all_migrations_run_in_the_one_start_up_transaction(db_path: Path) -> No
 def test_migrations_are_safe_to_rerun(db_path: Path) -> None:
     """Opening an existing database again keeps its data and applies nothing twice."""
     first = open_store(db_path)
-    job = first.reserve(request(), NOW)
+    job = first.ledger.reserve(request(), NOW)
     first.close()
     second = open_store(db_path)
     try:
-        assert second.get_job(job.id) == job
+        assert second.ledger.get_job(job.id) == job
         applied = second.connection.db.conn.execute(
             "SELECT name FROM _sqlite_migrations"
         ).fetchall()
@@ -155,7 +155,7 @@ def test_an_unusable_file_gives_a_clear_error(tmp_path: Path, problem: str) -> N
 def test_naive_datetimes_are_refused(store: Store) -> None:
     """A datetime without a timezone is a bug, not something to guess about."""
     with pytest.raises(ValueError, match="timezone"):
-        store.reserve(request(), datetime(2026, 5, 14, 12, 0))
+        store.ledger.reserve(request(), datetime(2026, 5, 14, 12, 0))
 
 
 # --- reserve, settle, refund ---------------------------------------------------------------------
@@ -163,40 +163,41 @@ def test_naive_datetimes_are_refused(store: Store) -> None:
 
 def test_reserve_records_a_queued_job_at_the_mode_cost(store: Store) -> None:
     """A reservation is a queued ledger row charged at its mode's cost."""
-    job = store.reserve(request(mode=Mode.ALL), NOW)
+    job = store.ledger.reserve(request(mode=Mode.ALL), NOW)
     assert (job.status, job.cost, job.created_at) == (JobStatus.QUEUED, 2, NOW)
-    assert store.get_job(job.id) == job
+    assert store.ledger.get_job(job.id) == job
     assert used_today(store) == 2
 
 
 def test_same_interaction_never_reserves_twice(store: Store) -> None:
     """A redelivered interaction is refused and charged once."""
-    store.reserve(request(interaction=7), NOW)
+    store.ledger.reserve(request(interaction=7), NOW)
     with pytest.raises(DuplicateRequestError):
-        store.reserve(request(interaction=7, user=BOB), NOW)
+        store.ledger.reserve(request(interaction=7, user=BOB), NOW)
     assert used_today(store) == 1
 
 
 def test_refunded_interaction_still_cannot_reserve_again(store: Store) -> None:
     """A refund does not free the interaction id for a second reservation."""
-    job = store.reserve(request(interaction=8), NOW)
-    store.refund_all([job.id], JobStatus.FAILED, "api failed", NOW)
+    job = store.ledger.reserve(request(interaction=8), NOW)
+    store.ledger.refund_all([job.id], JobStatus.FAILED, "api failed", NOW)
     with pytest.raises(DuplicateRequestError):
-        store.reserve(request(interaction=8), NOW)
+        store.ledger.reserve(request(interaction=8), NOW)
 
 
 def test_refund_happens_exactly_once(store: Store) -> None:
     """However often a refund is asked for, the units come back once."""
-    store.reserve(request(user=BOB), NOW)
-    job = store.reserve(request(mode=Mode.ALL), NOW)
+    store.ledger.reserve(request(user=BOB), NOW)
+    job = store.ledger.reserve(request(mode=Mode.ALL), NOW)
     assert used_today(store) == 3
     outcomes = [
-        store.refund_all([job.id], JobStatus.FAILED, "api failed", NOW) == 1 for _ in range(3)
+        store.ledger.refund_all([job.id], JobStatus.FAILED, "api failed", NOW) == 1
+        for _ in range(3)
     ]
-    outcomes.append(store.refund_all([job.id], JobStatus.CANCELLED, "cancelled", NOW) == 1)
+    outcomes.append(store.ledger.refund_all([job.id], JobStatus.CANCELLED, "cancelled", NOW) == 1)
     assert outcomes == [True, False, False, False]
     assert used_today(store) == 1
-    refunded = store.get_job(job.id)
+    refunded = store.ledger.get_job(job.id)
     assert refunded is not None
     assert (refunded.status, refunded.error, charged(refunded)) == (
         JobStatus.FAILED,
@@ -207,40 +208,42 @@ def test_refund_happens_exactly_once(store: Store) -> None:
 
 def test_settled_job_cannot_be_refunded(store: Store) -> None:
     """A success settles the charge; a later refund changes nothing."""
-    job = store.reserve(request(), NOW)
-    store.mark_all_running([job.id], NOW)
-    assert store.settle(job.id, separation(), "attachment:42", NOW) is True
-    assert (store.refund_all([job.id], JobStatus.FAILED, "late", NOW) == 1) is False
+    job = store.ledger.reserve(request(), NOW)
+    store.ledger.mark_all_running([job.id], NOW)
+    assert store.ledger.settle(job.id, separation(), "attachment:42", NOW) is True
+    assert (store.ledger.refund_all([job.id], JobStatus.FAILED, "late", NOW) == 1) is False
     assert used_today(store) == 1
-    settled = store.get_job(job.id)
+    settled = store.ledger.get_job(job.id)
     assert settled is not None and settled.status is JobStatus.SUCCEEDED
 
 
 def test_settle_after_refund_keeps_the_refund(store: Store) -> None:
     """A result arriving for a cancelled job is kept for reuse but not charged."""
-    job = store.reserve(request(), NOW)
-    store.refund_all([job.id], JobStatus.CANCELLED, "cancelled", NOW)
-    assert store.settle(job.id, separation(), "attachment:42", NOW) is False
+    job = store.ledger.reserve(request(), NOW)
+    store.ledger.refund_all([job.id], JobStatus.CANCELLED, "cancelled", NOW)
+    assert store.ledger.settle(job.id, separation(), "attachment:42", NOW) is False
     assert used_today(store) == 0
-    assert store.find_result("attachment:42", Mode.VOCALS, NOW - timedelta(hours=1)) is not None
+    assert (
+        store.ledger.find_result("attachment:42", Mode.VOCALS, NOW - timedelta(hours=1)) is not None
+    )
 
 
 def test_refund_only_ends_a_job_as_failed_cancelled_or_interrupted(store: Store) -> None:
     """Refunding "as succeeded" is a programming error."""
-    job = store.reserve(request(), NOW)
+    job = store.ledger.reserve(request(), NOW)
     with pytest.raises(ValueError, match="refund"):
-        store.refund_all([job.id], JobStatus.SUCCEEDED, "", NOW)
+        store.ledger.refund_all([job.id], JobStatus.SUCCEEDED, "", NOW)
 
 
 def test_mark_running_moves_only_queued_jobs(store: Store) -> None:
     """A cancelled job cannot be started; a queued one can, once."""
-    cancelled = store.reserve(request(user=BOB), NOW)
-    store.refund_all([cancelled.id], JobStatus.CANCELLED, "cancelled", NOW)
-    job = store.reserve(request(), NOW)
-    assert store.mark_all_running([cancelled.id], NOW) == 0
-    assert store.mark_all_running([job.id], NOW + timedelta(seconds=1)) == 1
-    assert store.mark_all_running([job.id], NOW) == 0
-    running = store.get_job(job.id)
+    cancelled = store.ledger.reserve(request(user=BOB), NOW)
+    store.ledger.refund_all([cancelled.id], JobStatus.CANCELLED, "cancelled", NOW)
+    job = store.ledger.reserve(request(), NOW)
+    assert store.ledger.mark_all_running([cancelled.id], NOW) == 0
+    assert store.ledger.mark_all_running([job.id], NOW + timedelta(seconds=1)) == 1
+    assert store.ledger.mark_all_running([job.id], NOW) == 0
+    running = store.ledger.get_job(job.id)
     assert running is not None
     assert (running.status, running.started_at) == (
         JobStatus.RUNNING,
@@ -253,11 +256,11 @@ def test_mark_running_moves_only_queued_jobs(store: Store) -> None:
 
 def test_guild_daily_limit_names_itself_and_its_reset(store: Store) -> None:
     """Past the server's daily units the refusal says which limit and when it resets."""
-    store.set_limits(GUILD, daily=3)
+    store.guilds.set_limits(GUILD, daily=3)
     for user in (1, 2, 3):
-        store.reserve(request(user=user), NOW)
+        store.ledger.reserve(request(user=user), NOW)
     with pytest.raises(QuotaLimitReached) as refused:
-        store.reserve(request(user=4), NOW)
+        store.ledger.reserve(request(user=4), NOW)
     assert refused.value.limit is QuotaLimit.GUILD_DAILY
     assert refused.value.resets_at == datetime(2026, 5, 15, tzinfo=UTC)
     assert "server" in refused.value.user_message and "daily" in refused.value.user_message
@@ -266,87 +269,87 @@ def test_guild_daily_limit_names_itself_and_its_reset(store: Store) -> None:
 
 def test_a_mode_costing_more_than_what_is_left_is_refused(store: Store) -> None:
     """With one unit left, "all" (2 units) is refused and "vocals" (1 unit) is not."""
-    store.set_limits(GUILD, daily=3)
-    store.reserve(request(user=1, mode=Mode.ALL), NOW)
+    store.guilds.set_limits(GUILD, daily=3)
+    store.ledger.reserve(request(user=1, mode=Mode.ALL), NOW)
     with pytest.raises(QuotaExceededError):
-        store.reserve(request(user=2, mode=Mode.ALL), NOW)
-    store.reserve(request(user=2, mode=Mode.INSTRUMENTS), NOW)
+        store.ledger.reserve(request(user=2, mode=Mode.ALL), NOW)
+    store.ledger.reserve(request(user=2, mode=Mode.INSTRUMENTS), NOW)
     assert used_today(store) == 3
 
 
 def test_day_window_turns_at_midnight_utc(store: Store) -> None:
     """23:59:59 counts for its day; 00:00:00 starts a fresh one."""
-    store.set_limits(GUILD, daily=1)
+    store.guilds.set_limits(GUILD, daily=1)
     late = datetime(2026, 5, 14, 23, 59, 59, tzinfo=UTC)
-    store.reserve(request(user=1), late)
+    store.ledger.reserve(request(user=1), late)
     with pytest.raises(QuotaLimitReached) as refused:
-        store.reserve(request(user=2), late + timedelta(microseconds=999_999))
+        store.ledger.reserve(request(user=2), late + timedelta(microseconds=999_999))
     assert refused.value.resets_at == datetime(2026, 5, 15, tzinfo=UTC)
-    store.reserve(request(user=2), datetime(2026, 5, 15, 0, 0, 0, tzinfo=UTC))
+    store.ledger.reserve(request(user=2), datetime(2026, 5, 15, 0, 0, 0, tzinfo=UTC))
 
 
 def test_day_window_follows_utc_not_the_callers_offset(store: Store) -> None:
     """A time given in another timezone is counted in its UTC day."""
-    store.set_limits(GUILD, daily=1)
-    store.reserve(request(user=1), datetime(2026, 5, 14, 23, 30, tzinfo=UTC))
+    store.guilds.set_limits(GUILD, daily=1)
+    store.ledger.reserve(request(user=1), datetime(2026, 5, 14, 23, 30, tzinfo=UTC))
     tokyo = datetime(2026, 5, 15, 17, 45, tzinfo=timezone(timedelta(hours=9)))
-    store.reserve(request(user=2), tokyo)  # 2026-05-15 08:45 UTC: a new day
-    assert store.quota_status(GUILD, None, tokyo).guild_daily.used == 1
+    store.ledger.reserve(request(user=2), tokyo)  # 2026-05-15 08:45 UTC: a new day
+    assert store.quotas.quota_status(GUILD, None, tokyo).guild_daily.used == 1
 
 
 def test_month_window_turns_on_the_first_at_midnight_utc(store: Store) -> None:
     """The last second of a month counts for it; the 1st at 00:00 starts a fresh month."""
-    store.set_limits(GUILD, monthly=2, daily=100)
+    store.guilds.set_limits(GUILD, monthly=2, daily=100)
     last_second = datetime(2026, 1, 31, 23, 59, 59, tzinfo=UTC)
-    store.reserve(request(user=1), datetime(2026, 1, 2, tzinfo=UTC))
-    store.reserve(request(user=2), last_second)
+    store.ledger.reserve(request(user=1), datetime(2026, 1, 2, tzinfo=UTC))
+    store.ledger.reserve(request(user=2), last_second)
     with pytest.raises(QuotaLimitReached) as refused:
-        store.reserve(request(user=3), last_second)
+        store.ledger.reserve(request(user=3), last_second)
     assert refused.value.limit is QuotaLimit.GUILD_MONTHLY
     assert refused.value.resets_at == datetime(2026, 2, 1, tzinfo=UTC)
-    store.reserve(request(user=3), datetime(2026, 2, 1, 0, 0, 0, tzinfo=UTC))
+    store.ledger.reserve(request(user=3), datetime(2026, 2, 1, 0, 0, 0, tzinfo=UTC))
 
 
 def test_december_resets_on_the_first_of_january(store: Store) -> None:
     """The monthly reset of December is the next year's 1 January."""
-    status = store.quota_status(GUILD, None, datetime(2026, 12, 31, 23, 59, 59, tzinfo=UTC))
+    status = store.quotas.quota_status(GUILD, None, datetime(2026, 12, 31, 23, 59, 59, tzinfo=UTC))
     assert status.guild_monthly.resets_at == datetime(2027, 1, 1, tzinfo=UTC)
     assert status.guild_daily.resets_at == datetime(2027, 1, 1, tzinfo=UTC)
 
 
 def test_monthly_refusal_wins_over_daily_when_both_bind(store: Store) -> None:
     """When day and month are both used up, the user hears the later (monthly) reset."""
-    store.set_limits(GUILD, daily=1, monthly=1)
-    store.reserve(request(user=1), NOW)
+    store.guilds.set_limits(GUILD, daily=1, monthly=1)
+    store.ledger.reserve(request(user=1), NOW)
     with pytest.raises(QuotaLimitReached) as refused:
-        store.reserve(request(user=2), NOW)
+        store.ledger.reserve(request(user=2), NOW)
     assert refused.value.limit is QuotaLimit.GUILD_MONTHLY
 
 
 def test_per_user_daily_cap_counts_that_users_units_in_that_guild(store: Store) -> None:
     """A member's own daily units run out without stopping others or other servers."""
-    store.set_limits(GUILD, per_user=2, active_jobs=10)
-    store.reserve(request(user=ALICE), NOW)
-    store.reserve(request(user=ALICE), NOW)
+    store.guilds.set_limits(GUILD, per_user=2, active_jobs=10)
+    store.ledger.reserve(request(user=ALICE), NOW)
+    store.ledger.reserve(request(user=ALICE), NOW)
     with pytest.raises(QuotaLimitReached) as refused:
-        store.reserve(request(user=ALICE), NOW)
+        store.ledger.reserve(request(user=ALICE), NOW)
     assert refused.value.limit is QuotaLimit.USER_DAILY
     assert "You have used 2 of your 2 daily units" in refused.value.user_message
-    store.reserve(request(user=BOB), NOW)
-    store.reserve(request(user=ALICE, guild=OTHER_GUILD), NOW)
-    store.reserve(request(user=ALICE), NOW + timedelta(days=1))
+    store.ledger.reserve(request(user=BOB), NOW)
+    store.ledger.reserve(request(user=ALICE, guild=OTHER_GUILD), NOW)
+    store.ledger.reserve(request(user=ALICE), NOW + timedelta(days=1))
 
 
 def test_active_jobs_cap_counts_queued_and_running(store: Store) -> None:
     """One request at a time by default: queued or running blocks the next until it ends."""
-    job = store.reserve(request(), NOW)
-    store.mark_all_running([job.id], NOW)
+    job = store.ledger.reserve(request(), NOW)
+    store.ledger.mark_all_running([job.id], NOW)
     with pytest.raises(QuotaLimitReached) as refused:
-        store.reserve(request(), NOW)
+        store.ledger.reserve(request(), NOW)
     assert refused.value.limit is QuotaLimit.USER_ACTIVE
     assert refused.value.resets_at is None
-    store.settle(job.id, separation(), "attachment:42", NOW)
-    store.reserve(request(), NOW)
+    store.ledger.settle(job.id, separation(), "attachment:42", NOW)
+    store.ledger.reserve(request(), NOW)
 
 
 def test_zero_limit_switches_the_guild_off(db_path: Path) -> None:
@@ -354,9 +357,9 @@ def test_zero_limit_switches_the_guild_off(db_path: Path) -> None:
     free_vocals = replace(POLICY, costs={Mode.VOCALS: 0, Mode.INSTRUMENTS: 1, Mode.ALL: 2})
     store = open_store(db_path, free_vocals)
     try:
-        assert store.set_limits(GUILD, daily=0).switched_off
+        assert store.guilds.set_limits(GUILD, daily=0).switched_off
         with pytest.raises(QuotaLimitReached) as refused:
-            store.reserve(request(mode=Mode.VOCALS), NOW)
+            store.ledger.reserve(request(mode=Mode.VOCALS), NOW)
         assert "switched off" in refused.value.user_message
         assert refused.value.resets_at is None
     finally:
@@ -365,29 +368,29 @@ def test_zero_limit_switches_the_guild_off(db_path: Path) -> None:
 
 def test_override_changes_only_the_given_limits(store: Store) -> None:
     """A moderator's override replaces a default; limits not given keep their value."""
-    assert store.guild_limits(GUILD).overridden == frozenset()
-    store.set_limits(GUILD, monthly=900)
-    limits = store.set_limits(GUILD, per_user=4)
+    assert store.guilds.guild_limits(GUILD).overridden == frozenset()
+    store.guilds.set_limits(GUILD, monthly=900)
+    limits = store.guilds.set_limits(GUILD, per_user=4)
     assert (limits.daily, limits.monthly, limits.per_user, limits.active_jobs) == (50, 900, 4, 1)
     assert limits.overridden == {"monthly", "per_user"}
-    assert store.guild_limits(OTHER_GUILD).monthly == 500
+    assert store.guilds.guild_limits(OTHER_GUILD).monthly == 500
 
 
 @pytest.mark.parametrize("bad", [-1, 1_000_000_001, True, 2.5])
 def test_override_rejects_impossible_limits(store: Store, bad: Any) -> None:
     """Negative, huge or non-integer limits never reach the database."""
     with pytest.raises(ValueError, match="daily"):
-        store.set_limits(GUILD, daily=bad)
-    assert store.guild_limits(GUILD).overridden == frozenset()
+        store.guilds.set_limits(GUILD, daily=bad)
+    assert store.guilds.guild_limits(GUILD).overridden == frozenset()
 
 
 def test_quota_status_knows_used_limit_remaining_and_reset(store: Store) -> None:
     """Status reports every window; remaining never goes below zero after a cut."""
-    store.set_limits(GUILD, active_jobs=5)
-    store.reserve(request(mode=Mode.ALL), NOW)
-    store.reserve(request(user=BOB), NOW)
-    store.set_limits(GUILD, daily=2)
-    status = store.quota_status(GUILD, ALICE, NOW)
+    store.guilds.set_limits(GUILD, active_jobs=5)
+    store.ledger.reserve(request(mode=Mode.ALL), NOW)
+    store.ledger.reserve(request(user=BOB), NOW)
+    store.guilds.set_limits(GUILD, daily=2)
+    status = store.quotas.quota_status(GUILD, ALICE, NOW)
     assert (status.guild_daily.used, status.guild_daily.limit) == (3, 2)
     assert status.guild_daily.remaining == 0
     assert status.guild_monthly.remaining == 497
@@ -395,7 +398,7 @@ def test_quota_status_knows_used_limit_remaining_and_reset(store: Store) -> None
     assert (status.user_daily.used, status.user_daily.remaining) == (2, 8)
     assert status.user_daily.resets_at == datetime(2026, 5, 15, tzinfo=UTC)
     assert (status.user_active_jobs, status.user_active_limit) == (1, 5)
-    assert store.quota_status(GUILD, None, NOW).user_daily is None
+    assert store.quotas.quota_status(GUILD, None, NOW).user_daily is None
 
 
 # --- stored results ------------------------------------------------------------------------------
@@ -403,31 +406,31 @@ def test_quota_status_knows_used_limit_remaining_and_reset(store: Store) -> None
 
 def test_reusing_a_stored_result_is_free(store: Store) -> None:
     """A repeat answered from the stored result is recorded at cost 0, even at the limit."""
-    store.set_limits(GUILD, daily=1)
-    job = store.reserve(request(), NOW)
-    store.settle(job.id, separation(), "attachment:42", NOW)
-    stored = store.find_result("attachment:42", Mode.VOCALS, NOW - timedelta(days=1))
+    store.guilds.set_limits(GUILD, daily=1)
+    job = store.ledger.reserve(request(), NOW)
+    store.ledger.settle(job.id, separation(), "attachment:42", NOW)
+    stored = store.ledger.find_result("attachment:42", Mode.VOCALS, NOW - timedelta(days=1))
     assert stored == separation()
-    free = store.record_free(request(user=BOB), stored, NOW)
+    free = store.ledger.record_free(request(user=BOB), stored, NOW)
     assert (free.cost, free.status, charged(free)) == (0, JobStatus.SUCCEEDED, 0)
     assert used_today(store) == 1
-    assert (store.refund_all([free.id], JobStatus.FAILED, "x", NOW) == 1) is False
+    assert (store.ledger.refund_all([free.id], JobStatus.FAILED, "x", NOW) == 1) is False
 
 
 def test_free_record_still_refuses_a_repeated_interaction(store: Store) -> None:
     """A redelivered interaction is a duplicate even when the answer is free."""
-    store.record_free(request(interaction=9), separation(), NOW)
+    store.ledger.record_free(request(interaction=9), separation(), NOW)
     with pytest.raises(DuplicateRequestError):
-        store.record_free(request(interaction=9), separation(), NOW)
+        store.ledger.record_free(request(interaction=9), separation(), NOW)
 
 
 def test_find_result_ignores_results_issued_too_long_ago(store: Store) -> None:
     """Only a result issued after the cut-off, for that source and mode, is offered."""
-    job = store.reserve(request(), NOW)
-    store.settle(job.id, separation(), "attachment:42", NOW)
-    assert store.find_result("attachment:42", Mode.VOCALS, NOW) is None
-    assert store.find_result("attachment:42", Mode.ALL, NOW - timedelta(days=1)) is None
-    assert store.find_result("attachment:43", Mode.VOCALS, NOW - timedelta(days=1)) is None
+    job = store.ledger.reserve(request(), NOW)
+    store.ledger.settle(job.id, separation(), "attachment:42", NOW)
+    assert store.ledger.find_result("attachment:42", Mode.VOCALS, NOW) is None
+    assert store.ledger.find_result("attachment:42", Mode.ALL, NOW - timedelta(days=1)) is None
+    assert store.ledger.find_result("attachment:43", Mode.VOCALS, NOW - timedelta(days=1)) is None
 
 
 # --- recovery ------------------------------------------------------------------------------------
@@ -435,19 +438,19 @@ def test_find_result_ignores_results_issued_too_long_ago(store: Store) -> None:
 
 def test_recovery_interrupts_and_refunds_active_jobs_once(store: Store) -> None:
     """Queued and running jobs come back interrupted and refunded; finished ones stay."""
-    store.set_limits(GUILD, active_jobs=5)
-    queued = store.reserve(request(source_key="attachment:1"), NOW)
-    running = store.reserve(request(source_key="attachment:2"), NOW)
-    store.mark_all_running([running.id], NOW)
-    done = store.reserve(request(), NOW)
-    store.settle(done.id, separation(), "attachment:42", NOW)
+    store.guilds.set_limits(GUILD, active_jobs=5)
+    queued = store.ledger.reserve(request(source_key="attachment:1"), NOW)
+    running = store.ledger.reserve(request(source_key="attachment:2"), NOW)
+    store.ledger.mark_all_running([running.id], NOW)
+    done = store.ledger.reserve(request(), NOW)
+    store.ledger.settle(done.id, separation(), "attachment:42", NOW)
     later = NOW + timedelta(minutes=5)
-    recovered = store.recover(later).interrupted
+    recovered = store.ledger.recover(later).interrupted
     assert [job.id for job in recovered] == [queued.id, running.id]
     assert {job.status for job in recovered} == {JobStatus.INTERRUPTED}
     assert all(job.finished_at == later and job.error for job in recovered)
-    assert [store.get_job(job.id) for job in recovered] == recovered
-    assert store.recover(later).interrupted == []
+    assert [store.ledger.get_job(job.id) for job in recovered] == recovered
+    assert store.ledger.recover(later).interrupted == []
     assert used_today(store) == 1
 
 
@@ -455,27 +458,32 @@ def test_recovery_sorts_what_a_crash_left_owing(store: Store) -> None:
     """A settled result never delivered is owed (charged); so is a request that shared its
     call but was still marked running; a queued one with no result is refunded; delivered
     ones, and results of another source or mode, are left alone. Nothing is owed twice."""
-    store.set_limits(GUILD, active_jobs=5)
-    payer = store.reserve(request(), NOW)
-    joiner = store.reserve_joined(request(user=BOB), NOW, running=True)
-    store.mark_all_running([payer.id], NOW)
-    store.settle(payer.id, separation(issued_at=NOW + timedelta(seconds=5)), "attachment:42", NOW)
-    queued = store.reserve(request(source_key="attachment:7"), NOW)
-    told = store.reserve(request(source_key="attachment:9"), NOW)
-    store.settle(told.id, separation(), "attachment:9", NOW)
-    assert store.record_deliveries([(told.id, "interaction")], NOW) == 1
-    forgotten = store.reserve(request(mode=Mode.ALL), NOW)
-    store.settle(forgotten.id, separation(Mode.ALL), "attachment:42", NOW)
+    store.guilds.set_limits(GUILD, active_jobs=5)
+    payer = store.ledger.reserve(request(), NOW)
+    joiner = store.ledger.reserve_joined(request(user=BOB), NOW, running=True)
+    store.ledger.mark_all_running([payer.id], NOW)
+    store.ledger.settle(
+        payer.id, separation(issued_at=NOW + timedelta(seconds=5)), "attachment:42", NOW
+    )
+    queued = store.ledger.reserve(request(source_key="attachment:7"), NOW)
+    told = store.ledger.reserve(request(source_key="attachment:9"), NOW)
+    store.ledger.settle(told.id, separation(), "attachment:9", NOW)
+    assert store.ledger.record_deliveries([(told.id, "interaction")], NOW) == 1
+    forgotten = store.ledger.reserve(request(mode=Mode.ALL), NOW)
+    store.ledger.settle(forgotten.id, separation(Mode.ALL), "attachment:42", NOW)
     store.connection.db.execute("DELETE FROM results WHERE mode = 'all'")
 
     later = NOW + timedelta(minutes=5)
-    recovery = store.recover(later)
+    recovery = store.ledger.recover(later)
     assert [(job.id, sep.stems) for job, sep in recovery.undelivered] == [
         (payer.id, separation().stems),
         (joiner.id, separation().stems),
     ]
     assert [job.id for job in recovery.interrupted] == [queued.id, forgotten.id]
-    assert [store.get_job(j.id).status for j in (payer, joiner, queued, told, forgotten)] == [  # type: ignore[union-attr]
+    assert [
+        store.ledger.get_job(j.id).status  # type: ignore[union-attr]
+        for j in (payer, joiner, queued, told, forgotten)
+    ] == [
         JobStatus.SUCCEEDED,
         JobStatus.SUCCEEDED,
         JobStatus.INTERRUPTED,
@@ -483,14 +491,14 @@ def test_recovery_sorts_what_a_crash_left_owing(store: Store) -> None:
         JobStatus.INTERRUPTED,
     ]
     assert used_today(store) == 2  # the payer's unit and the delivered one's
-    store.record_deliveries([(payer.id, "channel"), (joiner.id, "dm")], later)
-    assert store.record_deliveries([(payer.id, "dm")], later) == 0  # the first note stands
+    store.ledger.record_deliveries([(payer.id, "channel"), (joiner.id, "dm")], later)
+    assert store.ledger.record_deliveries([(payer.id, "dm")], later) == 0  # the first note stands
     assert [delivered_via(store, j.id) for j in (payer, joiner, told)] == [
         "channel",
         "dm",
         "interaction",
     ]
-    again = store.recover(later)
+    again = store.ledger.recover(later)
     assert again.interrupted == [] and again.undelivered == []
 
 
@@ -512,7 +520,7 @@ def test_upgrading_does_not_deliver_earlier_answers_again(db_path: Path) -> None
     old.close()
     store = open_store(db_path)
     try:
-        assert store.recover(NOW).undelivered == []
+        assert store.ledger.recover(NOW).undelivered == []
         assert delivered_via(store, 1) == "unrecorded"
     finally:
         store.close()
@@ -533,7 +541,7 @@ def test_upgrading_keeps_who_refunded(db_path: Path) -> None:
     old.close()
     store = open_store(db_path)
     try:
-        jobs = [store.get_job(n) for n in (1, 2)]
+        jobs = [store.ledger.get_job(n) for n in (1, 2)]
         assert [job.refunded_by_moderator for job in jobs if job] == [True, False]
     finally:
         store.close()
@@ -544,7 +552,7 @@ def test_a_vanished_database_file_refuses_writes_instead_of_writing_nowhere(
     db_path: Path, store: Store, how: str
 ) -> None:
     """SQLite would go on writing through the open handle; the store refuses and says why."""
-    job = store.reserve(request(), NOW)
+    job = store.ledger.reserve(request(), NOW)
     assert store.file_problem() is None
     db_path.unlink()
     if how == "replaced":
@@ -553,14 +561,14 @@ def test_a_vanished_database_file_refuses_writes_instead_of_writing_nowhere(
         " by another file" if how == "replaced" else ""
     )
     with pytest.raises(DatabaseReplacedError):
-        store.settle(job.id, separation(), "attachment:42", NOW)
+        store.ledger.settle(job.id, separation(), "attachment:42", NOW)
     with pytest.raises(DatabaseReplacedError):
-        store.reserve(request(user=BOB), NOW)
+        store.ledger.reserve(request(user=BOB), NOW)
 
 
 def test_a_corrupt_page_is_a_store_failure_not_a_crash(db_path: Path, store: Store) -> None:
     """A write that hits a corrupt page raises StoreFailedError (safe to show), not sqlite's."""
-    job = store.reserve(request(), NOW)
+    job = store.ledger.reserve(request(), NOW)
     other = sqlite3.connect(db_path, isolation_level=None)
     other.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     (root,) = other.execute("SELECT rootpage FROM sqlite_master WHERE name = 'requests'").fetchone()
@@ -571,18 +579,18 @@ def test_a_corrupt_page_is_a_store_failure_not_a_crash(db_path: Path, store: Sto
     other.execute("INSERT INTO command_digests (scope, digest) VALUES ('x', '')")
     other.close()
     with pytest.raises(StoreFailedError) as raised:
-        store.settle(job.id, separation(), "attachment:42", NOW)
+        store.ledger.settle(job.id, separation(), "attachment:42", NOW)
     assert isinstance(raised.value.__cause__, sqlite3.DatabaseError)
 
 
 def _hold_a_running_job(path: str, ready: Any) -> None:
     """Child process: settle one job, leave another running, report, then wait to be killed."""
     store = Store.open(Path(path), POLICY)
-    done = store.reserve(request(user=ALICE, mode=Mode.ALL, interaction=1), NOW)
-    store.mark_all_running([done.id], NOW)
-    store.settle(done.id, separation(Mode.ALL), "attachment:42", NOW)
-    job = store.reserve(request(user=BOB, interaction=2), NOW)
-    store.mark_all_running([job.id], NOW)
+    done = store.ledger.reserve(request(user=ALICE, mode=Mode.ALL, interaction=1), NOW)
+    store.ledger.mark_all_running([done.id], NOW)
+    store.ledger.settle(done.id, separation(Mode.ALL), "attachment:42", NOW)
+    job = store.ledger.reserve(request(user=BOB, interaction=2), NOW)
+    store.ledger.mark_all_running([job.id], NOW)
     ready.send((done.id, job.id))
     time.sleep(60)
 
@@ -605,16 +613,18 @@ def test_sigkill_mid_job_loses_nothing_and_refunds_once(db_path: Path) -> None:
     store = open_store(db_path)
     try:
         assert used_today(store) == 3
-        recovered = store.recover(NOW + timedelta(minutes=1)).interrupted
+        recovered = store.ledger.recover(NOW + timedelta(minutes=1)).interrupted
         assert [(job.id, job.status, job.user_id) for job in recovered] == [
             (running_id, JobStatus.INTERRUPTED, BOB)
         ]
-        assert store.recover(NOW + timedelta(minutes=2)).interrupted == []
-        assert (store.refund_all([running_id], JobStatus.INTERRUPTED, "again", NOW) == 1) is False
+        assert store.ledger.recover(NOW + timedelta(minutes=2)).interrupted == []
+        assert (
+            store.ledger.refund_all([running_id], JobStatus.INTERRUPTED, "again", NOW) == 1
+        ) is False
         assert used_today(store) == 2
-        done = store.get_job(done_id)
+        done = store.ledger.get_job(done_id)
         assert done is not None and done.status is JobStatus.SUCCEEDED
-        assert store.find_result("attachment:42", Mode.ALL, NOW - timedelta(hours=1))
+        assert store.ledger.find_result("attachment:42", Mode.ALL, NOW - timedelta(hours=1))
     finally:
         store.close()
 
@@ -636,7 +646,7 @@ def _contend(
             ident = proc * 1_000_000 + index * 1000 + attempt
             user = ALICE if same_user else ident
             try:
-                store.reserve(request(user=user, interaction=ident), NOW)
+                store.ledger.reserve(request(user=user, interaction=ident), NOW)
                 outcomes["granted"] += 1
             except QuotaExceededError:
                 outcomes["refused"] += 1
@@ -684,7 +694,7 @@ def _run_contenders(db_path: Path, coroutines: int, attempts: int, same_user: bo
 def test_two_processes_grant_exactly_the_guild_limit(db_path: Path) -> None:
     """Two processes x 40 coroutines x 10 attempts grant exactly 400 units, none locked."""
     setup = open_store(db_path)
-    setup.set_limits(GUILD, daily=400, per_user=1000, active_jobs=1000)
+    setup.guilds.set_limits(GUILD, daily=400, per_user=1000, active_jobs=1000)
     setup.close()
 
     totals = _run_contenders(db_path, coroutines=40, attempts=10, same_user=False)
@@ -719,11 +729,11 @@ def test_a_locked_database_gives_a_retryable_error(db_path: Path) -> None:
     try:
         blocker.execute("BEGIN IMMEDIATE")
         with pytest.raises(StoreBusyError) as busy:
-            store.reserve(request(), NOW)
+            store.ledger.reserve(request(), NOW)
         assert "try again" in busy.value.user_message
         blocker.execute("ROLLBACK")
         assert used_today(store) == 0
-        store.reserve(request(), NOW)
+        store.ledger.reserve(request(), NOW)
         assert used_today(store) == 1
     finally:
         blocker.close()
@@ -735,23 +745,23 @@ def test_a_locked_database_gives_a_retryable_error(db_path: Path) -> None:
 
 def _fill_ledger(store: Store) -> None:
     """Alice: 2 + 1 units over two days; Bob: 1 unit and one failure; another guild: noise."""
-    store.set_limits(GUILD, active_jobs=100)
+    store.guilds.set_limits(GUILD, active_jobs=100)
     day1 = datetime(2026, 5, 1, 9, 0, tzinfo=UTC)
     day2 = datetime(2026, 5, 2, 18, 30, tzinfo=UTC)
     for user, mode, when in ((ALICE, Mode.ALL, day1), (ALICE, Mode.VOCALS, day2)):
-        job = store.reserve(request(user=user, mode=mode), when)
-        store.settle(job.id, separation(mode, when), "attachment:42", when)
-    store.reserve(request(user=BOB, mode=Mode.INSTRUMENTS), day2)
-    failed = store.reserve(request(user=BOB, mode=Mode.ALL), day2)
-    store.refund_all([failed.id], JobStatus.FAILED, "=HYPERLINK(evil)", day2)
-    store.reserve(request(user=ALICE, guild=OTHER_GUILD), day1)
-    store.reserve(request(user=ALICE), datetime(2026, 4, 30, 23, 59, 59, tzinfo=UTC))
+        job = store.ledger.reserve(request(user=user, mode=mode), when)
+        store.ledger.settle(job.id, separation(mode, when), "attachment:42", when)
+    store.ledger.reserve(request(user=BOB, mode=Mode.INSTRUMENTS), day2)
+    failed = store.ledger.reserve(request(user=BOB, mode=Mode.ALL), day2)
+    store.ledger.refund_all([failed.id], JobStatus.FAILED, "=HYPERLINK(evil)", day2)
+    store.ledger.reserve(request(user=ALICE, guild=OTHER_GUILD), day1)
+    store.ledger.reserve(request(user=ALICE), datetime(2026, 4, 30, 23, 59, 59, tzinfo=UTC))
 
 
 def test_usage_report_by_user_mode_and_day(store: Store) -> None:
     """A report covers the period only and splits units by user, mode and UTC day."""
     _fill_ledger(store)
-    report = store.usage_report(
+    report = store.reports.usage_report(
         GUILD, datetime(2026, 5, 1, tzinfo=UTC), datetime(2026, 6, 1, tzinfo=UTC)
     )
     assert (report.total.requests, report.total.units, report.total.refunded) == (4, 4, 1)
@@ -773,11 +783,13 @@ def test_usage_report_by_user_mode_and_day(store: Store) -> None:
 
 def test_top_users_are_cut_to_the_requested_count(store: Store) -> None:
     """Top users lists the heaviest users first, at most ``top`` of them."""
-    store.set_limits(GUILD, active_jobs=100)
+    store.guilds.set_limits(GUILD, active_jobs=100)
     for user, count in ((1, 1), (2, 3), (3, 2)):
         for _ in range(count):
-            store.reserve(request(user=user), NOW)
-    report = store.usage_report(GUILD, NOW - timedelta(hours=1), NOW + timedelta(hours=1), top=2)
+            store.ledger.reserve(request(user=user), NOW)
+    report = store.reports.usage_report(
+        GUILD, NOW - timedelta(hours=1), NOW + timedelta(hours=1), top=2
+    )
     assert [user for user, _ in report.top_users] == [2, 3]
 
 
@@ -785,7 +797,7 @@ def test_csv_export_parses_back_one_row_per_request(store: Store) -> None:
     """The CSV holds every request of the period with ISO-8601 UTC times."""
     _fill_ledger(store)
     out = io.StringIO()
-    written = store.stream_ledger(
+    written = store.reports.stream_ledger(
         GUILD, datetime(2026, 5, 1, tzinfo=UTC), datetime(2026, 6, 1, tzinfo=UTC), out
     ).rows
     rows = list(csv.DictReader(io.StringIO(out.getvalue())))
@@ -804,7 +816,7 @@ def test_csv_export_defuses_spreadsheet_formulas(store: Store) -> None:
     """Text a user controls cannot become a formula when the CSV is opened in a spreadsheet."""
     _fill_ledger(store)
     out = io.StringIO()
-    store.stream_ledger(
+    store.reports.stream_ledger(
         GUILD, datetime(2026, 5, 2, tzinfo=UTC), datetime(2026, 5, 3, tzinfo=UTC), out
     )
     errors = [row["error"] for row in csv.DictReader(io.StringIO(out.getvalue()))]
@@ -816,30 +828,33 @@ def test_csv_export_defuses_spreadsheet_formulas(store: Store) -> None:
 
 def test_log_channel_can_be_set_and_cleared(store: Store) -> None:
     """The log channel is remembered per guild and can be turned off."""
-    store.set_limits(GUILD, daily=7)
-    store.set_log_channel(GUILD, 999)
-    assert store.log_channel(GUILD) == 999
-    store.set_log_channel(GUILD, None)
-    assert store.log_channel(GUILD) is None
-    assert store.guild_limits(GUILD).daily == 7
+    store.guilds.set_limits(GUILD, daily=7)
+    store.guilds.set_log_channel(GUILD, 999)
+    assert store.guilds.log_channel(GUILD) == 999
+    store.guilds.set_log_channel(GUILD, None)
+    assert store.guilds.log_channel(GUILD) is None
+    assert store.guilds.guild_limits(GUILD).daily == 7
 
 
 def test_quota_alert_is_claimed_once_per_window(store: Store) -> None:
     """An 80% alert for one day is sent once; the next day or 100% are new alerts."""
     day = datetime(2026, 5, 14, tzinfo=UTC)
-    assert store.claim_alert(GUILD, "day", day, 80, NOW) is True
-    assert store.claim_alert(GUILD, "day", day, 80, NOW) is False
-    assert store.claim_alert(GUILD, "day", day, 100, NOW) is True
-    assert store.claim_alert(GUILD, "day", day + timedelta(days=1), 80, NOW) is True
+    assert store.guilds.claim_alert(GUILD, "day", day, 80, NOW) is True
+    assert store.guilds.claim_alert(GUILD, "day", day, 80, NOW) is False
+    assert store.guilds.claim_alert(GUILD, "day", day, 100, NOW) is True
+    assert store.guilds.claim_alert(GUILD, "day", day + timedelta(days=1), 80, NOW) is True
 
 
 def test_command_digest_is_remembered_per_scope(store: Store) -> None:
     """The bot's last synced command digest survives per scope and can be replaced."""
-    assert store.command_digest("global") is None
-    store.remember_command_digest("global", "abc")
-    store.remember_command_digest("guild:1", "def")
-    store.remember_command_digest("global", "xyz")
-    assert (store.command_digest("global"), store.command_digest("guild:1")) == ("xyz", "def")
+    assert store.guilds.command_digest("global") is None
+    store.guilds.remember_command_digest("global", "abc")
+    store.guilds.remember_command_digest("guild:1", "def")
+    store.guilds.remember_command_digest("global", "xyz")
+    assert (store.guilds.command_digest("global"), store.guilds.command_digest("guild:1")) == (
+        "xyz",
+        "def",
+    )
 
 
 # --- requests sharing one API call ----------------------------------------------------------
@@ -847,103 +862,103 @@ def test_command_digest_is_remembered_per_scope(store: Store) -> None:
 
 def test_a_joined_request_costs_nothing_but_still_counts_as_active(store: Store) -> None:
     """Joining a shared call charges 0 units, and the member's active-request cap holds."""
-    store.reserve(request(ALICE), NOW)
-    joined = store.reserve_joined(request(BOB), NOW, running=True)
+    store.ledger.reserve(request(ALICE), NOW)
+    joined = store.ledger.reserve_joined(request(BOB), NOW, running=True)
     assert joined.cost == 0 and joined.status is JobStatus.RUNNING
     assert used_today(store) == 1
     with pytest.raises(QuotaLimitReached) as refused:
-        store.reserve_joined(request(BOB), NOW, running=False)
+        store.ledger.reserve_joined(request(BOB), NOW, running=False)
     assert refused.value.limit is QuotaLimit.USER_ACTIVE
 
 
 def test_a_joined_request_is_refused_in_a_switched_off_server(store: Store) -> None:
     """A server with a limit of 0 gets nothing, not even free shared results."""
-    store.set_limits(GUILD, daily=0)
+    store.guilds.set_limits(GUILD, daily=0)
     with pytest.raises(QuotaExceededError):
-        store.reserve_joined(request(BOB), NOW, running=False)
+        store.ledger.reserve_joined(request(BOB), NOW, running=False)
 
 
 def test_handing_over_the_charge_keeps_one_payment(store: Store) -> None:
     """The payer cancels: refunded, the heir now carries the cost, the total stays one call."""
-    payer = store.reserve(request(ALICE, Mode.ALL), NOW)
-    heir = store.reserve_joined(request(BOB, Mode.ALL), NOW, running=False)
-    assert store.hand_over_charge(payer.id, [(heir.id, ())], NOW) == (heir.id, True)
+    payer = store.ledger.reserve(request(ALICE, Mode.ALL), NOW)
+    heir = store.ledger.reserve_joined(request(BOB, Mode.ALL), NOW, running=False)
+    assert store.ledger.hand_over_charge(payer.id, [(heir.id, ())], NOW) == (heir.id, True)
     assert used_today(store) == 2
-    payer_now, heir_now = store.get_job(payer.id), store.get_job(heir.id)
+    payer_now, heir_now = store.ledger.get_job(payer.id), store.ledger.get_job(heir.id)
     assert payer_now is not None and payer_now.status is JobStatus.CANCELLED
     assert heir_now is not None and charged(heir_now) == 2
-    assert store.quota_status(GUILD, BOB, NOW).user_daily.used == 2  # type: ignore[union-attr]
+    assert store.quotas.quota_status(GUILD, BOB, NOW).user_daily.used == 2  # type: ignore[union-attr]
     # the payer is no longer active
-    assert store.hand_over_charge(payer.id, [(heir.id, ())], NOW) is None
+    assert store.ledger.hand_over_charge(payer.id, [(heir.id, ())], NOW) is None
 
 
 def test_the_charge_skips_an_heir_without_room(store: Store) -> None:
     """The first heir has spent their allowance: the next one, who has room, takes the charge."""
     for _ in range(10):
-        job = store.reserve(request(BOB, source_key="other"), NOW)
-        store.settle(job.id, separation(), "other", NOW)
-    payer = store.reserve(request(ALICE), NOW)
-    full = store.reserve_joined(request(BOB), NOW, running=False)
-    roomy = store.reserve_joined(request(1003), NOW, running=False)
-    handed = store.hand_over_charge(payer.id, [(full.id, ()), (roomy.id, ())], NOW)
+        job = store.ledger.reserve(request(BOB, source_key="other"), NOW)
+        store.ledger.settle(job.id, separation(), "other", NOW)
+    payer = store.ledger.reserve(request(ALICE), NOW)
+    full = store.ledger.reserve_joined(request(BOB), NOW, running=False)
+    roomy = store.ledger.reserve_joined(request(1003), NOW, running=False)
+    handed = store.ledger.hand_over_charge(payer.id, [(full.id, ()), (roomy.id, ())], NOW)
     assert handed == (roomy.id, True)
-    assert store.quota_status(GUILD, BOB, NOW).user_daily.used == 10  # type: ignore[union-attr]
-    assert store.quota_status(GUILD, 1003, NOW).user_daily.used == 1  # type: ignore[union-attr]
+    assert store.quotas.quota_status(GUILD, BOB, NOW).user_daily.used == 10  # type: ignore[union-attr]
+    assert store.quotas.quota_status(GUILD, 1003, NOW).user_daily.used == 1  # type: ignore[union-attr]
     assert used_today(store) == 11
 
 
 def test_with_no_heir_with_room_the_server_alone_carries_the_charge(store: Store) -> None:
     """Nobody left has room: the server's sum keeps the charge, no member is shown over limit."""
-    store.set_limits(GUILD, per_user=2)
-    earlier = store.reserve(request(1003, source_key="other"), NOW)
-    store.settle(earlier.id, separation(), "other", NOW)
-    payer = store.reserve(request(ALICE, Mode.ALL), NOW)
-    heir = store.reserve_joined(request(1003, Mode.ALL), NOW, running=False)
-    assert store.hand_over_charge(payer.id, [(heir.id, ())], NOW) == (heir.id, False)
-    status = store.quota_status(GUILD, 1003, NOW)
+    store.guilds.set_limits(GUILD, per_user=2)
+    earlier = store.ledger.reserve(request(1003, source_key="other"), NOW)
+    store.ledger.settle(earlier.id, separation(), "other", NOW)
+    payer = store.ledger.reserve(request(ALICE, Mode.ALL), NOW)
+    heir = store.ledger.reserve_joined(request(1003, Mode.ALL), NOW, running=False)
+    assert store.ledger.hand_over_charge(payer.id, [(heir.id, ())], NOW) == (heir.id, False)
+    status = store.quotas.quota_status(GUILD, 1003, NOW)
     assert status.user_daily is not None and status.user_daily.used == 1
     assert status.guild_daily.used == 3
-    report = store.usage_report(GUILD, NOW - timedelta(hours=1), NOW + timedelta(hours=1))
+    report = store.reports.usage_report(GUILD, NOW - timedelta(hours=1), NOW + timedelta(hours=1))
     assert report.total.units == 3
     assert dict(report.by_user)[1003].units == 1
 
 
 def test_a_role_allowance_replaces_the_per_member_limit(store: Store) -> None:
     """The highest allowance among the member's roles holds; other members keep the default."""
-    store.set_limits(GUILD, per_user=1)
-    store.set_role_allowance(GUILD, 77, 3)
-    store.set_role_allowance(GUILD, 78, 2)
+    store.guilds.set_limits(GUILD, per_user=1)
+    store.guilds.set_role_allowance(GUILD, 77, 3)
+    store.guilds.set_role_allowance(GUILD, 78, 2)
     patron = replace(request(ALICE), role_ids=(78, 77))
     for _ in range(3):
-        job = store.reserve(replace(patron, interaction_id=next(_ids)), NOW)
-        store.settle(job.id, separation(), job.source_key, NOW)
+        job = store.ledger.reserve(replace(patron, interaction_id=next(_ids)), NOW)
+        store.ledger.settle(job.id, separation(), job.source_key, NOW)
     with pytest.raises(QuotaLimitReached) as refused:
-        store.reserve(replace(patron, interaction_id=next(_ids)), NOW)
+        store.ledger.reserve(replace(patron, interaction_id=next(_ids)), NOW)
     assert refused.value.limit is QuotaLimit.USER_DAILY
-    status = store.quota_status(GUILD, ALICE, NOW, (77, 78))
+    status = store.quotas.quota_status(GUILD, ALICE, NOW, (77, 78))
     assert status.user_daily is not None and status.user_daily.limit == 3
     assert status.user_limit_from_role
-    bob = store.reserve(request(BOB), NOW)
-    store.settle(bob.id, separation(), bob.source_key, NOW)
+    bob = store.ledger.reserve(request(BOB), NOW)
+    store.ledger.settle(bob.id, separation(), bob.source_key, NOW)
     with pytest.raises(QuotaLimitReached):
-        store.reserve(request(BOB), NOW)
-    assert store.guild_limits(GUILD).role_allowances == ((77, 3), (78, 2))
-    store.set_role_allowance(GUILD, 77, None)
-    assert store.quota_status(GUILD, ALICE, NOW, (77, 78)).user_daily.limit == 2  # type: ignore[union-attr]
+        store.ledger.reserve(request(BOB), NOW)
+    assert store.guilds.guild_limits(GUILD).role_allowances == ((77, 3), (78, 2))
+    store.guilds.set_role_allowance(GUILD, 77, None)
+    assert store.quotas.quota_status(GUILD, ALICE, NOW, (77, 78)).user_daily.limit == 2  # type: ignore[union-attr]
 
 
 def test_a_role_allowance_never_goes_beyond_the_server_day(store: Store) -> None:
     """An allowance above the server's daily limit is held to the daily limit."""
-    store.set_role_allowance(GUILD, 77, 40)
-    store.set_limits(GUILD, daily=5)
-    status = store.quota_status(GUILD, ALICE, NOW, (77,))
+    store.guilds.set_role_allowance(GUILD, 77, 40)
+    store.guilds.set_limits(GUILD, daily=5)
+    status = store.quotas.quota_status(GUILD, ALICE, NOW, (77,))
     assert status.user_daily is not None and status.user_daily.limit == 5
 
 
 def test_reset_limits_brings_back_the_defaults(store: Store) -> None:
     """Overrides dropped by name are the defaults again; the others stay."""
-    store.set_limits(GUILD, daily=3, monthly=30, per_user=2)
-    limits = store.reset_limits(GUILD, ["daily", "per_user"])
+    store.guilds.set_limits(GUILD, daily=3, monthly=30, per_user=2)
+    limits = store.guilds.reset_limits(GUILD, ["daily", "per_user"])
     assert (limits.daily, limits.monthly, limits.per_user) == (50, 30, 10)
     assert limits.overridden == frozenset({"monthly"})
 
@@ -954,58 +969,62 @@ def test_the_api_budget_counts_calls_across_servers_and_survives_reopening(
     """Two calls a day: the third paid request anywhere is refused; joins and repeats are not."""
     policy = replace(POLICY, api_daily_budget=2)
     store = open_store(db_path, policy)
-    first = store.reserve(request(ALICE), NOW)
-    store.mark_all_running([first.id], NOW)
-    store.refund_all(
+    first = store.ledger.reserve(request(ALICE), NOW)
+    store.ledger.mark_all_running([first.id], NOW)
+    store.ledger.refund_all(
         [first.id], JobStatus.FAILED, "the API failed", NOW
     )  # a made call still counts
-    cancelled = store.reserve(request(BOB, source_key="b"), NOW)
-    store.refund_all(
+    cancelled = store.ledger.reserve(request(BOB, source_key="b"), NOW)
+    store.ledger.refund_all(
         [cancelled.id], JobStatus.CANCELLED, "cancelled", NOW
     )  # never made: given back
-    store.reserve(request(ALICE, guild=OTHER_GUILD, source_key="c"), NOW)
+    store.ledger.reserve(request(ALICE, guild=OTHER_GUILD, source_key="c"), NOW)
     store.close()
     store = open_store(db_path, policy)
-    assert store.api_calls_today(NOW) == 2
+    assert store.quotas.api_calls_today(NOW) == 2
     with pytest.raises(QuotaLimitReached) as refused:
-        store.reserve(request(BOB, source_key="d"), NOW)
+        store.ledger.reserve(request(BOB, source_key="d"), NOW)
     assert refused.value.limit is QuotaLimit.API_BUDGET
     assert "across all servers" in refused.value.user_message
-    store.reserve_joined(request(1004, guild=OTHER_GUILD, source_key="c"), NOW, running=False)
-    store.check_limits(GUILD, BOB, (), None, NOW)  # a join passes the precheck
+    store.ledger.reserve_joined(
+        request(1004, guild=OTHER_GUILD, source_key="c"), NOW, running=False
+    )
+    store.quotas.check_limits(GUILD, BOB, (), None, NOW)  # a join passes the precheck
     with pytest.raises(QuotaLimitReached):
-        store.check_limits(GUILD, BOB, (), 1, NOW)
-    assert store.api_calls_today(NOW + timedelta(days=1)) == 0
-    assert store.claim_budget_notice(NOW) and not store.claim_budget_notice(NOW)
+        store.quotas.check_limits(GUILD, BOB, (), 1, NOW)
+    assert store.quotas.api_calls_today(NOW + timedelta(days=1)) == 0
+    assert store.guilds.claim_budget_notice(NOW) and not store.guilds.claim_budget_notice(NOW)
     store.close()
 
 
 def test_shared_calls_settle_and_refund_every_request_once(store: Store) -> None:
     """All requests of a call become running, then succeeded or refunded together, once."""
-    payer = store.reserve(request(ALICE), NOW)
-    joined = [store.reserve_joined(request(user), NOW, running=False) for user in (BOB, 1003)]
+    payer = store.ledger.reserve(request(ALICE), NOW)
+    joined = [
+        store.ledger.reserve_joined(request(user), NOW, running=False) for user in (BOB, 1003)
+    ]
     ids = [payer.id, *(j.id for j in joined)]
-    assert store.mark_all_running(ids, NOW) == 3
-    assert store.refund_all(ids, JobStatus.FAILED, "API failed", NOW) == 3
-    assert store.refund_all(ids, JobStatus.FAILED, "API failed", NOW) == 0
+    assert store.ledger.mark_all_running(ids, NOW) == 3
+    assert store.ledger.refund_all(ids, JobStatus.FAILED, "API failed", NOW) == 3
+    assert store.ledger.refund_all(ids, JobStatus.FAILED, "API failed", NOW) == 0
     assert used_today(store) == 0
-    again = store.reserve(request(ALICE), NOW)
-    late = store.reserve_joined(request(BOB), NOW, running=True)
-    assert store.settle(again.id, separation(), again.source_key, NOW)
-    assert store.settle_joined([late.id], NOW) == 1
-    assert store.settle_joined([late.id], NOW) == 0
+    again = store.ledger.reserve(request(ALICE), NOW)
+    late = store.ledger.reserve_joined(request(BOB), NOW, running=True)
+    assert store.ledger.settle(again.id, separation(), again.source_key, NOW)
+    assert store.ledger.settle_joined([late.id], NOW) == 1
+    assert store.ledger.settle_joined([late.id], NOW) == 0
     assert used_today(store) == 1
 
 
 def test_a_limit_set_before_a_ceiling_is_held_to_it(db_path: Path) -> None:
     """A server's old override above a new ceiling binds at the ceiling, marked as capped."""
     store = open_store(db_path)
-    store.set_limits(GUILD, daily=1_000_000, monthly=1_000_000)
+    store.guilds.set_limits(GUILD, daily=1_000_000, monthly=1_000_000)
     store.close()
     store = open_store(db_path, replace(POLICY, max_guild_daily_limit=60))
-    limits = store.guild_limits(GUILD)
+    limits = store.guilds.guild_limits(GUILD)
     assert (limits.daily, limits.monthly, limits.capped) == (60, 1_000_000, frozenset({"daily"}))
-    assert store.quota_status(GUILD, None, NOW).guild_daily.limit == 60
+    assert store.quotas.quota_status(GUILD, None, NOW).guild_daily.limit == 60
     store.close()
 
 
@@ -1013,15 +1032,15 @@ def test_a_call_counts_on_the_day_it_goes_out_and_only_if_it_did(db_path: Path) 
     """Interrupted while queued: given back; interrupted while running: it counts; a call
     reserved before midnight and made after counts on the day it was made."""
     store = open_store(db_path, replace(POLICY, api_daily_budget=5))
-    store.reserve(request(ALICE), NOW)
-    running = store.reserve(request(BOB, source_key="b"), NOW)
-    store.mark_all_running([running.id], NOW)
-    store.recover(NOW)
-    assert store.api_calls_today(NOW) == 1
+    store.ledger.reserve(request(ALICE), NOW)
+    running = store.ledger.reserve(request(BOB, source_key="b"), NOW)
+    store.ledger.mark_all_running([running.id], NOW)
+    store.ledger.recover(NOW)
+    assert store.quotas.api_calls_today(NOW) == 1
     late = NOW.replace(hour=23, minute=59)
     tomorrow = late + timedelta(minutes=2)
-    queued = store.reserve(request(ALICE, source_key="c"), late)
-    assert store.api_calls_today(late) == 2
-    store.mark_all_running([queued.id], tomorrow)
-    assert (store.api_calls_today(late), store.api_calls_today(tomorrow)) == (1, 1)
+    queued = store.ledger.reserve(request(ALICE, source_key="c"), late)
+    assert store.quotas.api_calls_today(late) == 2
+    store.ledger.mark_all_running([queued.id], tomorrow)
+    assert (store.quotas.api_calls_today(late), store.quotas.api_calls_today(tomorrow)) == (1, 1)
     store.close()

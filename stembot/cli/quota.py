@@ -147,9 +147,9 @@ def _show(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     guild_id = _guild_id(args.guild)
     store = _open(env)
     try:
-        limits = store.guild_limits(guild_id)
-        status = store.quota_status(guild_id, None, datetime.now(UTC))
-        log_channel = store.log_channel(guild_id)
+        limits = store.guilds.guild_limits(guild_id)
+        status = store.quotas.quota_status(guild_id, None, datetime.now(UTC))
+        log_channel = store.guilds.log_channel(guild_id)
     finally:
         store.close()
     print(f"Server {guild_id}")
@@ -172,7 +172,7 @@ def _set(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     _within_ceilings(changes, load_settings(env).quota)
     store = _open(env)
     try:
-        limits = store.set_limits(guild_id, **changes)
+        limits = store.guilds.set_limits(guild_id, **changes)
     finally:
         store.close()
     print(f"Server {guild_id}: limits updated")
@@ -185,7 +185,9 @@ def _reset(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     names = [dest for _, dest, _ in _LIMIT_OPTIONS if getattr(args, dest)]
     store = _open(env)
     try:
-        limits = store.reset_limits(guild_id, names or [dest for _, dest, _ in _LIMIT_OPTIONS])
+        limits = store.guilds.reset_limits(
+            guild_id, names or [dest for _, dest, _ in _LIMIT_OPTIONS]
+        )
     finally:
         store.close()
     print(f"Server {guild_id}: limits reset to the defaults")
@@ -200,8 +202,8 @@ def _usage_all(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     since = _since(args.since, now)
     store = _open(env)
     try:
-        spend = store.spend_by_day(since, now)
-        calls_today = store.api_calls_today(now)
+        spend = store.reports.spend_by_day(since, now)
+        calls_today = store.quotas.api_calls_today(now)
         budget = store.policy.api_daily_budget
     finally:
         store.close()
@@ -221,9 +223,9 @@ def _usage(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     store = _open(env)
     try:
         if args.csv:
-            store.stream_ledger(guild_id, since, now, sys.stdout)
+            store.reports.stream_ledger(guild_id, since, now, sys.stdout)
         else:
-            print(_report_text(store.usage_report(guild_id, since, now)))
+            print(_report_text(store.reports.usage_report(guild_id, since, now)))
     finally:
         store.close()
     return EXIT_OK

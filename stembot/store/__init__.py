@@ -31,32 +31,18 @@ What each part promises, whatever runs it (another process may write the same fi
   the busy timeout: nothing was written, the caller may try again), StoreFailedError and
   DatabaseReplacedError (nothing was written), DuplicateRequestError, QuotaLimitReached.
 
-``Store`` opens the connection, builds the parts on it (``store.ledger``, ``store.quotas``,
-``store.guilds``, ``store.reports``) and, so that callers stay as they were, answers each
-part's methods by their old names.
+``Store`` opens the connection and builds the parts on it: callers reach each through it
+(``store.ledger.reserve``, ``store.quotas.quota_status``, ``store.guilds.set_limits``,
+``store.reports.usage_report``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from datetime import date, datetime
+from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
-from typing import TextIO
 
 from stembot.config import QuotaPolicy
-from stembot.ledger_csv import LedgerCount
-from stembot.models import (
-    DailySpend,
-    GuildLimits,
-    Job,
-    JobRequest,
-    JobStatus,
-    Mode,
-    QuotaStatus,
-    Recovery,
-    Separation,
-    UsageReport,
-)
 from stembot.store import pruning
 from stembot.store.connection import DEFAULT_BUSY_TIMEOUT_S, Connection
 from stembot.store.guilds import ALERT_PERIODS, GuildSettings
@@ -124,127 +110,3 @@ class Store:
             pause_s=pause_s,
             busy_timeout_s=self.connection.busy_timeout_s,
         )
-
-    # --- the ledger (see ledger.py) ------------------------------------------------------
-
-    def reserve(self, request: JobRequest, now: datetime) -> Job:
-        return self.ledger.reserve(request, now)
-
-    def reserve_joined(self, request: JobRequest, now: datetime, *, running: bool) -> Job:
-        return self.ledger.reserve_joined(request, now, running=running)
-
-    def hand_over_charge(
-        self, payer_id: int, heirs: Sequence[tuple[int, Sequence[int]]], now: datetime
-    ) -> tuple[int, bool] | None:
-        return self.ledger.hand_over_charge(payer_id, heirs, now)
-
-    def record_free(self, request: JobRequest, separation: Separation, now: datetime) -> Job:
-        return self.ledger.record_free(request, separation, now)
-
-    def mark_all_running(self, job_ids: Sequence[int], now: datetime) -> int:
-        return self.ledger.mark_all_running(job_ids, now)
-
-    def settle_joined(self, job_ids: Sequence[int], now: datetime) -> int:
-        return self.ledger.settle_joined(job_ids, now)
-
-    def refund_all(
-        self, job_ids: Sequence[int], status: JobStatus, error: str, now: datetime
-    ) -> int:
-        return self.ledger.refund_all(job_ids, status, error, now)
-
-    def settle(self, job_id: int, separation: Separation, source_key: str, now: datetime) -> bool:
-        return self.ledger.settle(job_id, separation, source_key, now)
-
-    def refund_by_moderator(self, job_id: int, guild_id: int, now: datetime) -> bool:
-        return self.ledger.refund_by_moderator(job_id, guild_id, now)
-
-    def record_deliveries(self, deliveries: Sequence[tuple[int, str]], now: datetime) -> int:
-        return self.ledger.record_deliveries(deliveries, now)
-
-    def recover(self, now: datetime) -> Recovery:
-        return self.ledger.recover(now)
-
-    def get_job(self, job_id: int) -> Job | None:
-        return self.ledger.get_job(job_id)
-
-    def find_result(self, source_key: str, mode: Mode, issued_after: datetime) -> Separation | None:
-        return self.ledger.find_result(source_key, mode, issued_after)
-
-    # --- quotas (see quotas.py) ----------------------------------------------------------
-
-    def quota_status(
-        self, guild_id: int, user_id: int | None, now: datetime, role_ids: Sequence[int] = ()
-    ) -> QuotaStatus:
-        return self.quotas.quota_status(guild_id, user_id, now, role_ids)
-
-    def check_limits(
-        self, guild_id: int, user_id: int, role_ids: Sequence[int], cost: int | None, now: datetime
-    ) -> None:
-        self.quotas.check_limits(guild_id, user_id, role_ids, cost, now)
-
-    def api_calls_today(self, now: datetime) -> int:
-        return self.quotas.api_calls_today(now)
-
-    # --- a server's settings (see guilds.py) ---------------------------------------------
-
-    def guild_limits(self, guild_id: int) -> GuildLimits:
-        return self.guilds.guild_limits(guild_id)
-
-    def reset_limits(self, guild_id: int, names: Sequence[str]) -> GuildLimits:
-        return self.guilds.reset_limits(guild_id, names)
-
-    def set_role_allowance(self, guild_id: int, role_id: int, per_user: int | None) -> GuildLimits:
-        return self.guilds.set_role_allowance(guild_id, role_id, per_user)
-
-    def set_limits(
-        self,
-        guild_id: int,
-        *,
-        daily: int | None = None,
-        monthly: int | None = None,
-        per_user: int | None = None,
-        active_jobs: int | None = None,
-    ) -> GuildLimits:
-        return self.guilds.set_limits(
-            guild_id, daily=daily, monthly=monthly, per_user=per_user, active_jobs=active_jobs
-        )
-
-    def set_log_channel(self, guild_id: int, channel_id: int | None) -> None:
-        self.guilds.set_log_channel(guild_id, channel_id)
-
-    def log_channel(self, guild_id: int) -> int | None:
-        return self.guilds.log_channel(guild_id)
-
-    def claim_alert(
-        self, guild_id: int, period: str, period_start: datetime, threshold: int, now: datetime
-    ) -> bool:
-        return self.guilds.claim_alert(guild_id, period, period_start, threshold, now)
-
-    def claim_budget_notice(self, now: datetime) -> bool:
-        return self.guilds.claim_budget_notice(now)
-
-    def command_digest(self, scope: str) -> str | None:
-        return self.guilds.command_digest(scope)
-
-    def remember_command_digest(self, scope: str, digest: str) -> None:
-        self.guilds.remember_command_digest(scope, digest)
-
-    # --- reports (see reporting.py) ------------------------------------------------------
-
-    def usage_report(
-        self, guild_id: int, since: datetime, until: datetime, *, top: int = 10
-    ) -> UsageReport:
-        return self.reports.usage_report(guild_id, since, until, top=top)
-
-    def spend_by_day(self, since: datetime, until: datetime) -> list[DailySpend]:
-        return self.reports.spend_by_day(since, until)
-
-    def stream_ledger(
-        self, guild_id: int, since: datetime, until: datetime, out: TextIO
-    ) -> LedgerCount:
-        return self.reports.stream_ledger(guild_id, since, until, out)
-
-    def ledger_days(
-        self, guild_id: int, since: datetime, until: datetime
-    ) -> list[tuple[date, int]]:
-        return self.reports.ledger_days(guild_id, since, until)

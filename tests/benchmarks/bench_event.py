@@ -404,10 +404,10 @@ def read_ledger(db: Path, guild_id: int) -> tuple[int, dict[str, int]]:
     """Units charged to the guild today, and how many requests ended in each status."""
     store = Store.open(db, QuotaPolicy())
     try:
-        used = store.quota_status(guild_id, None, datetime.now(UTC)).guild_daily.used
+        used = store.quotas.quota_status(guild_id, None, datetime.now(UTC)).guild_daily.used
         statuses: dict[str, int] = {}
         job_id = 1
-        while (job := store.get_job(job_id)) is not None:
+        while (job := store.ledger.get_job(job_id)) is not None:
             if job.guild_id == guild_id:
                 statuses[job.status.value] = statuses.get(job.status.value, 0) + 1
             job_id += 1

@@ -108,9 +108,9 @@ def run_pairs(path: Path, proc: int, pairs: int, guilds: int, start: Any = None)
 
 def _pair(store: Store, request: JobRequest) -> float:
     """Reserve then settle one job; returns when the reservation was done."""
-    job = store.reserve(request, NOW)
+    job = store.ledger.reserve(request, NOW)
     reserved = time.perf_counter()
-    store.settle(job.id, SEPARATION, request.source_key, NOW)
+    store.ledger.settle(job.id, SEPARATION, request.source_key, NOW)
     return reserved
 
 

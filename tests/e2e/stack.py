@@ -121,12 +121,12 @@ def is_result(message: dict[str, Any]) -> bool:
 
 def used_today(stack: Stack, member_id: int | None = None) -> int:
     """Units the stack's guild has been charged today, from the bot's own ledger."""
-    status = stack.ledger().quota_status(stack.guild.id, member_id, datetime.now(UTC))
+    status = stack.ledger().quotas.quota_status(stack.guild.id, member_id, datetime.now(UTC))
     return status.guild_daily.used
 
 
 def job_status(stack: Stack, job_id: int) -> JobStatus | None:
-    job = stack.ledger().get_job(job_id)
+    job = stack.ledger().ledger.get_job(job_id)
     return None if job is None else job.status
 
 

@@ -52,7 +52,7 @@ async def succeeded(stack: Stack, mode: str = "vocals", member: Member | None = 
 
 
 def status_of(ledger: Store, job_id: int) -> JobStatus:
-    job = ledger.get_job(job_id)
+    job = ledger.ledger.get_job(job_id)
     assert job is not None
     return job.status
 
@@ -97,7 +97,7 @@ async def test_a_plain_member_cannot_change_limits(stack: Stack) -> None:
         "stems-admin limits", member=stack.member, channel=stack.channel, options={"daily": 0}
     )
     assert "Manage Server" in await stack.refusal(interaction)
-    assert stack.ledger().guild_limits(stack.guild.id).overridden == frozenset()
+    assert stack.ledger().guilds.guild_limits(stack.guild.id).overridden == frozenset()
 
 
 async def test_an_administrator_is_a_moderator(stack: Stack) -> None:
@@ -114,7 +114,7 @@ async def test_usage_figures_match_the_ledger(stack: Stack) -> None:
     await succeeded(stack, "vocals")
     await succeeded(stack, "all")
     message = await admin(stack, "usage", moderator(stack))
-    status = stack.ledger().quota_status(stack.guild.id, None, now())
+    status = stack.ledger().quotas.quota_status(stack.guild.id, None, now())
     assert status.guild_daily.used == 3
     text = text_of(message)
     assert "Today: **3** of 50 units used (6%), 47 left\n2 requests made, 0 refunded" in text
@@ -216,7 +216,7 @@ async def test_refund_gives_units_back_once(stack: Stack) -> None:
     assert "2 units given back" in first["content"]
     ledger = stack.ledger()
     assert status_of(ledger, job_id) is JobStatus.CANCELLED
-    assert ledger.quota_status(stack.guild.id, None, now()).guild_daily.used == 0
+    assert ledger.quotas.quota_status(stack.guild.id, None, now()).guild_daily.used == 0
     second = await admin(stack, "refund", mod, {"request_id": job_id})
     assert "already refunded (by a moderator)" in second["content"]
     usage = text_of(await admin(stack, "usage", mod))
@@ -240,7 +240,9 @@ def request_ids(stack: Stack) -> list[int]:
     """This server's request ids, oldest first, as the ledger holds them."""
     out = io.StringIO()
     start = datetime(2000, 1, 1, tzinfo=UTC)
-    stack.ledger().stream_ledger(stack.guild.id, start, datetime(3000, 1, 1, tzinfo=UTC), out)
+    stack.ledger().reports.stream_ledger(
+        stack.guild.id, start, datetime(3000, 1, 1, tzinfo=UTC), out
+    )
     return [int(row["request_id"]) for row in csv.DictReader(io.StringIO(out.getvalue()))]
 
 
@@ -290,4 +292,4 @@ async def test_a_channel_the_bot_cannot_post_in_is_not_kept(stack: Stack) -> Non
     stack.discord.refuse_channel(logs)
     message = await admin(stack, "log-channel", moderator(stack), {"channel": logs})
     assert f"I can't post in <#{logs.id}>" in message["content"]
-    assert stack.ledger().log_channel(stack.guild.id) is None
+    assert stack.ledger().guilds.log_channel(stack.guild.id) is None

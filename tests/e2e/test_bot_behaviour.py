@@ -132,7 +132,7 @@ async def test_a_change_within_5_s_waits_but_the_final_answer_does_not(tmp_path:
         second = await stack.stems("vocals", member=bob)
         final = await stack.answer(second)
         await stack.answer(first)
-        job = stack.ledger().get_job(2)
+        job = stack.ledger().ledger.get_job(2)
     assert is_result(final)
     assert job is not None and job.started_at is not None  # it did go through processing
     ((queued_at, queued),) = status_edits(second)  # "processing" came too soon to be shown
@@ -276,7 +276,7 @@ async def test_a_link_to_a_loopback_address_is_refused_without_cost(tmp_path: Pa
         assert "private or local network" in text
         assert stack.api_calls() == 0
         assert stack.discord.cdn_fetches == 0
-        assert stack.ledger().get_job(1) is None
+        assert stack.ledger().ledger.get_job(1) is None
         assert used_today(stack) == 0
 
 
@@ -339,7 +339,7 @@ async def test_an_api_failure_is_explained_and_refunded(tmp_path: Path, failure:
         assert "not charged" in description(final)
         assert stack.api_calls() == failure.calls
         assert used_today(stack) == 0
-        job = stack.ledger().get_job(1)
+        job = stack.ledger().ledger.get_job(1)
         assert job is not None and job.status is JobStatus.FAILED
 
 
@@ -351,7 +351,7 @@ async def test_a_503_is_retried_and_the_result_delivered_and_charged_once(stack:
     assert is_result(final)
     assert stack.api_calls() == 2
     assert used_today(stack) == 1
-    job = stack.ledger().get_job(1)
+    job = stack.ledger().ledger.get_job(1)
     assert job is not None and job.status is JobStatus.SUCCEEDED
     assert interaction.followups == []
     assert channel_posts(stack.discord, stack.channel) == []
@@ -432,7 +432,7 @@ async def test_an_interaction_delivered_twice_runs_and_charges_once(
     assert is_result(final)
     assert stack.api_calls() == 1
     assert used_today(stack) == 1
-    assert stack.ledger().get_job(2) is None
+    assert stack.ledger().ledger.get_job(2) is None
     assert callback_codes(interaction) == [None, ALREADY_ACKNOWLEDGED]
     assert interaction.followups == []
     assert channel_posts(stack.discord, stack.channel) == []

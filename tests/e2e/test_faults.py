@@ -202,7 +202,7 @@ async def test_a_rate_limited_followup_is_retried_and_sent_once(stack: Stack) ->
     assert len(interaction.followups) == 1
     assert stack.api_calls() == 0
     assert used_today(stack) == 0
-    assert stack.ledger().get_job(1) is None
+    assert stack.ledger().ledger.get_job(1) is None
 
 
 async def test_a_result_with_nowhere_to_go_is_kept_and_given_free_on_request(
@@ -321,8 +321,8 @@ async def test_a_database_locked_past_the_busy_timeout_refuses_at_no_cost(tmp_pa
         assert refused.view().original is None  # the public "thinking" message is gone
         assert len(api.requests) == 1  # the served request only
     store = Store.open(db, QuotaPolicy())
-    assert [store.get_job(n) is not None for n in (1, 2)] == [True, False]
-    assert store.quota_status(guild.id, None, datetime.now(UTC)).guild_daily.used == 1
+    assert [store.ledger.get_job(n) is not None for n in (1, 2)] == [True, False]
+    assert store.quotas.quota_status(guild.id, None, datetime.now(UTC)).guild_daily.used == 1
     store.close()
     assert acked_in_time(bystander)
     assert bystander.acked_at is not None
@@ -433,5 +433,5 @@ async def test_a_bad_link_is_refused_privately_at_no_cost(tmp_path: Path, fault:
         assert acked_in_time(interaction)
         assert text.startswith(INPUT_FAULTS[fault])
         assert stack.api_calls() == 0
-        assert stack.ledger().get_job(1) is None
+        assert stack.ledger().ledger.get_job(1) is None
         assert used_today(stack) == 0

@@ -69,7 +69,7 @@ async def test_a_disk_error_when_the_api_answers_still_delivers_to_everyone(
             paying = await _vocals(discord, guild, alice, track)
             await eventually(lambda: len(api.requests) == 1)
             joining = await _vocals(discord, guild, bob, track)
-            await eventually(lambda: ledger.get_job(2) is not None)
+            await eventually(lambda: ledger.ledger.get_job(2) is not None)
             # From now on every write of the bot process past the first byte of a file fails.
             resource.prlimit(bot.pid, resource.RLIMIT_FSIZE, (1, resource.RLIM_INFINITY))
             api.release()
@@ -87,8 +87,8 @@ async def test_a_disk_error_when_the_api_answers_still_delivers_to_everyone(
         # The retried writes landed before the later request: it was answered from the stored
         # result, so the API was called once and alice, who paid, is charged once.
         assert len(api.requests) == 1
-        assert [ledger.get_job(n).status for n in (1, 2, 3)] == [JobStatus.SUCCEEDED] * 3  # type: ignore[union-attr]
-        assert ledger.quota_status(guild.id, None, datetime.now(UTC)).guild_daily.used == 1
+        assert [ledger.ledger.get_job(n).status for n in (1, 2, 3)] == [JobStatus.SUCCEEDED] * 3  # type: ignore[union-attr]
+        assert ledger.quotas.quota_status(guild.id, None, datetime.now(UTC)).guild_daily.used == 1
         ledger.close()
 
 
@@ -141,7 +141,7 @@ async def test_a_broken_database_during_a_call_still_delivers_and_refuses_the_ne
         paying = await stack.stems("vocals", options={"file": track})
         await eventually(lambda: stack.api_calls() == 1)
         joining = await stack.stems("vocals", member=bob, options={"file": track})
-        await eventually(lambda: stack.ledger().get_job(2) is not None)
+        await eventually(lambda: stack.ledger().ledger.get_job(2) is not None)
         breaking(stack.settings.db_path)
         stack.api.release()
         for interaction in (paying, joining):

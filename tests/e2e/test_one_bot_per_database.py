@@ -67,7 +67,9 @@ async def test_a_second_bot_on_the_same_database_refuses_in_one_line(tmp_path: P
                 status, out = await run_stembot(env, *command)
                 assert status == 0, (command, out)
             reader = Store.open(db, QuotaPolicy())
-            assert reader.quota_status(guild.id, None, datetime.now(UTC)).guild_daily.used == 0
+            assert (
+                reader.quotas.quota_status(guild.id, None, datetime.now(UTC)).guild_daily.used == 0
+            )
             reader.close()
             assert await served(discord, guild, alice)
         finally:

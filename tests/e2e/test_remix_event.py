@@ -48,7 +48,7 @@ async def test_the_requester_can_cancel_while_queued_and_is_refunded(tmp_path: P
         await stack.discord.acknowledged(click)
         await eventually(lambda: "cancelled" in str(queued.view().original).lower())
         assert _cancel_button(queued) is None
-        job = stack.ledger().get_job(2)
+        job = stack.ledger().ledger.get_job(2)
         assert job is not None and job.status is JobStatus.CANCELLED
         assert stack.api_calls() == 1
 

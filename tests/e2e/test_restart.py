@@ -40,7 +40,7 @@ NOT_CHARGED = "not charged"
 
 
 def job_status(ledger: Store, job_id: int) -> JobStatus | None:
-    job = ledger.get_job(job_id)
+    job = ledger.ledger.get_job(job_id)
     return None if job is None else job.status
 
 
@@ -82,10 +82,10 @@ async def test_sigkill_mid_job_is_reported_and_refunded_after_restart(tmp_path: 
         assert "not charged" in str(notice.embeds[0]).lower()
         assert len(api.requests) == 1  # nothing re-run behind the user's back
     store = Store.open(db, QuotaPolicy())
-    job = store.get_job(1)
+    job = store.ledger.get_job(1)
     assert job is not None and job.status is JobStatus.INTERRUPTED
-    assert store.quota_status(guild.id, member.id, datetime.now(UTC)).guild_daily.used == 0
-    assert store.recover(datetime.now(UTC)).interrupted == []
+    assert store.quotas.quota_status(guild.id, member.id, datetime.now(UTC)).guild_daily.used == 0
+    assert store.ledger.recover(datetime.now(UTC)).interrupted == []
     store.close()
 
 
@@ -123,9 +123,9 @@ async def test_sigterm_interrupts_queued_jobs_and_exits_cleanly(tmp_path: Path) 
             final = interaction.view().original
             assert final is not None and "restarted" in str(final["embeds"][0]).lower()
     store = Store.open(db, QuotaPolicy())
-    statuses = {store.get_job(n).status for n in (1, 2)}  # type: ignore[union-attr]
+    statuses = {store.ledger.get_job(n).status for n in (1, 2)}  # type: ignore[union-attr]
     assert statuses == {JobStatus.INTERRUPTED}
-    assert store.quota_status(guild.id, None, datetime.now(UTC)).guild_daily.used == 0
+    assert store.quotas.quota_status(guild.id, None, datetime.now(UTC)).guild_daily.used == 0
     store.close()
 
 
@@ -232,11 +232,11 @@ async def test_a_crash_at_any_step_ends_in_one_answer_and_the_right_charge(
             paying = await _vocals(discord, guild, alice, track)
             await eventually(lambda: len(api.requests) == 1)
             joining = await _vocals(discord, guild, bob, track)
-            await eventually(lambda: ledger.get_job(2) is not None)
+            await eventually(lambda: ledger.ledger.get_job(2) is not None)
             if step == QUEUED:
                 other = discord.upload_attachment(WAV, "other.wav", "audio/wav")
                 await _vocals(discord, guild, carol, other)
-                await eventually(lambda: ledger.get_job(3) is not None)
+                await eventually(lambda: ledger.ledger.get_job(3) is not None)
             elif step in (SETTLED, SETTLED_NO_CHANNEL):
                 await eventually(lambda: _separating(paying) and _separating(joining))
                 discord.hold("PATCH", PATCH_ORIGINAL)
@@ -296,6 +296,9 @@ async def test_a_crash_at_any_step_ends_in_one_answer_and_the_right_charge(
         if step != SETTLED_NO_CHANNEL:
             assert all(found == [] for found in dms.values())
         assert [job_status(ledger, n) for n in range(1, len(statuses) + 1)] == statuses
-        assert ledger.quota_status(guild.id, None, datetime.now(UTC)).guild_daily.used == charged
-        assert ledger.recover(datetime.now(UTC)).undelivered == []
+        assert (
+            ledger.quotas.quota_status(guild.id, None, datetime.now(UTC)).guild_daily.used
+            == charged
+        )
+        assert ledger.ledger.recover(datetime.now(UTC)).undelivered == []
         ledger.close()

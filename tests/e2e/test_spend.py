@@ -75,7 +75,7 @@ async def test_moderators_cannot_set_limits_above_the_operators_ceilings(tmp_pat
         )
         refused = await admin(stack, "limits", mod, {"monthly": 1_000_000})
         assert "caps the monthly limit at 1,000 units" in refused["content"]
-        assert stack.ledger().guild_limits(stack.guild.id).overridden == frozenset()
+        assert stack.ledger().guilds.guild_limits(stack.guild.id).overridden == frozenset()
         accepted = await admin(stack, "limits", mod, {"daily": 100, "monthly": 1000})
         assert "Server per UTC day: **100 units** (set on this server)" in text_of(accepted)
 
@@ -84,7 +84,7 @@ async def test_a_limit_set_before_the_ceiling_is_held_to_it(tmp_path: Path) -> N
     """A daily 100 a moderator set before the operator chose a ceiling of 1 binds at 1."""
     env = {"STEMBOT_MAX_GUILD_DAILY_LIMIT": "1", "STEMBOT_GUILD_DAILY_LIMIT": "1"}
     async with running_stack(tmp_path / "db.sqlite", env) as stack:
-        stack.ledger().set_limits(stack.guild.id, daily=100)  # as an older bot let them
+        stack.ledger().guilds.set_limits(stack.guild.id, daily=100)  # as an older bot let them
         await stack.answer(await stack.stems())
         assert "used 1 of its 1 daily units" in await stack.refusal(await stack.stems())
         shown = text_of(await admin(stack, "limits", moderator(stack), {"monthly": 400}))
@@ -107,14 +107,14 @@ async def test_a_moderator_can_reset_a_limit_to_the_default(stack: Stack) -> Non
     assert is_result(await stack.answer(await stack.stems()))
     everything = await admin(stack, "limits", mod, {"reset": "all"})
     assert "Server per UTC month: **500 units** (default)" in text_of(everything)
-    assert stack.ledger().guild_limits(stack.guild.id).overridden == frozenset()
+    assert stack.ledger().guilds.guild_limits(stack.guild.id).overridden == frozenset()
 
 
 async def test_a_limit_cannot_be_set_and_reset_at_once(stack: Stack) -> None:
     """daily:5 with reset:daily is contradictory: refused, nothing changed."""
     message = await admin(stack, "limits", moderator(stack), {"daily": 5, "reset": "daily"})
     assert "can't be both set and reset" in message["content"]
-    assert stack.ledger().guild_limits(stack.guild.id).overridden == frozenset()
+    assert stack.ledger().guilds.guild_limits(stack.guild.id).overridden == frozenset()
 
 
 # --- 2.2 the bot-wide API budget -----------------------------------------------------------
@@ -196,7 +196,9 @@ async def test_a_roles_members_get_their_own_daily_allowance(stack: Stack) -> No
     assert f"Members of <@&{djs.id}>: **2 units** a day" in usage
     removed = await admin(stack, "limits", mod, {"role": patrons, "reset": "per_user"})
     assert f"<@&{patrons.id}>" not in text_of(removed)
-    status = stack.ledger().quota_status(stack.guild.id, patron.id, _now(), (patrons.id, djs.id))
+    status = stack.ledger().quotas.quota_status(
+        stack.guild.id, patron.id, _now(), (patrons.id, djs.id)
+    )
     assert status.user_daily is not None and status.user_daily.limit == 2
 
 
@@ -219,7 +221,7 @@ async def test_a_role_allowance_cannot_exceed_the_servers_daily_limit(stack: Sta
     assert message["content"] == (
         "A role's allowance can't be above this server's daily limit (50 units). Choose 50 or less."
     )
-    assert stack.ledger().guild_limits(stack.guild.id).role_allowances == ()
+    assert stack.ledger().guilds.guild_limits(stack.guild.id).role_allowances == ()
 
 
 # --- 3.1 cheap checks before the URL probe ---------------------------------------------------
@@ -297,7 +299,7 @@ async def test_a_cancelled_payers_charge_goes_to_the_next_requester_with_room(
         await eventually(lambda: _cancel_button(payer) is not None)
         bobs = await stack.stems(member=bob, options={"file": track})
         carols = await stack.stems(member=carol, options={"file": track})
-        await eventually(lambda: stack.ledger().get_job(5) is not None)
+        await eventually(lambda: stack.ledger().ledger.get_job(5) is not None)
         assert payer.original is not None
         await stack.discord.click(payer.original, _cancel_id(payer), member=stack.member)
         await eventually(lambda: job_status_of(stack, 3) is JobStatus.CANCELLED)
@@ -306,7 +308,7 @@ async def test_a_cancelled_payers_charge_goes_to_the_next_requester_with_room(
         ledger = stack.ledger()
         now = _now()
         for member, used in ((stack.member, 0), (bob, 1), (carol, 1)):
-            status = ledger.quota_status(stack.guild.id, member.id, now)
+            status = ledger.quotas.quota_status(stack.guild.id, member.id, now)
             assert status.user_daily is not None
             assert status.user_daily.used == used <= status.user_daily.limit
         assert used_today(stack) == 3  # Bob's, Dave's, and the shared call once
@@ -336,24 +338,26 @@ async def test_with_nobody_left_with_room_the_server_alone_carries_the_charge(
         payer = await stack.stems(options={"file": track})
         await eventually(lambda: _cancel_button(payer) is not None)
         bobs = await stack.stems(member=bob, options={"file": track})
-        await eventually(lambda: stack.ledger().get_job(4) is not None)
+        await eventually(lambda: stack.ledger().ledger.get_job(4) is not None)
         assert payer.original is not None
         await stack.discord.click(payer.original, _cancel_id(payer), member=stack.member)
         assert is_result(await stack.answer(bobs))
-        status = stack.ledger().quota_status(stack.guild.id, bob.id, _now())
+        status = stack.ledger().quotas.quota_status(stack.guild.id, bob.id, _now())
         assert status.user_daily is not None and status.user_daily.used == 1
         assert status.guild_daily.used == 3
         usage = text_of(await admin(stack, "usage", moderator(stack)))
         assert f"<@{bob.id}> ({bob.id}): 1 unit, 2 requests" in usage
         out = io.StringIO()
-        stack.ledger().stream_ledger(stack.guild.id, _now() - timedelta(hours=1), _now(), out)
+        stack.ledger().reports.stream_ledger(
+            stack.guild.id, _now() - timedelta(hours=1), _now(), out
+        )
         rows = {r["request_id"]: r for r in csv.DictReader(io.StringIO(out.getvalue()))}
         assert (rows["4"]["charged"], rows["4"]["charged_to"]) == ("1", "server")
         assert rows["1"]["charged_to"] == "member"
 
 
 def job_status_of(stack: Stack, job_id: int) -> JobStatus | None:
-    job = stack.ledger().get_job(job_id)
+    job = stack.ledger().ledger.get_job(job_id)
     return None if job is None else job.status
 
 

@@ -49,7 +49,7 @@ async def test_all_mode_links_six_stems_and_charges_two_units(stack: Stack) -> N
     assert final is not None
     buttons = [b["label"] for row in final["components"] for b in row["components"]]
     assert buttons == ["Vocals", "Guitar", "Other", "Drums", "Bass", "Piano"]
-    status = stack.ledger().quota_status(stack.guild.id, stack.member.id, _now())
+    status = stack.ledger().quotas.quota_status(stack.guild.id, stack.member.id, _now())
     assert status.guild_daily.used == 2
 
 
@@ -69,7 +69,7 @@ async def test_a_non_audio_attachment_is_refused_privately_at_no_cost(stack: Sta
     interaction = await stack.stems("vocals", options={"file": png})
     assert "PNG" in await stack.refusal(interaction)
     assert stack.api_calls() == 0
-    status = stack.ledger().quota_status(stack.guild.id, stack.member.id, _now())
+    status = stack.ledger().quotas.quota_status(stack.guild.id, stack.member.id, _now())
     assert status.guild_daily.used == 0
 
 
@@ -97,8 +97,8 @@ async def test_an_api_rejection_is_shown_verbatim_and_refunded(stack: Stack) -> 
     assert final is not None
     assert "NSFW words detected" in description(final)
     ledger = stack.ledger()
-    assert ledger.quota_status(stack.guild.id, stack.member.id, _now()).guild_daily.used == 0
-    job = ledger.get_job(1)
+    assert ledger.quotas.quota_status(stack.guild.id, stack.member.id, _now()).guild_daily.used == 0
+    job = ledger.ledger.get_job(1)
     assert job is not None and job.status is JobStatus.FAILED
 
 

@@ -64,7 +64,7 @@ def assert_nothing_done(
 ) -> None:
     assert stack.api_calls() == 0
     assert stack.discord.cdn_fetches == fetched_before
-    assert stack.ledger().get_job(1) is None
+    assert stack.ledger().ledger.get_job(1) is None
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert errors == []
     assert "incident" not in caplog.text.lower()
@@ -98,7 +98,7 @@ async def test_every_command_outside_its_servers_answers_one_private_line(
     await only_the_private_line(stack, interaction)
     assert_nothing_done(stack, fetched, no_errors)
     default = stack.settings.quota.guild_daily_limit
-    assert stack.ledger().guild_limits(member.guild_id).daily == default
+    assert stack.ledger().guilds.guild_limits(member.guild_id).daily == default
 
 
 @pytest.mark.parametrize("context", ELSEWHERE)
