@@ -31,6 +31,7 @@ from stembot.errors import (
     StembotError,
     StoreBusyError,
 )
+from stembot.ledger_writes import LedgerWrites
 from stembot.models import (
     Job,
     JobRequest,
@@ -53,13 +54,6 @@ log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
 # Run with the server's id after each request that charged it units (quota alerts: run.py).
 ChargeHook = Callable[[int], Awaitable[None]]
-
-
-# About 16 s in all: long enough to outlast an operator's CLI command holding the database.
-_PERSIST_PAUSES_S = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
-# Deliveries noted within this long share one ledger write (a shared call's crowd, say). A
-# crash inside it re-delivers those results at start-up: the cost of not writing per message.
-_DELIVERY_BATCH_S = 0.02
 
 
 def utc_now() -> datetime:
@@ -195,12 +189,7 @@ class StemService:
         self._replies: set[asyncio.Task[None]] = set()
         self._charge_hooks: list[ChargeHook] = []
         self._accepting = True
-        # Ledger writes that failed after the API answered, tried again before later requests.
-        self._unwritten: list[tuple[str, Callable[[], object]]] = []
-        self._deliveries: list[tuple[int, str]] = []
-        self._delivery_flush: asyncio.Task[None] | None = None
-        # Set once the database file is found deleted or replaced: no more requests.
-        self._ledger_problem: str | None = None
+        self._writes = LedgerWrites(store, clock)
 
     def after_charge(self, hook: ChargeHook) -> None:
         """Also run ``hook(guild_id)``, without making the requester wait, after each charge."""
@@ -245,7 +234,7 @@ class StemService:
         """
         if not self._accepting:
             raise ShuttingDownError()
-        if self._ledger_lost():
+        if self._writes.lost():
             raise DatabaseReplacedError()
         now = self._clock()
         key = source_key_for_url(url)
@@ -298,10 +287,9 @@ class StemService:
         """
         if not self._accepting:
             raise ShuttingDownError()
-        if self._ledger_lost():
+        if self._writes.lost():
             raise DatabaseReplacedError()
-        if self._unwritten:
-            self.retry_unwritten()
+        self._writes.retry()
         request = JobRequest(
             guild_id=requester.guild_id,
             channel_id=requester.channel_id,
@@ -466,7 +454,9 @@ class StemService:
         while done < len(flight.tickets):
             job_ids = [t.job.id for t in flight.tickets[done:]]
             done = len(flight.tickets)
-            await self._persist(f"closing job(s) {job_ids}", functools.partial(write, job_ids))
+            await self._writes.persist(
+                f"closing job(s) {job_ids}", functools.partial(write, job_ids)
+            )
         return self._land(flight)
 
     def _land(self, flight: _Flight) -> list[_Ticket]:
@@ -479,7 +469,7 @@ class StemService:
     async def _succeed(self, flight: _Flight, separation: Separation) -> None:
         now = self._clock()
         payer = flight.payer
-        await self._persist(
+        await self._writes.persist(
             f"settling job {payer.job.id}",
             lambda: self._store.ledger.settle(
                 payer.job.id, separation, payer.request.source_key, now
@@ -553,101 +543,21 @@ class StemService:
         except StoreBusyError:
             log.warning("job(s) %s: database busy; left marked queued while running", job_ids)
 
-    async def _persist(self, what: str, write: Callable[[], object]) -> None:
-        """Retry a ledger write the API's outcome depends on, without blocking the loop.
-
-        A result is delivered even if its charge could not be written, whatever the reason
-        (busy, disk full, I/O error, a corrupt or vanished file): the write is kept and tried
-        again before later requests, and until it lands the job stays active in the ledger,
-        so the next start-up settles or refunds it (the user is never overcharged).
-        """
-        for pause in (*_PERSIST_PAUSES_S, None):
-            try:
-                write()
-                return
-            except StoreBusyError:
-                if pause is None:
-                    log.error("%s failed: the database stayed busy; carrying on", what)
-                    self._unwritten.append((what, write))
-                    return
-                log.warning("%s: database busy, retrying in %.2f s", what, pause)
-                await asyncio.sleep(pause)
-            except Exception as error:
-                cause = error.__cause__ or error
-                log.error(
-                    "%s failed: the database refused the write (%s: %s); the answer is "
-                    "delivered anyway and the write is retried later",
-                    what,
-                    type(cause).__name__,
-                    cause,
-                    exc_info=True,
-                )
-                self._unwritten.append((what, write))
-                self._ledger_lost()
-                return
-
-    def check_ledger(self) -> None:
-        """Run now and then: notice a lost database file; retry writes that failed."""
-        if not self._ledger_lost() and self._unwritten:
-            self.retry_unwritten()
-
-    def _ledger_lost(self) -> bool:
-        """Whether the database file was deleted or replaced under the bot (one stat)."""
-        if self._ledger_problem is None:
-            self._ledger_problem = self._store.file_problem()
-            if self._ledger_problem is not None:
-                log.error(
-                    "%s while stembot was running. It takes no new requests now (members are "
-                    "told so) and will not start a fresh ledger on its own: put the file back "
-                    "or decide to start afresh, then restart stembot",
-                    self._ledger_problem,
-                )
-        return self._ledger_problem is not None
-
-    def retry_unwritten(self) -> None:
-        """Try again, in order, the ledger writes that failed after the API answered.
-
-        Stops at the first that fails again (keeping it and the rest): a database that is
-        still busy or broken costs one attempt here, not one per pending write.
-        """
-        while self._unwritten:
-            what, write = self._unwritten[0]
-            try:
-                write()
-            except Exception:
-                return
-            self._unwritten.pop(0)
-            log.info("%s: written on a later try", what)
-
     def _reply_soon(self, notification: Awaitable[None], job_id: int) -> None:
         """Tell a listener without making the caller wait for Discord."""
         task = asyncio.create_task(_tell(notification, job_id))
         self._replies.add(task)
         task.add_done_callback(self._replies.discard)
 
-    # --- delivery -----------------------------------------------------------------------
+    # --- the ledger underneath ----------------------------------------------------------
 
     def record_delivery(self, job_id: int, via: str) -> None:
-        """The answer of a succeeded request reached Discord ``via`` a route (or "nowhere").
+        """The answer of a succeeded request reached Discord ``via`` a route (or "nowhere")."""
+        self._writes.record_delivery(job_id, via)
 
-        Noted in the ledger so that a start-up after a crash delivers exactly the results
-        that never arrived; deliveries close together share one write.
-        """
-        self._deliveries.append((job_id, via))
-        if self._delivery_flush is None:
-            self._delivery_flush = asyncio.create_task(self._flush_deliveries())
-            self._replies.add(self._delivery_flush)
-            self._delivery_flush.add_done_callback(self._replies.discard)
-
-    async def _flush_deliveries(self) -> None:
-        await asyncio.sleep(_DELIVERY_BATCH_S)
-        self._delivery_flush = None
-        batch, self._deliveries = self._deliveries, []
-        now = self._clock()
-        await self._persist(
-            f"recording the delivery of job(s) {[job_id for job_id, _ in batch]}",
-            lambda: self._store.ledger.record_deliveries(batch, now),
-        )
+    def check_ledger(self) -> None:
+        """Run now and then: notice a lost database file; retry writes that failed."""
+        self._writes.check()
 
     # --- restart and shutdown -----------------------------------------------------------
 
@@ -673,15 +583,7 @@ class StemService:
             await asyncio.gather(*still_running, return_exceptions=True)
         if self._replies:
             await asyncio.wait(list(self._replies), timeout=grace_s)
-        if self._deliveries:
-            batch, self._deliveries = self._deliveries, []
-            await self._persist(
-                f"recording the delivery of job(s) {[job_id for job_id, _ in batch]}",
-                lambda: self._store.ledger.record_deliveries(batch, self._clock()),
-            )
-        self.retry_unwritten()
-        for what, _ in self._unwritten:
-            log.error("%s never succeeded; the next start-up settles it from the ledger", what)
+        await self._writes.close(grace_s)
 
 
 async def _tell(notification: Awaitable[None], job_id: int) -> None:
