@@ -21,6 +21,7 @@ from stembot.errors import InvalidSourceError
 from stembot.guarded_connector import GuardedConnector
 from stembot.url_probe import UrlProbe
 from tests.address_policies import allowing
+from tests.standins.local_http import serving
 
 MB = 1024 * 1024
 MAX_BYTES = 64 * 1024
@@ -227,14 +228,11 @@ async def _start_forbidden() -> tuple[Forbidden, asyncio.Server]:
 async def site() -> AsyncIterator[Site]:
     forbidden, forbidden_server = await _start_forbidden()
     site = Site(port=0, forbidden=forbidden)
-    runner = web.AppRunner(_app(site), shutdown_timeout=0.1)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    site.port = runner.addresses[0][1]
     try:
-        yield site
+        async with serving(_app(site)) as base:
+            site.port = int(base.rsplit(":", 1)[1])
+            yield site
     finally:
-        await runner.cleanup()
         forbidden_server.close()
         await forbidden_server.wait_closed()
 

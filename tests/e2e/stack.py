@@ -160,6 +160,15 @@ def _is_answer(interaction: InteractionRecord) -> bool:
 STATUS_PROMISE = "I'll update this message"
 
 
+async def vocals(
+    discord: DiscordEmulator, guild: Guild, member: Member, track: Mapping[str, Any]
+) -> InteractionRecord:
+    """`/stems vocals` with an uploaded ``track``, run by ``member`` in the server's channel."""
+    return await discord.slash(
+        "stems vocals", member=member, channel=guild.default_channel, options={"file": track}
+    )
+
+
 def stack_env(discord: DiscordEmulator, api: SoundverseStandin, db_path: Path) -> dict[str, str]:
     return {
         "DISCORD_TOKEN": discord.token,

@@ -33,6 +33,7 @@ from tests.e2e.stack import (
     used_today,
 )
 from tests.standins.discord import DEFAULT_SPEC_PATH, InteractionRecord
+from tests.standins.local_http import serving
 from tests.standins.soundverse import Reply
 
 # Small enough to keep the status tests fast, large enough to be seen in the edit times.
@@ -237,16 +238,11 @@ async def held_audio_server() -> AsyncIterator[HeldAudio]:
 
     app = web.Application()
     app.router.add_get("/slow/song.wav", trickle)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.2)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    try:
-        yield HeldAudio(f"http://{host}:{port}/slow/song.wav", asked, release)
-    finally:
-        release.set()
-        await runner.cleanup()
+    async with serving(app) as base:
+        try:
+            yield HeldAudio(f"{base}/slow/song.wav", asked, release)
+        finally:
+            release.set()
 
 
 async def test_a_slow_url_is_acknowledged_before_the_probe_finishes(stack: Stack) -> None:

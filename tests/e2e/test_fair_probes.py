@@ -13,6 +13,7 @@ from aiohttp import web
 from stembot.errors import TooManyLinksError
 from tests.e2e.stack import WAV, eventually, is_result, running_stack
 from tests.standins.discord import InteractionRecord
+from tests.standins.local_http import serving
 
 # More slow links than the shared connector has slots (20).
 SLOW_LINKS = 25
@@ -52,17 +53,11 @@ async def trickling_server() -> AsyncIterator[TricklingServer]:
     app = web.Application()
     app.router.add_get("/slow/{name}", slow)
     app.router.add_get("/fast/{name}", fast)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.2)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    server.base = f"http://{host}:{port}"
-    try:
-        yield server
-    finally:
-        server.release.set()
-        await runner.cleanup()
+    async with serving(app) as server.base:
+        try:
+            yield server
+        finally:
+            server.release.set()
 
 
 def private_text(interaction: InteractionRecord) -> str:

@@ -55,6 +55,7 @@ from tests.e2e.stack import (
     used_today,
 )
 from tests.standins.discord import EPHEMERAL, DiscordEmulator, Guild, InteractionRecord, Member
+from tests.standins.local_http import serving
 from tests.standins.soundverse import Reply, SoundverseStandin
 
 PATCH_ORIGINAL = "/webhooks/{webhook_id}/{webhook_token}/messages/@original"
@@ -394,19 +395,15 @@ async def odd_servers() -> AsyncIterator[dict[str, str]]:
     raw = await asyncio.start_server(_longer_than_declared, "127.0.0.1", 0)
     app = web.Application()
     app.router.add_get("/trickle.wav", _trickle)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    host, port = runner.addresses[0][:2]
     try:
-        yield {
-            "body longer than its Content-Length": (
-                f"http://127.0.0.1:{raw.sockets[0].getsockname()[1]}/song.wav"
-            ),
-            "trickling server": f"http://{host}:{port}/trickle.wav",
-        }
+        async with serving(app) as base:
+            yield {
+                "body longer than its Content-Length": (
+                    f"http://127.0.0.1:{raw.sockets[0].getsockname()[1]}/song.wav"
+                ),
+                "trickling server": f"{base}/trickle.wav",
+            }
     finally:
-        await runner.cleanup()
         raw.close()
         await raw.wait_closed()
 

@@ -32,17 +32,10 @@ from tests.e2e.stack import (
     is_result,
     running_stack,
     stack_env,
+    vocals,
 )
-from tests.standins.discord import DiscordEmulator, Guild, InteractionRecord, Member
+from tests.standins.discord import DiscordEmulator, InteractionRecord
 from tests.standins.soundverse import SoundverseStandin
-
-
-async def _vocals(
-    discord: DiscordEmulator, guild: Guild, member: Member, track: dict[str, object]
-) -> InteractionRecord:
-    return await discord.slash(
-        "stems vocals", member=member, channel=guild.default_channel, options={"file": track}
-    )
 
 
 def _answered_with_stems(interaction: InteractionRecord) -> bool:
@@ -66,9 +59,9 @@ async def test_a_disk_error_when_the_api_answers_still_delivers_to_everyone(
             ledger = Store.open(db, QuotaPolicy())
             track = discord.upload_attachment(WAV, "song.wav", "audio/wav")
             api.hold()
-            paying = await _vocals(discord, guild, alice, track)
+            paying = await vocals(discord, guild, alice, track)
             await eventually(lambda: len(api.requests) == 1)
-            joining = await _vocals(discord, guild, bob, track)
+            joining = await vocals(discord, guild, bob, track)
             await eventually(lambda: ledger.ledger.get_job(2) is not None)
             # From now on every write of the bot process past the first byte of a file fails.
             resource.prlimit(bot.pid, resource.RLIMIT_FSIZE, (1, resource.RLIM_INFINITY))
@@ -78,7 +71,7 @@ async def test_a_disk_error_when_the_api_answers_still_delivers_to_everyone(
             resource.prlimit(
                 bot.pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY)
             )
-            later = await _vocals(discord, guild, carol, track)
+            later = await vocals(discord, guild, carol, track)
             await eventually(lambda: _answered_with_stems(later))
         finally:
             bot.signal(signal.SIGTERM)

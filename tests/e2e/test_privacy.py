@@ -25,6 +25,7 @@ from tests.e2e.stack import WAV, Stack, acked_in_time, eventually, is_result, ru
 from tests.e2e.test_admin import admin, download, moderator, text_of
 from tests.ledger_reads import CSV_ID_COLUMNS
 from tests.standins.discord import LOADING, InteractionRecord
+from tests.standins.local_http import serving
 
 SIGNATURE = "X-Amz-Signature=0123456789abcdefSECRET"
 
@@ -70,15 +71,8 @@ async def audio_server() -> AsyncIterator[str]:
 
     app = web.Application()
     app.router.add_get("/song.wav", song)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.2)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        await runner.cleanup()
+    async with serving(app) as base:
+        yield base
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ import asyncio
 import signal
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -23,13 +22,13 @@ from tests.e2e.stack import (
     is_result,
     new_gateway_session,
     stack_env,
+    vocals,
 )
 from tests.ledger_reads import delivered_via
 from tests.standins.discord import (
     DiscordEmulator,
     Guild,
     InteractionRecord,
-    Member,
     MessageRecord,
 )
 from tests.standins.soundverse import SoundverseStandin
@@ -187,14 +186,6 @@ SETTLED_NO_CHANNEL = "after settling, before the reply; the channel refuses post
 REPLIED = "after the reply"
 
 
-async def _vocals(
-    discord: DiscordEmulator, guild: Guild, member: Member, track: dict[str, Any]
-) -> InteractionRecord:
-    return await discord.slash(
-        "stems vocals", member=member, channel=guild.default_channel, options={"file": track}
-    )
-
-
 def _separating(interaction: InteractionRecord) -> bool:
     return "Separating" in description(interaction.view().original or {})
 
@@ -229,13 +220,13 @@ async def test_a_crash_at_any_step_ends_in_one_answer_and_the_right_charge(
             session = discord.gateway.current
             track = discord.upload_attachment(WAV, "song.wav", "audio/wav")
             api.hold()
-            paying = await _vocals(discord, guild, alice, track)
+            paying = await vocals(discord, guild, alice, track)
             await eventually(lambda: len(api.requests) == 1)
-            joining = await _vocals(discord, guild, bob, track)
+            joining = await vocals(discord, guild, bob, track)
             await eventually(lambda: ledger.ledger.get_job(2) is not None)
             if step == QUEUED:
                 other = discord.upload_attachment(WAV, "other.wav", "audio/wav")
-                await _vocals(discord, guild, carol, other)
+                await vocals(discord, guild, carol, other)
                 await eventually(lambda: ledger.ledger.get_job(3) is not None)
             elif step in (SETTLED, SETTLED_NO_CHANNEL):
                 await eventually(lambda: _separating(paying) and _separating(joining))

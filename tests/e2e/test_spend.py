@@ -21,6 +21,7 @@ from tests.e2e.stack import WAV, Stack, eventually, is_result, running_stack, us
 from tests.e2e.test_admin import admin, moderator, text_of
 from tests.e2e.test_remix_event import _cancel_button, _cancel_id
 from tests.standins.discord import Member
+from tests.standins.local_http import serving
 
 # --- a link whose server counts every fetch -------------------------------------------------
 
@@ -46,15 +47,8 @@ async def counting_audio() -> AsyncIterator[CountingAudio]:
 
     app = web.Application()
     app.router.add_route("*", "/{name}", serve)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    host, port = runner.addresses[0][:2]
-    server.base = f"http://{host}:{port}"
-    try:
+    async with serving(app) as server.base:
         yield server
-    finally:
-        await runner.cleanup()
 
 
 async def by_url(stack: Stack, url: str, member: Member | None = None) -> Any:
