@@ -6,6 +6,7 @@ incident id and shows the user only that id.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -144,11 +145,26 @@ class SoundverseRateLimited(SoundverseError):
 
 
 class SoundverseUnavailable(SoundverseError):
-    """Could not reach the API, or it answered 502/503/504 past our retry budget."""
+    """Could not reach the API, or it answered 502/503/504 past our retry budget.
+
+    ``status`` is the HTTP status when the API answered; ``unreachable_because`` names the
+    connection error when it never did (the operator's CLI tells the two apart by these).
+    """
 
     default_message = (
         "The stem separation service is unavailable right now. Please try again later."
     )
+
+    def __init__(
+        self,
+        user_message: str | None = None,
+        *,
+        status: int | None = None,
+        unreachable_because: str | None = None,
+    ) -> None:
+        self.status = status
+        self.unreachable_because = unreachable_because
+        super().__init__(user_message)
 
 
 class SoundverseOutcomeUnknown(SoundverseError):
@@ -220,13 +236,17 @@ class NotRefundableError(ModerationError):
 
 
 class IncidentError(StembotError):
-    """A bug: the user sees only the incident id; the log has the traceback."""
+    """A bug: the user sees only the incident id; the log has the traceback.
+
+    Each one gets a new id (the one generator of them): log ``incident_id`` beside the
+    traceback, show the user ``user_message``.
+    """
 
     says_not_charged = True
 
-    def __init__(self, incident_id: str) -> None:
-        self.incident_id = incident_id
+    def __init__(self, incident_id: str | None = None) -> None:
+        self.incident_id = incident_id or secrets.token_hex(4).upper()
         super().__init__(
-            f"Something went wrong on stembot's side (incident {incident_id}). "
+            f"Something went wrong on stembot's side (incident {self.incident_id}). "
             "You were not charged. If it keeps happening, tell the server's admins this id."
         )

@@ -12,7 +12,6 @@ import dataclasses
 import functools
 import itertools
 import logging
-import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -58,10 +57,6 @@ ChargeHook = Callable[[int], Awaitable[None]]
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-def new_incident_id() -> str:
-    return secrets.token_hex(4).upper()
 
 
 class Separator(Protocol):
@@ -428,9 +423,11 @@ class StemService:
         except StembotError as error:
             await self._fail(flight, JobStatus.FAILED, error)
         except Exception:
-            incident = new_incident_id()
-            log.exception("job %s failed unexpectedly (incident %s)", payer.job.id, incident)
-            await self._fail(flight, JobStatus.FAILED, IncidentError(incident))
+            incident = IncidentError()
+            log.exception(
+                "job %s failed unexpectedly (incident %s)", payer.job.id, incident.incident_id
+            )
+            await self._fail(flight, JobStatus.FAILED, incident)
         else:
             await self._succeed(flight, separation)
         finally:

@@ -173,7 +173,8 @@ class SoundverseClient:
             raise
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as error:
             # The request never left: nothing can have been billed, so a retry is safe.
-            raise SoundverseUnavailable() from _describe(error)
+            unreachable = SoundverseUnavailable(unreachable_because=type(error).__name__)
+            raise unreachable from _describe(error)
         except (aiohttp.ClientError, TimeoutError) as error:
             raise SoundverseOutcomeUnknown() from _describe(error)
         try:
@@ -229,7 +230,7 @@ def interpret_response(
     if status == 429:
         raise SoundverseRateLimited(retry_after=parse_retry_after(headers.get("Retry-After")))
     if status in _GATEWAY_STATUSES:
-        raise SoundverseUnavailable()
+        raise SoundverseUnavailable(status=status)
     if isinstance(payload, dict) and "Detail" in payload:
         raise SoundverseGenerationFailed(_detail_message(payload["Detail"], redact))
     if status == 500:

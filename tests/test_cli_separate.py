@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from stembot.cli.separate import printable, render_table, stem_filename, waiting
+from stembot.cli.separate import error_line, printable, render_table, stem_filename, waiting
+from stembot.errors import SoundverseUnavailable
 from stembot.models import Mode, Stem
 from tests.soundverse_docs import DOCUMENTED_STEMS
 from tests.standins.soundverse import NSFW_MESSAGE, Reply, SoundverseStandin
@@ -200,6 +201,21 @@ async def test_a_gateway_error_is_not_called_unreachable(standin, tmp_path) -> N
         f"stembot: the Soundverse API at {standin.base_url} is unavailable "
         "(HTTP 503); try again later."
     ]
+
+
+def test_the_unavailable_line_reads_the_errors_facts_not_its_text() -> None:
+    """Whether the API answered comes from the error's status, whatever its cause says."""
+    base = "https://api.example"
+    answered = SoundverseUnavailable(status=502)
+    assert error_line(answered, base) == (
+        f"the Soundverse API at {base} is unavailable (HTTP 502); try again later."
+    )
+    unreached = SoundverseUnavailable(unreachable_because="ClientConnectorError")
+    unreached.__cause__ = Exception("HTTP 503, 0 bytes, text/html")  # prose that misleads
+    assert error_line(unreached, base).startswith(
+        f"could not reach the Soundverse API at {base} (ClientConnectorError). "
+    )
+    assert "(no connection)" in error_line(SoundverseUnavailable(), base)
 
 
 # --- pieces ----------------------------------------------------------------------------------

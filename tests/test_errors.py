@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from stembot import errors
@@ -32,3 +34,13 @@ def test_says_not_charged_is_what_the_message_says(cls: type[StembotError]) -> N
     """A failure notice adds "You were not charged." exactly when the error's own text lacks it."""
     error = cls(*_ARGS.get(cls, ()))  # type: ignore[arg-type]
     assert error.says_not_charged == ("not charged" in error.user_message.lower())
+
+
+def test_each_incident_gets_its_own_id_shown_to_the_user() -> None:
+    """One generator for every incident (service and command tree): eight hex digits, new each
+    time, and the id is what the user's message names."""
+    first, second = errors.IncidentError(), errors.IncidentError()
+    assert first.incident_id != second.incident_id
+    for incident in (first, second):
+        assert re.fullmatch("[0-9A-F]{8}", incident.incident_id)
+        assert f"(incident {incident.incident_id})" in incident.user_message

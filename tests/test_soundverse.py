@@ -269,6 +269,27 @@ async def test_refused_connection_is_retried_then_unavailable(session, sleep) ->
     assert len(sleep.delays) == FAST.max_retries
 
 
+async def test_an_unavailable_api_says_whether_it_answered(session, standin, sleep) -> None:
+    """The facts are on the error, not in its text: the status a gateway answered with, or
+    the connection error when nothing answered."""
+    client = SoundverseClient(
+        session, standin.base_url, Secret(KEY), timeout_s=5, retry=FAST, sleep=sleep
+    )
+    standin.fail_always(Reply.http_status(504))
+    answered = await fail_with(client)
+    assert isinstance(answered, SoundverseUnavailable)
+    assert (answered.status, answered.unreachable_because) == (504, None)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    client = SoundverseClient(
+        session, f"http://127.0.0.1:{port}", Secret(KEY), timeout_s=5, retry=FAST, sleep=sleep
+    )
+    unreached = await fail_with(client)
+    assert isinstance(unreached, SoundverseUnavailable)
+    assert (unreached.status, unreached.unreachable_because) == (None, "ClientConnectorError")
+
+
 async def test_retry_after_past_the_call_deadline_is_not_waited(client, standin, sleep) -> None:
     """A Retry-After that ends after timeout_s (5 s here) fails at once instead of waiting."""
     standin.fail_always(Reply.http_status(429, retry_after="10"))

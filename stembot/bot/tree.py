@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import secrets
 
 import discord
 from discord import app_commands
@@ -46,10 +45,10 @@ class StemTree(app_commands.CommandTree[discord.Client]):
                 interaction.id,
             )
             return
-        incident = secrets.token_hex(4).upper()
+        incident = IncidentError()
         command = interaction.command.qualified_name if interaction.command else "?"
-        log.error("command /%s failed (incident %s)", command, incident, exc_info=cause)
-        await reply_privately(interaction, IncidentError(incident).user_message)
+        log.error("command /%s failed (incident %s)", command, incident.incident_id, exc_info=cause)
+        await reply_privately(interaction, incident.user_message)
 
 
 async def reply_privately(interaction: discord.Interaction, text: str) -> None:

@@ -123,11 +123,12 @@ def error_line(error: SoundverseError, api_base: str) -> str:
     if isinstance(error, SoundverseAuthError):
         return "the Soundverse API refused the API key. Check SOUNDVERSE_API_KEY."
     if isinstance(error, SoundverseUnavailable):
-        cause = str(error.__cause__ or "")
-        if cause.startswith("HTTP "):  # it answered 502/503/504
-            status = cause.split(",", 1)[0]
-            return f"the Soundverse API at {api_base} is unavailable ({status}); try again later."
-        reason = cause.split(":", 1)[0] or "no connection"
+        if error.status is not None:  # it answered 502/503/504
+            return (
+                f"the Soundverse API at {api_base} is unavailable (HTTP {error.status}); "
+                "try again later."
+            )
+        reason = error.unreachable_because or "no connection"
         return (
             f"could not reach the Soundverse API at {api_base} ({reason}). "
             "Check the network, or SOUNDVERSE_API_BASE if you changed it."

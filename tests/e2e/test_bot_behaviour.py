@@ -16,6 +16,7 @@ import pytest
 from aiohttp import web
 
 from stembot.bot import delivery
+from stembot.errors import IncidentError
 from stembot.jobs import StemService
 from stembot.logs import TOKEN_CARRYING_LOGGERS, configure_logging
 from stembot.models import JobStatus
@@ -463,3 +464,22 @@ async def test_the_openapi_check_is_active_in_these_runs(stack: Stack) -> None:
     assert spec is not None
     assert spec.check("POST", "/channels/{channel_id}/messages", {"embeds": "not a list"})
     assert not spec.check("POST", "/channels/{channel_id}/messages", {"content": "hello"})
+
+
+async def test_a_bug_in_a_command_shows_only_an_incident_id_that_the_log_names(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A command that fails unexpectedly: the member sees the incident's own line, privately;
+    the log has the same id with the traceback."""
+
+    def broken(*args: object) -> None:
+        raise RuntimeError("a bug with details")
+
+    monkeypatch.setattr(stack.bot.service, "quota_status", broken)
+    with caplog.at_level(logging.ERROR, logger="stembot"):
+        text = await stack.refusal(await stack.discord.slash("stems quota", member=stack.member))
+    assert "a bug" not in text
+    (logged,) = [r for r in caplog.records if "incident" in r.getMessage()]
+    assert logged.exc_info is not None
+    incident_id = logged.getMessage().rsplit("incident ", 1)[1].rstrip(")")
+    assert text == IncidentError(incident_id).user_message
