@@ -5,13 +5,18 @@ figures are the bot's alone; the loopback Discord (OpenAPI check off: it is not 
 measured) and the Soundverse stand-in (fixed latency L) run in this process.
 
     .venv/bin/python -m tests.benchmarks.bench_event [--n 500] [--latency 2] [--concurrency 8]
-                                                     [--quota] [--json PATH]
+                                                     [--quota] [--floor] [--repeats 1]
+                                                     [--json PATH]
     .venv/bin/python -m tests.benchmarks.bench_event --standard [--json PATH]
 
 The crowd: N distinct members; 80% pick one of five shared tracks (uploaded once, the same
 attachment reused), 20% send a track of their own. `--quota` adds a run where the guild's
 daily limit binds (300 members, 300 distinct tracks, 100 units allowed). `--standard` runs
 N = 500, 1000 and 2000 and the quota run. Prints a table, writes JSON; asserts nothing.
+`--floor` also runs the same burst, through the same harness, against a minimal discord.py bot
+that only defers and then edits with a link button (tests/benchmarks/floor_bot.py), alternating
+stembot and floor runs (the order flips every repeat, so machine noise hits both), and reports
+stembot's acknowledgement p99 over the floor's: medians over `--repeats` rounds.
 Developer aids: `--timings PATH` writes raw per-request and per-call times, `--profile PATH`
 runs py-spy on the bot during the burst (py-spy is not a dependency: pip install it to use).
 """
@@ -22,6 +27,7 @@ import argparse
 import asyncio
 import bisect
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -29,6 +35,7 @@ import platform
 import random
 import resource
 import signal
+import statistics
 import sys
 import tempfile
 import time
@@ -40,6 +47,7 @@ from typing import Any
 
 from stembot.config import QuotaPolicy
 from stembot.store import Store
+from tests.benchmarks import floor_bot
 from tests.e2e.stack import API_KEY, WAV, BotProcess, stack_env
 from tests.standins.discord import (
     EPHEMERAL,
@@ -67,7 +75,10 @@ TARGETS = {
     "api_calls_per_unique_pair": "= 1",
     "kib_per_held_request": "< 32",
     "over_grant_units": "= 0",
+    "ack_p99_over_floor": "<= 1.15 (at N=1000, median over repeats)",
 }
+STEMBOT, FLOOR = "stembot", "floor"
+BOT_MODULES = {STEMBOT: "stembot", FLOOR: floor_bot.__name__}
 
 
 # --- the bot process, seen from /proc ---------------------------------------------------------
@@ -187,6 +198,8 @@ class Config:
     daily_limit: int | None = None  # None: limits high enough never to bind
     shared_share: float = SHARED_SHARE
     seed: int = 1
+    bot: str = STEMBOT  # or FLOOR: the minimal discord.py bot
+    repeat: int = 1
 
 
 @dataclass
@@ -319,8 +332,8 @@ def write_timings(
 async def run_event(
     cfg: Config, workdir: Path, profile: Path | None = None, timings: Path | None = None
 ) -> Result:
-    db = workdir / f"event-{cfg.n}-{cfg.daily_limit}.db"
-    log_path = workdir / f"bot-{cfg.n}-{cfg.daily_limit}.log"
+    db = workdir / f"event-{cfg.n}-{cfg.daily_limit}-{cfg.bot}.db"
+    log_path = workdir / f"{cfg.bot}-{cfg.n}-{cfg.daily_limit}.log"
     wall_start = time.monotonic()
     async with contextlib.AsyncExitStack() as stack:
         discord = await stack.enter_async_context(DiscordEmulator(validate_spec=False))
@@ -329,7 +342,7 @@ async def run_event(
         )
         guild = await discord.add_guild("Remix event")
         channel = guild.default_channel
-        bot = BotProcess(bot_env(discord, api, db, cfg), log_path)
+        bot = BotProcess(bot_env(discord, api, db, cfg), log_path, module=BOT_MODULES[cfg.bot])
         await bot.start()
         assert bot.process is not None
         pid = bot.process.pid
@@ -368,7 +381,7 @@ async def run_event(
     outcomes = [outcome_of(r) for r in records]
     if timings is not None:
         write_timings(timings, first, outcomes, discord, samples, call_starts)
-    granted, statuses = read_ledger(db, guild.id)
+    granted, statuses = read_ledger(db, guild.id) if cfg.bot == STEMBOT else (0, {})
     harness_cpu = after.harness_cpu_s - baseline.harness_cpu_s
     return summarise(
         cfg,
@@ -536,9 +549,11 @@ def rows(result: Result) -> Iterator[tuple[str, object]]:
 
 
 def print_table(results: Sequence[Result]) -> None:
+    repeated = any(r.config.repeat > 1 for r in results)
     headers = [
         f"N={r.config.n} L={r.config.latency_s:g}s C={r.config.concurrency}"
         + (f" daily={r.config.daily_limit}" if r.config.daily_limit is not None else "")
+        + (f" #{r.config.repeat}" if repeated else "")
         for r in results
     ]
     table = [list(zip(*rows(r), strict=True)) for r in results]
@@ -554,6 +569,114 @@ def print_table(results: Sequence[Result]) -> None:
     for r in results:
         for note in r.notes:
             print(f"note (N={r.config.n}): {note}")
+
+
+# --- against the floor ------------------------------------------------------------------------
+
+
+@dataclass
+class FloorRound:
+    """One repeat: a stembot run and a floor run next to each other, in ``first``'s order."""
+
+    first: str
+    stembot_ack_ms: dict[str, float]
+    floor_ack_ms: dict[str, float]
+    p99_ratio: float
+
+
+@dataclass
+class FloorComparison:
+    """Medians over the rounds; ``p99_ratio`` is median stembot p99 / median floor p99."""
+
+    n: int
+    latency_s: float
+    rounds: list[FloorRound]
+    stembot_p50_ms: float
+    stembot_p99_ms: float
+    floor_p50_ms: float
+    floor_p99_ms: float
+    p99_ratio: float
+    p99_ratio_median_of_rounds: float
+    stembot_cpu_ms_per_request: float
+    floor_cpu_ms_per_request: float
+
+
+def compare_with_floor(stembot: Sequence[Result], floor: Sequence[Result]) -> FloorComparison:
+    """``stembot[k]`` and ``floor[k]`` ran in the same round (same N, L, seed)."""
+    rounds = [
+        FloorRound(
+            first=first_in(s.config.repeat),
+            stembot_ack_ms=s.ack_ms,
+            floor_ack_ms=f.ack_ms,
+            p99_ratio=round(s.ack_ms["p99"] / f.ack_ms["p99"], 3),
+        )
+        for s, f in zip(stembot, floor, strict=True)
+    ]
+    cfg = stembot[0].config
+
+    def median_of(values: Sequence[float]) -> float:
+        return round(statistics.median(values), 1)
+
+    stembot_p99 = median_of([s.ack_ms["p99"] for s in stembot])
+    floor_p99 = median_of([f.ack_ms["p99"] for f in floor])
+    return FloorComparison(
+        n=cfg.n,
+        latency_s=cfg.latency_s,
+        rounds=rounds,
+        stembot_p50_ms=median_of([s.ack_ms["p50"] for s in stembot]),
+        stembot_p99_ms=stembot_p99,
+        floor_p50_ms=median_of([f.ack_ms["p50"] for f in floor]),
+        floor_p99_ms=floor_p99,
+        p99_ratio=round(stembot_p99 / floor_p99, 3),
+        p99_ratio_median_of_rounds=round(statistics.median(r.p99_ratio for r in rounds), 3),
+        stembot_cpu_ms_per_request=round(
+            statistics.median(s.bot_cpu_ms_per_request for s in stembot), 2
+        ),
+        floor_cpu_ms_per_request=round(
+            statistics.median(f.bot_cpu_ms_per_request for f in floor), 2
+        ),
+    )
+
+
+def print_floor(comparisons: Sequence[FloorComparison]) -> None:
+    print()
+    print(
+        "stembot against the floor (a minimal discord.py bot that defers, then edits with a "
+        "link button), same burst, runs alternated:"
+    )
+    header = ("", "stembot ack p50 / p99 (ms)", "floor ack p50 / p99 (ms)", "p99 ratio")
+    lines = []
+    for c in comparisons:
+        lines.append((f"N={c.n} L={c.latency_s:g}s", "", "", ""))
+        for k, r in enumerate(c.rounds, 1):
+            lines.append(
+                (
+                    f"  repeat {k} ({r.first} first)",
+                    f"{_fmt(r.stembot_ack_ms['p50'])} / {_fmt(r.stembot_ack_ms['p99'])}",
+                    f"{_fmt(r.floor_ack_ms['p50'])} / {_fmt(r.floor_ack_ms['p99'])}",
+                    f"{r.p99_ratio:.2f}",
+                )
+            )
+        lines.append(
+            (
+                f"  median of {len(c.rounds)}",
+                f"{_fmt(c.stembot_p50_ms)} / {_fmt(c.stembot_p99_ms)}",
+                f"{_fmt(c.floor_p50_ms)} / {_fmt(c.floor_p99_ms)}",
+                f"{c.p99_ratio:.2f} (rounds' median {c.p99_ratio_median_of_rounds:.2f})",
+            )
+        )
+        lines.append(
+            (
+                "  bot CPU ms per request",
+                _fmt(c.stembot_cpu_ms_per_request),
+                _fmt(c.floor_cpu_ms_per_request),
+                "",
+            )
+        )
+    widths = [max(len(row[i]) for row in [header, *lines]) for i in range(len(header))]
+    for row in [header, *lines]:
+        print(" | ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    print(f"target: p99 ratio {TARGETS['ack_p99_over_floor']}")
 
 
 def machine() -> dict[str, object]:
@@ -593,20 +716,64 @@ def configs(args: argparse.Namespace) -> list[Config]:
     return chosen
 
 
+def first_in(repeat: int) -> str:
+    """Which bot runs first in a round: the order flips every repeat, so drift hits both."""
+    return STEMBOT if repeat % 2 == 1 else FLOOR
+
+
+def rounds(chosen: Sequence[Config], floor: bool, repeats: int) -> Iterator[Config]:
+    """Every run in order: each config ``repeats`` times, with a floor run beside each
+    stembot run (not for the quota run: the floor has no quota)."""
+    for cfg in chosen:
+        for repeat in range(1, repeats + 1):
+            bots = [STEMBOT]
+            if floor and cfg.daily_limit is None:
+                bots = [STEMBOT, FLOOR] if first_in(repeat) == STEMBOT else [FLOOR, STEMBOT]
+            for bot in bots:
+                yield dataclasses.replace(cfg, bot=bot, repeat=repeat)
+
+
 async def run_all(
-    chosen: Sequence[Config], profile: Path | None, timings: Path | None
-) -> list[Result]:
-    results = []
+    chosen: Sequence[Config],
+    profile: Path | None,
+    timings: Path | None,
+    *,
+    floor: bool = False,
+    repeats: int = 1,
+) -> tuple[list[Result], list[FloorComparison], list[Result]]:
+    """stembot's runs, the comparisons with the floor, and the floor's runs."""
+    results: list[Result] = []
+    floors: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="bench-event-") as tmp:
-        for cfg in chosen:
-            print(f"running N={cfg.n} L={cfg.latency_s:g}s C={cfg.concurrency} ...", flush=True)
-            where = profile.with_suffix(f".{cfg.n}.txt") if profile else None
-            raw = timings.with_suffix(f".{cfg.n}.json") if timings else None
-            results.append(await run_event(cfg, Path(tmp), where, raw))
-    return results
+        for k, cfg in enumerate(rounds(chosen, floor, repeats)):
+            print(
+                f"running {cfg.bot} N={cfg.n} L={cfg.latency_s:g}s C={cfg.concurrency}"
+                f" (repeat {cfg.repeat} of {repeats}) ...",
+                flush=True,
+            )
+            tag = "" if (cfg.bot, cfg.repeat) == (STEMBOT, 1) else f".{cfg.bot}.{cfg.repeat}"
+            where = profile.with_suffix(f".{cfg.n}{tag}.txt") if profile else None
+            raw = timings.with_suffix(f".{cfg.n}{tag}.json") if timings else None
+            workdir = Path(tmp) / f"run-{k}"  # a fresh database each run: no stored results
+            workdir.mkdir()
+            result = await run_event(cfg, workdir, where, raw)
+            (floors if cfg.bot == FLOOR else results).append(result)
+    comparisons = [
+        compare_with_floor(
+            [r for r in results if _same_burst(r.config, cfg)],
+            [f for f in floors if _same_burst(f.config, cfg)],
+        )
+        for cfg in chosen
+        if any(_same_burst(f.config, cfg) for f in floors)
+    ]
+    return results, comparisons, floors
 
 
-def main() -> None:
+def _same_burst(run: Config, cfg: Config) -> bool:
+    return dataclasses.replace(run, bot=STEMBOT, repeat=1) == cfg
+
+
+def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=500, help="simultaneous requests")
     parser.add_argument("--latency", type=float, default=2.0, help="seconds per API call (L)")
@@ -615,6 +782,14 @@ def main() -> None:
     parser.add_argument("--quota", action="store_true", help="add the run where quota binds")
     parser.add_argument("--quota-latency", type=float, default=0.5, help="L of the quota run")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="also run a minimal discord.py bot on the same burst; report the ack p99 ratio",
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=1, help="runs of each size (medians with --floor)"
+    )
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument(
         "--profile", type=Path, help="py-spy the bot's first 10 s of each burst (needs py-spy)"
@@ -622,16 +797,23 @@ def main() -> None:
     parser.add_argument(
         "--timings", type=Path, help="also write raw per-request and per-call times (PATH.N.json)"
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     started = datetime.now(UTC)
-    results = asyncio.run(run_all(configs(args), args.profile, args.timings))
+    results, comparisons, floors = asyncio.run(
+        run_all(configs(args), args.profile, args.timings, floor=args.floor, repeats=args.repeats)
+    )
     print_table(results)
+    if comparisons:
+        print_floor(comparisons)
     report = {
         "date": started.isoformat(timespec="seconds"),
         "machine": machine(),
         "targets": TARGETS,
         "runs": [asdict(r) for r in results],
     }
+    if comparisons:
+        report["floor"] = [asdict(c) for c in comparisons]
+        report["floor_runs"] = [asdict(f) for f in floors]
     if args.json is not None:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
         print(f"wrote {args.json}")

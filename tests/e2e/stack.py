@@ -285,11 +285,18 @@ class BotProcess:
     """The bot as a real OS process (`python -m stembot run`), for crash and signal tests."""
 
     def __init__(
-        self, env: Mapping[str, str], log_path: Path, *, log_through_pipe: bool = False
+        self,
+        env: Mapping[str, str],
+        log_path: Path,
+        *,
+        log_through_pipe: bool = False,
+        module: str = "stembot",
     ) -> None:
         """``log_through_pipe``: the bot writes its log to a pipe that this process copies to
-        ``log_path``, so that a limit on the bot's file writes does not silence its log."""
+        ``log_path``, so that a limit on the bot's file writes does not silence its log.
+        ``module``: run this one instead (the event benchmark's floor bot), the same way."""
         self._env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **env}
+        self._module = module
         self._log_path = log_path
         self._log_through_pipe = log_through_pipe
         self._copier: asyncio.Task[None] | None = None
@@ -302,7 +309,7 @@ class BotProcess:
         self.process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "stembot",
+            self._module,
             "--env-file",
             os.devnull,
             *(args or ("run",)),
