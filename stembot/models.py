@@ -5,44 +5,55 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from typing import Any, NamedTuple
+
+
+class _ModeLine(NamedTuple):
+    """One row of the mode table below."""
+
+    # The slash subcommand (`/stems <name>`) and the value stored in the ledger.
+    name: str
+    # How the mode is named to users.
+    label: str
+    api_path: str
+    # Units a request costs unless STEMBOT_COST_<MODE> says otherwise; None: no default, the
+    # operator must set it (stembot.config says so at start-up).
+    default_cost: int | None
+    # The subcommand's description in Discord's command picker (at most 100 characters).
+    description: str
 
 
 class Mode(enum.StrEnum):
-    """What to separate; the values are the slash subcommand names. A new mode is a line
-    here and its line in _MODES below."""
+    """What to separate: the mode table. Adding a mode is adding its line here; its
+    `/stems` subcommand, its place in the "Split stems" picker, its STEMBOT_COST_<MODE> setting,
+    `stembot separate`'s choice and the usage figures all follow from it."""
 
-    VOCALS = "vocals"
-    INSTRUMENTS = "instruments"
-    ALL = "all"
-
-    @property
-    def api_path(self) -> str:
-        return _MODES[self].api_path
-
-    @property
-    def label(self) -> str:
-        """How the mode is named to users."""
-        return _MODES[self].label
-
-    @property
-    def default_cost(self) -> int | None:
-        """Units a request costs unless STEMBOT_COST_<MODE> says otherwise (None: no default,
-        the operator must set it; stembot.config says so at start-up)."""
-        return _MODES[self].default_cost
-
-
-@dataclass(frozen=True, slots=True)
-class _ModeFacts:
     label: str
     api_path: str
     default_cost: int | None
+    description: str
 
+    # (Typed loosely: `Mode("vocals")` looks a member up by its name, through this same signature.)
+    def __new__(cls, name: str, *facts: Any) -> Mode:
+        line = _ModeLine(name, *facts)
+        mode = str.__new__(cls, name)
+        mode._value_ = name
+        mode.label, mode.api_path = line.label, line.api_path
+        mode.default_cost, mode.description = line.default_cost, line.description
+        return mode
 
-_MODES = {
-    Mode.VOCALS: _ModeFacts("Vocals", "/v1/generate/stem-separation/vocals", 1),
-    Mode.INSTRUMENTS: _ModeFacts("Instruments", "/v1/generate/stem-separation/instruments", 1),
-    Mode.ALL: _ModeFacts("All stems", "/v1/generate/stem-separation/all-stems", 2),
-}
+    VOCALS = _ModeLine(
+        "vocals", "Vocals", "/v1/generate/stem-separation/vocals", 1,
+        "Split the vocals out of a song",
+    )  # fmt: skip
+    INSTRUMENTS = _ModeLine(
+        "instruments", "Instruments", "/v1/generate/stem-separation/instruments", 1,
+        "Split a song into Guitar, Other, Drums, Bass and Piano",
+    )  # fmt: skip
+    ALL = _ModeLine(
+        "all", "All stems", "/v1/generate/stem-separation/all-stems", 2,
+        "Split a song into vocals and all five instruments",
+    )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

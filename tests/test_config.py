@@ -6,12 +6,10 @@ import logging
 import os
 import subprocess
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from stembot import models
 from stembot.config import Secret, env_example, load_settings, setting_names
 from stembot.errors import ConfigError
 from stembot.models import Mode
@@ -237,8 +235,7 @@ def test_a_mode_without_a_default_cost_is_a_settings_error(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A mode added with no default cost: start-up names its STEMBOT_COST_ setting, no KeyError."""
-    facts = models._MODES[Mode.ALL]
-    monkeypatch.setitem(models._MODES, Mode.ALL, replace(facts, default_cost=None))
+    monkeypatch.setattr(Mode.ALL, "default_cost", None)
     with pytest.raises(ConfigError) as caught:
         load_settings({})
     assert caught.value.problems == (
@@ -246,3 +243,23 @@ def test_a_mode_without_a_default_cost_is_a_settings_error(
     )
     assert load_settings({"STEMBOT_COST_ALL": "3"}).quota.cost_of(Mode.ALL) == 3
     assert "# STEMBOT_COST_ALL=\n" in env_example()
+
+
+def test_stembot_run_stops_on_a_mode_without_a_cost(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Start-up, not only load_settings: `stembot run` names the missing STEMBOT_COST_ setting
+    like any other bad setting and exits 2, before it opens a database."""
+    from stembot.cli import main
+
+    monkeypatch.setattr(Mode.INSTRUMENTS, "default_cost", None)
+    env = {
+        "DISCORD_TOKEN": "a-token",
+        "SOUNDVERSE_API_KEY": "a-key",
+        "STEMBOT_DB_PATH": str(tmp_path / "stembot.db"),
+    }
+    assert main(["run"], env=env) == 2
+    err = capsys.readouterr().err
+    assert "STEMBOT_COST_INSTRUMENTS is missing: set it to a whole number of at least 0" in err
+    assert "KeyError" not in err and "Traceback" not in err
+    assert not (tmp_path / "stembot.db").exists()

@@ -533,3 +533,70 @@ async def test_parse_users_with_a_user_list_is_refused(emulator, bot, guild):
         await bot.http.request(route, json=body)
     assert refused.value.code == 50035
     assert emulator.sent_bodies == []
+
+
+def _select(options: int) -> dict[str, object]:
+    choices = [{"label": f"option {i}", "value": str(i)} for i in range(options)]
+    return {"type": 1, "components": [{"type": 3, "custom_id": "pick", "options": choices}]}
+
+
+def _stems_group(subcommands: int) -> dict[str, object]:
+    children = [
+        {"type": 1, "name": f"mode-{i}", "description": f"Mode {i}"} for i in range(subcommands)
+    ]
+    return {"type": 1, "name": "stems", "description": "Split", "options": children}
+
+
+async def test_option_counts_past_discords_limits_are_refused() -> None:
+    """Like Discord, and without the OpenAPI description: a select of 26 options, six rows of
+    buttons, or a command with 26 subcommands is a 400 (50035); 25 is fine."""
+    async with DiscordEmulator(validate_spec=False) as emulator:
+        guild = await emulator.add_guild()
+        headers = {"Authorization": f"Bot {emulator.token}"}
+        messages = f"{emulator.api_base}/channels/{guild.default_channel.id}/messages"
+        commands_url = f"{emulator.api_base}/applications/{emulator.application_id}/commands"
+        button_row = {
+            "type": 1,
+            "components": [
+                {"type": 2, "style": 1, "label": "b", "custom_id": f"b{i}"} for i in range(5)
+            ],
+        }
+        async with aiohttp.ClientSession(headers=headers) as http:
+            refused = [
+                await http.post(messages, json={"content": "x", "components": [_select(26)]}),
+                await http.post(messages, json={"content": "x", "components": [button_row] * 6}),
+                await http.put(commands_url, json=[_stems_group(26)]),
+            ]
+            for response in refused:
+                assert response.status == 400
+                assert (await response.json())["code"] == 50035
+            accepted = [
+                await http.post(messages, json={"content": "x", "components": [_select(25)]}),
+                await http.put(commands_url, json=[_stems_group(25)]),
+            ]
+            assert [response.status for response in accepted] == [200, 200]
+        assert len(emulator.channel_messages(guild.default_channel)) == 1
+
+
+def test_command_rules_follow_discords_naming_and_lengths() -> None:
+    """Names are lowercase, at most 32 characters; descriptions 1 to 100; choices at most 25."""
+    good = _stems_group(3)
+    assert rules.check_commands([good]) == []
+    bad_name = {**good, "name": "Stems"}
+    long_description = {**good, "description": "x" * 101}
+    many_choices = {
+        **good,
+        "options": [
+            {
+                "type": 3,
+                "name": "mode",
+                "description": "which",
+                "choices": [{"name": str(i), "value": str(i)} for i in range(26)],
+            }
+        ],
+    }
+    assert [path for path, _ in rules.check_commands([bad_name])] == [(0, "name")]
+    assert [path for path, _ in rules.check_commands([long_description])] == [(0, "description")]
+    assert [path for path, _ in rules.check_commands([many_choices])] == [
+        (0, "options", 0, "choices")
+    ]

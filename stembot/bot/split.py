@@ -3,6 +3,10 @@
 At a remix event the organiser posts the track once; everyone right-clicks it, picks a mode
 (and the file, if the message has several), and the normal request flow runs. Identical
 requests share one API call (see StemService), so a crowd costs one call per mode.
+
+The picker fits Discord's 25 options whatever the number of modes and files: one file gets a
+button per mode; several get one select of every (file, mode) pair while those fit, and
+otherwise a select of the files whose pick turns the picker into that file's mode buttons.
 """
 
 from __future__ import annotations
@@ -24,8 +28,8 @@ from stembot.errors import InvalidSourceError
 from stembot.jobs import AttachmentInput, StemService
 from stembot.models import Mode
 
-# Buttons and a select hold 25 options: every mode for up to eight files.
-MAX_FILES = 8
+# Discord: a select holds at most 25 options, a message at most 25 buttons (5 rows of 5).
+OPTIONS_MAX = 25
 SELECT_LABEL_MAX = 100
 # Pickers remembered per server, and servers remembered (least recently used forgotten).
 _PICKERS_PER_SERVER = 200
@@ -109,7 +113,7 @@ class SplitCog(commands.Cog):
                 interaction, f"That message has no audio file stembot can split.{why}"
             )
             return
-        offered = usable[:MAX_FILES]
+        offered = usable[:OPTIONS_MAX]
         assert interaction.guild_id is not None  # guild_only (checked by the tree)
         self.pickers.remember(
             interaction.id,
@@ -119,6 +123,16 @@ class SplitCog(commands.Cog):
             picker_text(usable), view=picker_view(interaction.id, offered), ephemeral=True
         )
 
+    async def show_modes(
+        self, interaction: discord.Interaction, picker_id: int | None, attachment: str
+    ) -> None:
+        """A file picked from the files select: the picker now offers that file's modes."""
+        file = await self._offered_file(interaction, picker_id, attachment)
+        if file is not None:
+            await interaction.response.edit_message(
+                content=picker_text([file]), view=mode_buttons(picker_id, file)
+            )
+
     async def run_pick(
         self,
         interaction: discord.Interaction,
@@ -126,23 +140,35 @@ class SplitCog(commands.Cog):
         mode_text: str,
         attachment: str,
     ) -> None:
-        picker = None
-        if picker_id is not None and interaction.guild_id is not None:
-            picker = self.pickers.get(interaction.guild_id, picker_id)
-        if picker is None:
-            await reply_privately(interaction, EXPIRED)
+        file = await self._offered_file(interaction, picker_id, attachment)
+        if file is None:
             return
-        if interaction.user.id != picker.user_id:
-            await reply_privately(interaction, NOT_YOURS)
-            return
-        file = picker.files.get(int(attachment)) if attachment.isdigit() else None
-        if file is None or mode_text not in _MODES:
+        if mode_text not in _MODES:
             await reply_privately(interaction, NOT_OFFERED)
             return
         source = self._service.check_attachment(file)
         await start_attachment_request(
             self._bot, self._service, interaction, Mode(mode_text), source
         )
+
+    async def _offered_file(
+        self, interaction: discord.Interaction, picker_id: int | None, attachment: str
+    ) -> AttachmentInput | None:
+        """The file a click on a picker names, if that picker offered it to this member;
+        otherwise the member is told why and None comes back."""
+        picker = None
+        if picker_id is not None and interaction.guild_id is not None:
+            picker = self.pickers.get(interaction.guild_id, picker_id)
+        if picker is None:
+            await reply_privately(interaction, EXPIRED)
+            return None
+        if interaction.user.id != picker.user_id:
+            await reply_privately(interaction, NOT_YOURS)
+            return None
+        file = picker.files.get(int(attachment)) if attachment.isdigit() else None
+        if file is None:
+            await reply_privately(interaction, NOT_OFFERED)
+        return file
 
 
 _MODES = frozenset(mode.value for mode in Mode)
@@ -152,18 +178,35 @@ def picker_text(files: list[AttachmentInput]) -> str:
     if len(files) == 1:
         name = embeds.safe_text(files[0].filename, embeds.SOURCE_NAME_MAX)
         return f"Split **{name or 'this file'}** into…"
-    extra = f" (the first {MAX_FILES} are offered)" if len(files) > MAX_FILES else ""
-    return f"This message has {len(files)} audio files{extra}. Pick a file and what to split:"
+    offered = min(len(files), OPTIONS_MAX)
+    extra = f" (the first {offered} are offered)" if len(files) > offered else ""
+    if _pairs_fit(offered):
+        return f"This message has {len(files)} audio files{extra}. Pick a file and what to split:"
+    return f"This message has {len(files)} audio files{extra}. Pick one, then what to split:"
 
 
 def picker_view(picker_id: int, files: list[AttachmentInput]) -> discord.ui.View:
-    view = discord.ui.View(timeout=None)
+    """One file: its mode buttons. Several: one pick of a (file, mode) pair when every pair
+    fits in a select, else a pick of the file first."""
     if len(files) == 1:
-        for mode in Mode:
-            view.add_item(ModeButton(mode.value, picker_id, files[0].id))
-    else:
+        return mode_buttons(picker_id, files[0])
+    view = discord.ui.View(timeout=None)
+    if _pairs_fit(len(files)):
         view.add_item(FileAndModeSelect(picker_id, files))
+    else:
+        view.add_item(FileSelect(picker_id, files))
     return view
+
+
+def mode_buttons(picker_id: int | None, file: AttachmentInput) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    for mode in Mode:
+        view.add_item(ModeButton(mode.value, picker_id, file.id))
+    return view
+
+
+def _pairs_fit(file_count: int) -> bool:
+    return file_count * len(Mode) <= OPTIONS_MAX
 
 
 def _split_cog(interaction: discord.Interaction) -> SplitCog | None:
@@ -184,8 +227,11 @@ async def _run_pick(
 
 def _option_label(mode: Mode, file: AttachmentInput) -> str:
     head = f"{mode.label} · "
-    name = embeds.label_text(file.filename, SELECT_LABEL_MAX - len(head))
-    return head + (name or "this file")
+    return head + _file_label(file, SELECT_LABEL_MAX - len(head))
+
+
+def _file_label(file: AttachmentInput, limit: int = SELECT_LABEL_MAX) -> str:
+    return embeds.label_text(file.filename, limit) or "this file"
 
 
 def _picker_id(match: Match[str]) -> int | None:
@@ -195,7 +241,7 @@ def _picker_id(match: Match[str]) -> int | None:
 
 class ModeButton(
     discord.ui.DynamicItem[discord.ui.Button[Any]],
-    template=r"stems:split:(?P<mode>[a-z]+):(?:(?P<picker>[0-9]+):)?(?P<attachment>[0-9]+)",
+    template=r"stems:split:(?P<mode>[-_a-z0-9]+):(?:(?P<picker>[0-9]+):)?(?P<attachment>[0-9]+)",
 ):
     def __init__(self, mode_text: str, picker_id: int | None, attachment_id: int) -> None:
         label = Mode(mode_text).label if mode_text in _MODES else "?"
@@ -261,3 +307,42 @@ class FileAndModeSelect(
         picked = self.item.values[0] if len(self.item.values) == 1 else ""
         mode_text, _, attachment = picked.partition(":")
         await _run_pick(interaction, self.picker_id, mode_text, attachment)
+
+
+class FileSelect(
+    discord.ui.DynamicItem[discord.ui.Select[Any]],
+    template=r"stems:split-file:(?P<picker>[0-9]+)",
+):
+    """The first of two picks when the (file, mode) pairs would not fit in one select: the
+    file; its value is the attachment id."""
+
+    def __init__(self, picker_id: int, files: list[AttachmentInput] | None = None) -> None:
+        options = [
+            discord.SelectOption(label=_file_label(file), value=str(file.id))
+            for file in files or []
+        ]
+        super().__init__(
+            discord.ui.Select(
+                custom_id=f"stems:split-file:{picker_id}",
+                placeholder="Pick a file",
+                options=options or [discord.SelectOption(label="-", value="-")],
+            )
+        )
+        self.picker_id = picker_id
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: Match[str], /
+    ) -> FileSelect:
+        return cls(int(match["picker"]))
+
+    async def interaction_check(self, interaction: discord.Interaction, /) -> bool:
+        return await answer_if_elsewhere(interaction)
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        picked = self.item.values[0] if len(self.item.values) == 1 else ""
+        cog = _split_cog(interaction)
+        if cog is None:
+            await reply_privately(interaction, EXPIRED)
+            return
+        await cog.show_modes(interaction, self.picker_id, picked)

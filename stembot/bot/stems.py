@@ -1,6 +1,10 @@
-"""`/stems vocals|instruments|all|quota`: parse the interaction, call the service, answer."""
+"""`/stems <mode>` for each mode in the mode table, and `/stems quota`: parse the
+interaction, call the service, answer."""
 
 from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import discord
 from discord import app_commands
@@ -34,41 +38,8 @@ class StemsCog(
         self._client = client
         self._service = service
         super().__init__()
-
-    @app_commands.command(name="vocals", description="Split the vocals out of a song")
-    @app_commands.describe(file=FILE_HELP, url=URL_HELP)
-    async def vocals(
-        self,
-        interaction: discord.Interaction,
-        file: discord.Attachment | None = None,
-        url: str | None = None,
-    ) -> None:
-        await self._separate(interaction, Mode.VOCALS, file, url)
-
-    @app_commands.command(
-        name="instruments",
-        description="Split a song into Guitar, Other, Drums, Bass and Piano",
-    )
-    @app_commands.describe(file=FILE_HELP, url=URL_HELP)
-    async def instruments(
-        self,
-        interaction: discord.Interaction,
-        file: discord.Attachment | None = None,
-        url: str | None = None,
-    ) -> None:
-        await self._separate(interaction, Mode.INSTRUMENTS, file, url)
-
-    @app_commands.command(
-        name="all", description="Split a song into vocals and all five instruments"
-    )
-    @app_commands.describe(file=FILE_HELP, url=URL_HELP)
-    async def all_stems(
-        self,
-        interaction: discord.Interaction,
-        file: discord.Attachment | None = None,
-        url: str | None = None,
-    ) -> None:
-        await self._separate(interaction, Mode.ALL, file, url)
+        assert self.app_command is not None  # a GroupCog is its group
+        add_mode_commands(self.app_command, self._separate)
 
     @app_commands.command(name="quota", description="How many stem splits are left today")
     async def quota(self, interaction: discord.Interaction) -> None:
@@ -102,3 +73,31 @@ class StemsCog(
             await reply_privately(interaction, refusal.user_message)
             return
         await start_url_request(self._client, self._service, interaction, mode, url)
+
+
+Separate = Callable[
+    [discord.Interaction, Mode, discord.Attachment | None, str | None], Awaitable[None]
+]
+
+
+def add_mode_commands(group: app_commands.Group, separate: Separate) -> None:
+    """One subcommand per mode, from the mode table, ahead of the group's own commands."""
+    own = group.commands
+    for command in own:
+        group.remove_command(command.name)
+    for mode in Mode:
+        group.add_command(_mode_command(mode, separate))
+    for command in own:
+        group.add_command(command)
+
+
+def _mode_command(mode: Mode, separate: Separate) -> app_commands.Command[Any, ..., None]:
+    @app_commands.describe(file=FILE_HELP, url=URL_HELP)
+    async def run(
+        interaction: discord.Interaction,
+        file: discord.Attachment | None = None,
+        url: str | None = None,
+    ) -> None:
+        await separate(interaction, mode, file, url)
+
+    return app_commands.Command(name=mode.value, description=mode.description, callback=run)

@@ -102,3 +102,49 @@ async def test_a_picker_from_before_a_restart_says_it_expired(tmp_path: Path) ->
         assert answer is not None and answer["content"] == EXPIRED
         assert answer["flags"] & 64
         assert api.requests == []
+
+
+async def test_ten_files_are_offered_then_the_picked_files_modes(stack: Stack) -> None:
+    """Ten files (the most one message holds) by three modes would not fit in one select: the
+    picker offers every file, and a pick turns it into that file's mode buttons. Every step
+    stays private and within Discord's 25 options (the loopback Discord refuses more)."""
+    files = [stack.upload(f"take{i}.wav") for i in range(10)]
+    menu, picker = await open_picker(stack, stack.member, files)
+    assert menu.original is not None
+    assert picker["content"] == "This message has 10 audio files. Pick one, then what to split:"
+    select = select_of(picker)
+    assert [o["label"] for o in select["options"]] == [f"take{i}.wav" for i in range(10)]
+    fetched = stack.discord.cdn_fetches
+    for value in ("1", "vocals:" + files[7]["id"], ""):
+        click = await stack.discord.click(
+            menu.original, select["custom_id"], member=stack.member, values=[value]
+        )
+        assert await stack.refusal(click) == NOT_OFFERED
+    pick_file = await stack.discord.click(
+        menu.original, select["custom_id"], member=stack.member, values=[files[7]["id"]]
+    )
+    await stack.discord.acknowledged(pick_file)
+    shown = menu.original.data
+    assert shown["content"] == "Split **take7.wav** into…" and shown["flags"] & 64
+    assert [b["label"] for b in buttons(shown)] == ["Vocals", "Instruments", "All stems"]
+    assert stack.discord.cdn_fetches == fetched and stack.api_calls() == 0
+    instruments = buttons(shown)[1]["custom_id"]
+    answer = await stack.answer(
+        await stack.discord.click(menu.original, instruments, member=stack.member)
+    )
+    assert answer["embeds"][0]["title"] == "Instruments · take7.wav"
+    assert stack.api.requests[0].json() == {"audioUrl": files[7]["url"]}
+
+
+async def test_the_file_select_refuses_another_members_pick(stack: Stack) -> None:
+    """The file step keeps the picker's rules: only the member it was shown to picks."""
+    bob = stack.discord.add_member(stack.guild, "bob")
+    files = [stack.upload(f"take{i}.wav") for i in range(9)]
+    menu, picker = await open_picker(stack, stack.member, files)
+    assert menu.original is not None
+    select = select_of(picker)
+    click = await stack.discord.click(
+        menu.original, select["custom_id"], member=bob, values=[files[0]["id"]]
+    )
+    assert await stack.refusal(click) == NOT_YOURS
+    assert select_of(menu.original.data) == select

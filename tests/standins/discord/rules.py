@@ -1,4 +1,4 @@
-"""Discord's documented message limits, and its error bodies.
+"""Discord's documented message and command limits, and its error bodies.
 
 Each check returns a list of ``(path, message)`` problems; ``form_error`` turns them into the
 400 "Invalid Form Body" (50035) body Discord answers, nested the way discord.py flattens it.
@@ -26,6 +26,8 @@ BUTTON_LABEL_MAX = 80
 CUSTOM_ID_MAX = 100
 LINK_URL_MAX = 512
 SELECT_OPTIONS_MAX = 25
+SELECT_OPTION_TEXT_MAX = 100
+SELECT_PLACEHOLDER_MAX = 150
 FILES_MAX = 10
 DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
 
@@ -78,9 +80,17 @@ def _check_component(path: tuple[str | int, ...], component: dict[str, Any]) -> 
     problems = _too_long((*path, "custom_id"), component.get("custom_id"), CUSTOM_ID_MAX)
     problems += _too_long((*path, "label"), component.get("label"), BUTTON_LABEL_MAX)
     problems += _too_long((*path, "url"), component.get("url"), LINK_URL_MAX)
+    problems += _too_long(
+        (*path, "placeholder"), component.get("placeholder"), SELECT_PLACEHOLDER_MAX
+    )
     options = component.get("options") or []
     if len(options) > SELECT_OPTIONS_MAX:
         problems.append(((*path, "options"), f"Must be {SELECT_OPTIONS_MAX} or fewer in length."))
+    for k, option in enumerate(options):
+        for key in ("label", "value", "description"):
+            problems += _too_long(
+                (*path, "options", k, key), option.get(key), SELECT_OPTION_TEXT_MAX
+            )
     return problems
 
 
@@ -107,6 +117,62 @@ def check_message(body: dict[str, Any], file_count: int = 0) -> list[Problem]:
     problems += check_components(body.get("components") or [])
     if file_count > FILES_MAX:
         problems.append((("files",), f"Must be {FILES_MAX} or fewer in length."))
+    return problems
+
+
+# --- application commands (https://discord.com/developers/docs/interactions/application-commands)
+
+COMMANDS_MAX = {1: 100, 2: 5, 3: 5}  # chat input (slash), user, message commands per scope
+COMMAND_NAME_MAX = 32
+COMMAND_DESCRIPTION_MAX = 100
+COMMAND_OPTIONS_MAX = 25  # options, subcommands or subcommand groups at each level
+OPTION_CHOICES_MAX = 25
+# Slash command and option names: lowercase letters (any script), digits, - and _.
+_CHAT_INPUT_NAME = re.compile(r"^[-_\w]{1,32}$")
+
+
+def _check_option_level(
+    path: tuple[str | int, ...], options: list[dict[str, Any]]
+) -> list[Problem]:
+    problems: list[Problem] = []
+    if len(options) > COMMAND_OPTIONS_MAX:
+        problems.append(((*path, "options"), f"Must be {COMMAND_OPTIONS_MAX} or fewer in length."))
+    for i, option in enumerate(options):
+        at = (*path, "options", i)
+        problems += _check_chat_input_naming(at, option)
+        choices = option.get("choices") or []
+        if len(choices) > OPTION_CHOICES_MAX:
+            problems.append(((*at, "choices"), f"Must be {OPTION_CHOICES_MAX} or fewer in length."))
+        problems += _check_option_level(at, option.get("options") or [])
+    return problems
+
+
+def _check_chat_input_naming(path: tuple[str | int, ...], entry: dict[str, Any]) -> list[Problem]:
+    name, description = str(entry.get("name") or ""), str(entry.get("description") or "")
+    problems: list[Problem] = []
+    if not _CHAT_INPUT_NAME.match(name) or name != name.lower():
+        problems.append(((*path, "name"), "Command name is invalid"))
+    if not 1 <= len(description) <= COMMAND_DESCRIPTION_MAX:
+        problems.append(
+            ((*path, "description"), f"Must be between 1 and {COMMAND_DESCRIPTION_MAX} in length.")
+        )
+    return problems
+
+
+def check_commands(commands: list[dict[str, Any]]) -> list[Problem]:
+    """Limits on a bulk overwrite of one scope's commands."""
+    problems: list[Problem] = []
+    for kind, most in COMMANDS_MAX.items():
+        if sum(1 for c in commands if c.get("type", 1) == kind) > most:
+            problems.append(
+                ((), f"Maximum number of application commands of type {kind} ({most}) reached")
+            )
+    for i, command in enumerate(commands):
+        if command.get("type", 1) == 1:
+            problems += _check_chat_input_naming((i,), command)
+        else:
+            problems += _too_long((i, "name"), command.get("name"), COMMAND_NAME_MAX)
+        problems += _check_option_level((i,), command.get("options") or [])
     return problems
 
 

@@ -898,6 +898,9 @@ class DiscordEmulator:
     async def _overwrite_commands(self, request: web.Request) -> web.Response:
         scope = self._command_scope(request)
         body, _ = await self._read_body(request, self._route_template(request))
+        problems = rules.check_commands(body or [])
+        if problems:
+            raise DiscordError(400, 50035, "Invalid Form Body", rules.form_error(problems))
         previous = {(c["name"], c.get("type", 1)): c for c in self.commands.get(scope, [])}
         stored = []
         for command in body or []:
