@@ -20,24 +20,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-from stembot.errors import StembotError
-
-
-class DatabaseInUseError(StembotError):
-    """Another bot holds the database: starting a second one would undo its work."""
-
-    def __init__(self, db_path: Path, holder: str) -> None:
-        self.db_path = db_path
-        self.holder = holder
-        super().__init__(
-            f"another stembot is already running on the database {db_path} "
-            f"({holder or 'a process that has not said who it is yet'}). Run one bot per "
-            "database: stop that one first, or point STEMBOT_DB_PATH at another database."
-        )
-
-
-class DatabaseLockError(StembotError):
-    """The lock file beside the database cannot be created or locked."""
+from stembot.errors import DatabaseInUseError, DatabaseLockError
 
 
 def lock_path_of(db_path: Path) -> Path:

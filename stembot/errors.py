@@ -9,6 +9,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Sequence
 from datetime import datetime
+from pathlib import Path
 
 from stembot.models import QuotaLimit
 
@@ -107,6 +108,23 @@ class DatabaseReplacedError(StoreFailedError):
         "stembot has stopped taking requests: its database file went missing while it was "
         "running. You were not charged. The bot's operator has to restart it."
     )
+
+
+class DatabaseInUseError(StembotError):
+    """Another bot holds the database: starting a second one would undo its work."""
+
+    def __init__(self, db_path: Path, holder: str) -> None:
+        self.db_path = db_path
+        self.holder = holder
+        super().__init__(
+            f"another stembot is already running on the database {db_path} "
+            f"({holder or 'a process that has not said who it is yet'}). Run one bot per "
+            "database: stop that one first, or point STEMBOT_DB_PATH at another database."
+        )
+
+
+class DatabaseLockError(StembotError):
+    """The lock file beside the database cannot be created or locked."""
 
 
 class SoundverseError(StembotError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -17,6 +18,7 @@ _ARGS: dict[type[StembotError], tuple[object, ...]] = {
     errors.QuotaLimitReached: (QuotaLimit.GUILD_DAILY, "This server has used its units.", None),
     errors.TooManyLinksError: (2,),
     errors.IncidentError: ("AB12CD34",),
+    errors.DatabaseInUseError: (Path("stembot.db"), "pid 1 on host, since 2026-12-01"),
 }
 
 
