@@ -210,7 +210,7 @@ class ShuttingDownError(StembotError):
     default_message = "stembot is restarting. Please try again in a minute."
 
 
-class JobInterruptedError(StembotError):
+class RequestInterruptedError(StembotError):
     """A request that a restart or crash cut short; it was refunded."""
 
     default_message = (

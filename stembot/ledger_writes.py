@@ -97,13 +97,13 @@ class LedgerWrites:
             self._unwritten.pop(0)
             log.info("%s: written on a later try", what)
 
-    def record_delivery(self, job_id: int, via: str) -> None:
+    def record_delivery(self, request_id: int, via: str) -> None:
         """The answer of a succeeded request reached Discord ``via`` a route (or "nowhere").
 
         Noted in the ledger so that a start-up after a crash delivers exactly the results
         that never arrived; deliveries close together share one write.
         """
-        self._deliveries.append((job_id, via))
+        self._deliveries.append((request_id, via))
         if self._delivery_flush is None:
             self._delivery_flush = asyncio.create_task(self._flush_deliveries_soon())
 
@@ -118,7 +118,7 @@ class LedgerWrites:
             return
         now = self._clock()
         await self.persist(
-            f"recording the delivery of job(s) {[job_id for job_id, _ in batch]}",
+            f"recording the delivery of request(s) {[request_id for request_id, _ in batch]}",
             lambda: self._store.ledger.record_deliveries(batch, now),
         )
 

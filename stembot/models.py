@@ -73,7 +73,7 @@ class Separation:
     issued_at: datetime
 
 
-class JobStatus(enum.StrEnum):
+class RequestStatus(enum.StrEnum):
     """Where a request stands. Only the first two hold quota that may still be refunded."""
 
     QUEUED = "queued"
@@ -85,12 +85,13 @@ class JobStatus(enum.StrEnum):
 
     @property
     def is_active(self) -> bool:
-        return self in (JobStatus.QUEUED, JobStatus.RUNNING)
+        return self in (RequestStatus.QUEUED, RequestStatus.RUNNING)
 
 
 @dataclass(frozen=True, slots=True)
-class JobRequest:
-    """Everything the service needs about one request, in plain values (no discord objects).
+class NewRequest:
+    """A request as a member asked it, before the ledger records it: everything the service
+    needs, in plain values (no discord objects).
 
     ``source_key`` identifies the input for reuse: ``attachment:<id>`` for a Discord
     attachment, or ``url:sha256:<hex>`` for a link (a hash: signed links are credentials).
@@ -113,7 +114,7 @@ class JobRequest:
 
 
 @dataclass(frozen=True, slots=True)
-class Job:
+class Request:
     """One request as the ledger holds it: who asked for what, what it costs, where it stands."""
 
     id: int
@@ -125,7 +126,7 @@ class Job:
     source_name: str
     source_key: str
     cost: int
-    status: JobStatus
+    status: RequestStatus
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -161,7 +162,7 @@ class QuotaStatus:
     guild_daily: WindowStatus
     guild_monthly: WindowStatus
     user_daily: WindowStatus | None
-    user_active_jobs: int | None
+    user_active_requests: int | None
     user_active_limit: int
     # True when the member's daily limit is a role's allowance, not the server's per-member one.
     user_limit_from_role: bool = False
@@ -176,7 +177,7 @@ class GuildLimits:
     daily: int
     monthly: int
     per_user: int
-    active_jobs: int
+    active_requests: int
     overridden: frozenset[str] = frozenset()
     # Those set above the operator's ceiling: held to the ceiling.
     capped: frozenset[str] = frozenset()
@@ -217,8 +218,8 @@ class Recovery:
     """What a start-up found a stopped bot owing: requests refunded (their requesters are
     told), and succeeded requests whose result never reached them (delivered now)."""
 
-    interrupted: list[Job]
-    undelivered: list[tuple[Job, Separation]]
+    interrupted: list[Request]
+    undelivered: list[tuple[Request, Separation]]
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from stembot.errors import ModerationError, NotRefundableError, RequestNotFoundError
-from stembot.models import GuildLimits, Job, JobStatus, Mode, QuotaStatus, UsageReport
+from stembot.models import GuildLimits, Mode, QuotaStatus, Request, RequestStatus, UsageReport
 from stembot.quota_rules import MAX_LIMIT
 from stembot.store import Store
 from stembot.windows import day_window, month_window
@@ -71,7 +71,7 @@ class LedgerExport:
 class Refund:
     """A request whose units a moderator gave back."""
 
-    job: Job
+    request: Request
     units: int
 
 
@@ -262,15 +262,15 @@ class ModerationService:
     def refund(self, guild_id: int, request_id: int) -> Refund:
         """Give back a finished request's units, once; raises ModerationError otherwise."""
         refunded = self._store.ledger.refund_by_moderator(request_id, guild_id, self._clock())
-        job = self._store.ledger.get_job(request_id)
-        if job is None or job.guild_id != guild_id:
+        request = self._store.ledger.get_request(request_id)
+        if request is None or request.guild_id != guild_id:
             raise RequestNotFoundError(
                 f"There is no request {request_id} on this server. Request ids are in the "
                 "`request_id` column of `/stems-admin export`."
             )
         if refunded:
-            return Refund(job, job.cost)
-        raise NotRefundableError(_why_not_refundable(job))
+            return Refund(request, request.cost)
+        raise NotRefundableError(_why_not_refundable(request))
 
     # --- the log channel and its alerts -------------------------------------------------
 
@@ -363,19 +363,19 @@ def _day_start(text: str, name: str) -> datetime:
 
 
 _HOW_REFUNDED = {
-    JobStatus.FAILED: "it failed",
-    JobStatus.CANCELLED: "it was cancelled",
-    JobStatus.INTERRUPTED: "it was interrupted",
+    RequestStatus.FAILED: "it failed",
+    RequestStatus.CANCELLED: "it was cancelled",
+    RequestStatus.INTERRUPTED: "it was interrupted",
 }
 
 
-def _why_not_refundable(job: Job) -> str:
-    if job.status.is_active:
+def _why_not_refundable(request: Request) -> str:
+    if request.status.is_active:
         return (
-            f"Request {job.id} is still {job.status.value}. A request that fails is refunded "
-            "automatically; refund it once it has finished if it still needs one."
+            f"Request {request.id} is still {request.status.value}. A request that fails is "
+            "refunded automatically; refund it once it has finished if it still needs one."
         )
-    if job.status in _HOW_REFUNDED:
-        how = "by a moderator" if job.refunded_by_moderator else _HOW_REFUNDED[job.status]
-        return f"Request {job.id} was already refunded ({how}); nothing changed."
-    return f"Request {job.id} cost nothing (it reused an earlier result); nothing to refund."
+    if request.status in _HOW_REFUNDED:
+        how = "by a moderator" if request.refunded_by_moderator else _HOW_REFUNDED[request.status]
+        return f"Request {request.id} was already refunded ({how}); nothing changed."
+    return f"Request {request.id} cost nothing (it reused an earlier result); nothing to refund."

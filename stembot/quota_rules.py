@@ -26,11 +26,11 @@ def check_limit(value: int | None, name: str) -> None:
 
 
 def effective_limits(policy: QuotaPolicy, overrides: Sequence[int | None]) -> GuildLimits:
-    """A server's limits: its moderators' overrides (daily, monthly, per_user, active_jobs;
+    """A server's limits: its moderators' overrides (daily, monthly, per_user, active_requests;
     None for none) over the policy's defaults, within the operator's ceilings."""
     p = policy
     defaults = (p.guild_daily_limit, p.guild_monthly_limit, p.user_daily_limit)
-    names = ("daily", "monthly", "per_user", "active_jobs")
+    names = ("daily", "monthly", "per_user", "active_requests")
     values = [
         d if o is None else o
         for o, d in zip(overrides, (*defaults, p.user_active_jobs), strict=True)
@@ -48,7 +48,7 @@ def effective_limits(policy: QuotaPolicy, overrides: Sequence[int | None]) -> Gu
         daily=values[0],
         monthly=values[1],
         per_user=values[2],
-        active_jobs=values[3],
+        active_requests=values[3],
         overridden=frozenset(n for n, o in zip(names, overrides, strict=True) if o is not None),
         capped=frozenset(capped),
     )
@@ -84,8 +84,8 @@ def quota_status(
         user_daily=_window_status(seen.user_today, seen.member_limit, day_end)
         if with_member
         else None,
-        user_active_jobs=seen.user_active if with_member else None,
-        user_active_limit=limits.active_jobs,
+        user_active_requests=seen.user_active if with_member else None,
+        user_active_limit=limits.active_requests,
         user_limit_from_role=with_member and seen.limit_from_role,
         api_budget_spent=budget_spent,
     )
@@ -101,7 +101,8 @@ def member_has_room(seen: Snapshot, cost: int) -> bool:
 
 
 def enforce(seen: Snapshot, cost: int, now: datetime) -> None:
-    """Raise for the limit that binds longest: month, then day, then the user's day, then jobs."""
+    """Raise for the limit that binds longest: month, then day, then the user's day, then the
+    requests in progress."""
     limits = seen.limits
     used_today, used_month, user_today, user_active = (
         seen.today,
@@ -118,8 +119,8 @@ def enforce(seen: Snapshot, cost: int, now: datetime) -> None:
     member_limit = seen.member_limit
     if member_limit == 0 or user_today + cost > member_limit:
         raise _refusal(QuotaLimit.USER_DAILY, member_limit, user_today, cost, day_end, now)
-    if user_active >= limits.active_jobs:
-        raise _refusal(QuotaLimit.USER_ACTIVE, limits.active_jobs, user_active, cost, None, now)
+    if user_active >= limits.active_requests:
+        raise _refusal(QuotaLimit.USER_ACTIVE, limits.active_requests, user_active, cost, None, now)
 
 
 def enforce_budget(budget: int | None, calls_today: int, now: datetime) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from stembot.models import Job, JobStatus
+from stembot.models import Request, RequestStatus
 from stembot.store import Store
 
 # The export's columns holding Discord ids (snowflakes, up to 19 digits), which it writes so
@@ -19,9 +19,9 @@ def delivered_via(store: Store, request_id: int) -> str | None:
     return via
 
 
-_REFUNDED = frozenset({JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.INTERRUPTED})
+_REFUNDED = frozenset({RequestStatus.FAILED, RequestStatus.CANCELLED, RequestStatus.INTERRUPTED})
 
 
-def charged(job: Job) -> int:
+def charged(request: Request) -> int:
     """Units the request counts against quotas: nothing once it was refunded."""
-    return 0 if job.status in _REFUNDED else job.cost
+    return 0 if request.status in _REFUNDED else request.cost

@@ -21,8 +21,8 @@ from stembot.bot.stems import StemsCog
 from stembot.bot.sync import local_commands
 from stembot.cli import build_parser
 from stembot.config import env_example, load_settings, setting_names
-from stembot.jobs import AttachmentInput
 from stembot.models import Mode, QuotaStatus, WindowStatus
+from stembot.stem_service import AttachmentInput
 
 MAX_FILES_TRIED = 30
 

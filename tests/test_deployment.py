@@ -262,7 +262,7 @@ def test_the_warning_filter_fails_on_warnings_from_project_code() -> None:
         for text in filters:
             action, message, category, module, lineno = parse_warning_filter(text, escape=False)
             warnings.filterwarnings(action, message, category, module, lineno)
-        for module in ("stembot.jobs", "tests.test_jobs", "copy", "asyncio.events"):
+        for module in ("stembot.stem_service", "tests.test_stem_service", "copy", "asyncio.events"):
             with pytest.raises(DeprecationWarning):
                 warnings.warn_explicit("x", DeprecationWarning, "f.py", 1, module=module)
         with warnings.catch_warnings(record=True):

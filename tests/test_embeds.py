@@ -23,8 +23,8 @@ from stembot.bot.embeds import (
 )
 from stembot.errors import (
     InvalidSourceError,
-    JobInterruptedError,
     QuotaExceededError,
+    RequestInterruptedError,
     SoundverseOutcomeUnknown,
     SoundverseRejected,
     SoundverseUnavailable,
@@ -61,7 +61,7 @@ def quota(user: bool = True, daily_limit: int = 50) -> QuotaStatus:
         guild_daily=WindowStatus(used=8, limit=daily_limit, remaining=42, resets_at=DAY_END),
         guild_monthly=WindowStatus(used=80, limit=500, remaining=420, resets_at=MONTH_END),
         user_daily=WindowStatus(used=3, limit=10, remaining=7, resets_at=DAY_END) if user else None,
-        user_active_jobs=1 if user else None,
+        user_active_requests=1 if user else None,
         user_active_limit=2,
     )
 
@@ -338,7 +338,7 @@ def test_failed_quota_embed_says_when_to_retry():
     assert f"<t:{unix(DAY_END)}:R>" in (embed.fields[0].value or "")
 
 
-@pytest.mark.parametrize("error", [SoundverseOutcomeUnknown(), JobInterruptedError()])
+@pytest.mark.parametrize("error", [SoundverseOutcomeUnknown(), RequestInterruptedError()])
 def test_failed_embed_does_not_repeat_not_charged(error):
     """Messages that already say 'not charged' don't get it twice."""
     embed = failed_embed(Mode.VOCALS, "a", error)
@@ -361,7 +361,7 @@ def test_failed_embed_generic_advice_for_outages():
 def test_interrupted_embed_explains_restart():
     """Interrupted: says a restart cut it short, nothing charged, run it again."""
     embed = interrupted_embed(Mode.VOCALS, "a.mp3", quota())
-    assert embed.description == JobInterruptedError().user_message
+    assert embed.description == RequestInterruptedError().user_message
     assert "not charged" in (embed.description or "")
     assert embed.colour == embeds.INTERRUPTED_COLOUR
     assert embed.footer.text == quota_left_text(quota())

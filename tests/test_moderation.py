@@ -23,7 +23,7 @@ from stembot.errors import (
     RequestNotFoundError,
 )
 from stembot.ledger_csv import CSV_COLUMNS
-from stembot.models import JobRequest, JobStatus, Mode, Separation, Stem
+from stembot.models import Mode, NewRequest, RequestStatus, Separation, Stem
 from stembot.moderation import LedgerExport, ModerationService
 from stembot.store import Store
 from tests.ledger_reads import charged
@@ -66,8 +66,8 @@ def moderation(store: Store, clock: Clock) -> ModerationService:
     return ModerationService(store, clock)
 
 
-def request(user: int = ALICE, mode: Mode = Mode.VOCALS, guild: int = GUILD) -> JobRequest:
-    return JobRequest(
+def new_request(user: int = ALICE, mode: Mode = Mode.VOCALS, guild: int = GUILD) -> NewRequest:
+    return NewRequest(
         guild_id=guild,
         channel_id=555,
         user_id=user,
@@ -87,15 +87,15 @@ def succeeded(
     store: Store, user: int = ALICE, mode: Mode = Mode.VOCALS, at: datetime = NOW, guild=GUILD
 ):
     """A request reserved and settled at ``at``: it holds its cost."""
-    job = store.ledger.reserve(request(user, mode, guild), at)
-    store.ledger.settle(job.id, separation(mode), job.source_key, at)
-    return job
+    request = store.ledger.reserve(new_request(user, mode, guild), at)
+    store.ledger.settle(request.id, separation(mode), request.source_key, at)
+    return request
 
 
-def status_of(store: Store, job_id: int) -> JobStatus:
-    job = store.ledger.get_job(job_id)
-    assert job is not None
-    return job.status
+def status_of(store: Store, request_id: int) -> RequestStatus:
+    request = store.ledger.get_request(request_id)
+    assert request is not None
+    return request.status
 
 
 def exported(moderation: ModerationService, since=None, until=None) -> tuple[LedgerExport, str]:
@@ -120,8 +120,8 @@ def test_usage_figures_match_the_ledger(store: Store, moderation: ModerationServ
     succeeded(store, ALICE, Mode.ALL)
     succeeded(store, ALICE, Mode.VOCALS)
     succeeded(store, BOB, Mode.VOCALS)
-    failed = store.ledger.reserve(request(CAROL, Mode.INSTRUMENTS), NOW)
-    store.ledger.refund_all([failed.id], JobStatus.FAILED, "API failed", NOW)
+    failed = store.ledger.reserve(new_request(CAROL, Mode.INSTRUMENTS), NOW)
+    store.ledger.refund_all([failed.id], RequestStatus.FAILED, "API failed", NOW)
     overview = moderation.usage(GUILD)
     assert overview.quota.guild_daily.used == 4
     assert overview.quota.guild_daily.limit == 10
@@ -173,9 +173,9 @@ def test_limits_set_are_enforced_on_the_next_request(
     limits = moderation.set_limits(GUILD, daily=1)
     assert limits.daily == 1
     assert limits.overridden == {"daily"}
-    store.ledger.reserve(request(ALICE), NOW)
+    store.ledger.reserve(new_request(ALICE), NOW)
     with pytest.raises(QuotaExceededError, match="1 of its 1 daily units"):
-        store.ledger.reserve(request(BOB), NOW)
+        store.ledger.reserve(new_request(BOB), NOW)
 
 
 def test_limits_left_out_stay_as_they_were(moderation: ModerationService) -> None:
@@ -193,7 +193,7 @@ def test_limits_left_out_stay_as_they_were(moderation: ModerationService) -> Non
         ({"role_id": 77, "daily": 5}, "A role gets only a `per_user` allowance"),
         ({"role_id": 77, "per_user": 5, "reset": "per_user"}, "not both"),
         ({"daily": 5, "reset": "all"}, "`daily` can't be both set and reset"),
-        ({"reset": "active_jobs"}, "`reset` must be one of daily, monthly, per_user, all"),
+        ({"reset": "active_requests"}, "`reset` must be one of daily, monthly, per_user, all"),
     ],
 )
 def test_contradictory_limit_changes_are_refused_and_change_nothing(
@@ -227,13 +227,13 @@ def test_export_defaults_to_this_month_and_parses_back(
 ) -> None:
     """Without dates the CSV holds this month's rows through today, times in ISO-8601 UTC."""
     succeeded(store, at=datetime(2026, 4, 30, 23, 59, tzinfo=UTC))
-    job = succeeded(store, BOB, Mode.ALL, at=datetime(2026, 5, 2, 8, 30, tzinfo=UTC))
+    request = succeeded(store, BOB, Mode.ALL, at=datetime(2026, 5, 2, 8, 30, tzinfo=UTC))
     export, text = exported(moderation)
     assert export.since == datetime(2026, 5, 1, tzinfo=UTC)
     assert export.until == datetime(2026, 5, 15, tzinfo=UTC)
     rows = list(csv.DictReader(io.StringIO(text)))
     assert list(rows[0]) == list(CSV_COLUMNS)
-    assert [row["request_id"] for row in rows] == [str(job.id)]
+    assert [row["request_id"] for row in rows] == [str(request.id)]
     assert rows[0]["created_at"] == "2026-05-02T08:30:00Z"
     assert datetime.fromisoformat(rows[0]["created_at"]).tzinfo == UTC
     assert (rows[0]["user_id"], rows[0]["mode"], rows[0]["charged"]) == (f'="{BOB}"', "all", "2")
@@ -274,19 +274,19 @@ def test_refund_gives_a_succeeded_request_back_once(
     store: Store, moderation: ModerationService
 ) -> None:
     """A moderator's refund frees the units; a second one is refused as already done."""
-    job = succeeded(store, ALICE, Mode.ALL)
-    refund = moderation.refund(GUILD, job.id)
+    request = succeeded(store, ALICE, Mode.ALL)
+    refund = moderation.refund(GUILD, request.id)
     assert refund.units == 2
     assert moderation.usage(GUILD).quota.guild_daily.used == 0
     with pytest.raises(NotRefundableError, match="already refunded \\(by a moderator\\)"):
-        moderation.refund(GUILD, job.id)
+        moderation.refund(GUILD, request.id)
     assert moderation.usage(GUILD).quota.guild_daily.used == 0
 
 
 def test_a_refund_shows_in_the_ledger(store: Store, moderation: ModerationService) -> None:
     """The exported row says cancelled, charged 0, and who refunded it."""
-    job = succeeded(store)
-    moderation.refund(GUILD, job.id)
+    request = succeeded(store)
+    moderation.refund(GUILD, request.id)
     (row,) = export_rows(moderation)
     assert (row["status"], row["charged"], row["cost"]) == ("cancelled", "0", "1")
     assert row["error"] == "refunded by a moderator at 2026-05-14T12:00:00Z"
@@ -297,10 +297,10 @@ def test_a_request_of_another_guild_cannot_be_refunded(
     store: Store, moderation: ModerationService
 ) -> None:
     """Another server's request id is answered as unknown, and stays charged."""
-    job = succeeded(store, guild=OTHER_GUILD)
-    with pytest.raises(RequestNotFoundError, match=f"no request {job.id}"):
-        moderation.refund(GUILD, job.id)
-    assert status_of(store, job.id) is JobStatus.SUCCEEDED
+    request = succeeded(store, guild=OTHER_GUILD)
+    with pytest.raises(RequestNotFoundError, match=f"no request {request.id}"):
+        moderation.refund(GUILD, request.id)
+    assert status_of(store, request.id) is RequestStatus.SUCCEEDED
 
 
 def test_an_unknown_request_id_is_refused(moderation: ModerationService) -> None:
@@ -313,36 +313,36 @@ def test_a_request_in_progress_is_not_refunded_by_hand(
     store: Store, moderation: ModerationService
 ) -> None:
     """A queued request stays charged: it is refunded automatically if it fails."""
-    job = store.ledger.reserve(request(), NOW)
+    request = store.ledger.reserve(new_request(), NOW)
     with pytest.raises(NotRefundableError, match="still queued"):
-        moderation.refund(GUILD, job.id)
-    assert status_of(store, job.id) is JobStatus.QUEUED
+        moderation.refund(GUILD, request.id)
+    assert status_of(store, request.id) is RequestStatus.QUEUED
 
 
 def test_a_failed_request_is_already_refunded(store: Store, moderation: ModerationService) -> None:
     """A request the service refunded on failure cannot be refunded again."""
-    job = store.ledger.reserve(request(), NOW)
-    store.ledger.refund_all([job.id], JobStatus.FAILED, "API failed", NOW)
+    request = store.ledger.reserve(new_request(), NOW)
+    store.ledger.refund_all([request.id], RequestStatus.FAILED, "API failed", NOW)
     with pytest.raises(NotRefundableError, match="already refunded \\(it failed\\)"):
-        moderation.refund(GUILD, job.id)
+        moderation.refund(GUILD, request.id)
 
 
 def test_a_free_request_has_nothing_to_refund(store: Store, moderation: ModerationService) -> None:
     """A request answered from a stored result cost nothing and stays as it is."""
-    job = store.ledger.record_free(request(), separation(Mode.VOCALS), NOW)
+    request = store.ledger.record_free(new_request(), separation(Mode.VOCALS), NOW)
     with pytest.raises(NotRefundableError, match="cost nothing"):
-        moderation.refund(GUILD, job.id)
+        moderation.refund(GUILD, request.id)
 
 
 def test_store_refund_by_moderator_is_true_only_once(store: Store) -> None:
     """Store.refund_by_moderator: True for the call that refunded, False after, and for
     another guild."""
-    job = succeeded(store)
-    assert not store.ledger.refund_by_moderator(job.id, OTHER_GUILD, NOW)
-    assert store.ledger.refund_by_moderator(job.id, GUILD, NOW)
-    assert not store.ledger.refund_by_moderator(job.id, GUILD, NOW)
-    job_now = store.ledger.get_job(job.id)
-    assert job_now is not None and charged(job_now) == 0
+    request = succeeded(store)
+    assert not store.ledger.refund_by_moderator(request.id, OTHER_GUILD, NOW)
+    assert store.ledger.refund_by_moderator(request.id, GUILD, NOW)
+    assert not store.ledger.refund_by_moderator(request.id, GUILD, NOW)
+    request_now = store.ledger.get_request(request.id)
+    assert request_now is not None and charged(request_now) == 0
 
 
 # --- alerts ----------------------------------------------------------------------------------
@@ -424,7 +424,7 @@ def test_a_refund_below_a_threshold_does_not_re_alert(
     moderation.set_log_channel(GUILD, LOG_CHANNEL)
     use(store, 8)
     assert len(moderation.alerts_due(GUILD)) == 1
-    last = store.ledger.reserve(request(BOB), NOW)
+    last = store.ledger.reserve(new_request(BOB), NOW)
     store.ledger.settle(last.id, separation(Mode.VOCALS), last.source_key, NOW)
     moderation.refund(GUILD, last.id)
     moderation.refund(GUILD, last.id - 1)
@@ -451,9 +451,12 @@ def test_a_switched_off_server_raises_no_alert(store: Store, moderation: Moderat
 
 def test_a_moderator_refund_forgets_the_stored_result(store: Store) -> None:
     """Refunded stems (bad, say) are not handed out again for free: the next asks the API."""
-    job = succeeded(store)
+    request = succeeded(store)
     assert (
-        store.ledger.find_result(job.source_key, Mode.VOCALS, NOW - timedelta(days=1)) is not None
+        store.ledger.find_result(request.source_key, Mode.VOCALS, NOW - timedelta(days=1))
+        is not None
     )
-    assert store.ledger.refund_by_moderator(job.id, GUILD, NOW)
-    assert store.ledger.find_result(job.source_key, Mode.VOCALS, NOW - timedelta(days=1)) is None
+    assert store.ledger.refund_by_moderator(request.id, GUILD, NOW)
+    assert (
+        store.ledger.find_result(request.source_key, Mode.VOCALS, NOW - timedelta(days=1)) is None
+    )

@@ -21,7 +21,7 @@ from sqlite_utils.migrations import Migrations
 
 from stembot.config import QuotaPolicy, load_settings
 from stembot.errors import ConfigError, DuplicateRequestError
-from stembot.models import JobRequest, Mode, Separation, Stem
+from stembot.models import Mode, NewRequest, Separation, Stem
 from stembot.moderation import LedgerExport, ModerationService
 from stembot.retention import Retention
 from stembot.source_urls import source_key_for_url
@@ -37,7 +37,7 @@ SNOWFLAKE = 1234567890123456789
 _ids = itertools.count(10_000_000)
 
 
-def request(
+def new_request(
     user: int = ALICE,
     *,
     key: str = "attachment:42",
@@ -45,8 +45,8 @@ def request(
     interaction: int | None = None,
     name: str = "song.mp3",
     guild: int = GUILD,
-) -> JobRequest:
-    return JobRequest(
+) -> NewRequest:
+    return NewRequest(
         guild_id=guild,
         channel_id=channel,
         user_id=user,
@@ -83,13 +83,14 @@ def export_rows(store: Store, guild: int = GUILD) -> list[dict[str, str]]:
 
 def test_500_free_repeats_make_one_row_and_count_500_requests(store: Store) -> None:
     """A member repeating a stored result 500 times adds one row; usage still counts 500."""
-    paid = store.ledger.reserve(request(), NOW)
+    paid = store.ledger.reserve(new_request(), NOW)
     store.ledger.settle(paid.id, STORED, paid.source_key, NOW)
-    jobs = [
-        store.ledger.record_free(request(), STORED, NOW + timedelta(seconds=i)) for i in range(500)
+    requests = [
+        store.ledger.record_free(new_request(), STORED, NOW + timedelta(seconds=i))
+        for i in range(500)
     ]
     assert ledger_rows(store) == 2
-    assert {job.id for job in jobs} == {jobs[0].id}
+    assert {request.id for request in requests} == {requests[0].id}
     report = store.reports.usage_report(GUILD, NOW - timedelta(hours=1), NOW + timedelta(hours=1))
     assert (report.total.requests, report.total.units) == (501, 1)
     (row,) = [r for r in export_rows(store) if r["cost"] == "0"]
@@ -99,24 +100,24 @@ def test_500_free_repeats_make_one_row_and_count_500_requests(store: Store) -> N
 
 def test_a_repeated_interaction_is_still_refused_as_a_duplicate(store: Store) -> None:
     """An interaction folded into an earlier row is recognised when Discord delivers it again."""
-    store.ledger.record_free(request(interaction=1), STORED, NOW)
-    store.ledger.record_free(request(interaction=2), STORED, NOW)
+    store.ledger.record_free(new_request(interaction=1), STORED, NOW)
+    store.ledger.record_free(new_request(interaction=2), STORED, NOW)
     for interaction in (1, 2):
         with pytest.raises(DuplicateRequestError):
-            store.ledger.record_free(request(interaction=interaction), STORED, NOW)
+            store.ledger.record_free(new_request(interaction=interaction), STORED, NOW)
         with pytest.raises(DuplicateRequestError):
-            store.ledger.reserve(request(interaction=interaction), NOW)
+            store.ledger.reserve(new_request(interaction=interaction), NOW)
     assert export_rows(store)[0]["requests"] == "2"
 
 
 def test_repeats_share_a_row_per_member_channel_and_day_only(store: Store) -> None:
     """Another member, channel, source or UTC day starts a row of its own."""
-    store.ledger.record_free(request(), STORED, NOW)
-    store.ledger.record_free(request(BOB), STORED, NOW)
-    store.ledger.record_free(request(channel=556), STORED, NOW)
-    store.ledger.record_free(request(key="attachment:43"), STORED, NOW)
-    store.ledger.record_free(request(), STORED, NOW + timedelta(days=1))
-    store.ledger.record_free(request(), STORED, NOW + timedelta(minutes=5))
+    store.ledger.record_free(new_request(), STORED, NOW)
+    store.ledger.record_free(new_request(BOB), STORED, NOW)
+    store.ledger.record_free(new_request(channel=556), STORED, NOW)
+    store.ledger.record_free(new_request(key="attachment:43"), STORED, NOW)
+    store.ledger.record_free(new_request(), STORED, NOW + timedelta(days=1))
+    store.ledger.record_free(new_request(), STORED, NOW + timedelta(minutes=5))
     assert ledger_rows(store) == 5
 
 
@@ -154,10 +155,10 @@ def test_migration_scrubs_links_stored_whole_and_keeps_results_reusable(tmp_path
     old_database(path)
     store = Store.open(path, QuotaPolicy())
     try:
-        job = store.ledger.get_job(1)
-        assert job is not None
-        assert job.source_key == source_key_for_url(OLD_KEY)
-        assert job.source_name == "https://files.example/a.mp3"
+        request = store.ledger.get_request(1)
+        assert request is not None
+        assert request.source_key == source_key_for_url(OLD_KEY)
+        assert request.source_name == "https://files.example/a.mp3"
         reused = store.ledger.find_result(
             source_key_for_url(OLD_KEY), Mode.VOCALS, NOW - timedelta(1)
         )
@@ -177,7 +178,7 @@ _TEXT_FORMULA = re.compile(r'="(\d+)"')
 
 def test_discord_ids_in_the_export_are_not_read_as_numbers(store: Store) -> None:
     """Each 19-digit id is a text formula holding every digit; none parses as a number."""
-    hostile = request(
+    hostile = new_request(
         SNOWFLAKE,
         name="=HYPERLINK(evil)",
         guild=SNOWFLAKE,
@@ -315,14 +316,14 @@ def add_row(
     return cursor.lastrowid
 
 
-def add_result(store: Store, job_id: int, issued: str) -> None:
+def add_result(store: Store, request_id: int, issued: str) -> None:
     key = store.connection.db.execute(
-        "SELECT source_key FROM requests WHERE id = ?", (job_id,)
+        "SELECT source_key FROM requests WHERE id = ?", (request_id,)
     ).fetchone()
     store.connection.db.conn.execute(
-        "INSERT INTO results (source_key, mode, stems, issued_at, job_id) "
+        "INSERT INTO results (source_key, mode, stems, issued_at, request_id) "
         "VALUES (?, 'vocals', '[]', ?, ?)",
-        (key[0], at(issued), job_id),
+        (key[0], at(issued), request_id),
     )
     store.connection.db.conn.commit()
 
@@ -332,7 +333,7 @@ def ids_left(store: Store) -> set[int]:
 
 
 def results_left(store: Store) -> set[int]:
-    return {row[0] for row in store.connection.db.execute("SELECT job_id FROM results")}
+    return {row[0] for row in store.connection.db.execute("SELECT request_id FROM results")}
 
 
 def prune(store: Store, days: int, now: datetime = NOW) -> None:
@@ -346,12 +347,12 @@ def test_retention_removes_old_rows_but_not_active_ones(store: Store) -> None:
     old_owed = add_row(store, "2026-01-10", delivered=None)
     recent = add_row(store, "2026-04-20")
     this_month = add_row(store, "2026-05-02")
-    for job_id in (old, old_owed, recent):
+    for request_id in (old, old_owed, recent):
         add_result(
             store,
-            job_id,
+            request_id,
             store.connection.db.execute(
-                "SELECT substr(created_at, 1, 10) FROM requests WHERE id = ?", (job_id,)
+                "SELECT substr(created_at, 1, 10) FROM requests WHERE id = ?", (request_id,)
             ).fetchone()[0],
         )
     store.guilds.claim_alert(GUILD, "month", datetime(2026, 1, 1, tzinfo=UTC), 80, NOW)
@@ -427,7 +428,7 @@ def test_pruning_holds_neither_the_event_loop_nor_the_bots_writes(
             await asyncio.sleep(0.005)
             started = time.monotonic()
             longest_gap = max(longest_gap, started - last)
-            store.ledger.record_free(request(), STORED, NOW)  # the bot writing meanwhile
+            store.ledger.record_free(new_request(), STORED, NOW)  # the bot writing meanwhile
             last = time.monotonic()
             longest_write = max(longest_write, last - started)
             writes += 1
@@ -456,7 +457,7 @@ def test_retention_days_setting() -> None:
 def test_the_first_pruning_waits_for_the_start_up_recovery(store: Store) -> None:
     """Nothing goes before ``after`` returns (the bot ready, its recovery done)."""
     january = datetime(2026, 1, 10, tzinfo=UTC)
-    old = store.ledger.reserve(request(), january)
+    old = store.ledger.reserve(new_request(), january)
     store.ledger.settle(
         old.id, Separation(Mode.VOCALS, STORED.stems, january), old.source_key, january
     )

@@ -17,7 +17,7 @@ import pytest
 
 from stembot.cli import main
 from stembot.config import QuotaPolicy
-from stembot.models import JobRequest, JobStatus, Mode, Separation, Stem
+from stembot.models import Mode, NewRequest, RequestStatus, Separation, Stem
 from stembot.store import Store
 
 GUILD = "123456789012345678"
@@ -46,10 +46,10 @@ def fill_ledger(db_path: Path, now: datetime) -> None:
     """Two requests from user 7 (one settled, one failed) and one queued from user 8."""
     store = Store.open(db_path, QuotaPolicy())
     try:
-        store.guilds.set_limits(int(GUILD), active_jobs=5)
-        jobs = []
+        store.guilds.set_limits(int(GUILD), active_requests=5)
+        requests = []
         for interaction, user, mode in ((1, 7, Mode.ALL), (2, 7, Mode.VOCALS), (3, 8, Mode.ALL)):
-            request = JobRequest(
+            asked = NewRequest(
                 guild_id=int(GUILD),
                 channel_id=9,
                 user_id=user,
@@ -59,10 +59,10 @@ def fill_ledger(db_path: Path, now: datetime) -> None:
                 source_name='a, "quoted" name.mp3',
                 source_key=f"attachment:{interaction}",
             )
-            jobs.append(store.ledger.reserve(request, now))
+            requests.append(store.ledger.reserve(asked, now))
         separation = Separation(Mode.ALL, (Stem("vocals", "https://stems.example/v"),), now)
-        store.ledger.settle(jobs[0].id, separation, "attachment:1", now)
-        store.ledger.refund_all([jobs[1].id], JobStatus.FAILED, "the API failed", now)
+        store.ledger.settle(requests[0].id, separation, "attachment:1", now)
+        store.ledger.refund_all([requests[1].id], RequestStatus.FAILED, "the API failed", now)
     finally:
         store.close()
 
@@ -199,7 +199,7 @@ def test_an_unusable_database_is_one_line_and_exit_1(
 def _other_server_request(db_path: Path, now: datetime, policy: QuotaPolicy) -> None:
     store = Store.open(db_path, policy)
     try:
-        request = JobRequest(
+        asked = NewRequest(
             guild_id=42,
             channel_id=9,
             user_id=7,
@@ -209,9 +209,9 @@ def _other_server_request(db_path: Path, now: datetime, policy: QuotaPolicy) -> 
             source_name="b.mp3",
             source_key="attachment:99",
         )
-        job = store.ledger.reserve(request, now)
+        request = store.ledger.reserve(asked, now)
         separation = Separation(Mode.VOCALS, (Stem("vocals", "https://stems.example/v"),), now)
-        store.ledger.settle(job.id, separation, "attachment:99", now)
+        store.ledger.settle(request.id, separation, "attachment:99", now)
     finally:
         store.close()
 

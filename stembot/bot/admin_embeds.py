@@ -97,7 +97,7 @@ def usage_embed(overview: UsageOverview) -> discord.Embed:
         name="Per member",
         value="\n".join(
             [
-                f"{units(limits.per_user)} a day, {requests(limits.active_jobs)} at once",
+                f"{units(limits.per_user)} a day, {requests(limits.active_requests)} at once",
                 *_role_lines(limits),
             ]
         ),
@@ -203,9 +203,9 @@ def size_text(count: int) -> str:
 
 
 def refund_text(refund: Refund) -> str:
-    job = refund.job
+    request = refund.request
     return (
-        f"Refunded request {job.id} ({job.mode.label}, <@{job.user_id}>): "
+        f"Refunded request {request.id} ({request.mode.label}, <@{request.user_id}>): "
         f"{units(refund.units)} given back to this server's quota."
     )
 

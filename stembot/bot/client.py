@@ -18,9 +18,9 @@ from stembot.bot.stems import StemsCog
 from stembot.bot.sync import SyncRecord, sync_if_changed
 from stembot.bot.tree import StemTree
 from stembot.bot.views import CancelButton
-from stembot.jobs import StemService
-from stembot.models import Job, Recovery, Separation
+from stembot.models import Recovery, Request, Separation
 from stembot.moderation import ModerationService
+from stembot.stem_service import StemService
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ class StemBot(commands.Bot):
         dev_guild_id: int | None,
         shutdown_grace_s: float,
         force_sync: bool = False,
-        recover_jobs: bool = True,
+        recover_requests: bool = True,
     ) -> None:
         super().__init__(
             command_prefix=commands.when_mentioned,
@@ -62,7 +62,7 @@ class StemBot(commands.Bot):
         self._dev_guild = discord.Object(dev_guild_id) if dev_guild_id else None
         self._force_sync = force_sync
         self._shutdown_grace_s = shutdown_grace_s
-        self._recover_jobs = recover_jobs
+        self._recover_requests = recover_requests
         self._recovery: Recovery | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._watcher: asyncio.Task[None] | None = None
@@ -75,7 +75,7 @@ class StemBot(commands.Bot):
         if self._dev_guild is not None:
             self.tree.copy_global_to(guild=self._dev_guild)
         await sync_if_changed(self.tree, self._sync_record, self._dev_guild, force=self._force_sync)
-        if self._recover_jobs:
+        if self._recover_requests:
             # Settled before the gateway connects; the requesters hear once the bot is ready.
             self._recovery = self.service.recover()
         self._watcher = asyncio.create_task(self._watch_ledger(), name="ledger-watch")
@@ -95,22 +95,26 @@ class StemBot(commands.Bot):
             len(recovery.undelivered),
         )
 
-    async def _tell_interrupted(self, jobs: list[Job]) -> None:
-        for job in jobs:
-            answer = Answer(embeds.interrupted_embed(job.mode, job.source_name))
-            where = await post_to_requester(self, job.guild_id, job.channel_id, job.user_id, answer)
-            log.info("job %s: interruption notice sent via %s", job.id, where or "nowhere")
+    async def _tell_interrupted(self, requests: list[Request]) -> None:
+        for request in requests:
+            answer = Answer(embeds.interrupted_embed(request.mode, request.source_name))
+            where = await post_to_requester(
+                self, request.guild_id, request.channel_id, request.user_id, answer
+            )
+            log.info("request %s: interruption notice sent via %s", request.id, where or "nowhere")
 
-    async def _deliver_owed(self, owed: list[tuple[Job, Separation]]) -> None:
+    async def _deliver_owed(self, owed: list[tuple[Request, Separation]]) -> None:
         """Results that succeeded before a crash but never reached their requester: the
         interaction token died with the old process, so the channel with a mention, else DM."""
-        for job, separation in owed:
-            embed, view = embeds.result_message(job.source_name, separation, None, job.id)
-            line, _ = embeds.ready_mention(job.user_id, job.mode, job.source_name)
+        for request, separation in owed:
+            embed, view = embeds.result_message(request.source_name, separation, None, request.id)
+            line, _ = embeds.ready_mention(request.user_id, request.mode, request.source_name)
             answer = Answer(embed, view, line)
-            where = await post_to_requester(self, job.guild_id, job.channel_id, job.user_id, answer)
-            self.service.record_delivery(job.id, where or "nowhere")
-            log.info("job %s: owed result delivered via %s", job.id, where or "nowhere")
+            where = await post_to_requester(
+                self, request.guild_id, request.channel_id, request.user_id, answer
+            )
+            self.service.record_delivery(request.id, where or "nowhere")
+            log.info("request %s: owed result delivered via %s", request.id, where or "nowhere")
 
     async def _watch_ledger(self) -> None:
         while True:
@@ -126,7 +130,7 @@ class StemBot(commands.Bot):
         task.add_done_callback(self._background.discard)
 
     async def close(self) -> None:
-        """Stop taking requests, let running jobs finish or mark them, then disconnect."""
+        """Stop taking requests, let running requests finish or mark them, then disconnect."""
         await self.service.shutdown(grace_s=self._shutdown_grace_s)
         if self._watcher is not None:
             self._watcher.cancel()

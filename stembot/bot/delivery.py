@@ -21,10 +21,10 @@ import discord
 from stembot.bot import embeds
 from stembot.bot.views import cancel_view
 from stembot.errors import StembotError
-from stembot.models import Job, Mode, QuotaStatus, Separation
+from stembot.models import Mode, QuotaStatus, Request, Separation
 
 if TYPE_CHECKING:
-    from stembot.jobs import StemService
+    from stembot.stem_service import StemService
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ def _why(error: discord.HTTPException) -> str:
 
 
 class RequestMessages:
-    """The JobListener for one slash-command request: its status message and final answer."""
+    """The RequestListener for one slash-command request: its status message and final answer."""
 
     def __init__(
         self,
@@ -86,7 +86,7 @@ class RequestMessages:
         self._service = service
         self._mode = mode
         self._source_name = source_name
-        self._job: Job | None = None
+        self._request: Request | None = None
         self._acknowledged = asyncio.Event()
         self._changed = asyncio.Event()
         self._started_at: datetime | None = None
@@ -97,34 +97,36 @@ class RequestMessages:
 
     # --- called by the cog --------------------------------------------------------------
 
-    def acknowledged(self, job: Job) -> None:
-        """The interaction was deferred and the job queued: start keeping the status current."""
-        self._job = job
+    def acknowledged(self, request: Request) -> None:
+        """The interaction was deferred and the request queued: start keeping the status current."""
+        self._request = request
         self._acknowledged.set()
-        if not self._finished and job.status.is_active:
+        if not self._finished and request.status.is_active:
             self._status_task = asyncio.create_task(
-                self._keep_status_current(), name=f"status-{job.id}"
+                self._keep_status_current(), name=f"status-{request.id}"
             )
 
-    # --- JobListener --------------------------------------------------------------------
+    # --- RequestListener ----------------------------------------------------------------
 
-    async def on_started(self, job: Job) -> None:
+    async def on_started(self, request: Request) -> None:
         self._started_at = discord.utils.utcnow()
         self._changed.set()
 
     async def on_succeeded(
-        self, job: Job, separation: Separation, quota: QuotaStatus | None
+        self, request: Request, separation: Separation, quota: QuotaStatus | None
     ) -> None:
-        embed, view = embeds.result_message(self._source_name, separation, quota, job.id)
-        line, _ = embeds.ready_mention(job.user_id, self._mode, self._source_name)
-        where = await self._finish(job, Answer(embed, view, line))
-        self._service.record_delivery(job.id, where or "nowhere")
+        embed, view = embeds.result_message(self._source_name, separation, quota, request.id)
+        line, _ = embeds.ready_mention(request.user_id, self._mode, self._source_name)
+        where = await self._finish(request, Answer(embed, view, line))
+        self._service.record_delivery(request.id, where or "nowhere")
 
-    async def on_failed(self, job: Job, error: StembotError, quota: QuotaStatus | None) -> None:
+    async def on_failed(
+        self, request: Request, error: StembotError, quota: QuotaStatus | None
+    ) -> None:
         embed = embeds.failed_embed(self._mode, self._source_name, error, quota)
-        await self._finish(job, Answer(embed))
+        await self._finish(request, Answer(embed))
 
-    async def on_cancelled(self, job: Job) -> None:
+    async def on_cancelled(self, request: Request) -> None:
         """The requester's click on Cancel already answered on the message; just stop."""
         async with self._edit_lock:
             self._finished = True
@@ -147,17 +149,17 @@ class RequestMessages:
             await asyncio.sleep(max(0.0, self._last_edit + STATUS_EDIT_INTERVAL_S - loop_time))
 
     def _status_state(self) -> tuple[str, object]:
-        if self._started_at is not None or self._job is None:
+        if self._started_at is not None or self._request is None:
             return ("processing", self._started_at)
-        position = self._service.position(self._job.id)
+        position = self._service.position(self._request.id)
         return ("queued", position) if position is not None else ("processing", None)
 
     async def _edit_status(self, state: tuple[str, object]) -> None:
         kind, value = state
         view: discord.ui.View | None = None
-        if kind == "queued" and isinstance(value, int) and self._job is not None:
+        if kind == "queued" and isinstance(value, int) and self._request is not None:
             embed = embeds.queued_embed(self._mode, self._source_name, value)
-            view = cancel_view(self._job.id)
+            view = cancel_view(self._request.id)
         else:
             started = value if isinstance(value, datetime) else discord.utils.utcnow()
             embed = embeds.processing_embed(self._mode, self._source_name, started)
@@ -168,23 +170,23 @@ class RequestMessages:
             try:
                 await self._interaction.edit_original_response(embed=embed, view=view)
             except discord.HTTPException as error:
-                log.info("job %s: status edit failed (%s)", self._job_id, _why(error))
+                log.info("request %s: status edit failed (%s)", self._request_id, _why(error))
 
     # --- the final answer ---------------------------------------------------------------
 
-    async def _finish(self, job: Job, answer: Answer) -> str:
+    async def _finish(self, request: Request, answer: Answer) -> str:
         """Deliver the final answer; where it went ("" = nowhere, logged)."""
-        self._job = job
+        self._request = request
         await self._acknowledged.wait()
         async with self._edit_lock:
             self._finished = True
             if self._status_task is not None:
                 self._status_task.cancel()
-            where = await self._deliver(job, answer)
-        log.info("job %s answer delivered via %s", job.id, where or "nowhere (logged)")
+            where = await self._deliver(request, answer)
+        log.info("request %s answer delivered via %s", request.id, where or "nowhere (logged)")
         return where
 
-    async def _deliver(self, job: Job, answer: Answer) -> str:
+    async def _deliver(self, request: Request, answer: Answer) -> str:
         if not self._interaction.is_expired():
             try:
                 await self._interaction.edit_original_response(
@@ -193,17 +195,17 @@ class RequestMessages:
                 return "interaction"
             except discord.HTTPException as error:
                 log.warning(
-                    "job %s: editing the reply failed (%s); posting in the channel",
-                    job.id,
+                    "request %s: editing the reply failed (%s); posting in the channel",
+                    request.id,
                     _why(error),
                 )
         return await post_to_requester(
-            self._client, job.guild_id, job.channel_id, job.user_id, answer
+            self._client, request.guild_id, request.channel_id, request.user_id, answer
         )
 
     @property
-    def _job_id(self) -> int | None:
-        return self._job.id if self._job else None
+    def _request_id(self) -> int | None:
+        return self._request.id if self._request else None
 
 
 def _worth_showing(shown: object, state: tuple[str, object]) -> bool:

@@ -24,9 +24,9 @@ from stembot.errors import (
     DuplicateRequestError,
     IncidentError,
     InvalidSourceError,
-    JobInterruptedError,
     QuotaExceededError,
     RequestCancelledError,
+    RequestInterruptedError,
     SoundverseRejected,
     StembotError,
 )
@@ -192,10 +192,10 @@ def quota_embed(quota: QuotaStatus, costs: Mapping[Mode, int]) -> discord.Embed:
             name="You today (your role's allowance)" if quota.user_limit_from_role else "You today",
             value=_window_value(quota.user_daily),
         )
-    if quota.user_active_jobs is not None:
+    if quota.user_active_requests is not None:
         embed.add_field(
             name="Your requests in progress",
-            value=f"{quota.user_active_jobs} of {quota.user_active_limit} at a time",
+            value=f"{quota.user_active_requests} of {quota.user_active_limit} at a time",
         )
     if quota.api_budget_spent:
         embed.add_field(
@@ -412,7 +412,7 @@ def interrupted_embed(
     """A request that a restart cut short (it was refunded)."""
     embed = discord.Embed(
         title=_title(mode, source_name),
-        description=JobInterruptedError().user_message,
+        description=RequestInterruptedError().user_message,
         colour=INTERRUPTED_COLOUR,
     )
     if quota is not None:

@@ -11,8 +11,8 @@ import discord
 from stembot.bot.delivery import RequestMessages
 from stembot.bot.tree import reply_privately
 from stembot.errors import StembotError
-from stembot.jobs import AttachmentInput, CheckedSource, Requester, StemService
 from stembot.models import Mode
+from stembot.stem_service import AttachmentInput, CheckedSource, Requester, StemService
 
 
 async def start_attachment_request(
@@ -60,11 +60,11 @@ async def _submit(
 ) -> None:
     try:
         messages = RequestMessages(client, interaction, service, mode, source.name)
-        job = service.submit(requester, mode, source, messages)
+        request = service.submit(requester, mode, source, messages)
     except StembotError as refusal:
         await reply_privately(interaction, refusal.user_message)
         return
-    messages.acknowledged(job)
+    messages.acknowledged(request)
 
 
 def attachment_input(file: discord.Attachment) -> AttachmentInput:

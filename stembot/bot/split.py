@@ -25,8 +25,8 @@ from stembot.bot.guild_only import answer_if_elsewhere
 from stembot.bot.requests import attachment_input, start_attachment_request
 from stembot.bot.tree import reply_privately
 from stembot.errors import InvalidSourceError
-from stembot.jobs import AttachmentInput, StemService
 from stembot.models import Mode
+from stembot.stem_service import AttachmentInput, StemService
 
 # Discord: a select holds at most 25 options, a message at most 25 buttons (5 rows of 5).
 OPTIONS_MAX = 25

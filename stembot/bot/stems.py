@@ -19,10 +19,10 @@ from stembot.bot.requests import (
 )
 from stembot.bot.tree import reply_privately
 from stembot.errors import StembotError
-from stembot.jobs import StemService
 from stembot.models import Mode
 from stembot.source_urls import check_url_syntax
 from stembot.sources import require_one_source
+from stembot.stem_service import StemService
 
 FILE_HELP = "An audio file: mp3, wav, flac, ogg/opus or m4a/aac"
 URL_HELP = "Or a link to an audio file"

@@ -13,7 +13,7 @@ from stembot.bot.tree import reply_privately
 from stembot.errors import RequestCancelledError, StembotError
 
 if TYPE_CHECKING:
-    from stembot.jobs import StemService
+    from stembot.stem_service import StemService
 
 
 def service_of(interaction: discord.Interaction) -> StemService:
@@ -22,19 +22,19 @@ def service_of(interaction: discord.Interaction) -> StemService:
 
 
 class CancelButton(
-    discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"stems:cancel:(?P<job_id>[0-9]+)"
+    discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"stems:cancel:(?P<request_id>[0-9]+)"
 ):
     """Cancel a waiting request; only its requester may, and only before it starts."""
 
-    def __init__(self, job_id: int) -> None:
+    def __init__(self, request_id: int) -> None:
         super().__init__(
             discord.ui.Button(
                 label="Cancel",
                 style=discord.ButtonStyle.secondary,
-                custom_id=f"stems:cancel:{job_id}",
+                custom_id=f"stems:cancel:{request_id}",
             )
         )
-        self.job_id = job_id
+        self.request_id = request_id
 
     @classmethod
     async def from_custom_id(
@@ -44,7 +44,7 @@ class CancelButton(
         match: Match[str],
         /,
     ) -> CancelButton:
-        return cls(int(match["job_id"]))
+        return cls(int(match["request_id"]))
 
     async def interaction_check(self, interaction: discord.Interaction, /) -> bool:
         return await answer_if_elsewhere(interaction)
@@ -52,16 +52,18 @@ class CancelButton(
     async def callback(self, interaction: discord.Interaction) -> None:
         service = service_of(interaction)
         try:
-            job = service.cancel(self.job_id, interaction.user.id)
+            request = service.cancel(self.request_id, interaction.user.id)
         except StembotError as refusal:
             await reply_privately(interaction, refusal.user_message)
             return
-        quota = service.quota_status(job.guild_id, job.user_id)
-        embed = embeds.failed_embed(job.mode, job.source_name, RequestCancelledError(), quota)
+        quota = service.quota_status(request.guild_id, request.user_id)
+        embed = embeds.failed_embed(
+            request.mode, request.source_name, RequestCancelledError(), quota
+        )
         await interaction.response.edit_message(embed=embed, view=None)
 
 
-def cancel_view(job_id: int) -> discord.ui.View:
+def cancel_view(request_id: int) -> discord.ui.View:
     view = discord.ui.View(timeout=None)
-    view.add_item(CancelButton(job_id))
+    view.add_item(CancelButton(request_id))
     return view

@@ -29,7 +29,7 @@ _LIMIT_OPTIONS = (
     ("--daily", "daily", "units the server may use per UTC day"),
     ("--monthly", "monthly", "units the server may use per UTC calendar month"),
     ("--per-user", "per_user", "units one member may use per UTC day"),
-    ("--active", "active_jobs", "requests one member may have queued or running at once"),
+    ("--active", "active_requests", "requests one member may have queued or running at once"),
 )
 
 
@@ -296,8 +296,8 @@ def _limits_text(limits: GuildLimits) -> str:
             f"  daily limit      {limits.daily} units ({_origin(limits, 'daily')})",
             f"  monthly limit    {limits.monthly} units ({_origin(limits, 'monthly')})",
             f"  per member       {limits.per_user} units a day ({_origin(limits, 'per_user')})",
-            f"  active requests  {limits.active_jobs} per member at once "
-            f"({_origin(limits, 'active_jobs')})",
+            f"  active requests  {limits.active_requests} per member at once "
+            f"({_origin(limits, 'active_requests')})",
             *(
                 f"  role {role_id:<19} {per_user} units a day per member"
                 for role_id, per_user in limits.role_allowances

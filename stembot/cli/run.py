@@ -22,12 +22,12 @@ from stembot.bot.quota_alerts import QuotaAlerts
 from stembot.config import Secret, Settings, load_settings
 from stembot.database_lock import hold_database
 from stembot.guarded_connector import GuardedConnector
-from stembot.jobs import StemService, utc_now
 from stembot.logs import configure_logging
 from stembot.moderation import ModerationService
 from stembot.retention import Retention
 from stembot.soundverse import SoundverseClient
 from stembot.source_urls import redact_url
+from stembot.stem_service import StemService, utc_now
 from stembot.store import Store
 from stembot.url_probe import UrlProbe
 
@@ -136,7 +136,7 @@ async def built_bot(settings: Settings, *, force_sync: bool = False) -> AsyncIte
                     max_bytes=settings.max_input_bytes,
                     timeout_s=settings.url_probe_timeout_s,
                 ),
-                max_concurrent_jobs=settings.max_concurrent_jobs,
+                max_concurrent_calls=settings.max_concurrent_jobs,
                 max_input_bytes=settings.max_input_bytes,
                 result_ttl_s=settings.result_ttl_s,
                 probes_per_member=settings.url_probes_per_member,
@@ -149,8 +149,8 @@ async def built_bot(settings: Settings, *, force_sync: bool = False) -> AsyncIte
                 dev_guild_id=settings.dev_guild_id,
                 shutdown_grace_s=settings.shutdown_grace_s,
                 force_sync=force_sync,
-                # `stembot sync` may run beside a live bot: it must not touch its jobs.
-                recover_jobs=not force_sync,
+                # `stembot sync` may run beside a live bot: it must not touch its requests.
+                recover_requests=not force_sync,
             )
             service.after_charge(QuotaAlerts(bot, moderation).after_reservation)
             # `stembot sync` leaves the live bot's ledger to it. Pruning starts once the bot
@@ -175,7 +175,7 @@ async def run_bot(settings: Settings, *, force_sync: bool = False, stay: bool = 
 
 
 def stop_on_signals(bot: StemBot) -> None:
-    """SIGTERM/SIGINT: stop taking requests, finish or mark running jobs, close cleanly."""
+    """SIGTERM/SIGINT: stop taking requests, finish or mark running requests, close cleanly."""
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda: asyncio.ensure_future(bot.close()))

@@ -23,7 +23,7 @@ _LIMIT_COLUMNS = {
     "daily": "daily_limit",
     "monthly": "monthly_limit",
     "per_user": "user_daily_limit",
-    "active_jobs": "user_active_jobs",
+    "active_requests": "user_active_requests",
 }
 
 
@@ -42,7 +42,7 @@ class GuildSettings:
 
     def _limits(self, guild_id: int) -> GuildLimits:
         row = self._conn.one(
-            "SELECT daily_limit, monthly_limit, user_daily_limit, user_active_jobs "
+            "SELECT daily_limit, monthly_limit, user_daily_limit, user_active_requests "
             "FROM guild_settings WHERE guild_id = ?",
             (guild_id,),
         )
@@ -55,7 +55,7 @@ class GuildSettings:
         return dataclasses.replace(limits, role_allowances=tuple((r[0], r[1]) for r in roles))
 
     def reset_limits(self, guild_id: int, names: Sequence[str]) -> GuildLimits:
-        """Drop the guild's overrides of ``names`` (daily, monthly, per_user, active_jobs):
+        """Drop the guild's overrides of ``names`` (daily, monthly, per_user, active_requests):
         those limits are the defaults again. Returns the limits now in force."""
         unknown = set(names) - set(_LIMIT_COLUMNS)
         if unknown:
@@ -94,26 +94,27 @@ class GuildSettings:
         daily: int | None = None,
         monthly: int | None = None,
         per_user: int | None = None,
-        active_jobs: int | None = None,
+        active_requests: int | None = None,
     ) -> GuildLimits:
         """Override some of a guild's limits (None leaves one as it is); returns the result."""
         for value, name in (
             (daily, "daily"),
             (monthly, "monthly"),
             (per_user, "per_user"),
-            (active_jobs, "active_jobs"),
+            (active_requests, "active_requests"),
         ):
             check_limit(value, name)
         with self._conn.write():
             self._db.execute(
                 "INSERT INTO guild_settings "
-                "(guild_id, daily_limit, monthly_limit, user_daily_limit, user_active_jobs) "
+                "(guild_id, daily_limit, monthly_limit, user_daily_limit, user_active_requests) "
                 "VALUES (?, ?, ?, ?, ?) ON CONFLICT (guild_id) DO UPDATE SET "
                 "daily_limit = coalesce(excluded.daily_limit, daily_limit), "
                 "monthly_limit = coalesce(excluded.monthly_limit, monthly_limit), "
                 "user_daily_limit = coalesce(excluded.user_daily_limit, user_daily_limit), "
-                "user_active_jobs = coalesce(excluded.user_active_jobs, user_active_jobs)",
-                (guild_id, daily, monthly, per_user, active_jobs),
+                "user_active_requests = "
+                "coalesce(excluded.user_active_requests, user_active_requests)",
+                (guild_id, daily, monthly, per_user, active_requests),
             )
             return self._limits(guild_id)
 

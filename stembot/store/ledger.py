@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 
 from stembot import quota_rules
 from stembot.errors import DuplicateRequestError
-from stembot.models import Job, JobRequest, JobStatus, Mode, Recovery, Separation
+from stembot.models import Mode, NewRequest, Recovery, Request, RequestStatus, Separation
 from stembot.quota_rules import enforce
 from stembot.store import recovery, rows
 from stembot.store.connection import Connection, busy_is_retryable
@@ -26,7 +26,7 @@ from stembot.windows import iso_seconds, stamp, utc, window_stamps
 log = logging.getLogger(__name__)
 
 _MAX_ERROR_CHARS = 1000
-_REFUND_STATUSES = (JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.INTERRUPTED)
+_REFUND_STATUSES = (RequestStatus.FAILED, RequestStatus.CANCELLED, RequestStatus.INTERRUPTED)
 
 _INSERT_REQUEST = """
 INSERT INTO requests (guild_id, channel_id, user_id, interaction_id, mode, source_name,
@@ -44,43 +44,45 @@ class Ledger:
         self._quotas = quotas
         self._repeats = _RecentInteractions()
 
-    def reserve(self, request: JobRequest, now: datetime) -> Job:
-        """Check every limit and record the queued job, in one write transaction.
+    def reserve(self, asked: NewRequest, now: datetime) -> Request:
+        """Check every limit and record the queued request, in one write transaction.
 
         Raises DuplicateRequestError for an interaction id already in the ledger,
         QuotaLimitReached (a QuotaExceededError) naming the binding limit, StoreBusyError.
         """
-        return self._reserve(request, now, paid=True, status=JobStatus.QUEUED)
+        return self._reserve(asked, now, paid=True, status=RequestStatus.QUEUED)
 
-    def reserve_joined(self, request: JobRequest, now: datetime, *, running: bool) -> Job:
+    def reserve_joined(self, asked: NewRequest, now: datetime, *, running: bool) -> Request:
         """Record a request that joins an identical one already queued or ``running``: cost 0.
 
         The limits that do not depend on cost still hold (a switched-off server, the member's
         cap on active requests); the first requester pays for the shared call.
         """
-        status = JobStatus.RUNNING if running else JobStatus.QUEUED
-        return self._reserve(request, now, paid=False, status=status)
+        status = RequestStatus.RUNNING if running else RequestStatus.QUEUED
+        return self._reserve(asked, now, paid=False, status=status)
 
-    def _reserve(self, request: JobRequest, now: datetime, *, paid: bool, status: JobStatus) -> Job:
+    def _reserve(
+        self, asked: NewRequest, now: datetime, *, paid: bool, status: RequestStatus
+    ) -> Request:
         """``reserve`` (``paid``: its cost, the daily budget, an API call) or ``reserve_joined``."""
-        cost = self._quotas.policy.cost_of(request.mode) if paid else 0
+        cost = self._quotas.policy.cost_of(asked.mode) if paid else 0
         with self._conn.write():
             seen = self._quotas.snapshot(
-                request.guild_id, request.user_id, request.interaction_id, now, request.role_ids
+                asked.guild_id, asked.user_id, asked.interaction_id, now, asked.role_ids
             )
-            if seen.duplicate or request.interaction_id in self._repeats:
+            if seen.duplicate or asked.interaction_id in self._repeats:
                 raise DuplicateRequestError()
             enforce(seen, cost, now)
             if paid:
                 self._quotas.enforce_budget(now)
-            job = self._insert(request, cost, status, now)
+            request = self._insert(asked, cost, status, now)
             if paid:
                 self._db.execute(
-                    "INSERT INTO api_calls (job_id, guild_id, day, reserved_at) "
+                    "INSERT INTO api_calls (request_id, guild_id, day, reserved_at) "
                     "VALUES (?, ?, ?, ?)",
-                    (job.id, job.guild_id, utc(now).date().isoformat(), stamp(now)),
+                    (request.id, request.guild_id, utc(now).date().isoformat(), stamp(now)),
                 )
-            return job
+            return request
 
     def hand_over_charge(
         self, payer_id: int, heirs: Sequence[tuple[int, Sequence[int]]], now: datetime
@@ -92,7 +94,7 @@ class Ledger:
         member's role ids. The first whose member has room for the cost in their own daily
         allowance takes the charge. If none has, the first takes it on the server's account
         alone (``member_pays`` = 0): it counts against the server's limits but no member's.
-        Returns (the heir's job id, whether its member pays), or None (nothing changed) unless
+        Returns (the heir's request id, whether its member pays), or None (nothing changed) unless
         the payer and an heir are still active.
         """
         active = (
@@ -122,14 +124,16 @@ class Ledger:
                 (cost, int(member_pays), chosen),
             )
             # The call moves first: cancelling a queued payer drops its row (the trigger).
-            self._db.execute("UPDATE api_calls SET job_id = ? WHERE job_id = ?", (chosen, payer_id))
+            self._db.execute(
+                "UPDATE api_calls SET request_id = ? WHERE request_id = ?", (chosen, payer_id)
+            )
             self._db.execute(
                 "UPDATE requests SET status = 'cancelled', finished_at = ?, error = ? WHERE id = ?",
                 (stamp(now), "cancelled by the requester", payer_id),
             )
         return chosen, member_pays
 
-    def record_free(self, request: JobRequest, separation: Separation, now: datetime) -> Job:
+    def record_free(self, asked: NewRequest, separation: Separation, now: datetime) -> Request:
         """Record a request answered from a stored or shared result: cost 0, succeeded.
 
         A member's free repeats of one source and mode in one channel share one row per UTC
@@ -138,22 +142,22 @@ class Ledger:
         remembered for as long as Discord can deliver one again, so a duplicate is still
         refused.
         """
-        if separation.mode is not request.mode:
+        if separation.mode is not asked.mode:
             raise ValueError("the separation's mode does not match the request's")
         with self._conn.write():
-            self._refuse_duplicate(request.interaction_id)
-            earlier = self._todays_free_row(request, now)
+            self._refuse_duplicate(asked.interaction_id)
+            earlier = self._todays_free_row(asked, now)
             if earlier is None:
-                return self._insert(request, 0, JobStatus.SUCCEEDED, now)
+                return self._insert(asked, 0, RequestStatus.SUCCEEDED, now)
             self._db.execute(
                 "UPDATE requests SET request_count = request_count + 1, finished_at = ? "
                 "WHERE id = ?",
                 (stamp(now), earlier),
             )
-            self._repeats.remember(request.interaction_id, now)
-            return rows.job(self._conn.one(rows.SELECT_JOB, (earlier,)))
+            self._repeats.remember(asked.interaction_id, now)
+            return rows.request(self._conn.one(rows.SELECT_REQUEST, (earlier,)))
 
-    def _todays_free_row(self, request: JobRequest, now: datetime) -> int | None:
+    def _todays_free_row(self, asked: NewRequest, now: datetime) -> int | None:
         day, day_end, _, _ = window_stamps(utc(now).date())
         row = self._conn.one(
             "SELECT id FROM requests INDEXED BY requests_free_repeats "
@@ -161,23 +165,23 @@ class Ledger:
             "AND mode = ? AND created_at >= ? AND created_at < ? "
             "AND cost = 0 AND status = 'succeeded' ORDER BY created_at LIMIT 1",
             (
-                request.guild_id,
-                request.user_id,
-                request.channel_id,
-                request.source_key,
-                request.mode.value,
+                asked.guild_id,
+                asked.user_id,
+                asked.channel_id,
+                asked.source_key,
+                asked.mode.value,
                 day,
                 day_end,
             ),
         )
         return None if row is None else int(row[0])
 
-    def mark_all_running(self, job_ids: Sequence[int], now: datetime) -> int:
-        """queued -> running for every job sharing one call; how many changed.
+    def mark_all_running(self, request_ids: Sequence[int], now: datetime) -> int:
+        """queued -> running for every request sharing one call; how many changed.
 
         The call counts against the budget of the day it is made.
         """
-        ids = json.dumps(list(job_ids))
+        ids = json.dumps(list(request_ids))
         with self._conn.write():
             cursor = self._db.execute(
                 "UPDATE requests SET status = 'running', started_at = ? "
@@ -187,47 +191,49 @@ class Ledger:
             changed = cursor.rowcount
             self._db.execute(
                 "UPDATE api_calls SET made_at = ?, day = ? "
-                "WHERE made_at IS NULL AND job_id IN (SELECT value FROM json_each(?))",
+                "WHERE made_at IS NULL AND request_id IN (SELECT value FROM json_each(?))",
                 (stamp(now), utc(now).date().isoformat(), ids),
             )
         return changed
 
-    def settle_joined(self, job_ids: Sequence[int], now: datetime) -> int:
+    def settle_joined(self, request_ids: Sequence[int], now: datetime) -> int:
         """Mark requests that shared a settled call succeeded (they cost nothing)."""
-        if not job_ids:
+        if not request_ids:
             return 0
         with self._conn.write():
             cursor = self._db.execute(
                 "UPDATE requests SET status = 'succeeded', finished_at = ? "
                 "WHERE status IN ('queued', 'running') AND id IN (SELECT value FROM json_each(?))",
-                (stamp(now), json.dumps(list(job_ids))),
+                (stamp(now), json.dumps(list(request_ids))),
             )
         return cursor.rowcount
 
     def refund_all(
-        self, job_ids: Sequence[int], status: JobStatus, error: str, now: datetime
+        self, request_ids: Sequence[int], status: RequestStatus, error: str, now: datetime
     ) -> int:
-        """End active jobs as failed/cancelled/interrupted, freeing their units, in one
-        transaction; how many it ended. A job already ended (or unknown) changes nothing, so
+        """End active requests as failed/cancelled/interrupted, freeing their units, in one
+        transaction; how many it ended. A request already ended (or unknown) changes nothing, so
         each is refunded once."""
         if status not in _REFUND_STATUSES:
             raise ValueError(
-                f"a refund ends a job as failed, cancelled or interrupted, not {status}"
+                f"a refund ends a request as failed, cancelled or interrupted, not {status}"
             )
-        if not job_ids:
+        if not request_ids:
             return 0
         with self._conn.write():
             cursor = self._db.execute(
                 "UPDATE requests SET status = ?, finished_at = ?, error = ? "
                 "WHERE status IN ('queued', 'running') AND id IN (SELECT value FROM json_each(?))",
-                (status.value, stamp(now), error[:_MAX_ERROR_CHARS], json.dumps(list(job_ids))),
+                (status.value, stamp(now), error[:_MAX_ERROR_CHARS], json.dumps(list(request_ids))),
             )
         return cursor.rowcount
 
-    def settle(self, job_id: int, separation: Separation, source_key: str, now: datetime) -> bool:
-        """Mark the job succeeded (its charge stands) and store the result for reuse.
+    def settle(
+        self, request_id: int, separation: Separation, source_key: str, now: datetime
+    ) -> bool:
+        """Mark the request succeeded (its charge stands) and store the result for reuse.
 
-        Returns False, storing the result all the same, when the job was no longer active
+        Returns False, storing the result all the same, when the request was no longer active
         (already refunded: it stays refunded) or is unknown.
         """
         stems = rows.stems(separation)
@@ -235,19 +241,22 @@ class Ledger:
             cursor = self._db.execute(
                 "UPDATE requests SET status = 'succeeded', finished_at = ? "
                 "WHERE id = ? AND status IN ('queued', 'running')",
-                (stamp(now), job_id),
+                (stamp(now), request_id),
             )
             self._db.execute(
-                "INSERT INTO results (source_key, mode, stems, issued_at, job_id) "
+                "INSERT INTO results (source_key, mode, stems, issued_at, request_id) "
                 "VALUES (?, ?, ?, ?, ?) ON CONFLICT (source_key, mode) DO UPDATE SET "
-                "stems = excluded.stems, issued_at = excluded.issued_at, job_id = excluded.job_id",
-                (source_key, separation.mode.value, stems, stamp(separation.issued_at), job_id),
+                "stems = excluded.stems, issued_at = excluded.issued_at, "
+                "request_id = excluded.request_id",
+                (source_key, separation.mode.value, stems, stamp(separation.issued_at), request_id),
             )
         if cursor.rowcount != 1:
-            log.warning("job %s settled but was not active; its ledger row is unchanged", job_id)
+            log.warning(
+                "request %s settled but was not active; its ledger row is unchanged", request_id
+            )
         return cursor.rowcount == 1
 
-    def refund_by_moderator(self, job_id: int, guild_id: int, now: datetime) -> bool:
+    def refund_by_moderator(self, request_id: int, guild_id: int, now: datetime) -> bool:
         """Give back the units of a finished, charged request of this guild (bad stems, say).
 
         The row becomes 'cancelled' with the refund noted in its error column; its finish time
@@ -261,10 +270,10 @@ class Ledger:
             cursor = self._db.execute(
                 "UPDATE requests SET status = 'cancelled', error = ?, refunded_by_moderator = 1 "
                 "WHERE id = ? AND guild_id = ? AND status = 'succeeded' AND cost > 0",
-                (note, job_id, guild_id),
+                (note, request_id, guild_id),
             )
             if cursor.rowcount == 1:
-                self._db.execute("DELETE FROM results WHERE job_id = ?", (job_id,))
+                self._db.execute("DELETE FROM results WHERE request_id = ?", (request_id,))
         return cursor.rowcount == 1
 
     def record_deliveries(self, deliveries: Sequence[tuple[int, str]], now: datetime) -> int:
@@ -276,7 +285,7 @@ class Ledger:
             cursor = self._db.conn.executemany(
                 "UPDATE requests SET delivered_at = ?, delivered_via = ? "
                 "WHERE id = ? AND delivered_at IS NULL",
-                [(delivered, via, job_id) for job_id, via in deliveries],
+                [(delivered, via, request_id) for request_id, via in deliveries],
             )
         return cursor.rowcount
 
@@ -285,10 +294,10 @@ class Ledger:
         with self._conn.write():
             return recovery.recover(self._db, now)
 
-    def get_job(self, job_id: int) -> Job | None:
+    def get_request(self, request_id: int) -> Request | None:
         with busy_is_retryable():
-            row = self._conn.one(rows.SELECT_JOB, (job_id,))
-        return None if row is None else rows.job(row)
+            row = self._conn.one(rows.SELECT_REQUEST, (request_id,))
+        return None if row is None else rows.request(row)
 
     def find_result(self, source_key: str, mode: Mode, issued_after: datetime) -> Separation | None:
         """The stored result for this source and mode, if issued after ``issued_after``."""
@@ -306,26 +315,28 @@ class Ledger:
         ):
             raise DuplicateRequestError()
 
-    def _insert(self, request: JobRequest, cost: int, status: JobStatus, now: datetime) -> Job:
+    def _insert(
+        self, asked: NewRequest, cost: int, status: RequestStatus, now: datetime
+    ) -> Request:
         created = stamp(now)
         finished = None if status.is_active else created
-        # In the order of _JOB_COLUMNS, so the row read back is the same tuple plus the id.
+        # In the order of REQUEST_COLUMNS, so the row read back is the same tuple plus the id.
         values = (
-            request.guild_id,
-            request.channel_id,
-            request.user_id,
-            request.interaction_id,
-            request.mode.value,
-            request.source_name,
-            request.source_key,
+            asked.guild_id,
+            asked.channel_id,
+            asked.user_id,
+            asked.interaction_id,
+            asked.mode.value,
+            asked.source_name,
+            asked.source_key,
             cost,
             status.value,
             created,
         )
         cursor = self._db.execute(_INSERT_REQUEST, (*values, finished))
-        job_id = cursor.lastrowid
-        assert job_id is not None
-        return rows.job((job_id, *values, None, finished, None, False))
+        request_id = cursor.lastrowid
+        assert request_id is not None
+        return rows.request((request_id, *values, None, finished, None, False))
 
 
 class _RecentInteractions:

@@ -199,3 +199,18 @@ def _moderator_refunds(db: Database) -> None:
         "UPDATE requests SET refunded_by_moderator = 1 "
         "WHERE status = 'cancelled' AND error GLOB 'refunded by a moderator*'"
     )
+
+
+@MIGRATIONS(name="0007_request_noun")
+def _request_noun(db: Database) -> None:
+    """One noun for one thing: the columns that said "job" say "request", as the code does.
+
+    RENAME COLUMN rewrites the trigger and the primary key that name them; the rows stay.
+    """
+    db.executescript(
+        """
+        ALTER TABLE api_calls RENAME COLUMN job_id TO request_id;
+        ALTER TABLE results RENAME COLUMN job_id TO request_id;
+        ALTER TABLE guild_settings RENAME COLUMN user_active_jobs TO user_active_requests;
+        """
+    )

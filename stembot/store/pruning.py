@@ -59,7 +59,7 @@ _PRUNABLE_REQUEST = "created_at < :cutoff AND status NOT IN ('queued', 'running'
 _OLD_RESULTS = ("results", "source_key, mode", "issued_at < :cutoff")
 _OLD_BOOKKEEPING = (
     ("quota_alerts", "guild_id, period, period_start", "period_start < :cutoff"),
-    ("api_calls", "job_id", "day < substr(:cutoff, 1, 10)"),
+    ("api_calls", "request_id", "day < substr(:cutoff, 1, 10)"),
     ("budget_notices", "day", "day < substr(:cutoff, 1, 10)"),
 )
 

@@ -23,7 +23,7 @@ from stembot.windows import utc, window_stamps
 _SNAPSHOT = """
 SELECT
   (SELECT count(*) FROM requests WHERE interaction_id = :interaction),
-  g.daily_limit, g.monthly_limit, g.user_daily_limit, g.user_active_jobs,
+  g.daily_limit, g.monthly_limit, g.user_daily_limit, g.user_active_requests,
   m.today, m.month,
   (SELECT coalesce(sum(cost), 0) FROM requests INDEXED BY requests_user_charged
     WHERE guild_id = :guild AND user_id = :user AND created_at >= :day AND created_at < :day_end

@@ -8,20 +8,20 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from stembot.models import Job, JobStatus, Recovery, Separation
+from stembot.models import Recovery, Request, RequestStatus, Separation
 from stembot.store import rows
-from stembot.store.rows import JOB_COLUMNS
+from stembot.store.rows import REQUEST_COLUMNS
 from stembot.windows import stamp
 
 INTERRUPTED_ERROR = "stembot stopped while this request was in progress"
 
 _SELECT_ACTIVE = (
-    f"SELECT {JOB_COLUMNS} FROM requests INDEXED BY requests_active "  # noqa: S608 (constant)
+    f"SELECT {REQUEST_COLUMNS} FROM requests INDEXED BY requests_active "  # noqa: S608 (constant)
     "WHERE status IN ('queued', 'running') ORDER BY id"
 )
 # Succeeded requests whose answer never reached Discord, with their stored result if any.
 _SELECT_UNDELIVERED = (
-    f"SELECT {', '.join('q.' + c for c in JOB_COLUMNS.split(', '))}, r.stems, r.issued_at "  # noqa: S608
+    f"SELECT {', '.join('q.' + c for c in REQUEST_COLUMNS.split(', '))}, r.stems, r.issued_at "  # noqa: S608
     "FROM requests AS q INDEXED BY requests_undelivered LEFT JOIN results AS r "
     "ON r.source_key = q.source_key AND r.mode = q.mode "
     "WHERE q.status = 'succeeded' AND q.delivered_at IS NULL ORDER BY q.id"
@@ -47,23 +47,23 @@ def recover(db: Database, now: datetime) -> Recovery:
     )
     interrupted = _interrupt_active(db, finished)
     owed = db.execute(_SELECT_UNDELIVERED).fetchall()
-    undelivered: list[tuple[Job, Separation]] = []
+    undelivered: list[tuple[Request, Separation]] = []
     lost: list[int] = []
     for row in owed:
-        job = rows.job(row)
+        request = rows.request(row)
         if row[-2] is None:
-            lost.append(job.id)
+            lost.append(request.id)
             interrupted.append(_interrupted(row, finished))
         else:
-            undelivered.append((job, rows.separation(job.mode, row[-2], row[-1])))
+            undelivered.append((request, rows.separation(request.mode, row[-2], row[-1])))
     db.conn.executemany(
         "UPDATE requests SET status = 'interrupted', finished_at = ?, error = ? WHERE id = ?",
-        [(finished, INTERRUPTED_ERROR, job_id) for job_id in lost],
+        [(finished, INTERRUPTED_ERROR, request_id) for request_id in lost],
     )
     return Recovery(interrupted, undelivered)
 
 
-def _interrupt_active(db: Database, finished: str) -> list[Job]:
+def _interrupt_active(db: Database, finished: str) -> list[Request]:
     active = db.execute(_SELECT_ACTIVE).fetchall()
     db.execute(
         "UPDATE requests SET status = 'interrupted', finished_at = ?, error = ? "
@@ -73,7 +73,7 @@ def _interrupt_active(db: Database, finished: str) -> list[Job]:
     return [_interrupted(row, finished) for row in active]
 
 
-def _interrupted(row: Sequence[Any], finished: str) -> Job:
-    """The job of ``row`` as the start-up left it: interrupted, refunded."""
-    interrupted = (JobStatus.INTERRUPTED.value, *row[10:12], finished, INTERRUPTED_ERROR)
-    return rows.job((*row[:9], *interrupted, row[14]))
+def _interrupted(row: Sequence[Any], finished: str) -> Request:
+    """The request of ``row`` as the start-up left it: interrupted, refunded."""
+    interrupted = (RequestStatus.INTERRUPTED.value, *row[10:12], finished, INTERRUPTED_ERROR)
+    return rows.request((*row[:9], *interrupted, row[14]))

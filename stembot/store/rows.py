@@ -7,20 +7,20 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from stembot.models import Job, JobStatus, Mode, Separation, Stem
+from stembot.models import Mode, Request, RequestStatus, Separation, Stem
 from stembot.windows import parse_stamp
 
-JOB_COLUMNS = (
+REQUEST_COLUMNS = (
     "id, guild_id, channel_id, user_id, interaction_id, mode, source_name, source_key, "
     "cost, status, created_at, started_at, finished_at, error, refunded_by_moderator"
 )
-SELECT_JOB = f"SELECT {JOB_COLUMNS} FROM requests WHERE id = ?"  # noqa: S608 (constant)
+SELECT_REQUEST = f"SELECT {REQUEST_COLUMNS} FROM requests WHERE id = ?"  # noqa: S608 (constant)
 
 
-def job(row: Sequence[Any]) -> Job:
+def request(row: Sequence[Any]) -> Request:
     created_at = parse_stamp(row[10])
     assert created_at is not None  # NOT NULL in the schema
-    return Job(
+    return Request(
         id=row[0],
         guild_id=row[1],
         channel_id=row[2],
@@ -30,7 +30,7 @@ def job(row: Sequence[Any]) -> Job:
         source_name=row[6],
         source_key=row[7],
         cost=row[8],
-        status=JobStatus(row[9]),
+        status=RequestStatus(row[9]),
         created_at=created_at,
         started_at=parse_stamp(row[11]),
         finished_at=parse_stamp(row[12]),

@@ -419,11 +419,11 @@ def read_ledger(db: Path, guild_id: int) -> tuple[int, dict[str, int]]:
     try:
         used = store.quotas.quota_status(guild_id, None, datetime.now(UTC)).guild_daily.used
         statuses: dict[str, int] = {}
-        job_id = 1
-        while (job := store.ledger.get_job(job_id)) is not None:
-            if job.guild_id == guild_id:
-                statuses[job.status.value] = statuses.get(job.status.value, 0) + 1
-            job_id += 1
+        request_id = 1
+        while (request := store.ledger.get_request(request_id)) is not None:
+            if request.guild_id == guild_id:
+                statuses[request.status.value] = statuses.get(request.status.value, 0) + 1
+            request_id += 1
         return used, statuses
     finally:
         store.close()

@@ -21,7 +21,7 @@ from typing import Any
 
 from stembot.config import QuotaPolicy
 from stembot.errors import StembotError
-from stembot.models import JobRequest, Mode, Separation, Stem
+from stembot.models import Mode, NewRequest, Separation, Stem
 from stembot.store import Store
 
 NOW = datetime(2026, 5, 14, 12, 0, tzinfo=UTC)
@@ -64,9 +64,9 @@ class Run:
         )
 
 
-def _request(proc: int, index: int, guilds: int) -> JobRequest:
+def _request(proc: int, index: int, guilds: int) -> NewRequest:
     ident = proc * 10**9 + index
-    return JobRequest(
+    return NewRequest(
         guild_id=1 + index % guilds,
         channel_id=7,
         user_id=1000 + index % 500,
@@ -79,7 +79,7 @@ def _request(proc: int, index: int, guilds: int) -> JobRequest:
 
 
 def run_pairs(path: Path, proc: int, pairs: int, guilds: int, start: Any = None) -> Run:
-    """Reserve then settle ``pairs`` jobs on one connection, timing each pair."""
+    """Reserve then settle ``pairs`` requests on one connection, timing each pair."""
     store = Store.open(path, POLICY)
     try:
         for index in range(WARM_UP):
@@ -106,11 +106,11 @@ def run_pairs(path: Path, proc: int, pairs: int, guilds: int, start: Any = None)
     return Run(pairs, seconds, pair_ms, reserve_ms, errors)
 
 
-def _pair(store: Store, request: JobRequest) -> float:
-    """Reserve then settle one job; returns when the reservation was done."""
-    job = store.ledger.reserve(request, NOW)
+def _pair(store: Store, asked: NewRequest) -> float:
+    """Reserve then settle one request; returns when the reservation was done."""
+    request = store.ledger.reserve(asked, NOW)
     reserved = time.perf_counter()
-    store.ledger.settle(job.id, SEPARATION, request.source_key, NOW)
+    store.ledger.settle(request.id, SEPARATION, asked.source_key, NOW)
     return reserved
 
 

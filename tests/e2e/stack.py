@@ -17,7 +17,7 @@ from stembot.bot.client import StemBot
 from stembot.bot.endpoints import current_discord_endpoints, use_discord_endpoints
 from stembot.cli.run import built_bot
 from stembot.config import Settings, load_settings
-from stembot.models import JobStatus
+from stembot.models import RequestStatus
 from stembot.store import Store
 from tests.standins.discord import (
     EPHEMERAL,
@@ -89,7 +89,7 @@ class Stack:
         return original
 
     async def refusal(self, interaction: InteractionRecord, timeout_s: float = 10.0) -> str:
-        """The private (ephemeral) text the user got instead of a job; fails if it was public."""
+        """The private (ephemeral) text the user got instead of a result; fails if public."""
         await eventually(lambda: _private_texts(interaction), timeout_s)
         (text,) = _private_texts(interaction)
         view = interaction.view()
@@ -125,9 +125,9 @@ def used_today(stack: Stack, member_id: int | None = None) -> int:
     return status.guild_daily.used
 
 
-def job_status(stack: Stack, job_id: int) -> JobStatus | None:
-    job = stack.ledger().ledger.get_job(job_id)
-    return None if job is None else job.status
+def request_status(stack: Stack, request_id: int) -> RequestStatus | None:
+    request = stack.ledger().ledger.get_request(request_id)
+    return None if request is None else request.status
 
 
 def acked_in_time(interaction: InteractionRecord) -> bool:

@@ -9,7 +9,7 @@ from typing import Any
 
 import aiohttp
 
-from stembot.models import JobStatus
+from stembot.models import RequestStatus
 from stembot.store import Store
 from tests.e2e.stack import Stack, channel_posts, eventually
 from tests.standins.discord import ADMINISTRATOR, EPHEMERAL, MANAGE_GUILD, MEMBER_DEFAULT, Member
@@ -51,10 +51,10 @@ async def succeeded(stack: Stack, mode: str = "vocals", member: Member | None = 
     await stack.answer(await stack.stems(mode, member=member))
 
 
-def status_of(ledger: Store, job_id: int) -> JobStatus:
-    job = ledger.ledger.get_job(job_id)
-    assert job is not None
-    return job.status
+def status_of(ledger: Store, request_id: int) -> RequestStatus:
+    request = ledger.ledger.get_request(request_id)
+    assert request is not None
+    return request.status
 
 
 def now() -> datetime:
@@ -210,14 +210,14 @@ async def test_refund_gives_units_back_once(stack: Stack) -> None:
     """The first refund frees the units (usage drops); the second says it was done."""
     await succeeded(stack, "all")
     mod = moderator(stack)
-    (job_id,) = request_ids(stack)
-    first = await admin(stack, "refund", mod, {"request_id": job_id})
-    assert f"Refunded request {job_id}" in first["content"]
+    (request_id,) = request_ids(stack)
+    first = await admin(stack, "refund", mod, {"request_id": request_id})
+    assert f"Refunded request {request_id}" in first["content"]
     assert "2 units given back" in first["content"]
     ledger = stack.ledger()
-    assert status_of(ledger, job_id) is JobStatus.CANCELLED
+    assert status_of(ledger, request_id) is RequestStatus.CANCELLED
     assert ledger.quotas.quota_status(stack.guild.id, None, now()).guild_daily.used == 0
-    second = await admin(stack, "refund", mod, {"request_id": job_id})
+    second = await admin(stack, "refund", mod, {"request_id": request_id})
     assert "already refunded (by a moderator)" in second["content"]
     usage = text_of(await admin(stack, "usage", mod))
     assert "Today: **0** of 50 units used (0%), 50 left\n1 request made, 1 refunded" in usage
@@ -226,14 +226,14 @@ async def test_refund_gives_units_back_once(stack: Stack) -> None:
 async def test_refund_of_another_servers_request_is_refused(stack: Stack) -> None:
     """A moderator of another server cannot refund this server's request."""
     await succeeded(stack)
-    (job_id,) = request_ids(stack)
+    (request_id,) = request_ids(stack)
     elsewhere = await stack.discord.add_guild("Other club")
     other_mod = stack.discord.add_member(elsewhere, "othermod", permissions=MANAGE_GUILD)
     interaction = await stack.discord.slash(
-        "stems-admin refund", member=other_mod, options={"request_id": job_id}
+        "stems-admin refund", member=other_mod, options={"request_id": request_id}
     )
-    assert f"no request {job_id} on this server" in await stack.refusal(interaction)
-    assert status_of(stack.ledger(), job_id) is JobStatus.SUCCEEDED
+    assert f"no request {request_id} on this server" in await stack.refusal(interaction)
+    assert status_of(stack.ledger(), request_id) is RequestStatus.SUCCEEDED
 
 
 def request_ids(stack: Stack) -> list[int]:

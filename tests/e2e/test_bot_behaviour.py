@@ -17,9 +17,9 @@ from aiohttp import web
 
 from stembot.bot import delivery
 from stembot.errors import IncidentError
-from stembot.jobs import StemService
 from stembot.logs import TOKEN_CARRYING_LOGGERS, configure_logging
-from stembot.models import JobStatus
+from stembot.models import RequestStatus
+from stembot.stem_service import StemService
 from tests.e2e.stack import (
     API_KEY,
     STATUS_PROMISE,
@@ -93,7 +93,7 @@ def gaps(times: list[float]) -> list[float]:
 async def test_queued_requesters_see_their_place_then_processing_then_the_result(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """One job at a time: the third requester sees #2, then next, then processing, then stems."""
+    """One call at a time: the third requester sees #2, then next, then processing, then stems."""
     monkeypatch.setattr(delivery, "STATUS_EDIT_INTERVAL_S", FAST_STATUS_INTERVAL_S)
     env = {"STEMBOT_MAX_CONCURRENT_JOBS": "1", "STEMBOT_API_TIMEOUT_S": "30"}
     async with running_stack(tmp_path / "db.sqlite", env) as stack:
@@ -134,9 +134,9 @@ async def test_a_change_within_5_s_waits_but_the_final_answer_does_not(tmp_path:
         second = await stack.stems("vocals", member=bob)
         final = await stack.answer(second)
         await stack.answer(first)
-        job = stack.ledger().ledger.get_job(2)
+        request = stack.ledger().ledger.get_request(2)
     assert is_result(final)
-    assert job is not None and job.started_at is not None  # it did go through processing
+    assert request is not None and request.started_at is not None  # it did go through processing
     ((queued_at, queued),) = status_edits(second)  # "processing" came too soon to be shown
     assert "next in the queue" in description(queued)
     answered_at, _ = edits_of(second)[-1]
@@ -273,7 +273,7 @@ async def test_a_link_to_a_loopback_address_is_refused_without_cost(tmp_path: Pa
         assert "private or local network" in text
         assert stack.api_calls() == 0
         assert stack.discord.cdn_fetches == 0
-        assert stack.ledger().ledger.get_job(1) is None
+        assert stack.ledger().ledger.get_request(1) is None
         assert used_today(stack) == 0
 
 
@@ -336,8 +336,8 @@ async def test_an_api_failure_is_explained_and_refunded(tmp_path: Path, failure:
         assert "not charged" in description(final)
         assert stack.api_calls() == failure.calls
         assert used_today(stack) == 0
-        job = stack.ledger().ledger.get_job(1)
-        assert job is not None and job.status is JobStatus.FAILED
+        request = stack.ledger().ledger.get_request(1)
+        assert request is not None and request.status is RequestStatus.FAILED
 
 
 async def test_a_503_is_retried_and_the_result_delivered_and_charged_once(stack: Stack) -> None:
@@ -348,8 +348,8 @@ async def test_a_503_is_retried_and_the_result_delivered_and_charged_once(stack:
     assert is_result(final)
     assert stack.api_calls() == 2
     assert used_today(stack) == 1
-    job = stack.ledger().ledger.get_job(1)
-    assert job is not None and job.status is JobStatus.SUCCEEDED
+    request = stack.ledger().ledger.get_request(1)
+    assert request is not None and request.status is RequestStatus.SUCCEEDED
     assert interaction.followups == []
     assert channel_posts(stack.discord, stack.channel) == []
     assert stack.discord.dm_messages(stack.member) == []
@@ -429,7 +429,7 @@ async def test_an_interaction_delivered_twice_runs_and_charges_once(
     assert is_result(final)
     assert stack.api_calls() == 1
     assert used_today(stack) == 1
-    assert stack.ledger().ledger.get_job(2) is None
+    assert stack.ledger().ledger.get_request(2) is None
     assert callback_codes(interaction) == [None, ALREADY_ACKNOWLEDGED]
     assert interaction.followups == []
     assert channel_posts(stack.discord, stack.channel) == []

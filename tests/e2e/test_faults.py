@@ -12,7 +12,8 @@ Covered elsewhere, not repeated here:
     test_stems_flow.py::test_the_dm_fallback_runs_when_the_channel_refuses
   the same interaction delivered twice:
     test_bot_behaviour.py::test_an_interaction_delivered_twice_runs_and_charges_once
-- Process: SIGKILL mid-job then restart, SIGTERM with jobs queued and running: test_restart.py.
+- Process: SIGKILL mid-request then restart, SIGTERM with requests queued and running:
+    test_restart.py.
 - Input: a link redirecting to a private address is stopped at connect time on every hop:
     tests/test_url_probe.py::test_redirect_to_private_literal_is_refused_without_connecting
     tests/test_url_probe.py::test_redirect_to_name_resolving_private_is_refused_without_connecting
@@ -37,7 +38,7 @@ from aiohttp import web
 
 from stembot.config import QuotaPolicy
 from stembot.errors import StoreBusyError
-from stembot.models import JobStatus
+from stembot.models import RequestStatus
 from stembot.store import Store
 from tests.e2e.stack import (
     API_KEY,
@@ -49,7 +50,7 @@ from tests.e2e.stack import (
     description,
     eventually,
     is_result,
-    job_status,
+    request_status,
     running_stack,
     stack_env,
     used_today,
@@ -113,7 +114,7 @@ async def test_an_api_fault_that_passes_is_retried_and_charged_once(
     first, second = stack.api.requests
     assert second.received_at - first.received_at >= fault.wait_s
     assert used_today(stack) == 1
-    assert job_status(stack, 1) is JobStatus.SUCCEEDED
+    assert request_status(stack, 1) is RequestStatus.SUCCEEDED
 
 
 # --- API faults that end the request: one honest answer, refunded ------------------------------
@@ -151,7 +152,7 @@ async def test_an_api_fault_that_ends_the_request_is_explained_and_refunded(
     assert nothing_else_posted(stack, interaction)
     assert stack.api_calls() == fault.calls
     assert used_today(stack) == 0
-    assert job_status(stack, 1) is JobStatus.FAILED
+    assert request_status(stack, 1) is RequestStatus.FAILED
 
 
 # --- Discord faults ---------------------------------------------------------------------------
@@ -190,7 +191,7 @@ async def test_a_cloudflare_429_on_the_final_edit_falls_back_to_the_channel(
         assert stack.discord.dm_messages(stack.member) == []
         assert stack.api_calls() == 1
         assert used_today(stack) == 1
-        assert job_status(stack, 1) is JobStatus.SUCCEEDED
+        assert request_status(stack, 1) is RequestStatus.SUCCEEDED
 
 
 async def test_a_rate_limited_followup_is_retried_and_sent_once(stack: Stack) -> None:
@@ -203,7 +204,7 @@ async def test_a_rate_limited_followup_is_retried_and_sent_once(stack: Stack) ->
     assert len(interaction.followups) == 1
     assert stack.api_calls() == 0
     assert used_today(stack) == 0
-    assert stack.ledger().ledger.get_job(1) is None
+    assert stack.ledger().ledger.get_request(1) is None
 
 
 async def test_a_result_with_nowhere_to_go_is_kept_and_given_free_on_request(
@@ -221,7 +222,7 @@ async def test_a_result_with_nowhere_to_go_is_kept_and_given_free_on_request(
         assert interaction.view().original is not None  # still the status; the token is gone
         assert channel_posts(stack.discord, stack.channel) == []
         assert stack.discord.dm_messages(stack.member) == []
-        assert job_status(stack, 1) is JobStatus.SUCCEEDED
+        assert request_status(stack, 1) is RequestStatus.SUCCEEDED
         assert used_today(stack) == 1
         again = await stack.stems("vocals", options={"file": track})
         assert is_result(await stack.answer(again))
@@ -234,10 +235,10 @@ def _refused_posts(stack: Stack) -> int:
 
 
 @pytest.mark.parametrize("how", ["drop", "reconnect"])
-async def test_a_gateway_break_mid_job_is_resumed_and_nothing_is_lost(
+async def test_a_gateway_break_mid_request_is_resumed_and_nothing_is_lost(
     tmp_path: Path, how: str
 ) -> None:
-    """A break while a job runs: RESUME; both the running and a mid-break request served."""
+    """A break while a request runs: RESUME; both the running and a mid-break request served."""
     async with running_stack(tmp_path / "db.sqlite", api_latency=0.5) as stack:
         gateway = stack.discord.gateway
         first = await stack.stems("vocals")
@@ -254,7 +255,7 @@ async def test_a_gateway_break_mid_job_is_resumed_and_nothing_is_lost(
         assert acked_in_time(second)
         assert stack.api_calls() == 2
         assert used_today(stack) == 2
-        assert [job_status(stack, n) for n in (1, 2)] == [JobStatus.SUCCEEDED] * 2
+        assert [request_status(stack, n) for n in (1, 2)] == [RequestStatus.SUCCEEDED] * 2
 
 
 # --- Process faults -----------------------------------------------------------------------------
@@ -322,7 +323,7 @@ async def test_a_database_locked_past_the_busy_timeout_refuses_at_no_cost(tmp_pa
         assert refused.view().original is None  # the public "thinking" message is gone
         assert len(api.requests) == 1  # the served request only
     store = Store.open(db, QuotaPolicy())
-    assert [store.ledger.get_job(n) is not None for n in (1, 2)] == [True, False]
+    assert [store.ledger.get_request(n) is not None for n in (1, 2)] == [True, False]
     assert store.quotas.quota_status(guild.id, None, datetime.now(UTC)).guild_daily.used == 1
     store.close()
     assert acked_in_time(bystander)
@@ -352,7 +353,7 @@ async def test_a_database_locked_when_the_api_answers_loses_nothing(tmp_path: Pa
             await asyncio.sleep(1.0)
         final = await stack.answer(interaction, timeout_s=2)
         assert is_result(final)
-        assert job_status(stack, 1) is JobStatus.SUCCEEDED
+        assert request_status(stack, 1) is RequestStatus.SUCCEEDED
         assert used_today(stack) == 1
         assert stack.api_calls() == 1
         again = await stack.stems("all")
@@ -417,7 +418,7 @@ INPUT_FAULTS = {
 
 @pytest.mark.parametrize("fault", INPUT_FAULTS.keys())
 async def test_a_bad_link_is_refused_privately_at_no_cost(tmp_path: Path, fault: str) -> None:
-    """Acknowledged within 3 s, then a private, specific refusal; no call, no job, no charge."""
+    """Acknowledged within 3 s, then a private, specific refusal; no call, no row, no charge."""
     env = {"STEMBOT_URL_PROBE_TIMEOUT_S": str(PROBE_TIMEOUT_S)}
     async with running_stack(tmp_path / "db.sqlite", env) as stack, odd_servers() as urls:
         if fault == "expired CDN link":
@@ -430,5 +431,5 @@ async def test_a_bad_link_is_refused_privately_at_no_cost(tmp_path: Path, fault:
         assert acked_in_time(interaction)
         assert text.startswith(INPUT_FAULTS[fault])
         assert stack.api_calls() == 0
-        assert stack.ledger().ledger.get_job(1) is None
+        assert stack.ledger().ledger.get_request(1) is None
         assert used_today(stack) == 0

@@ -22,7 +22,7 @@ import pytest
 from stembot.bot import client as bot_client
 from stembot.config import QuotaPolicy
 from stembot.errors import DatabaseReplacedError, StoreFailedError
-from stembot.models import JobStatus
+from stembot.models import RequestStatus
 from stembot.store import Store
 from tests.e2e.stack import (
     API_KEY,
@@ -62,12 +62,12 @@ async def test_a_disk_error_when_the_api_answers_still_delivers_to_everyone(
             paying = await vocals(discord, guild, alice, track)
             await eventually(lambda: len(api.requests) == 1)
             joining = await vocals(discord, guild, bob, track)
-            await eventually(lambda: ledger.ledger.get_job(2) is not None)
+            await eventually(lambda: ledger.ledger.get_request(2) is not None)
             # From now on every write of the bot process past the first byte of a file fails.
             resource.prlimit(bot.pid, resource.RLIMIT_FSIZE, (1, resource.RLIM_INFINITY))
             api.release()
             await eventually(lambda: _answered_with_stems(paying) and _answered_with_stems(joining))
-            await eventually(lambda: "settling job 1 failed" in bot.log_text())
+            await eventually(lambda: "settling request 1 failed" in bot.log_text())
             resource.prlimit(
                 bot.pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY)
             )
@@ -76,11 +76,12 @@ async def test_a_disk_error_when_the_api_answers_still_delivers_to_everyone(
         finally:
             bot.signal(signal.SIGTERM)
             assert await bot.wait() == 0, bot.log_text()
-        assert re.search(r" ERROR .*settling job 1 failed.*disk I/O error", bot.log_text())
+        assert re.search(r" ERROR .*settling request 1 failed.*disk I/O error", bot.log_text())
         # The retried writes landed before the later request: it was answered from the stored
         # result, so the API was called once and alice, who paid, is charged once.
         assert len(api.requests) == 1
-        assert [ledger.ledger.get_job(n).status for n in (1, 2, 3)] == [JobStatus.SUCCEEDED] * 3  # type: ignore[union-attr]
+        statuses = [ledger.ledger.get_request(n).status for n in (1, 2, 3)]  # type: ignore[union-attr]
+        assert statuses == [RequestStatus.SUCCEEDED] * 3
         assert ledger.quotas.quota_status(guild.id, None, datetime.now(UTC)).guild_daily.used == 1
         ledger.close()
 
@@ -134,7 +135,7 @@ async def test_a_broken_database_during_a_call_still_delivers_and_refuses_the_ne
         paying = await stack.stems("vocals", options={"file": track})
         await eventually(lambda: stack.api_calls() == 1)
         joining = await stack.stems("vocals", member=bob, options={"file": track})
-        await eventually(lambda: stack.ledger().ledger.get_job(2) is not None)
+        await eventually(lambda: stack.ledger().ledger.get_request(2) is not None)
         breaking(stack.settings.db_path)
         stack.api.release()
         for interaction in (paying, joining):
@@ -143,7 +144,7 @@ async def test_a_broken_database_during_a_call_still_delivers_and_refuses_the_ne
         assert await stack.refusal(later) == refusal
         assert stack.api_calls() == 1
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
-    assert any(m.startswith("settling job 1 failed") for m in errors), errors
+    assert any(m.startswith("settling request 1 failed") for m in errors), errors
 
 
 async def test_a_database_deleted_while_idle_stops_new_requests_and_is_not_recreated(

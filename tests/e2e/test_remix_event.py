@@ -6,7 +6,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from stembot.models import JobStatus
+from stembot.models import RequestStatus
 from tests.e2e.stack import WAV, Stack, buttons, eventually, is_result, running_stack, used_today
 
 
@@ -48,8 +48,8 @@ async def test_the_requester_can_cancel_while_queued_and_is_refunded(tmp_path: P
         await stack.discord.acknowledged(click)
         await eventually(lambda: "cancelled" in str(queued.view().original).lower())
         assert _cancel_button(queued) is None
-        job = stack.ledger().ledger.get_job(2)
-        assert job is not None and job.status is JobStatus.CANCELLED
+        request = stack.ledger().ledger.get_request(2)
+        assert request is not None and request.status is RequestStatus.CANCELLED
         assert stack.api_calls() == 1
 
 

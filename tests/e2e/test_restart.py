@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from stembot.config import QuotaPolicy
-from stembot.models import JobStatus
+from stembot.models import RequestStatus
 from stembot.store import Store
 from tests.e2e.stack import (
     API_KEY,
@@ -38,12 +38,12 @@ pytestmark = pytest.mark.slow
 NOT_CHARGED = "not charged"
 
 
-def job_status(ledger: Store, job_id: int) -> JobStatus | None:
-    job = ledger.ledger.get_job(job_id)
-    return None if job is None else job.status
+def request_status(ledger: Store, request_id: int) -> RequestStatus | None:
+    request = ledger.ledger.get_request(request_id)
+    return None if request is None else request.status
 
 
-async def test_sigkill_mid_job_is_reported_and_refunded_after_restart(tmp_path: Path) -> None:
+async def test_sigkill_mid_request_is_reported_and_refunded_after_restart(tmp_path: Path) -> None:
     """A bot killed while the API works is told of on restart: notice in channel, one refund."""
     db = tmp_path / "stembot.db"
     async with DiscordEmulator() as discord, SoundverseStandin(api_key=API_KEY, latency=60) as api:
@@ -81,15 +81,15 @@ async def test_sigkill_mid_job_is_reported_and_refunded_after_restart(tmp_path: 
         assert "not charged" in str(notice.embeds[0]).lower()
         assert len(api.requests) == 1  # nothing re-run behind the user's back
     store = Store.open(db, QuotaPolicy())
-    job = store.ledger.get_job(1)
-    assert job is not None and job.status is JobStatus.INTERRUPTED
+    request = store.ledger.get_request(1)
+    assert request is not None and request.status is RequestStatus.INTERRUPTED
     assert store.quotas.quota_status(guild.id, member.id, datetime.now(UTC)).guild_daily.used == 0
     assert store.ledger.recover(datetime.now(UTC)).interrupted == []
     store.close()
 
 
-async def test_sigterm_interrupts_queued_jobs_and_exits_cleanly(tmp_path: Path) -> None:
-    """SIGTERM with one job running and one queued: both are answered and refunded; exit 0."""
+async def test_sigterm_interrupts_queued_requests_and_exits_cleanly(tmp_path: Path) -> None:
+    """SIGTERM with one request running and one queued: both are answered and refunded; exit 0."""
     db = tmp_path / "stembot.db"
     async with DiscordEmulator() as discord, SoundverseStandin(api_key=API_KEY, latency=60) as api:
         guild = await discord.add_guild()
@@ -122,8 +122,8 @@ async def test_sigterm_interrupts_queued_jobs_and_exits_cleanly(tmp_path: Path) 
             final = interaction.view().original
             assert final is not None and "restarted" in str(final["embeds"][0]).lower()
     store = Store.open(db, QuotaPolicy())
-    statuses = {store.ledger.get_job(n).status for n in (1, 2)}  # type: ignore[union-attr]
-    assert statuses == {JobStatus.INTERRUPTED}
+    statuses = {store.ledger.get_request(n).status for n in (1, 2)}  # type: ignore[union-attr]
+    assert statuses == {RequestStatus.INTERRUPTED}
     assert store.quotas.quota_status(guild.id, None, datetime.now(UTC)).guild_daily.used == 0
     store.close()
 
@@ -223,17 +223,17 @@ async def test_a_crash_at_any_step_ends_in_one_answer_and_the_right_charge(
             paying = await vocals(discord, guild, alice, track)
             await eventually(lambda: len(api.requests) == 1)
             joining = await vocals(discord, guild, bob, track)
-            await eventually(lambda: ledger.ledger.get_job(2) is not None)
+            await eventually(lambda: ledger.ledger.get_request(2) is not None)
             if step == QUEUED:
                 other = discord.upload_attachment(WAV, "other.wav", "audio/wav")
                 await vocals(discord, guild, carol, other)
-                await eventually(lambda: ledger.ledger.get_job(3) is not None)
+                await eventually(lambda: ledger.ledger.get_request(3) is not None)
             elif step in (SETTLED, SETTLED_NO_CHANNEL):
                 await eventually(lambda: _separating(paying) and _separating(joining))
                 discord.hold("PATCH", PATCH_ORIGINAL)
                 api.release()
                 await eventually(lambda: discord.held_calls("PATCH", PATCH_ORIGINAL) == 2)
-                assert [job_status(ledger, n) for n in (1, 2)] == [JobStatus.SUCCEEDED] * 2
+                assert [request_status(ledger, n) for n in (1, 2)] == [RequestStatus.SUCCEEDED] * 2
             elif step == REPLIED:
                 api.release()
                 await eventually(lambda: is_result(paying.view().original or {}))
@@ -265,10 +265,10 @@ async def test_a_crash_at_any_step_ends_in_one_answer_and_the_right_charge(
             for member in told:
                 (notice,) = posts[member.id]
                 assert NOT_CHARGED in str(notice.embeds[0]).lower()
-            statuses = [JobStatus.INTERRUPTED] * len(told)
+            statuses = [RequestStatus.INTERRUPTED] * len(told)
             charged = 0
         else:
-            statuses, charged = [JobStatus.SUCCEEDED] * 2, 1
+            statuses, charged = [RequestStatus.SUCCEEDED] * 2, 1
         if step == SETTLED:
             assert sorted(posts) == sorted([alice.id, bob.id])
             assert all(is_result(post.data) for (post,) in posts.values())
@@ -286,7 +286,7 @@ async def test_a_crash_at_any_step_ends_in_one_answer_and_the_right_charge(
             assert [delivered_via(ledger, n) for n in (1, 2)] == ["interaction", "interaction"]
         if step != SETTLED_NO_CHANNEL:
             assert all(found == [] for found in dms.values())
-        assert [job_status(ledger, n) for n in range(1, len(statuses) + 1)] == statuses
+        assert [request_status(ledger, n) for n in range(1, len(statuses) + 1)] == statuses
         assert (
             ledger.quotas.quota_status(guild.id, None, datetime.now(UTC)).guild_daily.used
             == charged

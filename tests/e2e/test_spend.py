@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from stembot.models import JobStatus
+from stembot.models import RequestStatus
 from tests.e2e.stack import WAV, Stack, eventually, is_result, running_stack, used_today
 from tests.e2e.test_admin import admin, moderator, text_of
 from tests.e2e.test_remix_event import _cancel_button, _cancel_id
@@ -293,10 +293,10 @@ async def test_a_cancelled_payers_charge_goes_to_the_next_requester_with_room(
         await eventually(lambda: _cancel_button(payer) is not None)
         bobs = await stack.stems(member=bob, options={"file": track})
         carols = await stack.stems(member=carol, options={"file": track})
-        await eventually(lambda: stack.ledger().ledger.get_job(5) is not None)
+        await eventually(lambda: stack.ledger().ledger.get_request(5) is not None)
         assert payer.original is not None
         await stack.discord.click(payer.original, _cancel_id(payer), member=stack.member)
-        await eventually(lambda: job_status_of(stack, 3) is JobStatus.CANCELLED)
+        await eventually(lambda: request_status_of(stack, 3) is RequestStatus.CANCELLED)
         assert is_result(await stack.answer(bobs))
         assert is_result(await stack.answer(carols))
         ledger = stack.ledger()
@@ -332,7 +332,7 @@ async def test_with_nobody_left_with_room_the_server_alone_carries_the_charge(
         payer = await stack.stems(options={"file": track})
         await eventually(lambda: _cancel_button(payer) is not None)
         bobs = await stack.stems(member=bob, options={"file": track})
-        await eventually(lambda: stack.ledger().ledger.get_job(4) is not None)
+        await eventually(lambda: stack.ledger().ledger.get_request(4) is not None)
         assert payer.original is not None
         await stack.discord.click(payer.original, _cancel_id(payer), member=stack.member)
         assert is_result(await stack.answer(bobs))
@@ -350,9 +350,9 @@ async def test_with_nobody_left_with_room_the_server_alone_carries_the_charge(
         assert rows["1"]["charged_to"] == "member"
 
 
-def job_status_of(stack: Stack, job_id: int) -> JobStatus | None:
-    job = stack.ledger().ledger.get_job(job_id)
-    return None if job is None else job.status
+def request_status_of(stack: Stack, request_id: int) -> RequestStatus | None:
+    request = stack.ledger().ledger.get_request(request_id)
+    return None if request is None else request.status
 
 
 def _now() -> datetime:

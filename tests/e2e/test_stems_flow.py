@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-from stembot.models import JobStatus
+from stembot.models import RequestStatus
 from tests.e2e.stack import Stack, channel_posts, description, eventually, running_stack
 from tests.standins.discord import EPHEMERAL
 from tests.standins.soundverse import Reply
@@ -98,8 +98,8 @@ async def test_an_api_rejection_is_shown_verbatim_and_refunded(stack: Stack) -> 
     assert "NSFW words detected" in description(final)
     ledger = stack.ledger()
     assert ledger.quotas.quota_status(stack.guild.id, stack.member.id, _now()).guild_daily.used == 0
-    job = ledger.ledger.get_job(1)
-    assert job is not None and job.status is JobStatus.FAILED
+    request = ledger.ledger.get_request(1)
+    assert request is not None and request.status is RequestStatus.FAILED
 
 
 async def test_quota_exhausted_is_refused_with_the_reset_time(tmp_path: Path) -> None:

@@ -64,7 +64,7 @@ def assert_nothing_done(
 ) -> None:
     assert stack.api_calls() == 0
     assert stack.discord.cdn_fetches == fetched_before
-    assert stack.ledger().ledger.get_job(1) is None
+    assert stack.ledger().ledger.get_request(1) is None
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert errors == []
     assert "incident" not in caplog.text.lower()

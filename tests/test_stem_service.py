@@ -18,16 +18,16 @@ from stembot.config import QuotaPolicy, Secret
 from stembot.errors import (
     AlreadyStartedError,
     IncidentError,
-    JobInterruptedError,
     NotYourRequestError,
     RequestEndedError,
+    RequestInterruptedError,
     SoundverseRejected,
     StembotError,
 )
 from stembot.guarded_connector import GuardedConnector
-from stembot.jobs import AttachmentInput, CheckedSource, Requester, StemService
-from stembot.models import Job, JobStatus, Mode, QuotaStatus, Separation
+from stembot.models import Mode, QuotaStatus, Request, RequestStatus, Separation
 from stembot.soundverse import SoundverseClient
+from stembot.stem_service import AttachmentInput, CheckedSource, Requester, StemService
 from stembot.store import Store
 from stembot.url_probe import UrlProbe
 from tests.ledger_reads import charged
@@ -40,29 +40,31 @@ ids = itertools.count(1)
 
 @dataclass
 class Recorder:
-    """A JobListener that remembers what it was told."""
+    """A RequestListener that remembers what it was told."""
 
     events: list[str] = field(default_factory=list)
     result: Separation | None = None
     error: StembotError | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
-    async def on_started(self, job: Job) -> None:
+    async def on_started(self, request: Request) -> None:
         self.events.append("started")
 
     async def on_succeeded(
-        self, job: Job, separation: Separation, quota: QuotaStatus | None
+        self, request: Request, separation: Separation, quota: QuotaStatus | None
     ) -> None:
         self.events.append("succeeded")
         self.result = separation
         self.done.set()
 
-    async def on_failed(self, job: Job, error: StembotError, quota: QuotaStatus | None) -> None:
+    async def on_failed(
+        self, request: Request, error: StembotError, quota: QuotaStatus | None
+    ) -> None:
         self.events.append("failed")
         self.error = error
         self.done.set()
 
-    async def on_cancelled(self, job: Job) -> None:
+    async def on_cancelled(self, request: Request) -> None:
         self.events.append("cancelled")
         self.done.set()
 
@@ -89,7 +91,7 @@ class Rig:
         guild: int = GUILD,
         track: str = "attachment:1",
         mode: Mode = Mode.VOCALS,
-    ) -> tuple[Job, Recorder]:
+    ) -> tuple[Request, Recorder]:
         listener = Recorder()
         requester = Requester(guild, 2, user or next(ids), next(ids))
         source = CheckedSource(f"http://cdn.test/{track}.wav", "song.wav", track)
@@ -112,7 +114,7 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
             store,
             SoundverseClient(session, api.base_url, Secret(KEY), timeout_s=5),
             UrlProbe(connector, max_bytes=1024),
-            max_concurrent_jobs=1,
+            max_concurrent_calls=1,
             max_input_bytes=1024,
             result_ttl_s=3600,
             clock=clock,
@@ -139,9 +141,9 @@ async def test_a_repeat_after_completion_is_answered_from_the_store(rig: Rig) ->
     """The same track and mode again: answered at once, no API call, no charge."""
     _, first = rig.submit()
     await finished(first)
-    job, again = rig.submit()
+    request, again = rig.submit()
     await finished(again)
-    assert job.status is JobStatus.SUCCEEDED and job.cost == 0
+    assert request.status is RequestStatus.SUCCEEDED and request.cost == 0
     assert again.events == ["succeeded"]
     assert again.result == first.result
     assert len(rig.api.requests) == 1
@@ -197,46 +199,46 @@ async def test_a_failed_shared_call_refunds_and_tells_everyone(rig: Rig) -> None
 async def test_cancel_by_the_requester_refunds_and_leaves_the_queue(rig: Rig) -> None:
     """A waiting request cancelled by its requester is refunded and never reaches the API."""
     _, running = rig.submit(track="attachment:1")
-    waiting_job, waiting = rig.submit(user=7, track="attachment:2")
-    rig.service.cancel(waiting_job.id, 7)
+    waiting_request, waiting = rig.submit(user=7, track="attachment:2")
+    rig.service.cancel(waiting_request.id, 7)
     await finished(running, waiting)
     assert waiting.events == ["cancelled"]
     assert len(rig.api.requests) == 1
-    job = rig.store.ledger.get_job(waiting_job.id)
-    assert job is not None and job.status is JobStatus.CANCELLED
+    request = rig.store.ledger.get_request(waiting_request.id)
+    assert request is not None and request.status is RequestStatus.CANCELLED
     assert rig.used() == 1
 
 
 async def test_cancel_by_someone_else_is_refused(rig: Rig) -> None:
     """Only the requester may cancel; the request stays queued."""
     rig.submit(track="attachment:1")
-    job, _ = rig.submit(user=7, track="attachment:2")
+    request, _ = rig.submit(user=7, track="attachment:2")
     with pytest.raises(NotYourRequestError):
-        rig.service.cancel(job.id, 8)
-    assert rig.service.position(job.id) == 1
+        rig.service.cancel(request.id, 8)
+    assert rig.service.position(request.id) == 1
 
 
 async def test_cancel_after_the_call_started_is_refused(rig: Rig) -> None:
     """Once the API is working on it, a request can no longer be cancelled."""
-    job, listener = rig.submit(user=7)
+    request, listener = rig.submit(user=7)
     await asyncio.sleep(0)  # the call starts
     with pytest.raises(AlreadyStartedError):
-        rig.service.cancel(job.id, 7)
+        rig.service.cancel(request.id, 7)
     await finished(listener)
     with pytest.raises(RequestEndedError):
-        rig.service.cancel(job.id, 7)
+        rig.service.cancel(request.id, 7)
 
 
 async def test_when_the_payer_cancels_the_next_requester_pays(rig: Rig) -> None:
     """The payer of a shared call leaves: the charge moves, the call is paid exactly once."""
     rig.submit(track="attachment:1")
-    payer_job, _ = rig.submit(user=7, track="attachment:2")
-    heir_job, heir = rig.submit(user=8, track="attachment:2")
-    rig.service.cancel(payer_job.id, 7)
+    payer_request, _ = rig.submit(user=7, track="attachment:2")
+    heir_request, heir = rig.submit(user=8, track="attachment:2")
+    rig.service.cancel(payer_request.id, 7)
     await finished(heir)
     assert heir.events == ["started", "succeeded"]
     assert rig.used() == 2  # track 1's payer and the heir, one unit each
-    heir_row = rig.store.ledger.get_job(heir_job.id)
+    heir_row = rig.store.ledger.get_request(heir_request.id)
     assert heir_row is not None and charged(heir_row) == 1
 
 
@@ -245,10 +247,10 @@ async def test_a_quiet_guild_is_not_starved_by_a_busy_one(rig: Rig) -> None:
     started: list[int] = []
     flood = []
     for n in range(4):
-        job, listener = rig.submit(track=f"attachment:{n + 10}")
-        flood.append((job, listener))
-    quiet_job, quiet = rig.submit(guild=2002, track="attachment:99")
-    assert rig.service.position(quiet_job.id) == 1  # the first flood job is already running
+        request, listener = rig.submit(track=f"attachment:{n + 10}")
+        flood.append((request, listener))
+    quiet_request, quiet = rig.submit(guild=2002, track="attachment:99")
+    assert rig.service.position(quiet_request.id) == 1  # the first flood request is already running
     await finished(quiet, *(listener for _, listener in flood))
     started = [int(r.json()["audioUrl"].rsplit(":", 1)[1].split(".")[0]) for r in rig.api.requests]
     assert started[:2] == [10, 99]
@@ -261,8 +263,8 @@ async def test_shutdown_interrupts_waiting_requests_and_refunds_them(rig: Rig) -
     _, waiting = rig.submit(track="attachment:2")
     await asyncio.sleep(0.05)
     await rig.service.shutdown(grace_s=0.1)
-    assert isinstance(waiting.error, JobInterruptedError)
-    assert isinstance(running.error, JobInterruptedError)
+    assert isinstance(waiting.error, RequestInterruptedError)
+    assert isinstance(running.error, RequestInterruptedError)
     assert rig.used() == 0
 
 
@@ -290,5 +292,5 @@ async def test_attachment_checks_run_before_anything_is_spent(rig: Rig) -> None:
     too_big = AttachmentInput(1, "http://cdn.test/a.mp3", "a.mp3", "audio/mpeg", 1025)
     with pytest.raises(StembotError, match="limit"):
         rig.service.check_attachment(too_big)
-    assert rig.store.ledger.get_job(1) is None
+    assert rig.store.ledger.get_request(1) is None
     assert rig.api.requests == []

@@ -1,8 +1,8 @@
 """The service: check -> reserve quota -> queue -> call the API -> settle or refund -> tell.
 
 It takes plain values (ids, URLs, names), never discord objects, so the Discord layer, the
-CLI and the tests drive it alike. The Discord layer hears about each job through the
-JobListener it hands in with the request.
+CLI and the tests drive it alike. The Discord layer hears about each request through the
+RequestListener it hands in with the request.
 """
 
 from __future__ import annotations
@@ -21,24 +21,25 @@ from stembot.errors import (
     AlreadyStartedError,
     DatabaseReplacedError,
     IncidentError,
-    JobInterruptedError,
     NotYourRequestError,
     QuotaLimitReached,
     RequestEndedError,
+    RequestInterruptedError,
     ShuttingDownError,
     SoundverseAuthError,
     StembotError,
     StoreBusyError,
 )
+from stembot.flights import Flight, HeldRequest, RequestListener
 from stembot.ledger_writes import LedgerWrites
 from stembot.models import (
-    Job,
-    JobRequest,
-    JobStatus,
     Mode,
+    NewRequest,
     QuotaLimit,
     QuotaStatus,
     Recovery,
+    Request,
+    RequestStatus,
     Separation,
 )
 from stembot.probe_slots import ProbeSlots
@@ -103,56 +104,6 @@ class Requester:
     role_ids: tuple[int, ...] = ()
 
 
-class JobListener(Protocol):
-    """How the service tells the requester's side what happened. Called at most once each.
-
-    An outcome comes with the requester's quota as it stands after it (None when the database
-    could not say: that line is a nicety that must not hold the answer back).
-    """
-
-    async def on_started(self, job: Job) -> None: ...
-
-    async def on_succeeded(
-        self, job: Job, separation: Separation, quota: QuotaStatus | None
-    ) -> None: ...
-
-    async def on_failed(self, job: Job, error: StembotError, quota: QuotaStatus | None) -> None: ...
-
-    async def on_cancelled(self, job: Job) -> None: ...
-
-
-@dataclass(eq=False)
-class _Ticket:
-    """One request the service holds in memory while its call is queued or running."""
-
-    job: Job
-    request: JobRequest
-    listener: JobListener
-
-
-@dataclass(eq=False)
-class _Flight:
-    """One API call and every request waiting for it; the first ticket pays for it.
-
-    Identical requests (same source, same mode) join the flight instead of calling the API
-    again, so a remix event's crowd costs one call per track and mode.
-    """
-
-    id: int
-    key: tuple[str, Mode]
-    tickets: list[_Ticket]
-    started_at: datetime | None = None
-    task: asyncio.Task[None] | None = field(default=None, repr=False)
-
-    @property
-    def payer(self) -> _Ticket:
-        return self.tickets[0]
-
-    @property
-    def job_ids(self) -> list[int]:
-        return [t.job.id for t in self.tickets]
-
-
 class StemService:
     """Owns the queue and the in-flight API calls; the store owns the money."""
 
@@ -162,7 +113,7 @@ class StemService:
         separator: Separator,
         prober: UrlProber,
         *,
-        max_concurrent_jobs: int,
+        max_concurrent_calls: int,
         max_input_bytes: int,
         result_ttl_s: float,
         probes_per_member: int = 2,
@@ -173,13 +124,13 @@ class StemService:
         self._prober = prober
         self._probe_slots = ProbeSlots(probes_per_member)
         self._max_input_bytes = max_input_bytes
-        self._max_running = max_concurrent_jobs
+        self._max_running = max_concurrent_calls
         self._result_ttl = timedelta(seconds=result_ttl_s)
         self._clock = clock
-        self._waiting: FairQueue[_Flight] = FairQueue()
-        self._running: set[_Flight] = set()
-        self._flights: dict[tuple[str, Mode], _Flight] = {}
-        self._flight_of_job: dict[int, _Flight] = {}
+        self._waiting: FairQueue[Flight] = FairQueue()
+        self._running: set[Flight] = set()
+        self._flights: dict[tuple[str, Mode], Flight] = {}
+        self._flight_of_request: dict[int, Flight] = {}
         self._flight_ids = itertools.count(1)
         self._replies: set[asyncio.Task[None]] = set()
         self._charge_hooks: list[ChargeHook] = []
@@ -201,9 +152,9 @@ class StemService:
     def costs(self) -> Mapping[Mode, int]:
         return self._store.policy.costs
 
-    def position(self, job_id: int) -> int | None:
-        """1-based place in the queue, or None once the job has started or ended."""
-        flight = self._flight_of_job.get(job_id)
+    def position(self, request_id: int) -> int | None:
+        """1-based place in the queue, or None once the request has started or ended."""
+        flight = self._flight_of_request.get(request_id)
         return None if flight is None else self._waiting.position(flight.id)
 
     # --- checking the input (spends nothing) ---------------------------------------------
@@ -273,19 +224,19 @@ class StemService:
     # --- submitting and cancelling ------------------------------------------------------
 
     def submit(
-        self, requester: Requester, mode: Mode, source: CheckedSource, listener: JobListener
-    ) -> Job:
+        self, requester: Requester, mode: Mode, source: CheckedSource, listener: RequestListener
+    ) -> Request:
         """Answer from a stored result, join an identical call, or reserve and queue a new one.
 
         Raises QuotaExceededError, DuplicateRequestError, ShuttingDownError, StoreBusyError.
-        A job that comes back already succeeded was answered from the store at no cost.
+        A request that comes back already succeeded was answered from the store at no cost.
         """
         if not self._accepting:
             raise ShuttingDownError()
         if self._writes.lost():
             raise DatabaseReplacedError()
         self._writes.retry()
-        request = JobRequest(
+        asked = NewRequest(
             guild_id=requester.guild_id,
             channel_id=requester.channel_id,
             user_id=requester.user_id,
@@ -299,100 +250,102 @@ class StemService:
         now = self._clock()
         stored = self._store.ledger.find_result(source.key, mode, now - self._result_ttl)
         if stored is not None:
-            return self._answer_from_store(request, stored, listener, now)
+            return self._answer_from_store(asked, stored, listener, now)
         flight = self._flights.get((source.key, mode))
         if flight is not None:
-            return self._join(flight, request, listener, now)
+            return self._join(flight, asked, listener, now)
         try:
-            job = self._store.ledger.reserve(request, now)
+            request = self._store.ledger.reserve(asked, now)
         except QuotaLimitReached as refusal:
             self._note_refusal(refusal, now)
             raise
-        flight = _Flight(
-            next(self._flight_ids), (source.key, mode), [_Ticket(job, request, listener)]
+        flight = Flight(
+            next(self._flight_ids), (source.key, mode), [HeldRequest(request, asked, listener)]
         )
         self._flights[flight.key] = flight
-        self._flight_of_job[job.id] = flight
-        self._waiting.push(request.guild_id, flight.id, flight)
-        log.info("job %s queued: guild %s mode %s", job.id, request.guild_id, mode)
+        self._flight_of_request[request.id] = flight
+        self._waiting.push(asked.guild_id, flight.id, flight)
+        log.info("request %s queued: guild %s mode %s", request.id, asked.guild_id, mode)
         self._start_what_fits()
-        if job.cost:  # a free request cannot push the server past an alert threshold
+        if request.cost:  # a free request cannot push the server past an alert threshold
             for hook in self._charge_hooks:
-                self._reply_soon(hook(job.guild_id), job.id)
-        return job
+                self._reply_soon(hook(request.guild_id), request.id)
+        return request
 
     def _answer_from_store(
-        self, request: JobRequest, stored: Separation, listener: JobListener, now: datetime
-    ) -> Job:
-        job = self._store.ledger.record_free(request, stored, now)
-        log.info("job %s answered from a stored result at no cost", job.id)
-        quota = self._quotas([(job, request.role_ids)])[job.id]
-        self._reply_soon(listener.on_succeeded(job, stored, quota), job.id)
-        return job
+        self, asked: NewRequest, stored: Separation, listener: RequestListener, now: datetime
+    ) -> Request:
+        request = self._store.ledger.record_free(asked, stored, now)
+        log.info("request %s answered from a stored result at no cost", request.id)
+        quota = self._quotas([(request, asked.role_ids)])[request.id]
+        self._reply_soon(listener.on_succeeded(request, stored, quota), request.id)
+        return request
 
     def _join(
-        self, flight: _Flight, request: JobRequest, listener: JobListener, now: datetime
-    ) -> Job:
+        self, flight: Flight, asked: NewRequest, listener: RequestListener, now: datetime
+    ) -> Request:
         running = flight.started_at is not None
-        job = self._store.ledger.reserve_joined(request, now, running=running)
-        flight.tickets.append(_Ticket(job, request, listener))
-        self._flight_of_job[job.id] = flight
-        log.info("job %s joined job %s's call at no cost", job.id, flight.payer.job.id)
+        request = self._store.ledger.reserve_joined(asked, now, running=running)
+        flight.held.append(HeldRequest(request, asked, listener))
+        self._flight_of_request[request.id] = flight
+        log.info(
+            "request %s joined request %s's call at no cost", request.id, flight.payer.request.id
+        )
         if running:
-            self._reply_soon(listener.on_started(job), job.id)
-        return job
+            self._reply_soon(listener.on_started(request), request.id)
+        return request
 
-    def cancel(self, job_id: int, user_id: int) -> Job:
+    def cancel(self, request_id: int, user_id: int) -> Request:
         """Take a waiting request out and refund it; only its requester may.
 
         When the payer of a shared call leaves, the charge passes on (the store's rule: the
         first requester with room in their own allowance, else the server alone), so the call
         is still paid for exactly once.
         """
-        flight = self._flight_of_job.get(job_id)
+        flight = self._flight_of_request.get(request_id)
         if flight is None:
             raise RequestEndedError()
         if flight.started_at is not None:
             raise AlreadyStartedError()
-        ticket = next(t for t in flight.tickets if t.job.id == job_id)
-        if ticket.request.user_id != user_id:
+        held_request = next(t for t in flight.held if t.request.id == request_id)
+        if held_request.asked.user_id != user_id:
             raise NotYourRequestError()
         now = self._clock()
-        if ticket is flight.payer and len(flight.tickets) > 1:
-            self._hand_over(flight, ticket, now)
+        if held_request is flight.payer and len(flight.held) > 1:
+            self._hand_over(flight, held_request, now)
         else:
             self._store.ledger.refund_all(
-                [job_id], JobStatus.CANCELLED, "cancelled by the requester", now
+                [request_id], RequestStatus.CANCELLED, "cancelled by the requester", now
             )
-        flight.tickets.remove(ticket)
-        del self._flight_of_job[job_id]
-        if not flight.tickets:
+        flight.held.remove(held_request)
+        del self._flight_of_request[request_id]
+        if not flight.held:
             self._waiting.remove(flight.id)
             del self._flights[flight.key]
-        log.info("job %s cancelled by its requester and refunded", job_id)
-        self._reply_soon(ticket.listener.on_cancelled(ticket.job), job_id)
-        return ticket.job
+        log.info("request %s cancelled by its requester and refunded", request_id)
+        self._reply_soon(held_request.listener.on_cancelled(held_request.request), request_id)
+        return held_request.request
 
-    def _hand_over(self, flight: _Flight, payer: _Ticket, now: datetime) -> None:
-        heirs = [t for t in flight.tickets if t is not payer]
+    def _hand_over(self, flight: Flight, payer: HeldRequest, now: datetime) -> None:
+        heirs = [t for t in flight.held if t is not payer]
         handed = self._store.ledger.hand_over_charge(
-            payer.job.id, [(t.job.id, t.request.role_ids) for t in heirs], now
+            payer.request.id, [(t.request.id, t.asked.role_ids) for t in heirs], now
         )
         if handed is None:  # no heir still active in the ledger: a plain refund
             self._store.ledger.refund_all(
-                [payer.job.id], JobStatus.CANCELLED, "cancelled by the requester", now
+                [payer.request.id], RequestStatus.CANCELLED, "cancelled by the requester", now
             )
             return
         heir_id, member_pays = handed
-        heir = next(t for t in heirs if t.job.id == heir_id)
-        heir.job = dataclasses.replace(heir.job, cost=payer.job.cost)
+        heir = next(t for t in heirs if t.request.id == heir_id)
+        heir.request = dataclasses.replace(heir.request, cost=payer.request.cost)
         # The heir becomes the payer: the one settled first, whose result is stored.
-        flight.tickets.remove(heir)
-        flight.tickets.insert(0, heir)
+        flight.held.remove(heir)
+        flight.held.insert(0, heir)
         log.info(
-            "job %s: the charge of cancelled job %s passed on%s",
+            "request %s: the charge of cancelled request %s passed on%s",
             heir_id,
-            payer.job.id,
+            payer.request.id,
             "" if member_pays else " to the server alone (no requester had room)",
         )
 
@@ -406,28 +359,30 @@ class StemService:
             self._running.add(flight)
             flight.task = asyncio.create_task(self._run(flight), name=f"flight-{flight.id}")
 
-    async def _run(self, flight: _Flight) -> None:
+    async def _run(self, flight: Flight) -> None:
         payer = flight.payer
         try:
             flight.started_at = self._clock()
-            self._mark_running(flight.job_ids, flight.started_at)
-            log.info("job %s running (%d requests share it)", payer.job.id, len(flight.tickets))
-            for ticket in list(flight.tickets):
-                self._reply_soon(ticket.listener.on_started(ticket.job), ticket.job.id)
-            separation = await self._separator.separate(
-                payer.request.mode, payer.request.source_url
+            self._mark_running(flight.request_ids, flight.started_at)
+            log.info(
+                "request %s running (%d requests share it)", payer.request.id, len(flight.held)
             )
+            for t in list(flight.held):
+                self._reply_soon(t.listener.on_started(t.request), t.request.id)
+            separation = await self._separator.separate(payer.asked.mode, payer.asked.source_url)
         except asyncio.CancelledError:
-            await self._fail(flight, JobStatus.INTERRUPTED, JobInterruptedError())
+            await self._fail(flight, RequestStatus.INTERRUPTED, RequestInterruptedError())
             raise
         except StembotError as error:
-            await self._fail(flight, JobStatus.FAILED, error)
+            await self._fail(flight, RequestStatus.FAILED, error)
         except Exception:
             incident = IncidentError()
             log.exception(
-                "job %s failed unexpectedly (incident %s)", payer.job.id, incident.incident_id
+                "request %s failed unexpectedly (incident %s)",
+                payer.request.id,
+                incident.incident_id,
             )
-            await self._fail(flight, JobStatus.FAILED, incident)
+            await self._fail(flight, RequestStatus.FAILED, incident)
         else:
             await self._succeed(flight, separation)
         finally:
@@ -436,11 +391,11 @@ class StemService:
 
     async def _close_out(
         self,
-        flight: _Flight,
+        flight: Flight,
         write: Callable[[list[int]], object],
         *,
         after_payer: bool = False,
-    ) -> list[_Ticket]:
+    ) -> list[HeldRequest]:
         """Write every request's outcome, then land the flight.
 
         Requests can still join while a busy database makes a write wait; they are written in
@@ -448,109 +403,119 @@ class StemService:
         left active in the ledger.
         """
         done = 1 if after_payer else 0
-        while done < len(flight.tickets):
-            job_ids = [t.job.id for t in flight.tickets[done:]]
-            done = len(flight.tickets)
+        while done < len(flight.held):
+            request_ids = [t.request.id for t in flight.held[done:]]
+            done = len(flight.held)
             await self._writes.persist(
-                f"closing job(s) {job_ids}", functools.partial(write, job_ids)
+                f"closing request(s) {request_ids}", functools.partial(write, request_ids)
             )
         return self._land(flight)
 
-    def _land(self, flight: _Flight) -> list[_Ticket]:
+    def _land(self, flight: Flight) -> list[HeldRequest]:
         """The flight is over: later identical requests start afresh or use the stored result."""
         self._flights.pop(flight.key, None)
-        for job_id in flight.job_ids:
-            self._flight_of_job.pop(job_id, None)
-        return list(flight.tickets)
+        for request_id in flight.request_ids:
+            self._flight_of_request.pop(request_id, None)
+        return list(flight.held)
 
-    async def _succeed(self, flight: _Flight, separation: Separation) -> None:
+    async def _succeed(self, flight: Flight, separation: Separation) -> None:
         now = self._clock()
         payer = flight.payer
         await self._writes.persist(
-            f"settling job {payer.job.id}",
+            f"settling request {payer.request.id}",
             lambda: self._store.ledger.settle(
-                payer.job.id, separation, payer.request.source_key, now
+                payer.request.id, separation, payer.asked.source_key, now
             ),
         )
-        tickets = await self._close_out(
+        held = await self._close_out(
             flight, lambda ids: self._store.ledger.settle_joined(ids, now), after_payer=True
         )
         log.info(
-            "job %s succeeded: %d stems for %d request(s)",
-            payer.job.id,
+            "request %s succeeded: %d stems for %d request(s)",
+            payer.request.id,
             len(separation.stems),
-            len(tickets),
+            len(held),
         )
-        quotas = self._quotas([(t.job, t.request.role_ids) for t in tickets])
+        quotas = self._quotas([(t.request, t.asked.role_ids) for t in held])
         await asyncio.gather(
             *(
-                _tell(t.listener.on_succeeded(t.job, separation, quotas[t.job.id]), t.job.id)
-                for t in tickets
+                _tell(
+                    t.listener.on_succeeded(t.request, separation, quotas[t.request.id]),
+                    t.request.id,
+                )
+                for t in held
             )
         )
 
-    async def _fail(self, flight: _Flight, status: JobStatus, error: StembotError) -> None:
+    async def _fail(self, flight: Flight, status: RequestStatus, error: StembotError) -> None:
         now = self._clock()
-        tickets = await self._close_out(
+        held = await self._close_out(
             flight, lambda ids: self._store.ledger.refund_all(ids, status, error.user_message, now)
         )
-        job_id = flight.payer.job.id
+        request_id = flight.payer.request.id
         if isinstance(error, SoundverseAuthError):
             log.error(
-                "job %s: the Soundverse API refused the API key; check SOUNDVERSE_API_KEY", job_id
+                "request %s: the Soundverse API refused the API key; check SOUNDVERSE_API_KEY",
+                request_id,
             )
         log.info(
-            "job %s %s and refunded (%d request(s)): %s",
-            job_id,
+            "request %s %s and refunded (%d request(s)): %s",
+            request_id,
             status,
-            len(tickets),
+            len(held),
             type(error).__name__,
         )
-        quotas = self._quotas([(t.job, t.request.role_ids) for t in tickets])
+        quotas = self._quotas([(t.request, t.asked.role_ids) for t in held])
         await asyncio.gather(
             *(
-                _tell(t.listener.on_failed(t.job, error, quotas[t.job.id]), t.job.id)
-                for t in tickets
+                _tell(t.listener.on_failed(t.request, error, quotas[t.request.id]), t.request.id)
+                for t in held
             )
         )
 
-    def _quotas(self, requests: list[tuple[Job, tuple[int, ...]]]) -> dict[int, QuotaStatus | None]:
-        """Each requester's quota after an outcome (their roles' allowance included), by job
+    def _quotas(
+        self, requests: list[tuple[Request, tuple[int, ...]]]
+    ) -> dict[int, QuotaStatus | None]:
+        """Each requester's quota after an outcome (their roles' allowance included), by request
         id: read once per member."""
         read: dict[tuple[int, int], QuotaStatus | None] = {}
-        for job, role_ids in requests:
-            member = (job.guild_id, job.user_id)
+        for request, role_ids in requests:
+            member = (request.guild_id, request.user_id)
             if member not in read:
-                read[member] = self._quota_if_readable(job, role_ids)
-        return {job.id: read[(job.guild_id, job.user_id)] for job, _ in requests}
+                read[member] = self._quota_if_readable(request, role_ids)
+        return {request.id: read[(request.guild_id, request.user_id)] for request, _ in requests}
 
-    def _quota_if_readable(self, job: Job, role_ids: tuple[int, ...]) -> QuotaStatus | None:
+    def _quota_if_readable(self, request: Request, role_ids: tuple[int, ...]) -> QuotaStatus | None:
         """The quota line is a nicety: a failing database must not hold the answer."""
         try:
-            return self.quota_status(job.guild_id, job.user_id, role_ids)
+            return self.quota_status(request.guild_id, request.user_id, role_ids)
         except Exception as error:
-            log.warning("job %s: quota left unknown (%s); answering without it", job.id, error)
+            log.warning(
+                "request %s: quota left unknown (%s); answering without it", request.id, error
+            )
             return None
 
-    def _mark_running(self, job_ids: list[int], now: datetime) -> None:
+    def _mark_running(self, request_ids: list[int], now: datetime) -> None:
         """Only a label in the ledger (queued and running are settled and refunded alike):
         a busy database must not stop the call."""
         try:
-            self._store.ledger.mark_all_running(job_ids, now)
+            self._store.ledger.mark_all_running(request_ids, now)
         except StoreBusyError:
-            log.warning("job(s) %s: database busy; left marked queued while running", job_ids)
+            log.warning(
+                "request(s) %s: database busy; left marked queued while running", request_ids
+            )
 
-    def _reply_soon(self, notification: Awaitable[None], job_id: int) -> None:
+    def _reply_soon(self, notification: Awaitable[None], request_id: int) -> None:
         """Tell a listener without making the caller wait for Discord."""
-        task = asyncio.create_task(_tell(notification, job_id))
+        task = asyncio.create_task(_tell(notification, request_id))
         self._replies.add(task)
         task.add_done_callback(self._replies.discard)
 
     # --- the ledger underneath ----------------------------------------------------------
 
-    def record_delivery(self, job_id: int, via: str) -> None:
+    def record_delivery(self, request_id: int, via: str) -> None:
         """The answer of a succeeded request reached Discord ``via`` a route (or "nowhere")."""
-        self._writes.record_delivery(job_id, via)
+        self._writes.record_delivery(request_id, via)
 
     def check_ledger(self) -> None:
         """Run now and then: notice a lost database file; retry writes that failed."""
@@ -561,17 +526,17 @@ class StemService:
     def recover(self) -> Recovery:
         """What a stopped bot left owing: requests refunded, results still to deliver."""
         recovery = self._store.ledger.recover(self._clock())
-        for job in recovery.interrupted:
-            log.info("job %s was interrupted by a restart and refunded", job.id)
-        for job, _ in recovery.undelivered:
-            log.info("job %s succeeded before a restart; delivering its result now", job.id)
+        for request in recovery.interrupted:
+            log.info("request %s was interrupted by a restart and refunded", request.id)
+        for request, _ in recovery.undelivered:
+            log.info("request %s succeeded before a restart; delivering its result now", request.id)
         return recovery
 
     async def shutdown(self, grace_s: float) -> None:
         """Stop taking requests, interrupt the waiting ones, give running ones ``grace_s``."""
         self._accepting = False
         while (flight := self._waiting.pop()) is not None:
-            await self._fail(flight, JobStatus.INTERRUPTED, JobInterruptedError())
+            await self._fail(flight, RequestStatus.INTERRUPTED, RequestInterruptedError())
         tasks = [f.task for f in self._running if f.task is not None]
         if tasks:
             _, still_running = await asyncio.wait(tasks, timeout=grace_s)
@@ -583,9 +548,9 @@ class StemService:
         await self._writes.close(grace_s)
 
 
-async def _tell(notification: Awaitable[None], job_id: int) -> None:
+async def _tell(notification: Awaitable[None], request_id: int) -> None:
     """Run a listener call; a failure to tell the user must not undo the accounting."""
     try:
         await notification
     except Exception:
-        log.exception("job %s: telling the requester failed", job_id)
+        log.exception("request %s: telling the requester failed", request_id)
