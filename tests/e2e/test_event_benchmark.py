@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.benchmarks import bench_event
+from tests.standins.discord import InteractionRecord
 
 
 def test_the_event_benchmark_compares_stembot_with_the_floor(
@@ -28,3 +29,31 @@ def test_the_event_benchmark_compares_stembot_with_the_floor(
     printed = capsys.readouterr().out
     assert "ack p50 / p99 / max (ms)" in printed  # the benchmark's own table
     assert f"{comparison['p99_ratio']:.2f}" in printed.split("stembot against the floor")[1]
+
+
+def test_a_late_acknowledgement_counts_at_the_time_it_arrived() -> None:
+    """Discord refused the ack (after 3 s): the latency still counts it, not only the acked."""
+    on_time = InteractionRecord(1, "t1", "slash", {}, 100.0, 3.0, 900.0, 5, acked_at=100.5)
+    late = InteractionRecord(2, "t2", "slash", {}, 100.0, 3.0, 900.0, late_ack_at=104.0)
+    outcomes = [bench_event.outcome_of(on_time), bench_event.outcome_of(late)]
+    assert [o.ack_sent_at for o in outcomes] == [100.5, 104.0]
+    sample = bench_event.ProcSample(99.0, 1, 1, 0.0, 0.0)
+    result = bench_event.summarise(
+        bench_event.Config(2, 1.0, 8),
+        outcomes,
+        unique_pairs=1,
+        first=100.0,
+        dispatched=100.0,
+        api_calls=0,
+        call_starts=[],
+        max_in_flight=0,
+        baseline=sample,
+        samples=[sample, bench_event.ProcSample(105.0, 1, 1, 0.02, 0.01)],
+        granted=0,
+        statuses={},
+        harness_cpu_s=0.01,
+        wall_s=5.0,
+    )
+    assert result.ack_ms["p99"] == 4000.0
+    assert result.acked_within_3s_share == 0.5
+    assert result.bot_cpu_ms_per_request_to_last_ack == 10.0
