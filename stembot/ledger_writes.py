@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 from stembot.errors import StoreBusyError
-from stembot.store import Store
+from stembot.store.asynchronous import AsyncStore
 
 log = logging.getLogger(__name__)
+
+# A ledger write the service can make again: each call makes it afresh.
+Write = Callable[[], Awaitable[object]]
 
 # About 16 s in all: long enough to outlast an operator's CLI command holding the database.
 _PERSIST_PAUSES_S = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
@@ -28,20 +31,20 @@ _DELIVERY_BATCH_S = 0.02
 class LedgerWrites:
     """The writes that must land eventually, and whether the database file is still ours."""
 
-    def __init__(self, store: Store, clock: Callable[[], datetime]) -> None:
+    def __init__(self, store: AsyncStore, clock: Callable[[], datetime]) -> None:
         self._store = store
         self._clock = clock
-        self._unwritten: list[tuple[str, Callable[[], object]]] = []
+        self._unwritten: list[tuple[str, Write]] = []
         self._deliveries: list[tuple[int, str]] = []
         self._delivery_flush: asyncio.Task[None] | None = None
         # Set once the database file is found deleted or replaced: no more requests.
         self._problem: str | None = None
 
-    async def persist(self, what: str, write: Callable[[], object]) -> None:
-        """Write now, retrying a busy database without blocking the loop; keep it if it fails."""
+    async def persist(self, what: str, write: Write) -> None:
+        """Write now, retrying a busy database; keep it if it fails."""
         for pause in (*_PERSIST_PAUSES_S, None):
             try:
-                write()
+                await write()
                 return
             except StoreBusyError:
                 if pause is None:
@@ -77,12 +80,12 @@ class LedgerWrites:
                 )
         return self._problem is not None
 
-    def check(self) -> None:
+    async def check(self) -> None:
         """Run now and then: notice a lost database file; retry writes that failed."""
         if not self.lost():
-            self.retry()
+            await self.retry()
 
-    def retry(self) -> None:
+    async def retry(self) -> None:
         """Try again, in order, the writes that failed after the API answered.
 
         Stops at the first that fails again (keeping it and the rest): a database that is
@@ -91,7 +94,7 @@ class LedgerWrites:
         while self._unwritten:
             what, write = self._unwritten[0]
             try:
-                write()
+                await write()
             except Exception:
                 return
             self._unwritten.pop(0)
@@ -127,6 +130,6 @@ class LedgerWrites:
         if self._delivery_flush is not None:
             await asyncio.wait([self._delivery_flush], timeout=grace_s)
         await self._flush_deliveries()
-        self.retry()
+        await self.retry()
         for what, _ in self._unwritten:
             log.error("%s never succeeded; the next start-up settles it from the ledger", what)

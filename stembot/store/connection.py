@@ -84,11 +84,16 @@ def _identity(path: Path) -> tuple[int, int] | None:
 
 
 class Connection:
-    """The process's one writer connection; the parts of the store share it.
+    """The process's one writer connection (or a read-only one); the parts of the store
+    share it.
 
     A transaction is ``write()`` (holds the write lock from its first statement, commits
-    durably or rolls back) or ``read()`` (one consistent snapshot). Long reads use
-    ``reader()``, a read-only connection of their own.
+    durably or rolls back) or ``read()`` (one consistent snapshot). Several ``write()`` calls
+    may share one transaction inside ``group()``. Long reads use ``reader()``, a read-only
+    connection of their own.
+
+    Not thread-safe: one thread at a time uses it (the store's writer thread, a reader
+    thread, or the CLI's only thread).
     """
 
     def __init__(
@@ -101,6 +106,7 @@ class Connection:
         self._opened = None if path is None else _identity(path)
         # Where long reads read from, on connections of their own.
         self.file = Path(db.execute("PRAGMA database_list").fetchone()[2])
+        self._grouped = False
 
     @property
     def busy_timeout_s(self) -> float:
@@ -110,7 +116,8 @@ class Connection:
     def open(cls, path: Path, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S) -> Connection:
         """Open (creating if needed) the database: WAL, synchronous=FULL, migrations applied."""
         try:
-            conn = sqlite3.connect(str(path), timeout=busy_timeout_s)
+            # Opened here, used by the store's writer thread: one thread at a time.
+            conn = sqlite3.connect(str(path), timeout=busy_timeout_s, check_same_thread=False)
         except sqlite3.Error as error:
             raise StoreUnavailableError(f"cannot use the database at {path}: {error}") from error
         try:
@@ -124,6 +131,21 @@ class Connection:
             conn.close()
             raise
         return cls(db, busy_timeout_s, path=path)
+
+    @classmethod
+    def open_read_only(cls, path: Path, busy_timeout_s: float) -> Connection:
+        """A read-only connection to an existing database (in WAL mode it never waits for the
+        writer, nor makes it wait); no migrations."""
+        try:
+            conn = sqlite3.connect(
+                f"{path.resolve().as_uri()}?mode=ro",
+                uri=True,
+                timeout=busy_timeout_s,
+                check_same_thread=False,
+            )
+        except sqlite3.Error as error:
+            raise StoreUnavailableError(f"cannot read the database at {path}: {error}") from error
+        return cls(Database(conn, execute_plugins=False), busy_timeout_s, path=None)
 
     def close(self) -> None:
         self.db.close()
@@ -148,7 +170,15 @@ class Connection:
 
     @contextmanager
     def write(self) -> Iterator[None]:
-        """A write transaction that holds the write lock from its first statement."""
+        """A write transaction that holds the write lock from its first statement.
+
+        Inside ``group()`` it is a savepoint of the group's transaction instead: an exception
+        from the caller undoes this write alone; a database error fails the whole group.
+        """
+        if self._grouped:
+            with self._savepoint():
+                yield
+            return
         problem = self.file_problem()
         if problem is not None:
             raise DatabaseReplacedError() from StoreFailedError(problem)
@@ -160,6 +190,31 @@ class Connection:
             except BaseException:
                 self.db.rollback()
                 raise
+
+    @contextmanager
+    def group(self) -> Iterator[None]:
+        """One transaction, one commit (one fsync) for every ``write()`` made inside it: group
+        commit. Nothing is durable before the group commits; a busy or broken database fails
+        the group as a whole, with nothing written."""
+        with self.write():
+            self._grouped = True
+            try:
+                yield
+            finally:
+                self._grouped = False
+
+    @contextmanager
+    def _savepoint(self) -> Iterator[None]:
+        self.db.execute("SAVEPOINT one_write")
+        try:
+            yield
+        except sqlite3.Error:
+            raise  # the group's transaction may be unusable: the group rolls back
+        except BaseException:
+            self.db.execute("ROLLBACK TO one_write")
+            self.db.execute("RELEASE one_write")
+            raise
+        self.db.execute("RELEASE one_write")
 
     def _begin_immediate(self) -> None:
         """Take the write lock, polling every millisecond or so until the busy timeout.
