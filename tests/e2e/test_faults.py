@@ -332,6 +332,36 @@ async def test_a_database_locked_past_the_busy_timeout_refuses_at_no_cost(tmp_pa
     print(f"\nacknowledging a bystander took {stalled:.2f} s (busy timeout {BUSY_TIMEOUT_S} s)")
 
 
+@pytest.mark.slow
+async def test_a_database_held_for_five_seconds_delays_no_acknowledgement(tmp_path: Path) -> None:
+    """Another process holds the write lock for 5 s while members keep asking: the store
+    waits on its own threads, so every interaction is still acknowledged within 3 s."""
+    db = tmp_path / "stembot.db"
+    async with DiscordEmulator() as discord, SoundverseStandin(api_key=API_KEY) as api:
+        guild = await discord.add_guild()
+        members = [discord.add_member(guild, f"member{n}") for n in range(6)]
+        env = {**stack_env(discord, api, db), "STEMBOT_DB_BUSY_TIMEOUT_S": "5"}
+        bot = BotProcess(env, tmp_path / "bot.log")
+        await bot.start()
+        try:
+            await discord.wait_ready(timeout_s=20)
+            asked: list[InteractionRecord] = []
+            async with write_lock_held_by_another_process(db):
+                for member in members:
+                    asked.append(await _slash_vocals(discord, guild, member))
+                    asked.append(await discord.slash("stems quota", member=member))
+                    await asyncio.sleep(0.4)
+                for interaction in asked:
+                    await discord.acknowledged(interaction, timeout_s=10)
+            for interaction in asked:
+                await eventually(lambda i=interaction: i.view().followups or i.view().original)
+        finally:
+            bot.signal(signal.SIGTERM)
+            assert await bot.wait() == 0, bot.log_text()
+    late = [round(i.acked_at - i.created_at, 2) for i in asked if not acked_in_time(i)]
+    assert not late, f"acknowledged after the 3 s deadline: {late} s"
+
+
 async def _slash_vocals(
     discord: DiscordEmulator, guild: Guild, member: Member
 ) -> InteractionRecord:
