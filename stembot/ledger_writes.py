@@ -37,6 +37,8 @@ class LedgerWrites:
         self._unwritten: list[tuple[str, Write]] = []
         self._deliveries: list[tuple[int, str]] = []
         self._delivery_flush: asyncio.Task[None] | None = None
+        self._in_background: set[asyncio.Task[None]] = set()
+        self._retrying = asyncio.Lock()
         # Set once the database file is found deleted or replaced: no more requests.
         self._problem: str | None = None
 
@@ -67,6 +69,13 @@ class LedgerWrites:
                 self.lost()
                 return
 
+    def persist_soon(self, what: str, write: Write) -> asyncio.Task[None]:
+        """``persist`` in a task of its own: for a caller that may stop waiting for it."""
+        task = asyncio.create_task(self.persist(what, write))
+        self._in_background.add(task)
+        task.add_done_callback(self._in_background.discard)
+        return task
+
     def lost(self) -> bool:
         """Whether the database file was deleted or replaced under the bot (one stat)."""
         if self._problem is None:
@@ -89,8 +98,15 @@ class LedgerWrites:
         """Try again, in order, the writes that failed after the API answered.
 
         Stops at the first that fails again (keeping it and the rest): a database that is
-        still busy or broken costs one attempt here, not one per pending write.
+        still busy or broken costs one attempt here, not one per pending write. One retry
+        at a time: a second caller finds the first at work and goes on.
         """
+        if self._retrying.locked() or not self._unwritten:
+            return
+        async with self._retrying:
+            await self._retry_in_order()
+
+    async def _retry_in_order(self) -> None:
         while self._unwritten:
             what, write = self._unwritten[0]
             try:
@@ -127,8 +143,9 @@ class LedgerWrites:
 
     async def close(self, grace_s: float) -> None:
         """At shutdown: the last deliveries noted, one more try, and what never landed logged."""
-        if self._delivery_flush is not None:
-            await asyncio.wait([self._delivery_flush], timeout=grace_s)
+        pending = [*self._in_background, *filter(None, [self._delivery_flush])]
+        if pending:
+            await asyncio.wait(pending, timeout=grace_s)
         await self._flush_deliveries()
         await self.retry()
         for what, _ in self._unwritten:

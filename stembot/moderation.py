@@ -17,7 +17,7 @@ from pathlib import Path
 from stembot.errors import ModerationError, NotRefundableError, RequestNotFoundError
 from stembot.models import GuildLimits, Mode, QuotaStatus, Request, RequestStatus, UsageReport
 from stembot.quota_rules import MAX_LIMIT
-from stembot.store import Store
+from stembot.store.asynchronous import AsyncStore
 from stembot.windows import day_window, month_window
 
 Clock = Callable[[], datetime]
@@ -89,31 +89,38 @@ class QuotaAlert:
 
 
 class ModerationService:
-    """The moderators' side of the ledger. Every call is one short store call, but the export,
-    which runs in a thread."""
+    """The moderators' side of the ledger: short store calls, and the export, written and
+    zipped off the event loop."""
 
-    def __init__(self, store: Store, clock: Clock) -> None:
+    def __init__(self, store: AsyncStore, clock: Clock) -> None:
         self._store = store
         self._clock = clock
 
     # --- usage --------------------------------------------------------------------------
 
-    def usage(self, guild_id: int) -> UsageOverview:
+    async def usage(self, guild_id: int) -> UsageOverview:
         now = self._clock()
         day_start, day_end = day_window(now)
         month_start, month_end = month_window(now)
+        reports = self._store.reports
+        quota, limits, today, month = await asyncio.gather(
+            self._store.quotas.quota_status(guild_id, None, now),
+            self._store.guilds.guild_limits(guild_id),
+            reports.usage_report(guild_id, day_start, day_end, top=TOP_USERS),
+            reports.usage_report(guild_id, month_start, month_end, top=TOP_USERS),
+        )
         return UsageOverview(
             now=now,
-            quota=self._store.quotas.quota_status(guild_id, None, now),
-            limits=self._store.guilds.guild_limits(guild_id),
-            today=self._store.reports.usage_report(guild_id, day_start, day_end, top=TOP_USERS),
-            month=self._store.reports.usage_report(guild_id, month_start, month_end, top=TOP_USERS),
+            quota=quota,
+            limits=limits,
+            today=today,
+            month=month,
             costs=self._store.policy.costs,
         )
 
     # --- limits -------------------------------------------------------------------------
 
-    def set_limits(
+    async def set_limits(
         self,
         guild_id: int,
         *,
@@ -135,7 +142,9 @@ class ModerationService:
             if value is not None and not 0 <= value <= MAX_LIMIT:
                 raise ModerationError(f"`{name}` must be a whole number from 0 to {MAX_LIMIT:,}.")
         if role_id is not None:
-            return self._set_role_allowance(guild_id, role_id, daily, monthly, per_user, reset)
+            return await self._set_role_allowance(
+                guild_id, role_id, daily, monthly, per_user, reset
+            )
         if all(value is None for value in given.values()) and reset is None:
             raise ModerationError(
                 "Give at least one of `daily`, `monthly` or `per_user` (units, 0 turns it off), "
@@ -149,12 +158,12 @@ class ModerationService:
             )
         self._check_ceilings(daily, monthly)
         if names:
-            self._store.guilds.reset_limits(guild_id, names)
+            await self._store.guilds.reset_limits(guild_id, names)
         if any(value is not None for value in given.values()):
-            return self._store.guilds.set_limits(
+            return await self._store.guilds.set_limits(
                 guild_id, daily=daily, monthly=monthly, per_user=per_user
             )
-        return self._store.guilds.guild_limits(guild_id)
+        return await self._store.guilds.guild_limits(guild_id)
 
     def _check_ceilings(self, daily: int | None, monthly: int | None) -> None:
         policy = self._store.policy
@@ -168,7 +177,7 @@ class ModerationService:
                     f"Choose {ceiling:,} or less."
                 )
 
-    def _set_role_allowance(
+    async def _set_role_allowance(
         self,
         guild_id: int,
         role_id: int,
@@ -184,19 +193,19 @@ class ModerationService:
         if reset is not None:
             if per_user is not None:
                 raise ModerationError("Give `per_user` or `reset` with `role`, not both.")
-            return self._store.guilds.set_role_allowance(guild_id, role_id, None)
+            return await self._store.guilds.set_role_allowance(guild_id, role_id, None)
         if per_user is None:
             raise ModerationError(
                 "With `role`, give `per_user` (units a day for its members) or `reset` "
                 "(to remove the role's allowance)."
             )
-        server_daily = self._store.guilds.guild_limits(guild_id).daily
+        server_daily = (await self._store.guilds.guild_limits(guild_id)).daily
         if per_user > server_daily:
             raise ModerationError(
                 f"A role's allowance can't be above this server's daily limit "
                 f"({server_daily:,} units). Choose {server_daily:,} or less."
             )
-        return self._store.guilds.set_role_allowance(guild_id, role_id, per_user)
+        return await self._store.guilds.set_role_allowance(guild_id, role_id, per_user)
 
     # --- the export ---------------------------------------------------------------------
 
@@ -218,39 +227,32 @@ class ModerationService:
     async def export(
         self, guild_id: int, since: str | None, until: str | None, *, max_bytes: int, folder: Path
     ) -> LedgerExport:
-        """The ledger of the period as a file in ``folder`` (the caller removes it).
+        """The ledger of the period as a file in ``folder`` (the caller removes it): the CSV,
+        zipped if too large, or how to split the period when even that is.
 
-        Written page by page from a thread with its own database connection: a ledger of
-        any size neither holds up the event loop nor sits in memory whole.
+        Written page by page on a reader thread with its own database connection, zipped in
+        another thread: a ledger of any size neither holds up the event loop nor sits in
+        memory whole.
         """
         start, end = self.export_period(since, until)
-        return await asyncio.to_thread(
-            self.write_export, guild_id, start, end, max_bytes=max_bytes, folder=folder
-        )
+        return await self.write_export(guild_id, start, end, max_bytes=max_bytes, folder=folder)
 
-    def write_export(
+    async def write_export(
         self, guild_id: int, start: datetime, end: datetime, *, max_bytes: int, folder: Path
     ) -> LedgerExport:
-        """``export``'s blocking work: the CSV, zipped if too large, or how to split it."""
         last = end - timedelta(days=1)
         name = f"stembot-ledger-{guild_id}-{start:%Y-%m-%d}-to-{last:%Y-%m-%d}.csv"
         csv_path = folder / name
-        with csv_path.open("w", newline="", encoding="utf-8") as out:
-            rows, requests = self._store.reports.stream_ledger(guild_id, start, end, out)
-        csv_size = csv_path.stat().st_size
-        if csv_size <= max_bytes:
+        rows, requests = await self._store.reports.write_ledger_csv(guild_id, start, end, csv_path)
+        csv_size, zip_path, zip_size = await asyncio.to_thread(_fit, csv_path, max_bytes)
+        if zip_path is None:
             return LedgerExport(name, csv_path, csv_size, csv_size, rows, requests, start, end)
-        zip_path = csv_path.with_suffix(".zip")
-        with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_DEFLATED, compresslevel=6) as archive:
-            archive.write(csv_path, arcname=name)
-        csv_path.unlink()
-        zip_size = zip_path.stat().st_size
         if zip_size <= max_bytes:
             return LedgerExport(
                 zip_path.name, zip_path, zip_size, csv_size, rows, requests, start, end
             )
-        zip_path.unlink()
-        days = self._store.reports.ledger_days(guild_id, start, end)
+        await asyncio.to_thread(zip_path.unlink)
+        days = await self._store.reports.ledger_days(guild_id, start, end)
         per_row = zip_size / max(rows, 1)
         parts = _periods_that_fit(days, start.date(), last.date(), per_row, max_bytes)
         return LedgerExport(
@@ -259,10 +261,11 @@ class ModerationService:
 
     # --- refunds ------------------------------------------------------------------------
 
-    def refund(self, guild_id: int, request_id: int) -> Refund:
+    async def refund(self, guild_id: int, request_id: int) -> Refund:
         """Give back a finished request's units, once; raises ModerationError otherwise."""
-        refunded = self._store.ledger.refund_by_moderator(request_id, guild_id, self._clock())
-        request = self._store.ledger.get_request(request_id)
+        ledger = self._store.ledger
+        refunded = await ledger.refund_by_moderator(request_id, guild_id, self._clock())
+        request = await ledger.get_request(request_id)
         if request is None or request.guild_id != guild_id:
             raise RequestNotFoundError(
                 f"There is no request {request_id} on this server. Request ids are in the "
@@ -274,21 +277,21 @@ class ModerationService:
 
     # --- the log channel and its alerts -------------------------------------------------
 
-    def set_log_channel(self, guild_id: int, channel_id: int | None) -> None:
-        self._store.guilds.set_log_channel(guild_id, channel_id)
+    async def set_log_channel(self, guild_id: int, channel_id: int | None) -> None:
+        await self._store.guilds.set_log_channel(guild_id, channel_id)
 
-    def alerts_due(self, guild_id: int) -> list[QuotaAlert]:
+    async def alerts_due(self, guild_id: int) -> list[QuotaAlert]:
         """The alerts to post now that the guild's usage went up, each once per window.
 
         Nothing is claimed while the guild has no log channel, so a channel set later still
         hears about the current window. When a jump passes 80% and 100% at once, only the
         100% alert is posted (the 80% one is claimed with it).
         """
-        channel_id = self._store.guilds.log_channel(guild_id)
+        channel_id = await self._store.guilds.log_channel(guild_id)
         if channel_id is None:
             return []
         now = self._clock()
-        quota = self._store.quotas.quota_status(guild_id, None, now)
+        quota = await self._store.quotas.quota_status(guild_id, None, now)
         windows = (
             ("day", day_window(now)[0], quota.guild_daily),
             ("month", month_window(now)[0], quota.guild_monthly),
@@ -298,7 +301,9 @@ class ModerationService:
             claimed = [
                 threshold
                 for threshold in _thresholds_reached(window.used, window.limit)
-                if self._store.guilds.claim_alert(guild_id, period, period_start, threshold, now)
+                if await self._store.guilds.claim_alert(
+                    guild_id, period, period_start, threshold, now
+                )
             ]
             if claimed:
                 alerts.append(
@@ -313,6 +318,19 @@ class ModerationService:
                     )
                 )
         return alerts
+
+
+def _fit(csv_path: Path, max_bytes: int) -> tuple[int, Path | None, int]:
+    """The CSV's size, and the zip made of it when the CSV is too large, with its size (the
+    CSV is then removed)."""
+    csv_size = csv_path.stat().st_size
+    if csv_size <= max_bytes:
+        return csv_size, None, csv_size
+    zip_path = csv_path.with_suffix(".zip")
+    with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_DEFLATED, compresslevel=6) as archive:
+        archive.write(csv_path, arcname=csv_path.name)
+    csv_path.unlink()
+    return csv_size, zip_path, zip_path.stat().st_size
 
 
 def _reset_names(reset: str | None) -> list[str]:

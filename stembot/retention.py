@@ -16,7 +16,7 @@ import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timedelta
 
-from stembot.store import Store
+from stembot.store.asynchronous import AsyncStore
 from stembot.store.pruning import Pruned
 from stembot.windows import month_window
 
@@ -35,7 +35,9 @@ def prune_before(now: datetime, days: int) -> datetime:
 class Retention:
     """Prunes what is older than ``days`` (0 keeps everything) now, then every ``every_s``."""
 
-    def __init__(self, store: Store, days: int, clock: Clock, *, every_s: float = DAY_S) -> None:
+    def __init__(
+        self, store: AsyncStore, days: int, clock: Clock, *, every_s: float = DAY_S
+    ) -> None:
         self._store = store
         self._days = days
         self._clock = clock
@@ -44,7 +46,7 @@ class Retention:
 
     async def prune_now(self) -> Pruned:
         before = prune_before(self._clock(), self._days)
-        pruned = await asyncio.to_thread(self._store.prune, before, stop=self._stopping.is_set)
+        pruned = await self._store.prune(before, stop=self._stopping.is_set)
         if pruned.requests or pruned.results:
             log.info(
                 "retention: removed %d ledger rows and %d stored results from before %s",

@@ -8,29 +8,26 @@ RequestListener it hands in with the request.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
-import functools
 import itertools
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
+from stembot.call_queue import CallQueue, Separator, quota_after
 from stembot.errors import (
     AlreadyStartedError,
     DatabaseReplacedError,
-    IncidentError,
     NotYourRequestError,
     QuotaLimitReached,
     RequestEndedError,
-    RequestInterruptedError,
     ShuttingDownError,
-    SoundverseAuthError,
-    StembotError,
     StoreBusyError,
 )
-from stembot.flights import Flight, HeldRequest, RequestListener
+from stembot.flights import Flight, FlightBoard, HeldRequest, Replies, RequestListener
 from stembot.ledger_writes import LedgerWrites
 from stembot.models import (
     Mode,
@@ -43,10 +40,9 @@ from stembot.models import (
     Separation,
 )
 from stembot.probe_slots import ProbeSlots
-from stembot.scheduling import FairQueue
 from stembot.source_urls import source_key_for_attachment, source_key_for_url
 from stembot.sources import check_attachment
-from stembot.store import Store
+from stembot.store.asynchronous import AsyncStore
 from stembot.url_probe import ProbedSource
 
 log = logging.getLogger(__name__)
@@ -54,16 +50,13 @@ log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
 # Run with the server's id after each request that charged it units (quota alerts: run.py).
 ChargeHook = Callable[[int], Awaitable[None]]
+# How long a cancel waits for its refund to be written before answering (the write goes on).
+_CANCEL_WAIT_S = 1.5
+_CANCELLED = "cancelled by the requester"
 
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-class Separator(Protocol):
-    """What the service needs of the Soundverse client."""
-
-    async def separate(self, mode: Mode, audio_url: str) -> Separation: ...
 
 
 class UrlProber(Protocol):
@@ -105,11 +98,13 @@ class Requester:
 
 
 class StemService:
-    """Owns the queue and the in-flight API calls; the store owns the money."""
+    """A member's request from the checks to the queue: answered from a stored result, joined
+    to an identical call, or reserved and queued; cancelled; recovered after a restart. The
+    call queue runs the calls; the store owns the money."""
 
     def __init__(
         self,
-        store: Store,
+        store: AsyncStore,
         separator: Separator,
         prober: UrlProber,
         *,
@@ -120,22 +115,27 @@ class StemService:
         clock: Clock = utc_now,
     ) -> None:
         self._store = store
-        self._separator = separator
         self._prober = prober
         self._probe_slots = ProbeSlots(probes_per_member)
         self._max_input_bytes = max_input_bytes
-        self._max_running = max_concurrent_calls
         self._result_ttl = timedelta(seconds=result_ttl_s)
         self._clock = clock
-        self._waiting: FairQueue[Flight] = FairQueue()
-        self._running: set[Flight] = set()
-        self._flights: dict[tuple[str, Mode], Flight] = {}
-        self._flight_of_request: dict[int, Flight] = {}
+        self._board = FlightBoard()
         self._flight_ids = itertools.count(1)
-        self._replies: set[asyncio.Task[None]] = set()
+        self._deciding = _KeyedLocks()
+        self._replies = Replies()
+        self._writes = LedgerWrites(store, clock)
+        self._calls = CallQueue(
+            store,
+            separator,
+            self._board,
+            self._writes,
+            self._replies,
+            max_running=max_concurrent_calls,
+            clock=clock,
+        )
         self._charge_hooks: list[ChargeHook] = []
         self._accepting = True
-        self._writes = LedgerWrites(store, clock)
 
     def after_charge(self, hook: ChargeHook) -> None:
         """Also run ``hook(guild_id)``, without making the requester wait, after each charge."""
@@ -143,10 +143,10 @@ class StemService:
 
     # --- asking -------------------------------------------------------------------------
 
-    def quota_status(
+    async def quota_status(
         self, guild_id: int, user_id: int | None, role_ids: tuple[int, ...] = ()
     ) -> QuotaStatus:
-        return self._store.quotas.quota_status(guild_id, user_id, self._clock(), role_ids)
+        return await self._store.quotas.quota_status(guild_id, user_id, self._clock(), role_ids)
 
     @property
     def costs(self) -> Mapping[Mode, int]:
@@ -154,8 +154,8 @@ class StemService:
 
     def position(self, request_id: int) -> int | None:
         """1-based place in the queue, or None once the request has started or ended."""
-        flight = self._flight_of_request.get(request_id)
-        return None if flight is None else self._waiting.position(flight.id)
+        flight = self._board.of_request(request_id)
+        return None if flight is None else self._calls.position(flight)
 
     # --- checking the input (spends nothing) ---------------------------------------------
 
@@ -168,7 +168,7 @@ class StemService:
             attachment.url, attachment.filename, source_key_for_attachment(attachment.id)
         )
 
-    def precheck(self, requester: Requester, mode: Mode, url: str) -> None:
+    async def precheck(self, requester: Requester, mode: Mode, url: str) -> None:
         """The cheap checks, before ``url`` is fetched: reads the ledger, writes nothing.
 
         Raises QuotaExceededError (a switched-off or spent server or member, the bot-wide
@@ -178,38 +178,19 @@ class StemService:
         the key is the URL's as given (a link that redirects elsewhere is checked in full by
         ``submit``).
         """
-        if not self._accepting:
-            raise ShuttingDownError()
-        if self._writes.lost():
-            raise DatabaseReplacedError()
+        self._refuse_if_closed()
         now = self._clock()
         key = source_key_for_url(url)
-        if self._store.ledger.find_result(key, mode, now - self._result_ttl) is not None:
+        if await self._find_result(key, mode, now) is not None:
             return
-        cost = None if (key, mode) in self._flights else self._store.policy.cost_of(mode)
+        cost = None if (key, mode) in self._board else self._store.policy.cost_of(mode)
         try:
-            self._store.quotas.check_limits(
+            await self._store.quotas.check_limits(
                 requester.guild_id, requester.user_id, requester.role_ids, cost, now
             )
         except QuotaLimitReached as refusal:
-            self._note_refusal(refusal, now)
+            await self._note_refusal(refusal, now)
             raise
-
-    def _note_refusal(self, refusal: QuotaLimitReached, now: datetime) -> None:
-        """Tell the operator's log, once a UTC day, that the bot-wide budget is spent."""
-        if refusal.limit is not QuotaLimit.API_BUDGET:
-            return
-        try:
-            first = self._store.guilds.claim_budget_notice(now)
-        except StoreBusyError:
-            return  # the next refusal tries again
-        if first:
-            log.warning(
-                "the API daily budget is spent: %s paid calls on %s (STEMBOT_API_DAILY_BUDGET); "
-                "new paid requests are refused until 00:00 UTC, repeats and joins still work",
-                self._store.policy.api_daily_budget,
-                now.date().isoformat(),
-            )
 
     async def check_url(self, url: str, requester: Requester) -> CheckedSource:
         """Guarded, bounded probe that the URL leads to audio within the size limit.
@@ -223,7 +204,7 @@ class StemService:
 
     # --- submitting and cancelling ------------------------------------------------------
 
-    def submit(
+    async def submit(
         self, requester: Requester, mode: Mode, source: CheckedSource, listener: RequestListener
     ) -> Request:
         """Answer from a stored result, join an identical call, or reserve and queue a new one.
@@ -231,117 +212,126 @@ class StemService:
         Raises QuotaExceededError, DuplicateRequestError, ShuttingDownError, StoreBusyError.
         A request that comes back already succeeded was answered from the store at no cost.
         """
-        if not self._accepting:
-            raise ShuttingDownError()
-        if self._writes.lost():
-            raise DatabaseReplacedError()
-        self._writes.retry()
-        asked = NewRequest(
-            guild_id=requester.guild_id,
-            channel_id=requester.channel_id,
-            user_id=requester.user_id,
-            interaction_id=requester.interaction_id,
-            mode=mode,
-            source_url=source.url,
-            source_name=source.name,
-            source_key=source.key,
-            role_ids=requester.role_ids,
-        )
+        self._refuse_if_closed()
+        await self._writes.retry()
+        asked = _asked(requester, mode, source)
         now = self._clock()
-        stored = self._store.ledger.find_result(source.key, mode, now - self._result_ttl)
-        if stored is not None:
-            return self._answer_from_store(asked, stored, listener, now)
-        flight = self._flights.get((source.key, mode))
-        if flight is not None:
-            return self._join(flight, asked, listener, now)
+        stored = await self._find_result(source.key, mode, now)
+        if stored is None:
+            # The first request for a source and mode decides alone: a stored result or a call.
+            async with self._deciding.alone((source.key, mode)):
+                flight = self._board.get((source.key, mode))
+                if flight is None:
+                    # A call may have landed (and stored its result) while this one waited.
+                    stored = await self._find_result(source.key, mode, now)
+                    if stored is None:
+                        return await self._call(asked, listener, now)
+            if flight is not None:
+                return await self._join(flight, asked, listener, now)
+        assert stored is not None
+        return await self._answer_from_store(asked, stored, listener, now)
+
+    async def _call(self, asked: NewRequest, listener: RequestListener, now: datetime) -> Request:
+        """Reserve the cost and queue a new call: the first request of its flight pays."""
         try:
-            request = self._store.ledger.reserve(asked, now)
+            request = await self._store.ledger.reserve(asked, now)
         except QuotaLimitReached as refusal:
-            self._note_refusal(refusal, now)
+            await self._note_refusal(refusal, now)
             raise
-        flight = Flight(
-            next(self._flight_ids), (source.key, mode), [HeldRequest(request, asked, listener)]
-        )
-        self._flights[flight.key] = flight
-        self._flight_of_request[request.id] = flight
-        self._waiting.push(asked.guild_id, flight.id, flight)
-        log.info("request %s queued: guild %s mode %s", request.id, asked.guild_id, mode)
-        self._start_what_fits()
+        flight = Flight(next(self._flight_ids), (asked.source_key, asked.mode), [])
+        self._board.hold(flight, HeldRequest(request, asked, listener))
+        log.info("request %s queued: guild %s mode %s", request.id, asked.guild_id, asked.mode)
+        self._calls.push(flight, asked.guild_id)
         if request.cost:  # a free request cannot push the server past an alert threshold
             for hook in self._charge_hooks:
-                self._reply_soon(hook(request.guild_id), request.id)
+                self._replies.soon(hook(request.guild_id), request.id)
         return request
 
-    def _answer_from_store(
+    async def _answer_from_store(
         self, asked: NewRequest, stored: Separation, listener: RequestListener, now: datetime
     ) -> Request:
-        request = self._store.ledger.record_free(asked, stored, now)
+        request = await self._store.ledger.record_free(asked, stored, now)
         log.info("request %s answered from a stored result at no cost", request.id)
-        quota = self._quotas([(request, asked.role_ids)])[request.id]
-        self._reply_soon(listener.on_succeeded(request, stored, quota), request.id)
+        quota = await quota_after(self._store, request, asked.role_ids, now)
+        self._replies.soon(listener.on_succeeded(request, stored, quota), request.id)
         return request
 
-    def _join(
+    async def _join(
         self, flight: Flight, asked: NewRequest, listener: RequestListener, now: datetime
     ) -> Request:
-        running = flight.started_at is not None
-        request = self._store.ledger.reserve_joined(asked, now, running=running)
-        flight.held.append(HeldRequest(request, asked, listener))
-        self._flight_of_request[request.id] = flight
+        """Ride on an identical call at no cost. The flight waits for this row before it
+        lands, so a call that ends meanwhile still settles and tells this request."""
+        if not flight.joining:
+            flight.joined.clear()
+        flight.joining += 1
+        try:
+            running = flight.started_at is not None
+            request = await self._store.ledger.reserve_joined(asked, now, running=running)
+            self._board.hold(flight, HeldRequest(request, asked, listener))
+        finally:
+            flight.joining -= 1
+            if not flight.joining:
+                flight.joined.set()
         log.info(
             "request %s joined request %s's call at no cost", request.id, flight.payer.request.id
         )
-        if running:
-            self._reply_soon(listener.on_started(request), request.id)
+        if flight.started_at is not None:
+            self._replies.soon(listener.on_started(request), request.id)
         return request
 
-    def cancel(self, request_id: int, user_id: int) -> Request:
+    async def cancel(self, request_id: int, user_id: int) -> Request:
         """Take a waiting request out and refund it; only its requester may.
 
         When the payer of a shared call leaves, the charge passes on (the store's rule: the
         first requester with room in their own allowance, else the server alone), so the call
-        is still paid for exactly once.
+        is still paid for exactly once. The request leaves the queue at once; its refund is
+        written within a moment, or kept and retried like any write the outcome depends on.
         """
-        flight = self._flight_of_request.get(request_id)
+        flight = self._board.of_request(request_id)
         if flight is None:
             raise RequestEndedError()
-        if flight.started_at is not None:
+        if flight.started:
             raise AlreadyStartedError()
-        held_request = next(t for t in flight.held if t.request.id == request_id)
-        if held_request.asked.user_id != user_id:
+        held = next(h for h in flight.held if h.request.id == request_id)
+        if held.asked.user_id != user_id:
             raise NotYourRequestError()
-        now = self._clock()
-        if held_request is flight.payer and len(flight.held) > 1:
-            self._hand_over(flight, held_request, now)
-        else:
-            self._store.ledger.refund_all(
-                [request_id], RequestStatus.CANCELLED, "cancelled by the requester", now
-            )
-        flight.held.remove(held_request)
-        del self._flight_of_request[request_id]
+        heirs = [h for h in flight.held if h is not held] if held is flight.payer else []
+        self._board.let_go(flight, held)
         if not flight.held:
-            self._waiting.remove(flight.id)
-            del self._flights[flight.key]
-        log.info("request %s cancelled by its requester and refunded", request_id)
-        self._reply_soon(held_request.listener.on_cancelled(held_request.request), request_id)
-        return held_request.request
-
-    def _hand_over(self, flight: Flight, payer: HeldRequest, now: datetime) -> None:
-        heirs = [t for t in flight.held if t is not payer]
-        handed = self._store.ledger.hand_over_charge(
-            payer.request.id, [(t.request.id, t.asked.role_ids) for t in heirs], now
+            self._calls.remove(flight)
+        refund = self._writes.persist_soon(
+            f"refunding cancelled request {request_id}",
+            lambda: self._refund_cancelled(flight, held, heirs, self._clock()),
         )
-        if handed is None:  # no heir still active in the ledger: a plain refund
-            self._store.ledger.refund_all(
-                [payer.request.id], RequestStatus.CANCELLED, "cancelled by the requester", now
+        await asyncio.wait([refund], timeout=_CANCEL_WAIT_S)
+        log.info("request %s cancelled by its requester and refunded", request_id)
+        self._replies.soon(held.listener.on_cancelled(held.request), request_id)
+        return held.request
+
+    async def _refund_cancelled(
+        self, flight: Flight, held: HeldRequest, heirs: list[HeldRequest], now: datetime
+    ) -> None:
+        if heirs:
+            handed = await self._store.ledger.hand_over_charge(
+                held.request.id, [(h.request.id, h.asked.role_ids) for h in heirs], now
             )
-            return
+            if handed is not None:
+                self._hand_over(flight, held, handed)
+                return
+        # No heir still active in the ledger: a plain refund.
+        await self._store.ledger.refund_all(
+            [held.request.id], RequestStatus.CANCELLED, _CANCELLED, now
+        )
+
+    def _hand_over(self, flight: Flight, payer: HeldRequest, handed: tuple[int, bool]) -> None:
+        """The heir the ledger chose takes the payer's charge and its place in the flight."""
         heir_id, member_pays = handed
-        heir = next(t for t in heirs if t.request.id == heir_id)
-        heir.request = dataclasses.replace(heir.request, cost=payer.request.cost)
-        # The heir becomes the payer: the one settled first, whose result is stored.
-        flight.held.remove(heir)
-        flight.held.insert(0, heir)
+        heir = next((h for h in flight.held if h.request.id == heir_id), None)
+        if heir is not None:
+            heir.request = dataclasses.replace(heir.request, cost=payer.request.cost)
+            # The heir becomes the payer: the one settled first, whose result is stored.
+            flight.held.remove(heir)
+            flight.held.insert(0, heir)
         log.info(
             "request %s: the charge of cancelled request %s passed on%s",
             heir_id,
@@ -349,183 +339,46 @@ class StemService:
             "" if member_pays else " to the server alone (no requester had room)",
         )
 
-    # --- running ------------------------------------------------------------------------
-
-    def _start_what_fits(self) -> None:
-        while len(self._running) < self._max_running:
-            flight = self._waiting.pop()
-            if flight is None:
-                return
-            self._running.add(flight)
-            flight.task = asyncio.create_task(self._run(flight), name=f"flight-{flight.id}")
-
-    async def _run(self, flight: Flight) -> None:
-        payer = flight.payer
-        try:
-            flight.started_at = self._clock()
-            self._mark_running(flight.request_ids, flight.started_at)
-            log.info(
-                "request %s running (%d requests share it)", payer.request.id, len(flight.held)
-            )
-            for t in list(flight.held):
-                self._reply_soon(t.listener.on_started(t.request), t.request.id)
-            separation = await self._separator.separate(payer.asked.mode, payer.asked.source_url)
-        except asyncio.CancelledError:
-            await self._fail(flight, RequestStatus.INTERRUPTED, RequestInterruptedError())
-            raise
-        except StembotError as error:
-            await self._fail(flight, RequestStatus.FAILED, error)
-        except Exception:
-            incident = IncidentError()
-            log.exception(
-                "request %s failed unexpectedly (incident %s)",
-                payer.request.id,
-                incident.incident_id,
-            )
-            await self._fail(flight, RequestStatus.FAILED, incident)
-        else:
-            await self._succeed(flight, separation)
-        finally:
-            self._running.discard(flight)
-            self._start_what_fits()
-
-    async def _close_out(
-        self,
-        flight: Flight,
-        write: Callable[[list[int]], object],
-        *,
-        after_payer: bool = False,
-    ) -> list[HeldRequest]:
-        """Write every request's outcome, then land the flight.
-
-        Requests can still join while a busy database makes a write wait; they are written in
-        the next round, and the flight lands with no await after the last check, so none is
-        left active in the ledger.
-        """
-        done = 1 if after_payer else 0
-        while done < len(flight.held):
-            request_ids = [t.request.id for t in flight.held[done:]]
-            done = len(flight.held)
-            await self._writes.persist(
-                f"closing request(s) {request_ids}", functools.partial(write, request_ids)
-            )
-        return self._land(flight)
-
-    def _land(self, flight: Flight) -> list[HeldRequest]:
-        """The flight is over: later identical requests start afresh or use the stored result."""
-        self._flights.pop(flight.key, None)
-        for request_id in flight.request_ids:
-            self._flight_of_request.pop(request_id, None)
-        return list(flight.held)
-
-    async def _succeed(self, flight: Flight, separation: Separation) -> None:
-        now = self._clock()
-        payer = flight.payer
-        await self._writes.persist(
-            f"settling request {payer.request.id}",
-            lambda: self._store.ledger.settle(
-                payer.request.id, separation, payer.asked.source_key, now
-            ),
-        )
-        held = await self._close_out(
-            flight, lambda ids: self._store.ledger.settle_joined(ids, now), after_payer=True
-        )
-        log.info(
-            "request %s succeeded: %d stems for %d request(s)",
-            payer.request.id,
-            len(separation.stems),
-            len(held),
-        )
-        quotas = self._quotas([(t.request, t.asked.role_ids) for t in held])
-        await asyncio.gather(
-            *(
-                _tell(
-                    t.listener.on_succeeded(t.request, separation, quotas[t.request.id]),
-                    t.request.id,
-                )
-                for t in held
-            )
-        )
-
-    async def _fail(self, flight: Flight, status: RequestStatus, error: StembotError) -> None:
-        now = self._clock()
-        held = await self._close_out(
-            flight, lambda ids: self._store.ledger.refund_all(ids, status, error.user_message, now)
-        )
-        request_id = flight.payer.request.id
-        if isinstance(error, SoundverseAuthError):
-            log.error(
-                "request %s: the Soundverse API refused the API key; check SOUNDVERSE_API_KEY",
-                request_id,
-            )
-        log.info(
-            "request %s %s and refunded (%d request(s)): %s",
-            request_id,
-            status,
-            len(held),
-            type(error).__name__,
-        )
-        quotas = self._quotas([(t.request, t.asked.role_ids) for t in held])
-        await asyncio.gather(
-            *(
-                _tell(t.listener.on_failed(t.request, error, quotas[t.request.id]), t.request.id)
-                for t in held
-            )
-        )
-
-    def _quotas(
-        self, requests: list[tuple[Request, tuple[int, ...]]]
-    ) -> dict[int, QuotaStatus | None]:
-        """Each requester's quota after an outcome (their roles' allowance included), by request
-        id: read once per member."""
-        read: dict[tuple[int, int], QuotaStatus | None] = {}
-        for request, role_ids in requests:
-            member = (request.guild_id, request.user_id)
-            if member not in read:
-                read[member] = self._quota_if_readable(request, role_ids)
-        return {request.id: read[(request.guild_id, request.user_id)] for request, _ in requests}
-
-    def _quota_if_readable(self, request: Request, role_ids: tuple[int, ...]) -> QuotaStatus | None:
-        """The quota line is a nicety: a failing database must not hold the answer."""
-        try:
-            return self.quota_status(request.guild_id, request.user_id, role_ids)
-        except Exception as error:
-            log.warning(
-                "request %s: quota left unknown (%s); answering without it", request.id, error
-            )
-            return None
-
-    def _mark_running(self, request_ids: list[int], now: datetime) -> None:
-        """Only a label in the ledger (queued and running are settled and refunded alike):
-        a busy database must not stop the call."""
-        try:
-            self._store.ledger.mark_all_running(request_ids, now)
-        except StoreBusyError:
-            log.warning(
-                "request(s) %s: database busy; left marked queued while running", request_ids
-            )
-
-    def _reply_soon(self, notification: Awaitable[None], request_id: int) -> None:
-        """Tell a listener without making the caller wait for Discord."""
-        task = asyncio.create_task(_tell(notification, request_id))
-        self._replies.add(task)
-        task.add_done_callback(self._replies.discard)
-
     # --- the ledger underneath ----------------------------------------------------------
+
+    def _refuse_if_closed(self) -> None:
+        if not self._accepting:
+            raise ShuttingDownError()
+        if self._writes.lost():
+            raise DatabaseReplacedError()
+
+    async def _find_result(self, key: str, mode: Mode, now: datetime) -> Separation | None:
+        return await self._store.ledger.find_result(key, mode, now - self._result_ttl)
+
+    async def _note_refusal(self, refusal: QuotaLimitReached, now: datetime) -> None:
+        """Tell the operator's log, once a UTC day, that the bot-wide budget is spent."""
+        if refusal.limit is not QuotaLimit.API_BUDGET:
+            return
+        try:
+            first = await self._store.guilds.claim_budget_notice(now)
+        except StoreBusyError:
+            return  # the next refusal tries again
+        if first:
+            log.warning(
+                "the API daily budget is spent: %s paid calls on %s (STEMBOT_API_DAILY_BUDGET); "
+                "new paid requests are refused until 00:00 UTC, repeats and joins still work",
+                self._store.policy.api_daily_budget,
+                now.date().isoformat(),
+            )
 
     def record_delivery(self, request_id: int, via: str) -> None:
         """The answer of a succeeded request reached Discord ``via`` a route (or "nowhere")."""
         self._writes.record_delivery(request_id, via)
 
-    def check_ledger(self) -> None:
+    async def check_ledger(self) -> None:
         """Run now and then: notice a lost database file; retry writes that failed."""
-        self._writes.check()
+        await self._writes.check()
 
     # --- restart and shutdown -----------------------------------------------------------
 
-    def recover(self) -> Recovery:
+    async def recover(self) -> Recovery:
         """What a stopped bot left owing: requests refunded, results still to deliver."""
-        recovery = self._store.ledger.recover(self._clock())
+        recovery = await self._store.ledger.recover(self._clock())
         for request in recovery.interrupted:
             log.info("request %s was interrupted by a restart and refunded", request.id)
         for request, _ in recovery.undelivered:
@@ -535,22 +388,39 @@ class StemService:
     async def shutdown(self, grace_s: float) -> None:
         """Stop taking requests, interrupt the waiting ones, give running ones ``grace_s``."""
         self._accepting = False
-        while (flight := self._waiting.pop()) is not None:
-            await self._fail(flight, RequestStatus.INTERRUPTED, RequestInterruptedError())
-        tasks = [f.task for f in self._running if f.task is not None]
-        if tasks:
-            _, still_running = await asyncio.wait(tasks, timeout=grace_s)
-            for task in still_running:
-                task.cancel()
-            await asyncio.gather(*still_running, return_exceptions=True)
-        if self._replies:
-            await asyncio.wait(list(self._replies), timeout=grace_s)
+        await self._calls.shutdown(grace_s)
+        await self._replies.wait(grace_s)
         await self._writes.close(grace_s)
 
 
-async def _tell(notification: Awaitable[None], request_id: int) -> None:
-    """Run a listener call; a failure to tell the user must not undo the accounting."""
-    try:
-        await notification
-    except Exception:
-        log.exception("request %s: telling the requester failed", request_id)
+def _asked(requester: Requester, mode: Mode, source: CheckedSource) -> NewRequest:
+    return NewRequest(
+        guild_id=requester.guild_id,
+        channel_id=requester.channel_id,
+        user_id=requester.user_id,
+        interaction_id=requester.interaction_id,
+        mode=mode,
+        source_url=source.url,
+        source_name=source.name,
+        source_key=source.key,
+        role_ids=requester.role_ids,
+    )
+
+
+class _KeyedLocks:
+    """One lock per key while anyone holds or waits for it; forgotten after."""
+
+    def __init__(self) -> None:
+        self._locks: dict[Hashable, tuple[asyncio.Lock, list[int]]] = {}
+
+    @contextlib.asynccontextmanager
+    async def alone(self, key: Hashable) -> AsyncIterator[None]:
+        lock, users = self._locks.setdefault(key, (asyncio.Lock(), [0]))
+        users[0] += 1
+        try:
+            async with lock:
+                yield
+        finally:
+            users[0] -= 1
+            if not users[0]:
+                del self._locks[key]

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from stembot.errors import DuplicateRequestError, QuotaLimitReached, StoreBusyError
-from stembot.models import RequestStatus, Mode
+from stembot.models import Mode, RequestStatus
 from stembot.store import Store
 from stembot.store.asynchronous import AsyncStore
-from tests.test_store import GUILD, NOW, POLICY, request, separation
+from tests.test_store import GUILD, NOW, POLICY, new_request, separation
 
 
 @pytest.fixture
@@ -42,7 +42,7 @@ async def test_concurrent_reservations_share_commits_and_never_over_grant(
     cost = POLICY.cost_of(Mode.VOCALS)
     members = range(1, 81)
     results = await asyncio.gather(
-        *(astore.ledger.reserve(request(user=user), NOW) for user in members),
+        *(astore.ledger.reserve(new_request(user=user), NOW) for user in members),
         return_exceptions=True,
     )
     granted = [r for r in results if not isinstance(r, BaseException)]
@@ -58,10 +58,10 @@ async def test_concurrent_reservations_share_commits_and_never_over_grant(
 
 
 async def test_a_refused_write_in_a_group_undoes_itself_alone(astore: AsyncStore) -> None:
-    first = request(user=1)
+    first = new_request(user=1)
     await astore.ledger.reserve(first, NOW)
-    again = request(user=2, interaction=first.interaction_id)
-    others = [request(user=user) for user in (3, 4, 5)]
+    again = new_request(user=2, interaction=first.interaction_id)
+    others = [new_request(user=user) for user in (3, 4, 5)]
     results = await asyncio.gather(
         astore.ledger.reserve(again, NOW),
         *(astore.ledger.reserve(r, NOW) for r in others),
@@ -74,10 +74,10 @@ async def test_a_refused_write_in_a_group_undoes_itself_alone(astore: AsyncStore
 
 
 async def test_a_refund_happens_once_whoever_asks(astore: AsyncStore) -> None:
-    request = await astore.ledger.reserve(request(), NOW)
+    recorded = await astore.ledger.reserve(new_request(), NOW)
     changed = await asyncio.gather(
         *(
-            astore.ledger.refund_all([request.id], RequestStatus.FAILED, "the API failed", NOW)
+            astore.ledger.refund_all([recorded.id], RequestStatus.FAILED, "the API failed", NOW)
             for _ in range(5)
         )
     )
@@ -85,15 +85,15 @@ async def test_a_refund_happens_once_whoever_asks(astore: AsyncStore) -> None:
 
 
 async def test_reads_see_every_awaited_write(astore: AsyncStore) -> None:
-    request = await astore.ledger.reserve(request(), NOW)
-    await astore.ledger.settle(request.id, separation(), "attachment:42", NOW)
-    found = await astore.ledger.get_request(request.id)
+    recorded = await astore.ledger.reserve(new_request(), NOW)
+    await astore.ledger.settle(recorded.id, separation(), "attachment:42", NOW)
+    found = await astore.ledger.get_request(recorded.id)
     assert found is not None and found.status is RequestStatus.SUCCEEDED
     assert await astore.ledger.find_result("attachment:42", Mode.VOCALS, NOW.replace(hour=0))
 
 
 async def test_a_write_whose_caller_stopped_waiting_is_still_made(astore: AsyncStore) -> None:
-    task = asyncio.create_task(astore.ledger.reserve(request(user=7), NOW))
+    task = asyncio.create_task(astore.ledger.reserve(new_request(user=7), NOW))
     await asyncio.sleep(0)  # queued on the writer
     task.cancel()
     await asyncio.sleep(0.2)
@@ -120,7 +120,7 @@ async def test_a_database_held_by_another_process_never_stalls_the_loop(
     ticking = asyncio.create_task(ticker())
     try:
         with pytest.raises(StoreBusyError):
-            await astore.ledger.reserve(request(), NOW)
+            await astore.ledger.reserve(new_request(), NOW)
         # Reads go on while the write lock is taken elsewhere.
         status = await astore.quotas.quota_status(GUILD, None, NOW)
         assert status.guild_daily.used == 0
@@ -132,7 +132,7 @@ async def test_a_database_held_by_another_process_never_stalls_the_loop(
     # The writer waited its busy timeout (0.3 s) on its own thread: the loop kept ticking.
     assert max(gaps) < 0.15
     # And the store works again once the lock is gone.
-    await astore.ledger.reserve(request(), NOW)
+    await astore.ledger.reserve(new_request(), NOW)
 
 
 async def test_the_synchronous_store_and_the_asynchronous_one_share_one_file(
@@ -141,12 +141,12 @@ async def test_the_synchronous_store_and_the_asynchronous_one_share_one_file(
     path = tmp_path / "ledger.db"
     astore = await AsyncStore.open(path, POLICY)
     try:
-        request = await astore.ledger.reserve(request(), NOW)
+        recorded = await astore.ledger.reserve(new_request(), NOW)
     finally:
         await astore.close()
     store = Store.open(path, POLICY)
     try:
-        found = store.ledger.get_request(request.id)
+        found = store.ledger.get_request(recorded.id)
     finally:
         store.close()
-    assert found == job
+    assert found == recorded

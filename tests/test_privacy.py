@@ -11,7 +11,8 @@ import re
 import time
 import tracemalloc
 import zipfile
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from stembot.moderation import LedgerExport, ModerationService
 from stembot.retention import Retention
 from stembot.source_urls import source_key_for_url
 from stembot.store import Store, migrations
+from stembot.store.asynchronous import AsyncStore
 from tests.ledger_reads import CSV_ID_COLUMNS
 
 NOW = datetime(2026, 5, 14, 12, 0, tzinfo=UTC)
@@ -229,10 +231,21 @@ def fill(store: Store, rows: int, days: int = 1) -> None:
 def write_export(
     store: Store, folder: Path, max_bytes: int, since: str | None = None, until: str | None = None
 ) -> LedgerExport:
+    """The export as moderators get it, through the asynchronous store on ``store``'s file."""
     folder.mkdir(exist_ok=True)
-    moderation = ModerationService(store, lambda: NOW)
-    start, end = moderation.export_period(since, until)
-    return moderation.write_export(GUILD, start, end, max_bytes=max_bytes, folder=folder)
+    return asyncio.run(_write_export(store, folder, max_bytes, since, until))
+
+
+async def _write_export(
+    store: Store, folder: Path, max_bytes: int, since: str | None, until: str | None
+) -> LedgerExport:
+    beside = await AsyncStore.open(store.connection.file, store.policy)
+    try:
+        moderation = ModerationService(beside, lambda: NOW)
+        start, end = moderation.export_period(since, until)
+        return await moderation.write_export(GUILD, start, end, max_bytes=max_bytes, folder=folder)
+    finally:
+        await beside.close()
 
 
 def test_the_export_is_written_page_by_page_not_held_in_memory(
@@ -336,8 +349,22 @@ def results_left(store: Store) -> set[int]:
     return {row[0] for row in store.connection.db.execute("SELECT request_id FROM results")}
 
 
+@asynccontextmanager
+async def beside(store: Store) -> AsyncIterator[AsyncStore]:
+    """The asynchronous store the bot uses, on ``store``'s file."""
+    opened = await AsyncStore.open(store.connection.file, store.policy)
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
 def prune(store: Store, days: int, now: datetime = NOW) -> None:
-    asyncio.run(Retention(store, days, lambda: now).prune_now())
+    async def once() -> None:
+        async with beside(store) as bot_store:
+            await Retention(bot_store, days, lambda: now).prune_now()
+
+    asyncio.run(once())
 
 
 def test_retention_removes_old_rows_but_not_active_ones(store: Store) -> None:
@@ -377,7 +404,7 @@ def test_retention_zero_keeps_everything(store: Store) -> None:
     old = add_row(store, "2020-01-10")
 
     async def run_briefly() -> None:
-        async with Retention(store, 0, lambda: NOW).running():
+        async with beside(store) as bot_store, Retention(bot_store, 0, lambda: NOW).running():
             await asyncio.sleep(0.05)
 
     asyncio.run(run_briefly())
@@ -391,7 +418,10 @@ def test_retention_runs_again_every_period(store: Store) -> None:
     clock = {"now": NOW}
 
     async def two_rounds() -> None:
-        async with Retention(store, 30, lambda: clock["now"], every_s=0.05).running():
+        async with (
+            beside(store) as bot_store,
+            Retention(bot_store, 30, lambda: clock["now"], every_s=0.05).running(),
+        ):
             await asyncio.sleep(0.03)
             assert ids_left(store) == {later}
             clock["now"] = NOW + timedelta(days=30)
@@ -419,7 +449,11 @@ def test_pruning_holds_neither_the_event_loop_nor_the_bots_writes(
         )
 
     async def prune_while_working() -> tuple[float, float, int]:
-        retention = Retention(store, 30, lambda: NOW)
+        async with beside(store) as bot_store:
+            return await prune_and_write(bot_store)
+
+    async def prune_and_write(bot_store: AsyncStore) -> tuple[float, float, int]:
+        retention = Retention(bot_store, 30, lambda: NOW)
         pruning = asyncio.create_task(retention.prune_now())
         longest_gap = longest_write = 0.0
         writes = 0
@@ -428,7 +462,7 @@ def test_pruning_holds_neither_the_event_loop_nor_the_bots_writes(
             await asyncio.sleep(0.005)
             started = time.monotonic()
             longest_gap = max(longest_gap, started - last)
-            store.ledger.record_free(new_request(), STORED, NOW)  # the bot writing meanwhile
+            await bot_store.ledger.record_free(new_request(), STORED, NOW)  # the bot writing
             last = time.monotonic()
             longest_write = max(longest_write, last - started)
             writes += 1
@@ -464,7 +498,10 @@ def test_the_first_pruning_waits_for_the_start_up_recovery(store: Store) -> None
 
     async def held_then_released() -> None:
         ready = asyncio.Event()
-        async with Retention(store, 30, lambda: NOW).running(after=ready.wait):
+        async with (
+            beside(store) as bot_store,
+            Retention(bot_store, 30, lambda: NOW).running(after=ready.wait),
+        ):
             await asyncio.sleep(0.05)
             assert ids_left(store) == {old.id}
             assert results_left(store) == {old.id}

@@ -29,6 +29,7 @@ from stembot.models import Mode, QuotaStatus, Request, RequestStatus, Separation
 from stembot.soundverse import SoundverseClient
 from stembot.stem_service import AttachmentInput, CheckedSource, Requester, StemService
 from stembot.store import Store
+from stembot.store.asynchronous import AsyncStore
 from stembot.url_probe import UrlProbe
 from tests.ledger_reads import charged
 from tests.standins.soundverse import Reply, SoundverseStandin
@@ -84,7 +85,7 @@ class Rig:
     api: SoundverseStandin
     clock: Clock
 
-    def submit(
+    async def submit(
         self,
         *,
         user: int | None = None,
@@ -95,7 +96,7 @@ class Rig:
         listener = Recorder()
         requester = Requester(guild, 2, user or next(ids), next(ids))
         source = CheckedSource(f"http://cdn.test/{track}.wav", "song.wav", track)
-        return self.service.submit(requester, mode, source, listener), listener
+        return await self.service.submit(requester, mode, source, listener), listener
 
     def used(self, guild: int = GUILD) -> int:
         return self.store.quotas.quota_status(guild, None, self.clock()).guild_daily.used
@@ -109,9 +110,11 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
         GuardedConnector(AddressPolicy(allow_private=True)) as connector,
     ):
         store = Store.open(tmp_path / "stembot.db", QuotaPolicy(user_daily_limit=100))
+        # The service's own store, on the same file the tests read through ``store``.
+        bot_store = await AsyncStore.open(store.connection.file, store.policy)
         clock = Clock()
         service = StemService(
-            store,
+            bot_store,
             SoundverseClient(session, api.base_url, Secret(KEY), timeout_s=5),
             UrlProbe(connector, max_bytes=1024),
             max_concurrent_calls=1,
@@ -121,6 +124,7 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
         )
         yield Rig(service, store, api, clock)
         await service.shutdown(grace_s=0.1)
+        await bot_store.close()
         store.close()
 
 
@@ -130,7 +134,8 @@ async def finished(*listeners: Recorder) -> None:
 
 async def test_twenty_identical_requests_make_one_call_and_one_charge(rig: Rig) -> None:
     """20 people splitting one track at once: one API call, 20 results, one unit charged."""
-    listeners = [rig.submit()[1] for _ in range(20)]
+    submitted = await asyncio.gather(*(rig.submit() for _ in range(20)))
+    listeners = [listener for _, listener in submitted]
     await finished(*listeners)
     assert len(rig.api.requests) == 1
     assert all(r.events == ["started", "succeeded"] for r in listeners)
@@ -139,9 +144,9 @@ async def test_twenty_identical_requests_make_one_call_and_one_charge(rig: Rig) 
 
 async def test_a_repeat_after_completion_is_answered_from_the_store(rig: Rig) -> None:
     """The same track and mode again: answered at once, no API call, no charge."""
-    _, first = rig.submit()
+    _, first = await rig.submit()
     await finished(first)
-    request, again = rig.submit()
+    request, again = await rig.submit()
     await finished(again)
     assert request.status is RequestStatus.SUCCEEDED and request.cost == 0
     assert again.events == ["succeeded"]
@@ -158,30 +163,30 @@ async def test_the_charge_hook_runs_only_for_a_request_that_charged_units(rig: R
         charged_guilds.append(guild_id)
 
     rig.service.after_charge(hook)
-    _, payer = rig.submit()
-    _, joiner = rig.submit()
+    _, payer = await rig.submit()
+    _, joiner = await rig.submit()
     await finished(payer, joiner)
-    _, repeat = rig.submit()
+    _, repeat = await rig.submit()
     await finished(repeat)
     assert charged_guilds == [GUILD]
 
 
 async def test_another_mode_of_the_same_track_is_a_new_call(rig: Rig) -> None:
     """Vocals and all stems of one track are different work: two calls."""
-    _, vocals = rig.submit(mode=Mode.VOCALS)
-    _, everything = rig.submit(mode=Mode.ALL)
+    _, vocals = await rig.submit(mode=Mode.VOCALS)
+    _, everything = await rig.submit(mode=Mode.ALL)
     await finished(vocals, everything)
     assert len(rig.api.requests) == 2
 
 
 async def test_a_stored_result_older_than_the_ttl_is_not_reused(rig: Rig) -> None:
     """After STEMBOT_RESULT_TTL the stem links may be gone: the API is called again."""
-    _, first = rig.submit()
+    _, first = await rig.submit()
     await finished(first)
     # The result is stamped with the real time the API answered, which a loaded machine can
     # put well after the test clock's start: count the hour from now, not from that start.
     rig.clock.now = datetime.now(UTC) + timedelta(seconds=3601)
-    _, later = rig.submit()
+    _, later = await rig.submit()
     await finished(later)
     assert len(rig.api.requests) == 2
 
@@ -189,7 +194,7 @@ async def test_a_stored_result_older_than_the_ttl_is_not_reused(rig: Rig) -> Non
 async def test_a_failed_shared_call_refunds_and_tells_everyone(rig: Rig) -> None:
     """The API rejects a track three people asked for: all three told, nothing charged."""
     rig.api.fail_next(Reply.nsfw())
-    listeners = [rig.submit()[1] for _ in range(3)]
+    listeners = [(await rig.submit())[1] for _ in range(3)]
     await finished(*listeners)
     assert all(isinstance(r.error, SoundverseRejected) for r in listeners)
     assert rig.used() == 0
@@ -198,9 +203,9 @@ async def test_a_failed_shared_call_refunds_and_tells_everyone(rig: Rig) -> None
 
 async def test_cancel_by_the_requester_refunds_and_leaves_the_queue(rig: Rig) -> None:
     """A waiting request cancelled by its requester is refunded and never reaches the API."""
-    _, running = rig.submit(track="attachment:1")
-    waiting_request, waiting = rig.submit(user=7, track="attachment:2")
-    rig.service.cancel(waiting_request.id, 7)
+    _, running = await rig.submit(track="attachment:1")
+    waiting_request, waiting = await rig.submit(user=7, track="attachment:2")
+    await rig.service.cancel(waiting_request.id, 7)
     await finished(running, waiting)
     assert waiting.events == ["cancelled"]
     assert len(rig.api.requests) == 1
@@ -211,30 +216,30 @@ async def test_cancel_by_the_requester_refunds_and_leaves_the_queue(rig: Rig) ->
 
 async def test_cancel_by_someone_else_is_refused(rig: Rig) -> None:
     """Only the requester may cancel; the request stays queued."""
-    rig.submit(track="attachment:1")
-    request, _ = rig.submit(user=7, track="attachment:2")
+    await rig.submit(track="attachment:1")
+    request, _ = await rig.submit(user=7, track="attachment:2")
     with pytest.raises(NotYourRequestError):
-        rig.service.cancel(request.id, 8)
+        await rig.service.cancel(request.id, 8)
     assert rig.service.position(request.id) == 1
 
 
 async def test_cancel_after_the_call_started_is_refused(rig: Rig) -> None:
     """Once the API is working on it, a request can no longer be cancelled."""
-    request, listener = rig.submit(user=7)
+    request, listener = await rig.submit(user=7)
     await asyncio.sleep(0)  # the call starts
     with pytest.raises(AlreadyStartedError):
-        rig.service.cancel(request.id, 7)
+        await rig.service.cancel(request.id, 7)
     await finished(listener)
     with pytest.raises(RequestEndedError):
-        rig.service.cancel(request.id, 7)
+        await rig.service.cancel(request.id, 7)
 
 
 async def test_when_the_payer_cancels_the_next_requester_pays(rig: Rig) -> None:
     """The payer of a shared call leaves: the charge moves, the call is paid exactly once."""
-    rig.submit(track="attachment:1")
-    payer_request, _ = rig.submit(user=7, track="attachment:2")
-    heir_request, heir = rig.submit(user=8, track="attachment:2")
-    rig.service.cancel(payer_request.id, 7)
+    await rig.submit(track="attachment:1")
+    payer_request, _ = await rig.submit(user=7, track="attachment:2")
+    heir_request, heir = await rig.submit(user=8, track="attachment:2")
+    await rig.service.cancel(payer_request.id, 7)
     await finished(heir)
     assert heir.events == ["started", "succeeded"]
     assert rig.used() == 2  # track 1's payer and the heir, one unit each
@@ -247,9 +252,9 @@ async def test_a_quiet_guild_is_not_starved_by_a_busy_one(rig: Rig) -> None:
     started: list[int] = []
     flood = []
     for n in range(4):
-        request, listener = rig.submit(track=f"attachment:{n + 10}")
+        request, listener = await rig.submit(track=f"attachment:{n + 10}")
         flood.append((request, listener))
-    quiet_request, quiet = rig.submit(guild=2002, track="attachment:99")
+    quiet_request, quiet = await rig.submit(guild=2002, track="attachment:99")
     assert rig.service.position(quiet_request.id) == 1  # the first flood request is already running
     await finished(quiet, *(listener for _, listener in flood))
     started = [int(r.json()["audioUrl"].rsplit(":", 1)[1].split(".")[0]) for r in rig.api.requests]
@@ -259,8 +264,8 @@ async def test_a_quiet_guild_is_not_starved_by_a_busy_one(rig: Rig) -> None:
 async def test_shutdown_interrupts_waiting_requests_and_refunds_them(rig: Rig) -> None:
     """On shutdown, queued requests are told and refunded; running ones get the grace time."""
     rig.api.latency = 5
-    _, running = rig.submit(track="attachment:1")
-    _, waiting = rig.submit(track="attachment:2")
+    _, running = await rig.submit(track="attachment:1")
+    _, waiting = await rig.submit(track="attachment:2")
     await asyncio.sleep(0.05)
     await rig.service.shutdown(grace_s=0.1)
     assert isinstance(waiting.error, RequestInterruptedError)
@@ -277,8 +282,8 @@ async def test_an_unexpected_error_is_refunded_with_an_incident_id(
         async def separate(self, mode: Mode, audio_url: str) -> Separation:
             raise RuntimeError("a bug")
 
-    rig.service._separator = BrokenSeparator()
-    _, listener = rig.submit()
+    rig.service._calls._separator = BrokenSeparator()
+    _, listener = await rig.submit()
     await finished(listener)
     assert isinstance(listener.error, IncidentError)
     assert listener.error.incident_id in listener.error.user_message

@@ -52,7 +52,7 @@ class AdminCog(
         name="usage", description="Units used today and this month against the limits"
     )
     async def usage(self, interaction: discord.Interaction) -> None:
-        overview = self._moderation.usage(_guild_id(interaction))
+        overview = await self._moderation.usage(_guild_id(interaction))
         await interaction.response.send_message(
             embed=admin_embeds.usage_embed(overview), ephemeral=True
         )
@@ -84,7 +84,7 @@ class AdminCog(
         role: discord.Role | None = None,
         reset: app_commands.Choice[str] | None = None,
     ) -> None:
-        limits = self._moderation.set_limits(
+        limits = await self._moderation.set_limits(
             _guild_id(interaction),
             daily=daily,
             monthly=monthly,
@@ -127,7 +127,7 @@ class AdminCog(
     @app_commands.command(name="refund", description="Give back the units of one request, once")
     @app_commands.describe(request_id="The request's id (the request_id column of the export)")
     async def refund(self, interaction: discord.Interaction, request_id: RequestId) -> None:
-        refund = self._moderation.refund(_guild_id(interaction), request_id)
+        refund = await self._moderation.refund(_guild_id(interaction), request_id)
         log.info(
             "guild %s: request %s refunded by user %s",
             interaction.guild_id,
@@ -145,7 +145,7 @@ class AdminCog(
     ) -> None:
         guild_id = _guild_id(interaction)
         if channel is None:
-            self._moderation.set_log_channel(guild_id, None)
+            await self._moderation.set_log_channel(guild_id, None)
             await interaction.response.send_message(
                 admin_embeds.log_channel_text(None), ephemeral=True
             )
@@ -162,7 +162,7 @@ class AdminCog(
                 ephemeral=True,
             )
             return
-        self._moderation.set_log_channel(guild_id, channel.id)
+        await self._moderation.set_log_channel(guild_id, channel.id)
         await interaction.followup.send(admin_embeds.log_channel_text(channel.id), ephemeral=True)
 
 

@@ -77,7 +77,7 @@ class StemBot(commands.Bot):
         await sync_if_changed(self.tree, self._sync_record, self._dev_guild, force=self._force_sync)
         if self._recover_requests:
             # Settled before the gateway connects; the requesters hear once the bot is ready.
-            self._recovery = self.service.recover()
+            self._recovery = await self.service.recover()
         self._watcher = asyncio.create_task(self._watch_ledger(), name="ledger-watch")
 
     async def on_ready(self) -> None:
@@ -120,7 +120,7 @@ class StemBot(commands.Bot):
         while True:
             await asyncio.sleep(LEDGER_CHECK_INTERVAL_S)
             try:
-                self.service.check_ledger()
+                await self.service.check_ledger()
             except Exception:
                 log.exception("checking the database failed")
 

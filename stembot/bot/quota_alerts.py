@@ -22,7 +22,7 @@ class QuotaAlerts:
     async def after_reservation(self, guild_id: int) -> None:
         """Call after each successful reservation; never raises (a failure is only logged)."""
         try:
-            due = self._moderation.alerts_due(guild_id)
+            due = await self._moderation.alerts_due(guild_id)
         except Exception:
             log.exception("guild %s: deciding on quota alerts failed", guild_id)
             return

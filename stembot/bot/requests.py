@@ -42,7 +42,7 @@ async def start_url_request(
     requester = requester_of(interaction)
     await interaction.response.defer(thinking=True)
     try:
-        service.precheck(requester, mode, url)
+        await service.precheck(requester, mode, url)
         source = await service.check_url(url, requester)
     except StembotError as refusal:
         await reply_privately(interaction, refusal.user_message)
@@ -60,7 +60,7 @@ async def _submit(
 ) -> None:
     try:
         messages = RequestMessages(client, interaction, service, mode, source.name)
-        request = service.submit(requester, mode, source, messages)
+        request = await service.submit(requester, mode, source, messages)
     except StembotError as refusal:
         await reply_privately(interaction, refusal.user_message)
         return

@@ -44,7 +44,7 @@ class StemsCog(
     @app_commands.command(name="quota", description="How many stem splits are left today")
     async def quota(self, interaction: discord.Interaction) -> None:
         assert interaction.guild_id is not None  # guild_only
-        status = self._service.quota_status(
+        status = await self._service.quota_status(
             interaction.guild_id, interaction.user.id, role_ids_of(interaction.user)
         )
         await interaction.response.send_message(

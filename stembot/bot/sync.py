@@ -22,9 +22,9 @@ log = logging.getLogger(__name__)
 class SyncRecord(Protocol):
     """Where the digest of the last synced commands is kept (the store)."""
 
-    def command_digest(self, scope: str) -> str | None: ...
+    async def command_digest(self, scope: str) -> str | None: ...
 
-    def remember_command_digest(self, scope: str, digest: str) -> None: ...
+    async def remember_command_digest(self, scope: str, digest: str) -> None: ...
 
 
 Tree = app_commands.CommandTree[discord.Client]
@@ -57,10 +57,10 @@ async def sync_if_changed(
     digest = digest_of(local)
     local_names = {(c.get("type", 1), c["name"]) for c in local}
     remote_names = {(c.type.value, c.name) for c in await tree.fetch_commands(guild=guild)}
-    if not force and record.command_digest(scope) == digest and local_names == remote_names:
+    if not force and await record.command_digest(scope) == digest and local_names == remote_names:
         log.info("slash commands (%s) unchanged; not syncing", scope)
         return False
     await tree.sync(guild=guild)
-    record.remember_command_digest(scope, digest)
+    await record.remember_command_digest(scope, digest)
     log.info("slash commands (%s) synced: %d command(s)", scope, len(local_names))
     return True

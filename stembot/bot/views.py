@@ -52,11 +52,11 @@ class CancelButton(
     async def callback(self, interaction: discord.Interaction) -> None:
         service = service_of(interaction)
         try:
-            request = service.cancel(self.request_id, interaction.user.id)
+            request = await service.cancel(self.request_id, interaction.user.id)
         except StembotError as refusal:
             await reply_privately(interaction, refusal.user_message)
             return
-        quota = service.quota_status(request.guild_id, request.user_id)
+        quota = await service.quota_status(request.guild_id, request.user_id)
         embed = embeds.failed_embed(
             request.mode, request.source_name, RequestCancelledError(), quota
         )

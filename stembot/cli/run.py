@@ -28,7 +28,7 @@ from stembot.retention import Retention
 from stembot.soundverse import SoundverseClient
 from stembot.source_urls import redact_url
 from stembot.stem_service import StemService, utc_now
-from stembot.store import Store
+from stembot.store.asynchronous import AsyncStore
 from stembot.url_probe import UrlProbe
 
 log = logging.getLogger(__name__)
@@ -115,7 +115,9 @@ async def built_bot(settings: Settings, *, force_sync: bool = False) -> AsyncIte
     use_discord_endpoints(settings.discord_api_base, settings.discord_gateway_url)
     # Only `stembot sync` comes here without a key, and it never calls the API.
     api_key = settings.soundverse_api_key or Secret("")
-    store = Store.open(settings.db_path, settings.quota, busy_timeout_s=settings.db_busy_timeout_s)
+    store = await AsyncStore.open(
+        settings.db_path, settings.quota, busy_timeout_s=settings.db_busy_timeout_s
+    )
     try:
         connector = GuardedConnector(AddressPolicy(allow_private=settings.allow_private_urls))
         async with (
@@ -159,7 +161,7 @@ async def built_bot(settings: Settings, *, force_sync: bool = False) -> AsyncIte
             async with bot, retention.running(after=bot.wait_until_ready):
                 yield bot
     finally:
-        store.close()
+        await store.close()
 
 
 async def run_bot(settings: Settings, *, force_sync: bool = False, stay: bool = True) -> None:

@@ -29,12 +29,12 @@ from stembot.ledger_csv import LedgerCount
 from stembot.models import (
     DailySpend,
     GuildLimits,
-    Request,
-    NewRequest,
-    RequestStatus,
     Mode,
+    NewRequest,
     QuotaStatus,
     Recovery,
+    Request,
+    RequestStatus,
     Separation,
     UsageReport,
 )
@@ -47,7 +47,7 @@ from stembot.store.threads import ReaderThreads, WriterThread
 class AsyncStore:
     """One per process: the writer thread, the reader threads, and the parts on them."""
 
-    def __init__(self, store: Store, *, readers: int = 2) -> None:
+    def __init__(self, store: Store) -> None:
         self._store = store
         connection = store.connection
         self._writer = WriterThread(connection)
@@ -55,12 +55,11 @@ class AsyncStore:
             connection.file,
             connection.busy_timeout_s,
             lambda conn: Store(conn, store.policy),
-            count=readers,
         )
         self.ledger = AsyncLedger(store, self._writer, self._readers)
         self.quotas = AsyncQuotas(self._readers)
         self.guilds = AsyncGuildSettings(store, self._writer, self._readers)
-        self.reports = AsyncReports(self._readers)
+        self.reports = AsyncReports(store)
 
     @classmethod
     async def open(
@@ -117,7 +116,9 @@ class AsyncLedger:
     ) -> tuple[int, bool] | None:
         return await self._write(lambda: self._ledger.hand_over_charge(payer_id, heirs, now))
 
-    async def record_free(self, request: NewRequest, separation: Separation, now: datetime) -> Request:
+    async def record_free(
+        self, request: NewRequest, separation: Separation, now: datetime
+    ) -> Request:
         return await self._write(lambda: self._ledger.record_free(request, separation, now))
 
     async def mark_all_running(self, request_ids: Sequence[int], now: datetime) -> int:
@@ -134,10 +135,14 @@ class AsyncLedger:
     async def settle(
         self, request_id: int, separation: Separation, source_key: str, now: datetime
     ) -> bool:
-        return await self._write(lambda: self._ledger.settle(request_id, separation, source_key, now))
+        return await self._write(
+            lambda: self._ledger.settle(request_id, separation, source_key, now)
+        )
 
     async def refund_by_moderator(self, request_id: int, guild_id: int, now: datetime) -> bool:
-        return await self._write(lambda: self._ledger.refund_by_moderator(request_id, guild_id, now))
+        return await self._write(
+            lambda: self._ledger.refund_by_moderator(request_id, guild_id, now)
+        )
 
     async def record_deliveries(self, deliveries: Sequence[tuple[int, str]], now: datetime) -> int:
         return await self._write(lambda: self._ledger.record_deliveries(deliveries, now))
@@ -208,11 +213,15 @@ class AsyncGuildSettings:
         daily: int | None = None,
         monthly: int | None = None,
         per_user: int | None = None,
-        active_jobs: int | None = None,
+        active_requests: int | None = None,
     ) -> GuildLimits:
         return await self._write(
             lambda: self._guilds.set_limits(
-                guild_id, daily=daily, monthly=monthly, per_user=per_user, active_jobs=active_jobs
+                guild_id,
+                daily=daily,
+                monthly=monthly,
+                per_user=per_user,
+                active_requests=active_requests,
             )
         )
 
@@ -240,29 +249,42 @@ class AsyncGuildSettings:
 
 
 class AsyncReports:
-    """``stembot.store.reporting.Reports``, awaitable; each report reads on a reader thread."""
+    """``stembot.store.reporting.Reports``, awaitable. Each report opens a read-only connection
+    of its own, so it runs in a thread of its own: a long export never holds up the quick
+    reads on the reader thread."""
 
-    def __init__(self, readers: ReaderThreads[Store]) -> None:
-        self._read = readers.run
+    def __init__(self, store: Store) -> None:
+        self._reports = store.reports
 
     async def usage_report(
         self, guild_id: int, since: datetime, until: datetime, *, top: int = 10
     ) -> UsageReport:
-        return await self._read(
-            lambda parts: parts.reports.usage_report(guild_id, since, until, top=top)
+        return await asyncio.to_thread(
+            lambda: self._reports.usage_report(guild_id, since, until, top=top)
         )
 
     async def spend_by_day(self, since: datetime, until: datetime) -> list[DailySpend]:
-        return await self._read(lambda parts: parts.reports.spend_by_day(since, until))
+        return await asyncio.to_thread(lambda: self._reports.spend_by_day(since, until))
 
     async def stream_ledger(
         self, guild_id: int, since: datetime, until: datetime, out: TextIO
     ) -> LedgerCount:
-        return await self._read(
-            lambda parts: parts.reports.stream_ledger(guild_id, since, until, out)
+        return await asyncio.to_thread(
+            lambda: self._reports.stream_ledger(guild_id, since, until, out)
         )
+
+    async def write_ledger_csv(
+        self, guild_id: int, since: datetime, until: datetime, path: Path
+    ) -> LedgerCount:
+        """``stream_ledger`` into a new file at ``path``, opened and written on the thread."""
+
+        def write() -> LedgerCount:
+            with path.open("w", newline="", encoding="utf-8") as out:
+                return self._reports.stream_ledger(guild_id, since, until, out)
+
+        return await asyncio.to_thread(write)
 
     async def ledger_days(
         self, guild_id: int, since: datetime, until: datetime
     ) -> list[tuple[date, int]]:
-        return await self._read(lambda parts: parts.reports.ledger_days(guild_id, since, until))
+        return await asyncio.to_thread(lambda: self._reports.ledger_days(guild_id, since, until))

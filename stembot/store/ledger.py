@@ -146,7 +146,7 @@ class Ledger:
             raise ValueError("the separation's mode does not match the request's")
         with self._conn.write():
             self._refuse_duplicate(asked.interaction_id)
-            earlier = self._todays_free_row(asked, now)
+            earlier = _todays_free_row(self._conn, asked, now)
             if earlier is None:
                 return self._insert(asked, 0, RequestStatus.SUCCEEDED, now)
             self._db.execute(
@@ -156,25 +156,6 @@ class Ledger:
             )
             self._repeats.remember(asked.interaction_id, now)
             return rows.request(self._conn.one(rows.SELECT_REQUEST, (earlier,)))
-
-    def _todays_free_row(self, asked: NewRequest, now: datetime) -> int | None:
-        day, day_end, _, _ = window_stamps(utc(now).date())
-        row = self._conn.one(
-            "SELECT id FROM requests INDEXED BY requests_free_repeats "
-            "WHERE guild_id = ? AND user_id = ? AND channel_id = ? AND source_key = ? "
-            "AND mode = ? AND created_at >= ? AND created_at < ? "
-            "AND cost = 0 AND status = 'succeeded' ORDER BY created_at LIMIT 1",
-            (
-                asked.guild_id,
-                asked.user_id,
-                asked.channel_id,
-                asked.source_key,
-                asked.mode.value,
-                day,
-                day_end,
-            ),
-        )
-        return None if row is None else int(row[0])
 
     def mark_all_running(self, request_ids: Sequence[int], now: datetime) -> int:
         """queued -> running for every request sharing one call; how many changed.
@@ -337,6 +318,26 @@ class Ledger:
         request_id = cursor.lastrowid
         assert request_id is not None
         return rows.request((request_id, *values, None, finished, None, False))
+
+
+def _todays_free_row(conn: Connection, asked: NewRequest, now: datetime) -> int | None:
+    day, day_end, _, _ = window_stamps(utc(now).date())
+    row = conn.one(
+        "SELECT id FROM requests INDEXED BY requests_free_repeats "
+        "WHERE guild_id = ? AND user_id = ? AND channel_id = ? AND source_key = ? "
+        "AND mode = ? AND created_at >= ? AND created_at < ? "
+        "AND cost = 0 AND status = 'succeeded' ORDER BY created_at LIMIT 1",
+        (
+            asked.guild_id,
+            asked.user_id,
+            asked.channel_id,
+            asked.source_key,
+            asked.mode.value,
+            day,
+            day_end,
+        ),
+    )
+    return None if row is None else int(row[0])
 
 
 class _RecentInteractions:

@@ -6,7 +6,9 @@
   "done" still means durable (``synchronous=FULL``), and each write still sees the ones
   before it, in order: a reservation checks its limits against every earlier one.
 - ``ReaderThreads`` hold read-only connections of their own (WAL: a reader never waits for
-  the writer, nor makes it wait), so a quota line or an export never queues behind writes.
+  the writer, nor makes it wait), so a quota line never queues behind writes. One thread by
+  default: reads are short, and answered in the order they were asked, so two requests that
+  take the same steps reach the writer, and the queue, in the order they came.
 
 A write once queued is made even if its caller stops waiting (a cancelled task): like a
 synchronous call, it cannot be half done.
@@ -126,10 +128,10 @@ class WriterThread:
 
 
 class ReaderThreads(Generic[P]):
-    """A few threads, each with a read-only connection and the store's parts built on it."""
+    """Threads (one by default) each with a read-only connection and the store's parts on it."""
 
     def __init__(
-        self, file: Path, busy_timeout_s: float, build: Callable[[Connection], P], count: int = 2
+        self, file: Path, busy_timeout_s: float, build: Callable[[Connection], P], count: int = 1
     ) -> None:
         self._file = file
         self._busy_timeout_s = busy_timeout_s

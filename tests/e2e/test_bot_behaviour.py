@@ -48,12 +48,12 @@ CLOCK_SLACK_S = 0.1
 
 def waiting_count(service: StemService) -> int:
     """Calls queued in the service, not yet started (identical requests share one)."""
-    return sum(1 for flight in service._flights.values() if flight not in service._running)
+    return sum(1 for flight in service._board._by_key.values() if not flight.started)
 
 
 def running_count(service: StemService) -> int:
     """Calls the service has running now."""
-    return len(service._running)
+    return len(service._calls._running)
 
 
 def whole_text(message: dict[str, Any]) -> str:

@@ -1,0 +1,235 @@
+"""The API calls: queued with servers taking turns, at most a few at once, each call's outcome
+written to the ledger (settled or refunded) and then told to every request that shares it."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
+from typing import Protocol
+
+from stembot.errors import (
+    IncidentError,
+    RequestInterruptedError,
+    SoundverseAuthError,
+    StembotError,
+    StoreBusyError,
+)
+from stembot.flights import Flight, FlightBoard, HeldRequest, Replies, tell
+from stembot.ledger_writes import LedgerWrites
+from stembot.models import Mode, QuotaStatus, Request, RequestStatus, Separation
+from stembot.scheduling import FairQueue
+from stembot.store.asynchronous import AsyncStore
+
+log = logging.getLogger(__name__)
+
+
+class Separator(Protocol):
+    """What the queue needs of the Soundverse client."""
+
+    async def separate(self, mode: Mode, audio_url: str) -> Separation: ...
+
+
+class CallQueue:
+    """Flights waiting for the API, in turns by server, and the ones running."""
+
+    def __init__(
+        self,
+        store: AsyncStore,
+        separator: Separator,
+        board: FlightBoard,
+        writes: LedgerWrites,
+        replies: Replies,
+        *,
+        max_running: int,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._store = store
+        self._separator = separator
+        self._board = board
+        self._writes = writes
+        self._replies = replies
+        self._max_running = max_running
+        self._clock = clock
+        self._waiting: FairQueue[Flight] = FairQueue()
+        self._running: set[Flight] = set()
+
+    def push(self, flight: Flight, guild_id: int) -> None:
+        """Queue a new flight in its server's lane and start what the cap allows."""
+        self._waiting.push(guild_id, flight.id, flight)
+        self._start_what_fits()
+
+    def remove(self, flight: Flight) -> None:
+        """A waiting flight whose every request was cancelled."""
+        self._waiting.remove(flight.id)
+
+    def position(self, flight: Flight) -> int | None:
+        """1-based place in the queue, or None once the flight has started."""
+        return self._waiting.position(flight.id)
+
+    async def shutdown(self, grace_s: float) -> None:
+        """Interrupt (and refund) the waiting flights; give the running ones ``grace_s``."""
+        while (flight := self._waiting.pop()) is not None:
+            await self._fail(flight, RequestStatus.INTERRUPTED, RequestInterruptedError())
+        tasks = [f.task for f in self._running if f.task is not None]
+        if tasks:
+            _, still_running = await asyncio.wait(tasks, timeout=grace_s)
+            for task in still_running:
+                task.cancel()
+            await asyncio.gather(*still_running, return_exceptions=True)
+
+    # --- running ------------------------------------------------------------------------
+
+    def _start_what_fits(self) -> None:
+        while len(self._running) < self._max_running:
+            flight = self._waiting.pop()
+            if flight is None:
+                return
+            self._running.add(flight)
+            flight.task = asyncio.create_task(self._run(flight), name=f"flight-{flight.id}")
+
+    async def _run(self, flight: Flight) -> None:
+        payer = flight.payer
+        try:
+            flight.started_at = self._clock()
+            for held in list(flight.held):
+                self._replies.soon(held.listener.on_started(held.request), held.request.id)
+            await self._mark_running(flight.request_ids, flight.started_at)
+            log.info(
+                "request %s running (%d requests share it)", payer.request.id, len(flight.held)
+            )
+            separation = await self._separator.separate(payer.asked.mode, payer.asked.source_url)
+        except asyncio.CancelledError:
+            await self._fail(flight, RequestStatus.INTERRUPTED, RequestInterruptedError())
+            raise
+        except StembotError as error:
+            await self._fail(flight, RequestStatus.FAILED, error)
+        except Exception:
+            incident = IncidentError()
+            log.exception(
+                "request %s failed unexpectedly (incident %s)",
+                payer.request.id,
+                incident.incident_id,
+            )
+            await self._fail(flight, RequestStatus.FAILED, incident)
+        else:
+            await self._succeed(flight, separation)
+        finally:
+            self._running.discard(flight)
+            self._start_what_fits()
+
+    async def _mark_running(self, request_ids: list[int], now: datetime) -> None:
+        """Only a label in the ledger (queued and running are settled and refunded alike):
+        a busy database must not stop the call."""
+        try:
+            await self._store.ledger.mark_all_running(request_ids, now)
+        except StoreBusyError:
+            log.warning(
+                "request(s) %s: database busy; left marked queued while running", request_ids
+            )
+
+    async def _succeed(self, flight: Flight, separation: Separation) -> None:
+        now = self._clock()
+        payer = flight.payer
+        await self._writes.persist(
+            f"settling request {payer.request.id}",
+            lambda: self._store.ledger.settle(
+                payer.request.id, separation, payer.asked.source_key, now
+            ),
+        )
+        held = await self._close_out(
+            flight, lambda ids: self._store.ledger.settle_joined(ids, now), after_payer=True
+        )
+        log.info(
+            "request %s succeeded: %d stems for %d request(s)",
+            payer.request.id,
+            len(separation.stems),
+            len(held),
+        )
+        quotas = await self._quotas(held)
+        await asyncio.gather(
+            *(
+                tell(
+                    h.listener.on_succeeded(h.request, separation, quotas[h.request.id]),
+                    h.request.id,
+                )
+                for h in held
+            )
+        )
+
+    async def _fail(self, flight: Flight, status: RequestStatus, error: StembotError) -> None:
+        now = self._clock()
+        held = await self._close_out(
+            flight, lambda ids: self._store.ledger.refund_all(ids, status, error.user_message, now)
+        )
+        request_id = flight.payer.request.id if flight.held else None
+        if isinstance(error, SoundverseAuthError):
+            log.error(
+                "request %s: the Soundverse API refused the API key; check SOUNDVERSE_API_KEY",
+                request_id,
+            )
+        log.info(
+            "request %s %s and refunded (%d request(s)): %s",
+            request_id,
+            status,
+            len(held),
+            type(error).__name__,
+        )
+        quotas = await self._quotas(held)
+        await asyncio.gather(
+            *(
+                tell(h.listener.on_failed(h.request, error, quotas[h.request.id]), h.request.id)
+                for h in held
+            )
+        )
+
+    async def _close_out(
+        self,
+        flight: Flight,
+        write: Callable[[list[int]], Awaitable[object]],
+        *,
+        after_payer: bool = False,
+    ) -> list[HeldRequest]:
+        """Write every request's outcome, then land the flight.
+
+        Requests can still join while a write waits (their own rows are being written); they
+        are written in the next round, and the flight lands with no await after the last
+        check, so none is left active in the ledger or untold.
+        """
+        done = 1 if after_payer else 0
+        while True:
+            if done < len(flight.held):
+                request_ids = [h.request.id for h in flight.held[done:]]
+                done = len(flight.held)
+                await self._writes.persist(
+                    f"closing request(s) {request_ids}", functools.partial(write, request_ids)
+                )
+            elif flight.joining:
+                await flight.joined.wait()
+            else:
+                return self._board.land(flight)
+
+    async def _quotas(self, held: Sequence[HeldRequest]) -> dict[int, QuotaStatus | None]:
+        """Each requester's quota after an outcome (their roles' allowance included), by
+        request id: read once per member, all at once."""
+        members = {(h.request.guild_id, h.request.user_id): h for h in held}
+        now = self._clock()
+        read = await asyncio.gather(
+            *(quota_after(self._store, h.request, h.asked.role_ids, now) for h in members.values())
+        )
+        by_member = dict(zip(members, read, strict=True))
+        return {h.request.id: by_member[(h.request.guild_id, h.request.user_id)] for h in held}
+
+
+async def quota_after(
+    store: AsyncStore, request: Request, role_ids: Sequence[int], now: datetime
+) -> QuotaStatus | None:
+    """The requester's quota after an outcome. Only a nicety for the answer's footer: a
+    failing database must not hold the answer back, so None when it cannot be read."""
+    try:
+        return await store.quotas.quota_status(request.guild_id, request.user_id, now, role_ids)
+    except Exception as error:
+        log.warning("request %s: quota left unknown (%s); answering without it", request.id, error)
+        return None
