@@ -15,6 +15,8 @@ log = logging.getLogger(__name__)
 
 # Discord's answer to acknowledging an interaction that another copy already acknowledged.
 ALREADY_ACKNOWLEDGED = 40060
+# Discord's answer to a first response that came after the interaction's 3 s.
+UNKNOWN_INTERACTION = 10062
 
 
 class StemTree(app_commands.CommandTree[discord.Client]):
@@ -44,6 +46,12 @@ class StemTree(app_commands.CommandTree[discord.Client]):
                 "with this token); ignored the copy",
                 interaction.id,
             )
+            return
+        if isinstance(cause, discord.NotFound) and cause.code == UNKNOWN_INTERACTION:
+            # Not a bug but load: Discord already told the member the app did not respond,
+            # and a reply through this token fails the same way. Trying anyway costs a round
+            # trip per late interaction, which makes the ones behind it later still.
+            log.warning("interaction %s expired before it was acknowledged", interaction.id)
             return
         incident = IncidentError()
         command = interaction.command.qualified_name if interaction.command else "?"

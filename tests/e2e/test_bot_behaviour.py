@@ -409,6 +409,7 @@ async def test_no_secret_reaches_any_log_record(
 # --- 9. the same interaction delivered twice --------------------------------------------------
 
 ALREADY_ACKNOWLEDGED = 40060
+UNKNOWN_INTERACTION = 10062
 
 
 def callback_codes(interaction: InteractionRecord) -> list[int | None]:
@@ -451,6 +452,22 @@ async def test_an_interaction_redelivered_after_its_answer_changes_nothing(
     assert interaction.view().original == final
     assert interaction.followups == []
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+async def test_an_interaction_that_expired_before_its_acknowledgement_is_not_answered_again(
+    stack: Stack, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Past Discord's 3 s the token is dead: one refused acknowledgement, no doomed private
+    reply after it, no incident logged, nothing called or charged."""
+    interaction = await stack.stems("vocals", age_s=3.5)
+    await eventually(lambda: callback_codes(interaction) != [])
+    await asyncio.sleep(0.3)  # room for a second attempt to show itself
+    assert callback_codes(interaction) == [UNKNOWN_INTERACTION]
+    assert interaction.followups == []
+    assert stack.api_calls() == 0
+    assert used_today(stack) == 0
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    assert any("expired before it was acknowledged" in r.getMessage() for r in caplog.records)
 
 
 # --- 10. the OpenAPI check is on ----------------------------------------------------------------
