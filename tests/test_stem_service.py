@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import sqlite3
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -139,6 +140,29 @@ async def test_twenty_identical_requests_make_one_call_and_one_charge(rig: Rig) 
     await finished(*listeners)
     assert len(rig.api.requests) == 1
     assert all(r.events == ["started", "succeeded"] for r in listeners)
+    assert rig.used() == 1
+
+
+async def test_a_request_joining_while_its_call_lands_is_settled_and_told(rig: Rig) -> None:
+    """The API answers while another process holds the database, so the settle waits; a
+    member asking meanwhile joins the landing call: one call, their result, no charge."""
+    _, payer = await rig.submit()
+    await asyncio.sleep(0.05)  # reserved and marked running
+    holder = sqlite3.connect(rig.store.connection.file, isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        await asyncio.sleep(0.3)  # the API has answered; settling waits for the lock
+        joining = asyncio.create_task(rig.submit())
+        await asyncio.sleep(0.1)
+        assert not joining.done() and not payer.done.is_set()
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    request, joiner = await joining
+    await finished(payer, joiner)
+    assert request.cost == 0 and request.status is RequestStatus.RUNNING  # joined, not reused
+    assert joiner.events == ["started", "succeeded"] and joiner.result == payer.result
+    assert len(rig.api.requests) == 1
     assert rig.used() == 1
 
 
