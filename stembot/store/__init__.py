@@ -12,7 +12,9 @@ The store is split along its tables, which is also the interface a second implem
 - ``guilds.py``      a server's settings: limits, role allowances, log channel, alerts,
                      command digests, the budget notice;
 - ``reporting.py``   read-only reports on read-only connections of their own;
-- ``migrations.py``  the schema; ``pruning.py`` retention's batched deletions.
+- ``migrations.py``  the schema; ``pruning.py`` retention's batched deletions;
+- ``asynchronous.py`` the same parts, awaitable, for the bot: run on ``threads.py``'s writer
+                     thread (writes committed in groups) and reader thread.
 
 What each part promises, whatever runs it (another process may write the same file):
 
@@ -33,7 +35,8 @@ What each part promises, whatever runs it (another process may write the same fi
 
 ``Store`` opens the connection and builds the parts on it: callers reach each through it
 (``store.ledger.reserve``, ``store.quotas.quota_status``, ``store.guilds.set_limits``,
-``store.reports.usage_report``).
+``store.reports.usage_report``). Its calls are synchronous: the command line's way in. The bot
+uses ``AsyncStore`` (asynchronous.py), whose parts have the same names and promises.
 """
 
 from __future__ import annotations
@@ -56,7 +59,7 @@ __all__ = ["ALERT_PERIODS", "DEFAULT_BUSY_TIMEOUT_S", "Store"]
 
 class Store:
     """The ledger's file. One instance (one writer connection) per process; calls are short
-    and synchronous."""
+    and synchronous (``AsyncStore`` runs them off the event loop)."""
 
     def __init__(self, connection: Connection, policy: QuotaPolicy) -> None:
         self.connection = connection
