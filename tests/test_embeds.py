@@ -80,7 +80,7 @@ def assert_every_stem_accounted_for(embed: discord.Embed, view: discord.ui.View,
     button_urls = {b["url"] for b in buttons(view)}
     lines = stem_lines(embed)
     for stem, line in zip(sep.stems, lines, strict=False):
-        in_text = f"]({embeds._markdown_url(stem.url)})" in line
+        in_text = embeds.masked_link("download", stem.url) in line
         assert in_text or stem.url in button_urls or "too long" in line, line
         if not in_text:
             assert stem.url in button_urls or "⚠️" in line

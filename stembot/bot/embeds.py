@@ -138,7 +138,7 @@ def stem_display_name(name: str, position: int) -> str:
     return _NICE_STEM_NAMES.get(flat.lower(), flat)
 
 
-def _title(mode: Mode, source_name: str) -> str:
+def request_title(mode: Mode, source_name: str) -> str:
     name = safe_text(source_name, min(SOURCE_NAME_MAX, TITLE_MAX - len(mode.label) - 3))
     return f"{mode.label} · {name or 'your audio'}"
 
@@ -148,8 +148,9 @@ def _title(mode: Mode, source_name: str) -> str:
 _MARKDOWN_URL_SAFE = "".join(chr(c) for c in range(33, 127) if chr(c) not in "()\\<>")
 
 
-def _markdown_url(url: str) -> str:
-    return quote(url, safe=_MARKDOWN_URL_SAFE)
+def masked_link(label: str, url: str) -> str:
+    """``[label](url)`` that Discord renders as a link whatever the URL holds."""
+    return f"[{label}]({quote(url, safe=_MARKDOWN_URL_SAFE)})"
 
 
 def _units(count: int) -> str:
@@ -236,7 +237,7 @@ def _stem_lines(stems: Sequence[Stem], with_button: set[int]) -> list[_StemLine]
             bare = f"**{name}** · use the button below"
         else:
             bare = f"**{name}** · ⚠️ link too long to show in Discord"
-        linked = f"**{name}** · [download]({_markdown_url(stem.url)})"
+        linked = f"**{name}** · {masked_link('download', stem.url)}"
         lines.append(_StemLine(bare=bare, linked=linked, has_button=has_button))
     return lines
 
@@ -315,7 +316,7 @@ def result_message(
     timestamp since the API's URLs may expire. The request id in the footer is what a
     moderator's `/stems-admin refund` takes.
     """
-    title = _title(separation.mode, source_name)
+    title = request_title(separation.mode, source_name)
     footer = " · ".join(
         part
         for part in (
@@ -351,7 +352,7 @@ def queued_embed(mode: Mode, source_name: str, position: int) -> discord.Embed:
         "You're next in the queue." if position <= 1 else f"You're **#{position}** in the queue."
     )
     return discord.Embed(
-        title=_title(mode, source_name),
+        title=request_title(mode, source_name),
         description=f"{place} I'll update this message when it starts.",
         colour=QUEUED_COLOUR,
     )
@@ -360,7 +361,7 @@ def queued_embed(mode: Mode, source_name: str, position: int) -> discord.Embed:
 def processing_embed(mode: Mode, source_name: str, started_at: datetime) -> discord.Embed:
     """Being separated; the relative timestamp counts up by itself, so no edits are needed."""
     return discord.Embed(
-        title=_title(mode, source_name),
+        title=request_title(mode, source_name),
         description=(
             f"Separating {mode.label.lower()}, started {timestamp(started_at, 'R')}. "
             "This can take a few minutes; I'll update this message when it's done."
@@ -398,7 +399,7 @@ def failed_embed(
     if not error.says_not_charged:
         message = f"{message}\n\n{_NOT_CHARGED}"
     embed = discord.Embed(
-        title=_title(mode, source_name), description=message, colour=FAILED_COLOUR
+        title=request_title(mode, source_name), description=message, colour=FAILED_COLOUR
     )
     embed.add_field(name="What now", value=_next_step(error), inline=False)
     if quota is not None:
@@ -411,7 +412,7 @@ def interrupted_embed(
 ) -> discord.Embed:
     """A request that a restart cut short (it was refunded)."""
     embed = discord.Embed(
-        title=_title(mode, source_name),
+        title=request_title(mode, source_name),
         description=RequestInterruptedError().user_message,
         colour=INTERRUPTED_COLOUR,
     )

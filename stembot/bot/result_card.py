@@ -1,0 +1,115 @@
+"""The result as a Components V2 card: the picture, a line per stem with its full-quality
+link, the stems attached as files Discord plays inline, the free mixes, and the request's
+footer. Used where the result can carry attachments (an edit of the interaction's message);
+the plain embed of embeds.py stays where it cannot.
+
+With the V2 flag a message has no content and no embeds, at most 40 components, and every
+``attachment://`` reference must be uploaded in the same request (the caller sends the files).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import discord
+
+from stembot.bot.embeds import (
+    BUTTON_URL_MAX,
+    DONE_COLOUR,
+    STEM_NAME_MAX,
+    masked_link,
+    quota_left_text,
+    request_title,
+    safe_text,
+    stem_display_name,
+    timestamp,
+)
+from stembot.models import QuotaStatus, Separation, Stem
+from stembot.result_media import ResultMedia, StemMedia
+
+COMPONENTS_MAX = 40
+SELECT_OPTIONS_MAX = 25
+MIX_PLACEHOLDER = "Free mixes: pick one (sent privately, no units)"
+
+
+def result_card(
+    source_name: str,
+    separation: Separation,
+    media: ResultMedia,
+    quota: QuotaStatus | None,
+    request_id: int,
+) -> discord.ui.LayoutView:
+    """The card; the caller uploads the files ``media`` names with it."""
+    view = discord.ui.LayoutView(timeout=None)
+    container = discord.ui.Container[Any](accent_colour=DONE_COLOUR)
+    container.add_item(
+        discord.ui.TextDisplay[Any](f"### {request_title(separation.mode, source_name)}")
+    )
+    if media.picture is not None:
+        container.add_item(
+            discord.ui.MediaGallery[Any](
+                discord.MediaGalleryItem(
+                    f"attachment://{media.picture}", description="Waveform of each stem"
+                )
+            )
+        )
+    by_name = {stem.name: stem for stem in media.stems}
+    for position, stem in enumerate(separation.stems, start=1):
+        container.add_item(_stem_row(stem, by_name.get(stem.name), position))
+    for shown in media.stems:
+        if shown.attachment is not None:
+            container.add_item(discord.ui.File[Any](f"attachment://{shown.attachment}"))
+    if media.note:
+        container.add_item(discord.ui.TextDisplay[Any](safe_text(media.note, 300)))
+    mixes = media.mixes[:SELECT_OPTIONS_MAX]
+    if mixes:
+        container.add_item(discord.ui.ActionRow[Any](_mix_menu(request_id, mixes)))
+    container.add_item(discord.ui.TextDisplay[Any](_footer(separation, quota, request_id)))
+    view.add_item(container)
+    return view
+
+
+def attached_names(media: ResultMedia) -> list[str]:
+    """The files the card refers to, in the order they should be uploaded."""
+    names = [stem.attachment for stem in media.stems if stem.attachment is not None]
+    return names if media.picture is None else [media.picture, *names]
+
+
+def _stem_row(stem: Stem, shown: StemMedia | None, position: int) -> discord.ui.Item[Any]:
+    name = safe_text(stem_display_name(stem.name, position), STEM_NAME_MAX)
+    text = f"**{name}**{_stem_notes(shown)}"
+    if len(stem.url) > BUTTON_URL_MAX:  # too long for a button: a masked link in the text
+        return discord.ui.TextDisplay[Any](f"{text} · {masked_link('full quality', stem.url)}")
+    button = discord.ui.Button[Any](label="Full quality", url=stem.url)
+    return discord.ui.Section[Any](discord.ui.TextDisplay[Any](text), accessory=button)
+
+
+def _stem_notes(shown: StemMedia | None) -> str:
+    if shown is None:
+        return ""
+    notes = []
+    if shown.silent:
+        notes.append("silent (nothing to hear in it)")
+    if shown.attachment is None:
+        notes.append("link only")
+    elif shown.compressed:
+        notes.append("a smaller copy is attached")
+    else:
+        notes.append("attached")
+    return " · " + " · ".join(notes)
+
+
+def _mix_menu(request_id: int, mixes: tuple[Any, ...]) -> discord.ui.Select[Any]:
+    return discord.ui.Select[Any](
+        custom_id=f"stems:mix:{request_id}",
+        placeholder=MIX_PLACEHOLDER,
+        options=[discord.SelectOption(label=mix.label, value=mix.key) for mix in mixes],
+    )
+
+
+def _footer(separation: Separation, quota: QuotaStatus | None, request_id: int) -> str:
+    parts = [f"Request {request_id}"]
+    if quota is not None:
+        parts.append(quota_left_text(quota))
+    parts.append(f"links issued {timestamp(separation.issued_at, 'R')}, download them soon")
+    return "-# " + " · ".join(parts)
