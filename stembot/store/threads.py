@@ -115,7 +115,12 @@ class WriterThread:
         for write, outcome in zip(batch, outcomes, strict=True):
             by_loop.setdefault(write.loop, []).append((write.future, outcome))
         for loop, settled in by_loop.items():
-            loop.call_soon_threadsafe(_settle_all, settled)
+            try:
+                loop.call_soon_threadsafe(_settle_all, settled)
+            except RuntimeError:  # that loop is closed: nobody is waiting any more
+                log.warning(
+                    "%d store write(s) finished after their event loop closed", len(settled)
+                )
 
     @staticmethod
     def _attempt(write: _Write) -> Outcome:
@@ -175,6 +180,9 @@ def _settle_all(settled: list[tuple[asyncio.Future[Any], Outcome]]) -> None:
 
 def _own_copy(error: Exception) -> Exception:
     """Each waiting caller raises an exception object of its own (tracebacks are per raise)."""
-    mine = copy.copy(error)
+    try:
+        mine = copy.copy(error)
+    except Exception:  # an exception that cannot be rebuilt from its args: share it
+        return error
     mine.__cause__ = error.__cause__
     return mine
