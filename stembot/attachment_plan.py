@@ -31,7 +31,7 @@ class Choice(enum.StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
-class StemFile:
+class FetchedStem:
     """What the plan needs to know of one fetched stem."""
 
     name: str
@@ -57,7 +57,7 @@ class AttachmentPlan:
 
 
 def plan_attachments(
-    stems: Sequence[StemFile], limit_bytes: int, picture_bytes: int = 0
+    stems: Sequence[FetchedStem], limit_bytes: int, picture_bytes: int = 0
 ) -> AttachmentPlan:
     """How the stems fit in one message under ``limit_bytes`` with a picture of
     ``picture_bytes`` (0: none) sent alongside."""
@@ -74,7 +74,7 @@ def plan_attachments(
     return AttachmentPlan(ordered, _note(ordered, limit_bytes, no_slot))
 
 
-def _share(stems: list[StemFile], room: int) -> dict[str, Planned]:
+def _share(stems: list[FetchedStem], room: int) -> dict[str, Planned]:
     """Water-filling: the smallest needs first; a stem whose own file fits its fair share keeps
     it and passes the rest on; the others get smaller copies of an equal share, or stay links
     when that share cannot hold the lowest bitrate for their length."""
@@ -110,7 +110,9 @@ def bitrate_for(budget_bytes: int, seconds: float) -> int:
     return int(budget_bytes * 8 / ENCODING_OVERHEAD / max(seconds, 0.001))
 
 
-def _note(planned: Sequence[Planned], limit_bytes: int, no_slot: Sequence[StemFile]) -> str | None:
+def _note(
+    planned: Sequence[Planned], limit_bytes: int, no_slot: Sequence[FetchedStem]
+) -> str | None:
     links = [p.name for p in planned if p.choice is Choice.LINK_ONLY]
     smaller = [p.name for p in planned if p.choice is Choice.SMALLER_COPY]
     limit = f"{limit_bytes / 2**20:.0f} MiB"

@@ -8,7 +8,7 @@ from stembot.attachment_plan import (
     FILES_MAX,
     REQUEST_OVERHEAD_BYTES,
     Choice,
-    StemFile,
+    FetchedStem,
     bitrate_for,
     lowest_copy_bytes,
     plan_attachments,
@@ -19,11 +19,11 @@ ALL = ["vocals", "Guitar", "Other", "Drums", "Bass", "Piano"]
 PICTURE = 120_000
 
 
-def stems(size: int, seconds: float = 240.0, names: list[str] = ALL) -> list[StemFile]:
-    return [StemFile(name, size, seconds) for name in names]
+def stems(size: int, seconds: float = 240.0, names: list[str] = ALL) -> list[FetchedStem]:
+    return [FetchedStem(name, size, seconds) for name in names]
 
 
-def request_bytes(files: list[StemFile], limit: int, picture: int = PICTURE) -> int:
+def request_bytes(files: list[FetchedStem], limit: int, picture: int = PICTURE) -> int:
     """What the planned message would upload, at most."""
     plan = plan_attachments(files, limit, picture)
     sizes = {f.name: f.size for f in files}
@@ -57,7 +57,7 @@ def test_a_boosted_server_gets_the_originals() -> None:
 
 
 def test_small_stems_keep_their_files_and_pass_their_room_on() -> None:
-    files = [StemFile("vocals", 300_000, 240), *stems(4 * MIB, names=ALL[1:])]
+    files = [FetchedStem("vocals", 300_000, 240), *stems(4 * MIB, names=ALL[1:])]
     plan = plan_attachments(files, 10 * MIB, PICTURE)
     assert plan.choice_of("vocals") is Choice.ORIGINAL
     copies = [p for p in plan.stems if p.choice is Choice.SMALLER_COPY]
@@ -88,7 +88,10 @@ def test_no_more_files_than_a_message_holds() -> None:
 
 
 def test_a_file_discord_cannot_play_gets_a_copy_it_can() -> None:
-    files = [StemFile("vocals", 1 * MIB, 240, plays_inline=False), *stems(1 * MIB, names=ALL[1:])]
+    files = [
+        FetchedStem("vocals", 1 * MIB, 240, plays_inline=False),
+        *stems(1 * MIB, names=ALL[1:]),
+    ]
     plan = plan_attachments(files, 10 * MIB, PICTURE)
     assert plan.choice_of("vocals") is Choice.SMALLER_COPY
     assert plan.choice_of("Drums") is Choice.ORIGINAL
@@ -106,7 +109,7 @@ def test_whatever_the_stems_the_request_stays_within_the_limit() -> None:
     for _ in range(500):
         count = rng.randint(1, 12)
         files = [
-            StemFile(f"s{n}", rng.randint(1_000, 40 * MIB), rng.uniform(1, 900))
+            FetchedStem(f"s{n}", rng.randint(1_000, 40 * MIB), rng.uniform(1, 900))
             for n in range(count)
         ]
         limit = rng.choice([10 * MIB, 25 * MIB, 50 * MIB, 100 * MIB])
