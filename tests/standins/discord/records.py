@@ -33,6 +33,16 @@ class Call:
     code: int | None = None  # Discord's JSON error code, for refusals
 
 
+@dataclass(frozen=True)
+class Upload:
+    """One file of a multipart request (``files[index]``), as the bot sent it."""
+
+    index: int
+    filename: str
+    content_type: str
+    data: bytes
+
+
 @dataclass
 class MessageRecord:
     """A message as Discord stores it; ``data`` is the current state, ``history`` every state."""
@@ -41,6 +51,8 @@ class MessageRecord:
     created_at: float
     history: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
     deleted_at: float | None = None
+    # The bytes of every file the message has carried, by attachment id (what the CDN serves).
+    files: dict[str, bytes] = field(default_factory=dict)
 
     @property
     def id(self) -> int:
@@ -70,6 +82,18 @@ class MessageRecord:
     def flags(self) -> int:
         return int(self.data.get("flags") or 0)
 
+    def file(self, filename: str) -> bytes:
+        """The bytes of the attachment ``filename`` the message has now: what a member hears."""
+        for attachment in self.attachments:
+            if attachment["filename"] == filename:
+                return self.files[attachment["id"]]
+        names = [a["filename"] for a in self.attachments]
+        raise LookupError(f"message {self.id} has no attachment {filename!r}; it has {names}")
+
+    def attached(self) -> dict[str, bytes]:
+        """Every attachment the message has now, filename -> bytes, in the message's order."""
+        return {a["filename"]: self.files[a["id"]] for a in self.attachments}
+
     @property
     def loading(self) -> bool:
         return bool(self.flags & LOADING)
@@ -98,6 +122,7 @@ class SentBody:
     channel_id: int
     body: dict[str, Any]
     pings: Pings
+    uploads: tuple[Upload, ...] = ()
 
     @property
     def sets_allowed_mentions(self) -> bool:

@@ -30,6 +30,13 @@ SELECT_OPTION_TEXT_MAX = 100
 SELECT_PLACEHOLDER_MAX = 150
 FILES_MAX = 10
 DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
+# Upload limit per request by the server's boost level (discord.py's Guild.filesize_limit).
+UPLOAD_LIMIT_BY_PREMIUM_TIER = {
+    0: DEFAULT_UPLOAD_LIMIT,
+    1: DEFAULT_UPLOAD_LIMIT,
+    2: 50 * 1024 * 1024,
+    3: 100 * 1024 * 1024,
+}
 
 Problem = tuple[tuple[str | int, ...], str]
 
@@ -76,7 +83,7 @@ def check_embeds(embeds: list[dict[str, Any]]) -> list[Problem]:
     return problems
 
 
-def _check_component(path: tuple[str | int, ...], component: dict[str, Any]) -> list[Problem]:
+def check_component_text(path: tuple[str | int, ...], component: dict[str, Any]) -> list[Problem]:
     problems = _too_long((*path, "custom_id"), component.get("custom_id"), CUSTOM_ID_MAX)
     problems += _too_long((*path, "label"), component.get("label"), BUTTON_LABEL_MAX)
     problems += _too_long((*path, "url"), component.get("url"), LINK_URL_MAX)
@@ -105,19 +112,29 @@ def check_components(rows: list[dict[str, Any]]) -> list[Problem]:
                 (("components", i, "components"), f"Must be {ROW_BUTTONS_MAX} or fewer in length.")
             )
         for j, child in enumerate(children):
-            problems += _check_component(("components", i, "components", j), child)
+            problems += check_component_text(("components", i, "components", j), child)
     return problems
 
 
-def check_message(body: dict[str, Any], file_count: int = 0) -> list[Problem]:
-    """Limits on a message create/edit body (channel message, callback data or webhook)."""
+def check_message(body: dict[str, Any], *, layout: bool = False) -> list[Problem]:
+    """Limits on a message create/edit body (channel message, callback data or webhook).
+
+    ``layout``: the message has the IS_COMPONENTS_V2 flag, whose components follow the
+    rules of components_v2 instead of the five action rows checked here.
+    """
     problems = _too_long(("content",), body.get("content"), CONTENT_MAX)
     problems += allowed_mentions_problems(body.get("allowed_mentions"))
     problems += check_embeds(body.get("embeds") or [])
-    problems += check_components(body.get("components") or [])
-    if file_count > FILES_MAX:
-        problems.append((("files",), f"Must be {FILES_MAX} or fewer in length."))
+    if not layout:
+        problems += check_components(body.get("components") or [])
     return problems
+
+
+def check_file_count(count: int) -> list[Problem]:
+    """At most ten files on a message, counting the ones an edit keeps."""
+    if count > FILES_MAX:
+        return [(("attachments",), f"Must be {FILES_MAX} or fewer in length.")]
+    return []
 
 
 # --- application commands (https://discord.com/developers/docs/interactions/application-commands)

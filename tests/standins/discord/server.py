@@ -27,7 +27,8 @@ from urllib.parse import quote
 
 from aiohttp import BodyPartReader, web
 
-from . import rules
+from . import components_v2, rules
+from .attachments import sniff_content_type, upload_details
 from .gateway import INVALID_SESSION, RECONNECT, Gateway, Session
 from .records import (
     EPHEMERAL,
@@ -37,6 +38,7 @@ from .records import (
     InteractionRecord,
     MessageRecord,
     SentBody,
+    Upload,
 )
 from .spec import OpenAPISpec
 from .world import (
@@ -86,8 +88,30 @@ _ALLOWED_CALLBACKS = {
 USER_APP_PERMISSIONS = EMBED_LINKS | ATTACH_FILES
 _ATTACHMENT_OPTION, _USER_OPTION = 11, 6
 _CHANNEL_OPTION = 7
+# Message flags a bot may set when it creates a message (SUPPRESS_EMBEDS,
+# SUPPRESS_NOTIFICATIONS, IS_COMPONENTS_V2; EPHEMERAL only on interaction responses), and
+# the ones an edit may change.
+SUPPRESS_EMBEDS, SUPPRESS_NOTIFICATIONS = 1 << 2, 1 << 12
+_CREATE_FLAGS = (
+    EPHEMERAL | SUPPRESS_EMBEDS | SUPPRESS_NOTIFICATIONS | components_v2.IS_COMPONENTS_V2
+)
+_EDIT_FLAGS = SUPPRESS_EMBEDS | components_v2.IS_COMPONENTS_V2
 _ROLE_OPTION = 8
 _PARTIAL_CHANNEL = ("id", "name", "type", "parent_id", "flags")
+_GUILD_CREATE_ONLY = (
+    "channels",
+    "threads",
+    "members",
+    "member_count",
+    "voice_states",
+    "presences",
+    "stage_instances",
+    "guild_scheduled_events",
+    "soundboard_sounds",
+    "joined_at",
+    "large",
+    "unavailable",
+)
 _INTERACTION = web.RequestKey("interaction", InteractionRecord)
 # The REST call being handled (method, route template), for the records it leaves.
 _REQUEST: contextvars.ContextVar[tuple[str, str]] = contextvars.ContextVar(
@@ -123,19 +147,77 @@ class SpecViolation:
 
 
 @dataclass
-class Upload:
-    index: int
-    filename: str
-    content_type: str
-    data: bytes
-
-
-@dataclass
 class _RateLimit:
     remaining: int
     via: bool
     retry_after: float
     is_global: bool
+
+
+@dataclass(frozen=True)
+class _NewFile:
+    """A file of this request that the message is to carry, under the name it is to have."""
+
+    upload: Upload
+    filename: str
+    description: str | None
+
+
+# An attachment the message keeps (Discord's attachment object) or gains.
+_Planned = dict[str, Any] | _NewFile
+
+
+def _plan_attachments(
+    descriptors: list[dict[str, Any]] | None,
+    uploads: list[Upload],
+    existing: list[dict[str, Any]],
+) -> list[_Planned]:
+    """The files a message will carry: without an ``attachments`` list, the ones it has and
+    every upload; with one, exactly the listed ones (kept by id, new by upload index)."""
+    if descriptors is None:
+        return [*existing, *(_NewFile(u, u.filename, None) for u in uploads)]
+    kept = {a["id"]: a for a in existing}
+    by_index = {upload.index: upload for upload in uploads}
+    plan: list[_Planned] = []
+    for position, descriptor in enumerate(descriptors):
+        key = str(descriptor.get("id"))
+        if key in kept:
+            plan.append(kept[key])
+        elif key.isdigit() and int(key) in by_index:
+            upload = by_index[int(key)]
+            filename = descriptor.get("filename") or upload.filename
+            plan.append(_NewFile(upload, filename, descriptor.get("description")))
+        else:
+            problem = (("attachments", position, "id"), f"Unknown attachment {key}")
+            raise DiscordError(400, 50035, "Invalid Form Body", rules.form_error([problem]))
+    return plan
+
+
+def _filename(planned: _Planned) -> str:
+    return planned.filename if isinstance(planned, _NewFile) else str(planned["filename"])
+
+
+def _check_body(
+    body: dict[str, Any], after: dict[str, Any], flags: int, plan: list[_Planned]
+) -> list[rules.Problem]:
+    """Discord's limits on a create/edit ``body``; ``after``: the message's content, embeds
+    (and poll, stickers) once the body applies; ``plan``: the files it will carry."""
+    layout = bool(flags & components_v2.IS_COMPONENTS_V2)
+    problems = rules.check_message(body, layout=layout)
+    problems += rules.check_file_count(len(plan))
+    components = body.get("components") or []
+    if layout:
+        problems += components_v2.check_legacy_fields(after)
+        filenames = {_filename(p) for p in plan}
+        problems += components_v2.check_v2_components(components, filenames)
+    else:
+        problems += components_v2.check_top_level_without_flag(components)
+    return problems
+
+
+def _upload_limit(record: InteractionRecord) -> int:
+    """What the interaction told the bot it may upload: Discord holds it to that."""
+    return int(record.payload["attachment_size_limit"])
 
 
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -288,6 +370,27 @@ class DiscordEmulator:
         self._channel_messages[channel.id] = []
         return channel
 
+    def upload_limit_for(self, guild: Guild | None) -> int:
+        """Bytes of files one request may carry there: the guild's own limit if a test set
+        one, else its boost level's (``upload_limit`` for levels 0 and 1, and outside guilds)."""
+        if guild is None:
+            return self.upload_limit
+        if guild.upload_limit is not None:
+            return guild.upload_limit
+        if guild.premium_tier >= 2:
+            return rules.UPLOAD_LIMIT_BY_PREMIUM_TIER[guild.premium_tier]
+        return self.upload_limit
+
+    async def set_premium_tier(self, guild: Guild, tier: int) -> None:
+        """Boost ``guild`` to ``tier`` (0-3); a connected bot receives GUILD_UPDATE."""
+        guild.premium_tier = tier
+        session = self.gateway.current
+        if session is not None and guild.bot_present:
+            payload = guild.payload(self.bot_user)
+            for only_on_create in _GUILD_CREATE_ONLY:
+                payload.pop(only_on_create, None)
+            await session.dispatch("GUILD_UPDATE", payload)
+
     def add_member(
         self,
         guild: Guild,
@@ -325,7 +428,7 @@ class DiscordEmulator:
     ) -> dict[str, Any]:
         """Put a user's upload on the CDN; returns Discord's attachment object (signed URL)."""
         channel_id = channel.id if channel is not None else snowflake()
-        return self._store(channel_id, Upload(0, filename, content_type, data), None, expires_in_s)
+        return self._store(channel_id, data, filename, content_type, lifetime_s=expires_in_s)
 
     async def post_user_message(
         self,
@@ -519,7 +622,10 @@ class DiscordEmulator:
             "version": 1,
             "locale": "en-US",
             "entitlements": [],
-            "attachment_size_limit": self.upload_limit,
+            # what discord.py's interaction.filesize_limit reads
+            "attachment_size_limit": self.upload_limit_for(
+                guild if context in (GUILD, USER_APP) else None
+            ),
         }
         if context in (GUILD, USER_APP):
             channel = channel or guild.default_channel
@@ -721,6 +827,8 @@ class DiscordEmulator:
             ),
             ("GET", "/channels/{channel_id}", self._get_channel),
             ("POST", "/channels/{channel_id}/messages", self._create_channel_message),
+            ("GET", "/channels/{channel_id}/messages/{message_id}", self._get_channel_message),
+            ("PATCH", "/channels/{channel_id}/messages/{message_id}", self._edit_channel_message),
             ("POST", "/users/@me/channels", self._open_dm),
         ]
         for method, path, handler in api:
@@ -807,8 +915,14 @@ class DiscordEmulator:
         if request.headers.get("Authorization") != f"Bot {self.token}":
             raise DiscordError(401, 0, "401: Unauthorized")
 
-    async def _read_body(self, request: web.Request, route: str) -> tuple[Any, list[Upload]]:
-        """The JSON body (or multipart ``payload_json``) and uploads, checked against the spec."""
+    async def _read_body(
+        self, request: web.Request, route: str, upload_limit: int | None = None
+    ) -> tuple[Any, list[Upload]]:
+        """The JSON body (or multipart ``payload_json``) and uploads, checked against the spec.
+
+        ``upload_limit``: the most bytes of files the request may carry together (Discord
+        counts the request, not each file); more is refused with 413 / 40005.
+        """
         uploads: list[Upload] = []
         if request.content_type == "multipart/form-data":
             body: Any = {}
@@ -830,9 +944,9 @@ class DiscordEmulator:
             body = json.loads(raw) if raw else None
         if body is not None and self.spec is not None:
             self._check_spec(request.method, route, body)
-        for upload in uploads:
-            if len(upload.data) > self.upload_limit:
-                raise DiscordError(413, 40005, "Request entity too large")
+        limit = self.upload_limit if upload_limit is None else upload_limit
+        if sum(len(upload.data) for upload in uploads) > limit:
+            raise DiscordError(413, 40005, "Request entity too large")
         return body, uploads
 
     def _check_spec(self, method: str, route: str, body: Any) -> None:
@@ -930,7 +1044,9 @@ class DiscordEmulator:
         if record is None or record.token != request.match_info["interaction_token"]:
             raise DiscordError(404, 10062, "Unknown interaction")
         request[_INTERACTION] = record
-        body, uploads = await self._read_body(request, self._route_template(request))
+        body, uploads = await self._read_body(
+            request, self._route_template(request), _upload_limit(record)
+        )
         now = time.time()
         if record.ack_type is not None:
             raise DiscordError(400, 40060, "Interaction has already been acknowledged.")
@@ -1020,7 +1136,9 @@ class DiscordEmulator:
 
     async def _followup(self, request: web.Request) -> web.Response:
         record = self._webhook_interaction(request)
-        body, uploads = await self._read_body(request, self._route_template(request))
+        body, uploads = await self._read_body(
+            request, self._route_template(request), _upload_limit(record)
+        )
         if record.ack_type is None:
             raise DiscordError(404, 10015, "Unknown Webhook")
         original = record.original
@@ -1043,7 +1161,9 @@ class DiscordEmulator:
 
     async def _edit_webhook_message(self, request: web.Request) -> web.Response:
         record = self._webhook_interaction(request)
-        body, uploads = await self._read_body(request, self._route_template(request))
+        body, uploads = await self._read_body(
+            request, self._route_template(request), _upload_limit(record)
+        )
         message = self._webhook_message(request, record)
         self._edit_message(message, body or {}, uploads)
         if message is record.original:
@@ -1075,14 +1195,47 @@ class DiscordEmulator:
     async def _get_channel(self, request: web.Request) -> web.Response:
         return _json(self._channel(request).payload())
 
+    def _channel_upload_limit(self, channel: Channel) -> int:
+        return self.upload_limit_for(
+            None if channel.guild_id is None else self.guilds.get(channel.guild_id)
+        )
+
     async def _create_channel_message(self, request: web.Request) -> web.Response:
         channel = self._channel(request)
-        body, uploads = await self._read_body(request, self._route_template(request))
+        body, uploads = await self._read_body(
+            request, self._route_template(request), self._channel_upload_limit(channel)
+        )
         if channel.id in self._refused_channels:
             raise DiscordError(403, 50013, "Missing Permissions")
         if channel.recipient is not None and int(channel.recipient["id"]) in self._refused_dm_users:
             raise DiscordError(403, 50007, "Cannot send messages to this user")
         message = self._create_message(channel, body or {}, uploads, msg_type=0)
+        return _json(message.data)
+
+    def _channel_message(self, request: web.Request, channel: Channel) -> MessageRecord:
+        message = self.messages.get(int(request.match_info["message_id"]))
+        if (
+            message is None
+            or message.channel_id != channel.id
+            or message.deleted_at is not None
+            or message.ephemeral  # an ephemeral message exists only for its interaction
+        ):
+            raise DiscordError(404, 10008, "Unknown Message")
+        return message
+
+    async def _get_channel_message(self, request: web.Request) -> web.Response:
+        channel = self._channel(request)
+        return _json(self._channel_message(request, channel).data)
+
+    async def _edit_channel_message(self, request: web.Request) -> web.Response:
+        channel = self._channel(request)
+        body, uploads = await self._read_body(
+            request, self._route_template(request), self._channel_upload_limit(channel)
+        )
+        message = self._channel_message(request, channel)
+        if message.data["author"]["id"] != self.bot_user["id"]:
+            raise DiscordError(403, 50005, "Cannot edit a message authored by another user")
+        self._edit_message(message, body or {}, uploads)
         return _json(message.data)
 
     async def _open_dm(self, request: web.Request) -> web.Response:
@@ -1147,37 +1300,64 @@ class DiscordEmulator:
     def _create_message(
         self, channel: Channel, body: dict[str, Any], uploads: list[Upload], *, msg_type: int
     ) -> MessageRecord:
-        problems = rules.check_message(body, len(uploads))
-        if problems:
-            raise DiscordError(400, 50035, "Invalid Form Body", rules.form_error(problems))
+        flags = int(body.get("flags") or 0) & _CREATE_FLAGS
+        plan = _plan_attachments(body.get("attachments"), uploads, [])
+        self._refuse_problems(_check_body(body, body, flags, plan))
         now = time.time()
-        flags = int(body.get("flags") or 0) & (EPHEMERAL | 4 | 4096)
         data = self._message_data(
             channel, now, content=body.get("content") or "", flags=flags, type_=msg_type
         )
-        self._apply_fields(data, body, uploads, channel.id)
-        record = self._keep(MessageRecord(data, now))
-        self._note_mentions(record, body, now)
+        record = MessageRecord(data, now)
+        self._apply_fields(record, data, body, plan)
+        self._keep(record)
+        self._note_mentions(record, body, now, uploads)
         return record
 
     def _edit_message(
         self, message: MessageRecord, body: dict[str, Any], uploads: list[Upload]
     ) -> None:
-        problems = rules.check_message(body, len(uploads))
-        if problems:
-            raise DiscordError(400, 50035, "Invalid Form Body", rules.form_error(problems))
+        """Discord's edit: fields the body names change; the ``attachments`` list, when sent,
+        is every file the message keeps (by id) or gains (by upload index); without it new
+        files are added to the ones it has."""
+        flags = message.flags
+        if "flags" in body:
+            flags = (flags & ~_EDIT_FLAGS) | (int(body["flags"] or 0) & _EDIT_FLAGS)
+        plan: list[_Planned] = list(message.attachments)
+        if "attachments" in body or uploads:
+            plan = _plan_attachments(body.get("attachments"), uploads, message.attachments)
+        after = {name: body.get(name) for name in components_v2.LEGACY_FIELDS}
+        after["content"] = body.get("content", message.content)
+        after["embeds"] = body.get("embeds", message.embeds)
+        problems = _check_body(body, after, flags, plan)
+        if (
+            message.flags & components_v2.IS_COMPONENTS_V2
+            and not flags & components_v2.IS_COMPONENTS_V2
+        ):
+            problems.append((("flags",), "IS_COMPONENTS_V2 cannot be removed from a message."))
+        self._refuse_problems(problems)
         now = time.time()
         data = dict(message.data)
         if "content" in body:
             data["content"] = body["content"] or ""
-        data["flags"] = data.get("flags", 0) & ~LOADING
+        data["flags"] = flags & ~LOADING
         data["edited_timestamp"] = iso(now)
-        self._apply_fields(data, body, uploads, message.channel_id)
+        self._apply_fields(message, data, body, plan)
         message.data = data
         message.history.append((now, data))
-        self._note_mentions(message, body, now)
+        self._note_mentions(message, body, now, uploads)
 
-    def _note_mentions(self, message: MessageRecord, body: dict[str, Any], now: float) -> None:
+    @staticmethod
+    def _refuse_problems(problems: list[rules.Problem]) -> None:
+        if problems:
+            raise DiscordError(400, 50035, "Invalid Form Body", rules.form_error(problems))
+
+    def _note_mentions(
+        self,
+        message: MessageRecord,
+        body: dict[str, Any],
+        now: float,
+        uploads: list[Upload],
+    ) -> None:
         """Work out who the body pings, store it on the message as Discord does, keep the body."""
         allowed = body.get("allowed_mentions")
         pinged = rules.pings(
@@ -1191,74 +1371,77 @@ class DiscordEmulator:
             message.data["mention_everyone"] = pinged.everyone
         method, route = _REQUEST.get()
         self.sent_bodies.append(
-            SentBody(now, method, route, message.id, message.channel_id, body, pinged)
+            SentBody(
+                now, method, route, message.id, message.channel_id, body, pinged, tuple(uploads)
+            )
         )
 
     def _apply_fields(
-        self, data: dict[str, Any], body: dict[str, Any], uploads: list[Upload], channel_id: int
+        self,
+        record: MessageRecord,
+        data: dict[str, Any],
+        body: dict[str, Any],
+        plan: list[_Planned],
     ) -> None:
         if "embeds" in body:
             data["embeds"] = [{"type": "rich", **e} for e in body["embeds"] or []]
+        if "attachments" in body or any(isinstance(p, _NewFile) for p in plan):
+            data["attachments"] = [self._attach(record, data, p) for p in plan]
         if "components" in body:
-            data["components"] = body["components"] or []
-        if "attachments" in body or uploads:
-            data["attachments"] = self._merge_attachments(
-                channel_id, body.get("attachments"), uploads, data.get("attachments") or []
-            )
+            components = body["components"] or []
+            if data["flags"] & components_v2.IS_COMPONENTS_V2:
+                components = components_v2.resolve_media(components, data["attachments"])
+            data["components"] = components
 
-    def _merge_attachments(
-        self,
-        channel_id: int,
-        descriptors: list[dict[str, Any]] | None,
-        uploads: list[Upload],
-        existing: list[dict[str, Any]],
-    ) -> list[dict[str, Any]]:
-        by_index = {upload.index: upload for upload in uploads}
-        if descriptors is None:
-            return existing + [self._store(channel_id, u, None) for u in uploads]
-        kept = {a["id"]: a for a in existing}
-        merged = []
-        for position, descriptor in enumerate(descriptors):
-            key = str(descriptor.get("id"))
-            if key in kept:
-                merged.append(kept[key])
-            elif key.isdigit() and int(key) in by_index:
-                merged.append(self._store(channel_id, by_index[int(key)], descriptor))
-            else:
-                raise DiscordError(
-                    400,
-                    50035,
-                    "Invalid Form Body",
-                    rules.form_error(
-                        [(("attachments", position, "id"), f"Unknown attachment {key}")]
-                    ),
-                )
-        return merged
+    def _attach(
+        self, record: MessageRecord, data: dict[str, Any], planned: _Planned
+    ) -> dict[str, Any]:
+        """A kept attachment as it is; a new file stored on the CDN, its bytes on the record."""
+        if not isinstance(planned, _NewFile):
+            return planned
+        upload = planned.upload
+        attachment = self._store(
+            int(data["channel_id"]),
+            upload.data,
+            planned.filename,
+            sniff_content_type(planned.filename, upload.content_type),
+            description=planned.description,
+        )
+        attachment |= upload_details(upload)
+        record.files[attachment["id"]] = upload.data
+        return attachment
 
     def _store(
         self,
         channel_id: int,
-        upload: Upload,
-        descriptor: dict[str, Any] | None,
+        data: bytes,
+        filename: str,
+        content_type: str,
+        *,
+        description: str | None = None,
         lifetime_s: float = ATTACHMENT_LIFETIME_S,
     ) -> dict[str, Any]:
         attachment_id = snowflake()
-        filename = (descriptor or {}).get("filename") or upload.filename
         path = f"/cdn/attachments/{channel_id}/{attachment_id}/{quote(filename)}"
-        self._cdn[path] = (upload.data, upload.content_type)
+        self._cdn[path] = (data, content_type)
         now = time.time()
         url = self.base_url + path + "?" + self._signature(path, now, now + lifetime_s)
         attachment = {
             "id": str(attachment_id),
             "filename": filename,
-            "size": len(upload.data),
+            "size": len(data),
             "url": url,
             "proxy_url": url,
-            "content_type": upload.content_type,
+            "content_type": content_type,
         }
-        if descriptor and descriptor.get("description"):
-            attachment["description"] = descriptor["description"]
+        if description:
+            attachment["description"] = description
         return attachment
+
+    def cdn_file(self, url: str) -> bytes:
+        """The bytes the CDN serves at an attachment ``url`` (signature and expiry unchecked)."""
+        path = url.removeprefix(self.base_url).split("?", 1)[0]
+        return self._cdn[path][0]
 
     def _signature(self, path: str, issued: float, expires: float) -> str:
         ex, is_ = f"{int(expires):x}", f"{int(issued):x}"

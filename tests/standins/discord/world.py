@@ -159,6 +159,9 @@ class Guild:
     roles: dict[int, Role] = field(default_factory=dict)
     # False for a server the bot was never added to (its app reaches it only user-installed).
     bot_present: bool = True
+    # The boost level (0-3), which sets the upload limit; ``upload_limit`` overrides it.
+    premium_tier: int = 0
+    upload_limit: int | None = None
 
     @property
     def everyone(self) -> Role:
@@ -195,7 +198,7 @@ class Guild:
             "joined_at": iso(self.joined_at),
             "large": False,
             "unavailable": False,
-            "premium_tier": 0,
+            "premium_tier": self.premium_tier,
             "system_channel_flags": 0,
             "preferred_locale": "en-US",
             "verification_level": 0,
