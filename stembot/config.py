@@ -174,6 +174,7 @@ _INPUTS = "Inputs"
 _QUOTAS = "Quotas (units; moderators can override per server)"
 _CAPS = "The operator's caps (empty = none)"
 _STORAGE = "Storage and logs"
+_AUDIO = "Audio (playable stems, mixes, the picture)"
 
 
 def _cost(mode: Mode) -> Setting:
@@ -307,6 +308,11 @@ class Settings:
     result_ttl_s: float = _setting(
         "STEMBOT_RESULT_TTL", 86_400.0, _SECONDS, _INPUTS,
         "Answer a repeat of the same source and mode from the stored result for this many seconds.",
+    )
+    audio_workers: int = _setting(
+        "STEMBOT_AUDIO_WORKERS", 2, _AT_LEAST_1, _AUDIO,
+        "Worker processes decoding, mixing, encoding and drawing at once (each ~1 core while "
+        "busy, at low priority so the bot stays responsive); 2 suits a 2-core machine.",
     )
     quota: QuotaPolicy = field(default_factory=QuotaPolicy, metadata={_GROUP: QuotaPolicy})
     db_path: Path = _setting(

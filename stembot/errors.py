@@ -268,3 +268,25 @@ class IncidentError(StembotError):
             f"Something went wrong on stembot's side (incident {self.incident_id}). "
             "You were not charged. If it keeps happening, tell the server's admins this id."
         )
+
+
+class AudioError(StembotError):
+    """Audio work on fetched stems could not be done; the links to the stems still stand."""
+
+    default_message = "stembot could not process these audio files. The links still work."
+
+
+class AudioFileError(AudioError):
+    """A stem file that does not decode (not audio, truncated, an unknown format)."""
+
+    default_message = "A stem file could not be read as audio. The links still work."
+
+
+class MixMismatchError(AudioError):
+    """Stems that cannot be summed sample by sample (different rates or channel layouts)."""
+
+
+class AudioWorkerCrashed(AudioError):
+    """The worker process running this job died (killed, out of memory); the pool was renewed."""
+
+    default_message = "stembot's audio worker stopped while working on this. Please try again."

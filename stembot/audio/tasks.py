@@ -1,0 +1,54 @@
+"""The jobs the worker pool runs: file paths in, file paths and small values out.
+
+Each is a module-level function (a worker process imports it by name) whose arguments and
+result pickle in a few KB: the audio itself stays in files, never crosses the process pipe.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from stembot.audio.analysis import StemAnalysis, analyse
+from stembot.audio.encoding import encode_to_fit
+from stembot.audio.mixing import sum_stems
+from stembot.audio.picture import WAVE_COLUMNS, draw_png
+
+
+@dataclass(frozen=True)
+class StemFile:
+    name: str
+    path: Path
+
+
+def analyse_and_draw(stems: Sequence[StemFile], png: Path) -> tuple[StemAnalysis, ...]:
+    """Decode each stem once for its envelope and silence flag; write the picture to ``png``."""
+    analyses = tuple(analyse(stem.path, stem.name, WAVE_COLUMNS) for stem in stems)
+    png.write_bytes(draw_png(analyses))
+    return analyses
+
+
+def compress_to_fit(source: Path, dest: Path, budget_bytes: int) -> Path | None:
+    """An .ogg copy of a stem within ``budget_bytes`` at ``dest``, or None if none fits."""
+    return encode_to_fit(source, dest, budget_bytes)
+
+
+@dataclass(frozen=True)
+class MixOutcome:
+    """The encoded mix (None when it cannot fit the budget) and the gain that kept it clean."""
+
+    path: Path | None
+    gain: float
+    duration_s: float
+
+
+def mix_to_fit(stems: Sequence[Path], dest: Path, budget_bytes: int) -> MixOutcome:
+    """Sum ``stems`` and encode the sum, scaled below clipping, as an .ogg within budget."""
+    scratch = dest.with_name(dest.name + ".sum.wav")
+    try:
+        mixed = sum_stems(stems, scratch)
+        path = encode_to_fit(scratch, dest, budget_bytes, mixed.gain)
+    finally:
+        scratch.unlink(missing_ok=True)
+    return MixOutcome(path, mixed.gain, mixed.frames / mixed.samplerate)
