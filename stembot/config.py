@@ -330,6 +330,20 @@ class Settings:
         "STEMBOT_RETENTION_DAYS", 90, _whole(0, "days", "0 keeps everything"), _STORAGE,
         "Days to keep ledger rows and stored results (never this month's); 0 keeps everything.",
     )
+    cache_dir: Path | None = _setting(
+        "STEMBOT_CACHE_DIR", None, Kind(Path, "a folder path"), _STORAGE,
+        "Folder for the stems and mixes fetched or made to attach (a cache: its files can go "
+        "while the bot is stopped); empty = stembot-cache beside the database.",
+    )
+    cache_max_mb: int = _setting(
+        "STEMBOT_CACHE_MAX_MB", 2048, _whole(1, "MB"), _STORAGE,
+        "Most the cache may hold, in MB; the least recently used files go first.",
+    )
+    max_stem_mb: float = _setting(
+        "STEMBOT_MAX_STEM_MB", 200.0, _positive("MB"), _STORAGE,
+        "Largest stem file fetched to attach, in MB (a 10-minute 48 kHz 24-bit stereo WAV is "
+        "about 165); a larger one stays a link.",
+    )
     log_level: str = _setting(
         "STEMBOT_LOG_LEVEL", "INFO", Kind(_log_level, "one of " + ", ".join(_LOG_LEVELS)),
         _STORAGE, ", ".join(_LOG_LEVELS[:-1]) + f" or {_LOG_LEVELS[-1]}.",
@@ -338,6 +352,21 @@ class Settings:
     @property
     def max_input_bytes(self) -> int:
         return int(self.max_input_mb * 1024 * 1024)
+
+    @property
+    def cache_path(self) -> Path:
+        """STEMBOT_CACHE_DIR, or ``stembot-cache`` in the database's folder."""
+        if self.cache_dir is not None:
+            return self.cache_dir
+        return self.db_path.parent / "stembot-cache"
+
+    @property
+    def cache_max_bytes(self) -> int:
+        return self.cache_max_mb * 1024 * 1024
+
+    @property
+    def max_stem_bytes(self) -> int:
+        return int(self.max_stem_mb * 1024 * 1024)
 
 
 # fmt: on

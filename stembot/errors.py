@@ -9,6 +9,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Sequence
 from datetime import datetime
+from http import HTTPStatus
 from pathlib import Path
 
 from stembot.models import QuotaLimit
@@ -202,6 +203,107 @@ class SoundverseProtocolError(SoundverseError):
     default_message = (
         "The stem separation service sent an answer stembot could not read. Please try again later."
     )
+
+
+class StemFetchError(StembotError):
+    """A stem file of a stored result could not be fetched to attach it; the links still
+    stand. ``stem`` is the stem's name as the API gave it (never its URL: signed links are
+    credentials)."""
+
+    default_message = "stembot couldn't fetch the stem files to attach them."
+
+    def __init__(self, stem: str, user_message: str | None = None) -> None:
+        self.stem = stem
+        super().__init__(user_message)
+
+
+class StemGoneError(StemFetchError):
+    """The stem's link answered 401/403/404/410: it expired or was withdrawn."""
+
+    def __init__(self, stem: str, status: int) -> None:
+        self.status = status
+        super().__init__(
+            stem,
+            f"stembot couldn't fetch the {stem} file: its link no longer works (the server "
+            f"answered {status_text(status)}).",
+        )
+
+
+class StemUnavailableError(StemFetchError):
+    """The stem's server answered another status than the file (5xx, 429, ...)."""
+
+    def __init__(self, stem: str, status: int) -> None:
+        self.status = status
+        super().__init__(
+            stem,
+            f"stembot couldn't fetch the {stem} file: its server answered {status_text(status)}.",
+        )
+
+
+class StemTooLargeError(StemFetchError):
+    """The stem is larger than stembot fetches (``declared_bytes``: its Content-Length, None
+    when the server did not say and the download was stopped at the limit)."""
+
+    def __init__(self, stem: str, limit_bytes: int, declared_bytes: int | None = None) -> None:
+        self.limit_bytes = limit_bytes
+        self.declared_bytes = declared_bytes
+        super().__init__(
+            stem,
+            f"stembot didn't fetch the {stem} file: it is larger than the "
+            f"{limit_bytes / 1024 / 1024:g} MB stembot fetches.",
+        )
+
+
+class StemNotAudioError(StemFetchError):
+    """The stem's link led to bytes that are not recognisable audio (``what``, when known)."""
+
+    def __init__(self, stem: str, what: str | None = None) -> None:
+        self.what = what
+        super().__init__(
+            stem,
+            f"stembot couldn't use the {stem} file: its link leads to "
+            f"{what or 'a file that is not recognisable audio'}.",
+        )
+
+
+class StemTruncatedError(StemFetchError):
+    """The download ended before the length the server declared."""
+
+    def __init__(self, stem: str, expected_bytes: int | None, received_bytes: int) -> None:
+        self.expected_bytes = expected_bytes
+        self.received_bytes = received_bytes
+        super().__init__(
+            stem, f"stembot couldn't fetch the {stem} file: the download broke off part way."
+        )
+
+
+class StemAddressRefusedError(StemFetchError):
+    """The stem's link, or a redirect from it, leads to an address stembot never fetches
+    from (private, local) or cannot follow."""
+
+    def __init__(self, stem: str) -> None:
+        super().__init__(
+            stem,
+            f"stembot didn't fetch the {stem} file: its link leads to an address stembot "
+            "doesn't fetch from.",
+        )
+
+
+class StemUnreachableError(StemFetchError):
+    """No usable answer at all: ``because`` names the timeout or connection error."""
+
+    def __init__(self, stem: str, because: str) -> None:
+        self.because = because
+        what = "took too long to send it" if because == "timed out" else "could not be reached"
+        super().__init__(stem, f"stembot couldn't fetch the {stem} file: its server {what}.")
+
+
+def status_text(status: int) -> str:
+    """``404 Not Found``; just the number for a status HTTP does not name."""
+    try:
+        return f"{status} {HTTPStatus(status).phrase}"
+    except ValueError:
+        return str(status)
 
 
 class ShuttingDownError(StembotError):

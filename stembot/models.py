@@ -58,10 +58,13 @@ class Mode(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Stem:
-    """One separated track: its name as the API gave it and where to download it."""
+    """One separated track: its name as the API gave it and where to download it.
+
+    The URL stays out of the repr: the API's links may be signed (credentials until they expire).
+    """
 
     name: str
-    url: str
+    url: str = field(repr=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,7 @@ import logging
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from stembot.store.asynchronous import AsyncStore
 from stembot.store.pruning import Pruned
@@ -32,26 +33,43 @@ def prune_before(now: datetime, days: int) -> datetime:
     return min(now - timedelta(days=days), month_window(now)[0])
 
 
+class CachedResults(Protocol):
+    """The files kept for stored results (stembot/stem_cache.py): they go with the results."""
+
+    async def prune_issued_before(self, before: datetime) -> int: ...
+
+
 class Retention:
-    """Prunes what is older than ``days`` (0 keeps everything) now, then every ``every_s``."""
+    """Prunes what is older than ``days`` (0 keeps everything) now, then every ``every_s``:
+    ledger rows, stored results and the cached files of those results."""
 
     def __init__(
-        self, store: AsyncStore, days: int, clock: Clock, *, every_s: float = DAY_S
+        self,
+        store: AsyncStore,
+        days: int,
+        clock: Clock,
+        *,
+        every_s: float = DAY_S,
+        cache: CachedResults | None = None,
     ) -> None:
         self._store = store
         self._days = days
         self._clock = clock
         self._every_s = every_s
+        self._cache = cache
         self._stopping = threading.Event()
 
     async def prune_now(self) -> Pruned:
         before = prune_before(self._clock(), self._days)
         pruned = await self._store.prune(before, stop=self._stopping.is_set)
-        if pruned.requests or pruned.results:
+        files = 0 if self._cache is None else await self._cache.prune_issued_before(before)
+        if pruned.requests or pruned.results or files:
             log.info(
-                "retention: removed %d ledger rows and %d stored results from before %s",
+                "retention: removed %d ledger rows, %d stored results and %d cached files "
+                "from before %s",
                 pruned.requests,
                 pruned.results,
+                files,
                 f"{before:%Y-%m-%d %H:%M} UTC",
             )
         return pruned

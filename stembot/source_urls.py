@@ -92,6 +92,21 @@ def check_parsed_url(parsed: URL) -> None:
         )
 
 
+def redirect_target(current: URL, location: str) -> URL:
+    """Where a redirect's ``Location`` leads from ``current``; InvalidSourceError when that is
+    no address a fetch may follow (not http(s), credentials, too long, unsafe characters)."""
+    if not location or UNSAFE_CHARACTER.search(location):
+        raise InvalidSourceError(_INVALID_LINK)
+    try:
+        target = current.join(URL(location, encoded=location.isascii()))
+    except ValueError:
+        raise InvalidSourceError(_INVALID_LINK) from None
+    if len(str(target)) > MAX_URL_LENGTH:
+        raise InvalidSourceError(_INVALID_LINK)
+    check_parsed_url(target)
+    return target
+
+
 def source_key_for_attachment(attachment_id: int) -> str:
     """The reuse key of a Discord attachment: its id, which outlives its signed URL."""
     return f"attachment:{attachment_id}"

@@ -33,12 +33,11 @@ from stembot.audio_formats import (
 from stembot.errors import InvalidSourceError
 from stembot.guarded_connector import GuardedConnector, is_blocked
 from stembot.source_urls import (
-    MAX_URL_LENGTH,
     UNSAFE_CHARACTER,
-    check_parsed_url,
     check_url_syntax,
     parse_url,
     redact_url,
+    redirect_target,
 )
 from stembot.sources import describe_size, too_large_message
 
@@ -153,17 +152,10 @@ class UrlProbe:
         )
 
     def _next_hop(self, original: str, response: aiohttp.ClientResponse) -> URL:
-        location = response.headers.get("Location", "")
         try:
-            if UNSAFE_CHARACTER.search(location):
-                raise ValueError(location)
-            target = response.url.join(URL(location, encoded=location.isascii()))
-            if not location or len(str(target)) > MAX_URL_LENGTH:
-                raise ValueError(location)
-            check_parsed_url(target)
-        except (ValueError, InvalidSourceError):
+            return redirect_target(response.url, response.headers.get("Location", ""))
+        except InvalidSourceError:
             raise self._refuse(original, "bad redirect", _BAD_REDIRECT_MESSAGE) from None
-        return target
 
     def _check_status(self, original: str, status: int) -> None:
         if status in _OK:

@@ -19,6 +19,14 @@ _ARGS: dict[type[StembotError], tuple[object, ...]] = {
     errors.TooManyLinksError: (2,),
     errors.IncidentError: ("AB12CD34",),
     errors.DatabaseInUseError: (Path("stembot.db"), "pid 1 on host, since 2026-12-01"),
+    errors.StemFetchError: ("drums",),
+    errors.StemGoneError: ("drums", 404),
+    errors.StemUnavailableError: ("drums", 503),
+    errors.StemTooLargeError: ("drums", 200 * 1024 * 1024, None),
+    errors.StemNotAudioError: ("drums", "a web page"),
+    errors.StemTruncatedError: ("drums", 1000, 10),
+    errors.StemAddressRefusedError: ("drums",),
+    errors.StemUnreachableError: ("drums", "timed out"),
 }
 
 

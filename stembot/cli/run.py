@@ -27,6 +27,7 @@ from stembot.moderation import ModerationService
 from stembot.retention import Retention
 from stembot.soundverse import SoundverseClient
 from stembot.source_urls import redact_url
+from stembot.stem_cache import StemCache
 from stembot.stem_service import StemService, utc_now
 from stembot.store.asynchronous import AsyncStore
 from stembot.url_probe import UrlProbe
@@ -157,11 +158,32 @@ async def built_bot(settings: Settings, *, force_sync: bool = False) -> AsyncIte
             service.after_charge(QuotaAlerts(bot, moderation).after_reservation)
             # `stembot sync` leaves the live bot's ledger to it. Pruning starts once the bot
             # is ready: the start-up recovery has then read what a crash left owing.
-            retention = Retention(store, 0 if force_sync else settings.retention_days, utc_now)
-            async with bot, retention.running(after=bot.wait_until_ready):
-                yield bot
+            cache = None if force_sync else await open_stem_cache(settings)
+            retention = Retention(
+                store, 0 if force_sync else settings.retention_days, utc_now, cache=cache
+            )
+            try:
+                async with bot, retention.running(after=bot.wait_until_ready):
+                    yield bot
+            finally:
+                if cache is not None:
+                    await cache.close()
     finally:
         await store.close()
+
+
+async def open_stem_cache(settings: Settings) -> StemCache | None:
+    """The stem cache, or None (logged) when its folder cannot be used: nothing the bot does
+    today depends on it, so it must not stop the bot from starting."""
+    try:
+        return await StemCache.open(settings.cache_path, settings.cache_max_bytes)
+    except OSError as error:
+        log.error(
+            "the stem cache at %s cannot be used (%s); set STEMBOT_CACHE_DIR to a writable folder",
+            settings.cache_path.absolute(),
+            error.strerror or type(error).__name__,
+        )
+        return None
 
 
 async def run_bot(settings: Settings, *, force_sync: bool = False, stay: bool = True) -> None:
