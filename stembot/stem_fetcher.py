@@ -56,7 +56,7 @@ _WRITE_BYTES: Final = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
-class FetchedStem:
+class StemDownload:
     """What was written: ``size`` bytes of ``audio_format`` (the sniffed format, the file's
     extension)."""
 
@@ -98,7 +98,7 @@ class StemFetcher:
     def max_bytes(self) -> int:
         return self._max_bytes
 
-    async def fetch(self, stem: Stem, destination: Path) -> FetchedStem:
+    async def fetch(self, stem: Stem, destination: Path) -> StemDownload:
         """Write ``stem``'s file to ``destination`` (created or overwritten), or raise a
         StemFetchError. On failure ``destination`` may hold a part: the caller removes it."""
         try:
@@ -133,7 +133,7 @@ class StemFetcher:
 
     async def _follow(
         self, session: aiohttp.ClientSession, stem: Stem, target: URL, destination: Path
-    ) -> FetchedStem:
+    ) -> StemDownload:
         for _hop in range(self._max_redirects + 1):
             async with session.get(target, allow_redirects=False) as response:
                 if response.status in _REDIRECTS:
@@ -151,7 +151,7 @@ class StemFetcher:
 
     async def _read(
         self, stem: Stem, response: aiohttp.ClientResponse, destination: Path
-    ) -> FetchedStem:
+    ) -> StemDownload:
         declared = response.content_length
         if declared is not None and declared > self._max_bytes:
             raise StemTooLargeError(stem.name, self._max_bytes, declared)
@@ -178,7 +178,7 @@ class StemFetcher:
             raise StemNotAudioError(stem.name, "an empty file")
         if audio_format is None:
             audio_format = _audio_format(stem, bytes(head), response)
-        return FetchedStem(size=size, audio_format=audio_format)
+        return StemDownload(size=size, audio_format=audio_format)
 
 
 def _audio_format(stem: Stem, head: bytes, response: aiohttp.ClientResponse) -> str:
