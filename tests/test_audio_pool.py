@@ -10,9 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from stembot.audio.picture import WAVE_COLUMNS
 from stembot.audio.pool import AudioPool
+from stembot.audio.tasks import StemFile, analyse_stem, draw_picture
 from stembot.errors import AudioWorkerCrashed, ShuttingDownError
 from tests import audio_jobs
+from tests.audio_signals import write_tone
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -99,3 +102,18 @@ async def test_a_closed_pool_refuses_jobs() -> None:
     await pool.close()
     with pytest.raises(ShuttingDownError):
         await pool.run(1, audio_jobs.pid)
+
+
+async def test_the_audio_jobs_cross_the_process_boundary(
+    one_worker: AudioPool, tmp_path: Path
+) -> None:
+    """A stem's analysis and the picture go through a worker as paths and small values."""
+    stem = StemFile("vocals", write_tone(tmp_path / "v.wav", 440, 1.0, 0.5))
+    analysis = await one_worker.run(1, analyse_stem, stem)
+    assert (analysis.name, analysis.silent, len(analysis.envelope)) == (
+        "vocals",
+        False,
+        WAVE_COLUMNS,
+    )
+    png = await one_worker.run(1, draw_picture, [analysis], tmp_path / "p.png")
+    assert png.read_bytes().startswith(b"\x89PNG")

@@ -22,10 +22,23 @@ class StemFile:
     path: Path
 
 
-def analyse_and_draw(stems: Sequence[StemFile], png: Path) -> tuple[StemAnalysis, ...]:
-    """Decode each stem once for its envelope and silence flag; write the picture to ``png``."""
-    analyses = tuple(analyse(stem.path, stem.name, WAVE_COLUMNS) for stem in stems)
+def analyse_stem(stem: StemFile) -> StemAnalysis:
+    """Decode one stem once: its envelope (one bucket per column of the picture) and flag.
+
+    One job per stem lets several workers share a result's stems.
+    """
+    return analyse(stem.path, stem.name, WAVE_COLUMNS)
+
+
+def draw_picture(analyses: Sequence[StemAnalysis], png: Path) -> Path:
     png.write_bytes(draw_png(analyses))
+    return png
+
+
+def analyse_and_draw(stems: Sequence[StemFile], png: Path) -> tuple[StemAnalysis, ...]:
+    """Every stem analysed and the picture written to ``png``, in one job."""
+    analyses = tuple(analyse_stem(stem) for stem in stems)
+    draw_picture(analyses, png)
     return analyses
 
 
