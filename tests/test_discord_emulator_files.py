@@ -338,6 +338,8 @@ async def test_a_boosted_guild_takes_larger_uploads(emulator, bot, guild):
     message = await channel.send(files=files(("big.wav", big)))
     assert message.attachments[0].size == len(big)
     assert emulator.upload_limit_for(guild) == 50 * MiB
+    boosted = await emulator.add_guild("Boosted", premium_tier=3)
+    assert emulator.upload_limit_for(boosted) == 100 * MiB
 
 
 # --- the Components V2 rules --------------------------------------------------------------------

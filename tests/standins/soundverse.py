@@ -6,7 +6,13 @@ developers who want to try the bot without spending credits::
     python -m tests.standins.soundverse --port 8765 --api-key dev-key [--latency 2]
 
 Separation calls answer the documented lists with fresh stem URLs that point back at the
-stand-in, which serves a small real WAV file at each. Failures are injected on demand with
+stand-in, which serves a real stem at each: a few seconds of 44.1 kHz stereo holding a tone of
+the stem's own frequency (stem_audio.STEM_TONES_HZ), as WAV unless told otherwise. How the
+stems of calls are served is a ``StemOptions`` (``serve_stems(...)`` for every later call,
+``Reply.success(stems=...)`` for one): MP3 instead of WAV, stems that are silent, and stem
+files that break (``StemFault``: 404, not audio, truncated, cut short, huge, a redirect to a
+private address). Every file download is counted (``downloads``, ``downloaded``). Failures of
+the call itself are injected on demand with
 ``Reply`` values: ``fail_next(reply, times=n)``, ``script(r1, r2, ...)`` or ``fail_always(reply)``;
 ``hold()`` keeps every call waiting (recorded, in flight) until ``release()``, so a test can
 break something while a call runs.
@@ -18,6 +24,8 @@ What it checks: the path (one of the three modes), the
 non-empty string ``audioUrl`` (400 otherwise). What it does not: it never fetches ``audioUrl``
 (any URL "works"), separates nothing (every stem is the same short tone), charges no credits,
 has no rate limits or outages unless a test scripts them, and its stem URLs never expire.
+The format of the real API's stem files is not documented; the stand-in's URLs end in the
+extension of what they serve (``.wav`` by default, ``.mp3`` on demand).
 """
 
 from __future__ import annotations
@@ -36,12 +44,16 @@ import time
 import uuid
 import wave
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from types import TracebackType
 from typing import Any
+from urllib.parse import quote
 
 from aiohttp import web
+
+from tests.standins.stem_audio import MIME_TYPES, SECONDS, AudioFormat, stem_file
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +82,59 @@ _HTML_PAGE = (
 
 # Thousands of benchmark calls arrive at once; aiohttp's default backlog (128) would drop SYNs.
 LISTEN_BACKLOG = 4096
+# What a "huge" stem announces and streams (until the client stops reading).
+HUGE_STEM_BYTES = 1024 * 1024 * 1024
+_HUGE_CHUNK = 64 * 1024
+_NOT_AUDIO_PAGE = (
+    "<!DOCTYPE html><html><head><title>Sign in</title></head>"
+    "<body><h1>Sign in to download this file</h1></body></html>"
+)
+_MISSING_BODY = (
+    '<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>NoSuchKey</Code>'
+    "<Message>The specified key does not exist.</Message></Error>"
+)
+
+
+class StemFault(StrEnum):
+    """How a stem file breaks when it is downloaded."""
+
+    MISSING = "missing"  # 404 with a storage host's XML error
+    NOT_AUDIO = "not_audio"  # 200 with an HTML page
+    TRUNCATED = "truncated"  # Content-Length of the whole file, half of it, connection closed
+    CUT_SHORT = "cut_short"  # a complete answer holding only the first half of the file
+    HUGE = "huge"  # 1 GiB announced in Content-Length and streamed
+    HUGE_UNANNOUNCED = "huge_unannounced"  # the same, chunked, with no Content-Length
+    PRIVATE_REDIRECT = "private_redirect"  # 302 to the same path on 127.0.0.2 (not global)
+
+
+@dataclass(frozen=True)
+class StemOptions:
+    """How the stem files of a call are served (build with ``StemOptions.of``)."""
+
+    audio_format: AudioFormat = "wav"
+    silent: frozenset[str] = frozenset()
+    faults: Mapping[str, StemFault] = field(default_factory=dict)
+    seconds: float = SECONDS
+
+    @classmethod
+    def of(
+        cls,
+        audio_format: AudioFormat = "wav",
+        *,
+        silent: Iterable[str] = (),
+        faults: Mapping[str, StemFault] | None = None,
+        seconds: float = SECONDS,
+    ) -> StemOptions:
+        """``silent``: stem names served silent; ``faults``: stem name -> how its file breaks."""
+        if audio_format not in MIME_TYPES:
+            raise ValueError(f"audio_format must be one of {sorted(MIME_TYPES)}")
+        return cls(audio_format, frozenset(silent), dict(faults or {}), seconds)
+
+
+@dataclass(frozen=True, slots=True)
+class _IssuedStem:
+    name: str
+    options: StemOptions
 
 
 @dataclass(frozen=True)
@@ -82,11 +147,13 @@ class Reply:
     headers: Mapping[str, str] = field(default_factory=dict)
     extra_stems: tuple[str, ...] = ()
     hang_s: float = 0.0
+    stems: StemOptions | None = None
 
     @classmethod
-    def success(cls, *extra_stems: str) -> Reply:
-        """The documented list for the mode, plus any ``extra_stems`` appended."""
-        return cls(extra_stems=extra_stems)
+    def success(cls, *extra_stems: str, stems: StemOptions | None = None) -> Reply:
+        """The documented list for the mode, plus any ``extra_stems`` appended; its files
+        served as ``stems`` says (default: the stand-in's ``stem_options``)."""
+        return cls(extra_stems=extra_stems, stems=stems)
 
     @classmethod
     def json(cls, body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Reply:
@@ -192,6 +259,9 @@ class SoundverseStandin:
         self.latency = latency
         self.requests: list[RecordedRequest] = []
         self.downloads = 0
+        # The path of every stem file downloaded, in order (a repeat shows a second fetch).
+        self.downloaded: list[str] = []
+        self.stem_options = StemOptions()
         # Separation calls being answered right now, and the most there ever were at once.
         self.in_flight = 0
         self.max_in_flight = 0
@@ -199,10 +269,9 @@ class SoundverseStandin:
         self._port = port
         self._script: deque[Reply] = deque()
         self._always: Reply | None = None
-        self._issued: set[str] = set()
+        self._issued: dict[str, _IssuedStem] = {}
         self._released = asyncio.Event()
         self._released.set()
-        self._wav = make_wav()
         self._runner: web.AppRunner | None = None
         self.base_url = ""
 
@@ -218,6 +287,19 @@ class SoundverseStandin:
     def fail_always(self, reply: Reply | None) -> None:
         """Answer every call after the script with ``reply`` (None: succeed again)."""
         self._always = reply
+
+    def serve_stems(
+        self,
+        audio_format: AudioFormat = "wav",
+        *,
+        silent: Iterable[str] = (),
+        faults: Mapping[str, StemFault] | None = None,
+        seconds: float = SECONDS,
+    ) -> None:
+        """Serve the stems of every later call this way (see ``StemOptions.of``)."""
+        self.stem_options = StemOptions.of(
+            audio_format, silent=silent, faults=faults, seconds=seconds
+        )
 
     def hold(self) -> None:
         """Keep every separation call waiting (recorded, in flight) until ``release()``."""
@@ -325,18 +407,78 @@ class SoundverseStandin:
             return web.Response(text=reply.body, status=reply.status, headers=reply.headers)
         names = STEMS_BY_PATH[request.path] + reply.extra_stems
         note.answer = f"{len(names)} stem(s): {', '.join(names)}"
-        return web.json_response([self._issue(name) for name in names])
+        options = reply.stems or self.stem_options
+        return web.json_response([self._issue(name, options) for name in names])
 
-    def _issue(self, name: str) -> dict[str, str]:
+    def _issue(self, name: str, options: StemOptions) -> dict[str, str]:
         token = uuid.uuid4().hex
-        self._issued.add(token)
-        return {"audioName": name, "audioUrl": f"{self.base_url}/files/{token}/{name}.wav"}
+        self._issued[token] = _IssuedStem(name, options)
+        url = f"{self.base_url}/files/{token}/{quote(name)}.{options.audio_format}"
+        return {"audioName": name, "audioUrl": url}
 
-    async def _file(self, request: web.Request) -> web.Response:
-        if request.match_info["token"] not in self._issued:
+    async def _file(self, request: web.Request) -> web.StreamResponse:
+        issued = self._issued.get(request.match_info["token"])
+        if issued is None:
             raise web.HTTPNotFound()
         self.downloads += 1
-        return web.Response(body=self._wav, content_type="audio/wav")
+        self.downloaded.append(request.path)
+        options = issued.options
+        fault = options.faults.get(issued.name)
+        if fault is StemFault.MISSING:
+            return web.Response(status=404, text=_MISSING_BODY, content_type="application/xml")
+        if fault is StemFault.NOT_AUDIO:
+            return web.Response(text=_NOT_AUDIO_PAGE, content_type="text/html")
+        if fault is StemFault.PRIVATE_REDIRECT:
+            port = request.url.port
+            raise web.HTTPFound(f"http://127.0.0.2:{port}{request.path_qs}")
+        # Encoding takes a moment the first time (an MP3 above all); keep the loop free.
+        data = await asyncio.to_thread(
+            stem_file,
+            issued.name,
+            options.audio_format,
+            silent=issued.name in options.silent,
+            seconds=options.seconds,
+        )
+        mime = MIME_TYPES[options.audio_format]
+        if fault is StemFault.CUT_SHORT:
+            return web.Response(body=data[: len(data) // 2], content_type=mime)
+        if fault is StemFault.TRUNCATED:
+            return await _truncated(request, data, mime)
+        if fault in (StemFault.HUGE, StemFault.HUGE_UNANNOUNCED):
+            return await _huge(request, data, mime, announced=fault is StemFault.HUGE)
+        return web.Response(body=data, content_type=mime)
+
+
+async def _truncated(request: web.Request, data: bytes, mime: str) -> web.StreamResponse:
+    """Announce the whole file, send half, and drop the connection."""
+    response = web.StreamResponse(headers={"Content-Type": mime})
+    response.content_length = len(data)
+    await response.prepare(request)
+    await response.write(data[: len(data) // 2])
+    if request.transport is not None:
+        request.transport.abort()
+    return response
+
+
+async def _huge(
+    request: web.Request, data: bytes, mime: str, *, announced: bool
+) -> web.StreamResponse:
+    """The stem's bytes, then zeros, to HUGE_STEM_BYTES or until the client stops reading."""
+    response = web.StreamResponse(headers={"Content-Type": mime})
+    if announced:  # else no Content-Length: HTTP/1.1 sends it chunked
+        response.content_length = HUGE_STEM_BYTES
+    await response.prepare(request)
+    zeros = bytes(_HUGE_CHUNK)
+    sent = 0
+    with contextlib.suppress(ConnectionError):
+        await response.write(data[:HUGE_STEM_BYTES])
+        sent = min(len(data), HUGE_STEM_BYTES)
+        while sent < HUGE_STEM_BYTES:
+            chunk = zeros[: HUGE_STEM_BYTES - sent]
+            await response.write(chunk)
+            sent += len(chunk)
+        await response.write_eof()
+    return response
 
 
 def _body_problem(body: bytes) -> str | None:

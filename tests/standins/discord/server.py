@@ -341,14 +341,17 @@ class DiscordEmulator:
         *,
         bot_permissions: int = BOT_DEFAULT,
         bot_present: bool = True,
+        premium_tier: int = 0,
     ) -> Guild:
         """A guild with one text channel ("general"); a connected bot receives GUILD_CREATE.
 
         ``bot_present=False``: a server the bot was never added to, where members can still use
         the app if they installed it to their account (``context=USER_APP``).
+        ``premium_tier``: its boost level (0-3), which sets its upload limit.
         """
         guild = Guild(snowflake(), name, int(self.owner["id"]), bot_permissions)
         guild.bot_present = bot_present
+        guild.premium_tier = premium_tier
         self.guilds[guild.id] = guild
         self._add_channel(guild, "general")
         session = self.gateway.current
