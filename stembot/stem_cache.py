@@ -172,7 +172,10 @@ class StemCache:
         try:
             removal = self._removals.get(ident)
             if removal is not None:
-                await removal  # an eviction of the same name must not delete the new file
+                # An eviction of the same name must not delete the new file; a failed one
+                # leaves an old copy that the rename below replaces.
+                with contextlib.suppress(OSError):
+                    await removal
             partial = self._partial / f"{uuid.uuid4().hex}.part"
             try:
                 extension = await make(partial)

@@ -15,6 +15,8 @@ import pytest
 from aiohttp import web
 
 from stembot.cache_keys import CacheItem, ResultKey
+from stembot.cli.run import open_stem_cache
+from stembot.config import load_settings
 from stembot.errors import StemGoneError, StemTooLargeError
 from stembot.guarded_connector import GuardedConnector
 from stembot.models import Mode, Stem
@@ -364,3 +366,22 @@ async def test_a_file_removed_behind_the_caches_back_is_fetched_again(
     assert await fetch(files, server.stem("vocals")) == server.body("vocals")
     assert server.hits == {"/stems/vocals.wav": 2}
     assert cache.total_bytes == STEM_BYTES
+
+
+def test_the_cache_lives_beside_the_database_unless_set() -> None:
+    """STEMBOT_CACHE_DIR defaults to stembot-cache in the database's folder (the Docker volume)."""
+    beside = load_settings({"STEMBOT_DB_PATH": "/data/stembot.db"})
+    assert (beside.cache_path, beside.cache_max_bytes) == (Path("/data/stembot-cache"), 2 << 30)
+    chosen = load_settings(
+        {"STEMBOT_CACHE_DIR": "/var/cache/stembot", "STEMBOT_CACHE_MAX_MB": "64"}
+    )
+    assert (chosen.cache_path, chosen.cache_max_bytes) == (Path("/var/cache/stembot"), 64 << 20)
+
+
+async def test_an_unusable_cache_folder_is_logged_and_does_not_stop_the_bot(tmp_path, caplog):
+    """A cache folder that cannot be made (here: under a file) is one error line, no crash."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    settings = load_settings({"STEMBOT_CACHE_DIR": str(blocker / "cache")})
+    assert await open_stem_cache(settings) is None
+    assert "STEMBOT_CACHE_DIR" in caplog.text
