@@ -178,6 +178,11 @@ class StemFetcher:
             raise StemNotAudioError(stem.name, "an empty file")
         if audio_format is None:
             audio_format = _audio_format(stem, bytes(head), response)
+        whole = _riff_length(bytes(head)) if audio_format == "wav" else None
+        if whole is not None and size < whole:
+            # A complete answer holding part of a file (cut short where it was stored): the
+            # WAV header still says how long the file was.
+            raise StemTruncatedError(stem.name, whole, size)
         return StemDownload(size=size, audio_format=audio_format)
 
 
@@ -191,6 +196,13 @@ def _audio_format(stem: Stem, head: bytes, response: aiohttp.ClientResponse) -> 
     extension = extension_of(response.url.path)
     what = sniff_non_audio(head) or describe_non_audio(content_type, extension)
     raise StemNotAudioError(stem.name, what)
+
+
+def _riff_length(head: bytes) -> int | None:
+    """The file length a WAV header declares, or None where writers that stream leave it
+    unknown (0 or all ones)."""
+    declared = int.from_bytes(head[4:8], "little")
+    return None if declared in (0, 0xFFFFFFFF) else declared + 8
 
 
 def _failed(stem: Stem, reason: str, error: StemFetchError) -> StemFetchError:

@@ -11,22 +11,31 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
+import aiohttp
 import pytest
 from aiohttp import web
 
 from stembot.cache_keys import CacheItem, ResultKey
 from stembot.cli.run import open_stem_cache
-from stembot.config import load_settings
-from stembot.errors import StemGoneError, StemTooLargeError
+from stembot.config import Secret, load_settings
+from stembot.errors import (
+    StemAddressRefusedError,
+    StemGoneError,
+    StemNotAudioError,
+    StemTooLargeError,
+    StemTruncatedError,
+)
 from stembot.guarded_connector import GuardedConnector
 from stembot.models import Mode, Stem
 from stembot.retention import Retention
+from stembot.soundverse import SoundverseClient
 from stembot.stem_cache import PARTIAL_FOLDER, StemCache
 from stembot.stem_fetcher import StemFetcher
 from stembot.stem_files import StemFiles
 from stembot.store.asynchronous import AsyncStore
 from tests.address_policies import allowing
 from tests.standins.local_http import serving
+from tests.standins.soundverse import DEFAULT_API_KEY, SoundverseStandin, StemFault
 from tests.test_stem_fetcher import wav_bytes
 from tests.test_store import NOW, POLICY, new_request, separation
 
@@ -385,3 +394,60 @@ async def test_an_unusable_cache_folder_is_logged_and_does_not_stop_the_bot(tmp_
     settings = load_settings({"STEMBOT_CACHE_DIR": str(blocker / "cache")})
     assert await open_stem_cache(settings) is None
     assert "STEMBOT_CACHE_DIR" in caplog.text
+
+
+EXPECTED_FAILURE: dict[StemFault, type[Exception]] = {
+    StemFault.MISSING: StemGoneError,
+    StemFault.NOT_AUDIO: StemNotAudioError,
+    StemFault.TRUNCATED: StemTruncatedError,
+    StemFault.CUT_SHORT: StemTruncatedError,
+    StemFault.PRIVATE_REDIRECT: StemAddressRefusedError,
+    StemFault.HUGE: StemTooLargeError,
+    StemFault.HUGE_UNANNOUNCED: StemTooLargeError,
+}
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        ("MISSING", "NOT_AUDIO", "TRUNCATED", "PRIVATE_REDIRECT", "HUGE_UNANNOUNCED"),
+        ("CUT_SHORT", "HUGE"),
+    ],
+)
+async def test_the_stand_ins_stems_and_broken_files(opened, tmp_path, broken):
+    """A whole `all` result from the Soundverse stand-in with stems broken each way it can
+    break them: the good ones are cached as the WAV served, each broken one is its typed
+    error, and asking twice downloads no good stem again."""
+    names = ("Guitar", "Other", "Drums", "Bass", "Piano")
+    faults = {name: StemFault[fault] for name, fault in zip(names, broken, strict=False)}
+    expected = {name: EXPECTED_FAILURE[fault] for name, fault in faults.items()}
+    connector = GuardedConnector(allowing("127.0.0.1/32"))
+    fetcher = StemFetcher(connector, max_bytes=4 * 1024 * 1024, timeout_s=10.0)
+    async with SoundverseStandin() as api, aiohttp.ClientSession() as session, connector:
+        api.serve_stems("wav", faults=faults)
+        client = SoundverseClient(session, api.base_url, Secret(DEFAULT_API_KEY), timeout_s=10.0)
+        result = await client.separate(Mode.ALL, "https://audio.example/song.mp3")
+        key = ResultKey.of("attachment:7", result)
+        files = StemFiles(await open_cache(opened, tmp_path / "cache", 10 * MAX_STEM), fetcher)
+        for _ in range(2):
+            for stem in result.stems:
+                if stem.name in expected:
+                    with pytest.raises(expected[stem.name]):
+                        await fetch(files, stem, key)
+                else:
+                    body = await fetch(files, stem, key)
+                    assert body.startswith(b"RIFF") and len(body) > 100_000
+        # Each good stem once; each broken one on each ask (failures are not kept).
+        assert api.downloads == (6 - len(faults)) + 2 * len(faults)
+
+
+async def test_the_stand_ins_mp3_stems_are_cached_as_mp3(fetcher, opened, tmp_path):
+    """The format comes from the bytes: MP3 stems are kept as .mp3 files."""
+    async with SoundverseStandin() as api, aiohttp.ClientSession() as session:
+        api.serve_stems("mp3", seconds=1.0)
+        client = SoundverseClient(session, api.base_url, Secret(DEFAULT_API_KEY), timeout_s=10.0)
+        result = await client.separate(Mode.VOCALS, "https://audio.example/song.mp3")
+        files = StemFiles(await open_cache(opened, tmp_path / "cache", 10 * MAX_STEM), fetcher)
+        [stem] = result.stems
+        async with files.holding(ResultKey.of("attachment:8", result), stem) as cached:
+            assert (cached.extension, cached.path.suffix) == ("mp3", ".mp3")

@@ -326,3 +326,19 @@ async def test_the_signed_link_reaches_no_log_error_or_repr(site, fetcher, tmp_p
     )
     assert "SECRET" not in shown
     assert "/status/404?<redacted>" in caplog.text
+
+
+async def test_a_wav_cut_short_in_a_complete_answer_is_truncated(fetcher, tmp_path):
+    """Content-Length agrees with the half that is sent, but the WAV header names the whole."""
+    connections: list[int] = []
+    half = WAV[: len(WAV) // 2]
+    server = await _raw_server("127.0.0.1", half, len(half), connections)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        stem = Stem("bass", f"http://127.0.0.1:{port}/bass.wav")
+        error = await _failure(fetcher, stem, tmp_path / "bass.part")
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert isinstance(error, StemTruncatedError)
+    assert (error.expected_bytes, error.received_bytes) == (len(WAV), len(half))
