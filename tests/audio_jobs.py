@@ -34,3 +34,7 @@ def die() -> None:
 
 def touch(path: Path) -> None:
     path.touch()
+
+
+def niceness() -> int:
+    return os.nice(0)

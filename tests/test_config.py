@@ -263,3 +263,11 @@ def test_stembot_run_stops_on_a_mode_without_a_cost(
     assert "STEMBOT_COST_INSTRUMENTS is missing: set it to a whole number of at least 0" in err
     assert "KeyError" not in err and "Traceback" not in err
     assert not (tmp_path / "stembot.db").exists()
+
+
+def test_audio_workers_default_to_two_and_must_be_at_least_one() -> None:
+    """STEMBOT_AUDIO_WORKERS: 2 (a 2-core machine) unless set; 0 is refused by name."""
+    assert load_settings({}).audio_workers == 2
+    assert load_settings({"STEMBOT_AUDIO_WORKERS": "3"}).audio_workers == 3
+    with pytest.raises(ConfigError, match="STEMBOT_AUDIO_WORKERS"):
+        load_settings({"STEMBOT_AUDIO_WORKERS": "0"})

@@ -42,7 +42,6 @@ from stembot.audio.tasks import (
 from stembot.result_media import mix_by_key
 
 RATE = 44_100
-SECONDS = 240
 # Name, tone, how loud (0 = the silent stem a song without piano gives).
 STEMS = (
     ("vocals", 440.0, 0.4),
@@ -55,14 +54,14 @@ STEMS = (
 BUDGET = 10 * 1024 * 1024
 
 
-def make_stem(path: Path, freq: float, amplitude: float, seed: int) -> Path:
+def make_stem(path: Path, seconds: int, freq: float, amplitude: float, seed: int) -> Path:
     """A tone swelling every 4 s under noise, different on each channel; written 1 s at a time.
     A silent stem still carries a separator's faint residue (-70 dBFS)."""
     rng = np.random.default_rng(seed)
     subtype = "MPEG_LAYER_III" if path.suffix == ".mp3" else "PCM_16"
     with sf.SoundFile(path, "w", RATE, 2, subtype=subtype) as out:
         t = np.arange(RATE) / RATE
-        for second in range(SECONDS):
+        for second in range(seconds):
             swell = 0.6 + 0.4 * np.sin(2 * np.pi * (second + t) / 4)
             signal = amplitude * swell * np.sin(2 * np.pi * freq * (second + t))
             noise = rng.standard_normal((RATE, 2)) * (0.05 * amplitude or 10 ** (-70 / 20))
@@ -119,7 +118,7 @@ def file_mb(path: Path) -> float:
     return path.stat().st_size / 1e6
 
 
-async def main(workers: int, workdir: Path, fmt: str) -> None:
+async def run(workers: int, workdir: Path, fmt: str, seconds: int) -> None:
     stems = [StemFile(name, workdir / f"{name}.{fmt}") for name, _, _ in STEMS]
     missing = [
         (s, f, a, n)
@@ -129,11 +128,13 @@ async def main(workers: int, workdir: Path, fmt: str) -> None:
     if missing:
         print(f"making {len(missing)} stems in {workdir} ...")
         pool = AudioPool(workers)
-        await asyncio.gather(*(pool.run(0, make_stem, s.path, f, a, n) for s, f, a, n in missing))
+        await asyncio.gather(
+            *(pool.run(0, make_stem, s.path, seconds, f, a, n) for s, f, a, n in missing)
+        )
         await pool.close()
     sizes = [file_mb(s.path) for s in stems]
     print(
-        f"{len(stems)} stems, {SECONDS} s, {RATE} Hz stereo {fmt}, "
+        f"{len(stems)} stems, {seconds} s, {RATE} Hz stereo {fmt}, "
         f"{min(sizes):.1f}-{max(sizes):.1f} MB each; {workers} worker(s); "
         f"load average {os.getloadavg()[0]:.1f}"
     )
@@ -200,13 +201,19 @@ async def main(workers: int, workdir: Path, fmt: str) -> None:
     )
 
 
-if __name__ == "__main__":
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--format", choices=("mp3", "wav"), default="mp3")
+    parser.add_argument("--seconds", type=int, default=240, help="length of each stem")
     parser.add_argument(
         "--workdir", type=Path, default=Path(tempfile.gettempdir()) / "stembot-bench-audio"
     )
-    arguments = parser.parse_args()
-    (arguments.workdir / arguments.format / "out").mkdir(parents=True, exist_ok=True)
-    asyncio.run(main(arguments.workers, arguments.workdir / arguments.format, arguments.format))
+    arguments = parser.parse_args(argv)
+    workdir = arguments.workdir / f"{arguments.format}-{arguments.seconds}s"
+    (workdir / "out").mkdir(parents=True, exist_ok=True)
+    asyncio.run(run(arguments.workers, workdir, arguments.format, arguments.seconds))
+
+
+if __name__ == "__main__":
+    main()
