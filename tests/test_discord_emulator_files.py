@@ -420,3 +420,14 @@ async def test_an_edit_may_show_a_file_the_message_keeps(emulator, bot, guild):
     with pytest.raises(discord.HTTPException) as refused:
         await message.edit(view=stem_card("a.wav"), attachments=message.attachments[1:])
     assert "Unknown attachment reference 'a.wav'" in refused.value.text
+
+
+async def test_the_same_file_on_many_messages_is_kept_once(emulator, bot, guild):
+    """Ten posts carrying the same stem hold one copy of its bytes (a burst of results with
+    the same stems must not fill the emulator's memory)."""
+    channel = bot_channel(bot, guild)
+    for n in range(10):
+        await channel.send(files=files((f"{n}.wav", bytes(WAV))))
+    kept = [m.file(f"{n}.wav") for n, m in enumerate(emulator.channel_messages(channel.id))]
+    assert all(data == WAV for data in kept)
+    assert len({id(data) for data in kept}) == 1

@@ -262,6 +262,8 @@ class DiscordEmulator:
         self._channel_messages: dict[int, list[MessageRecord]] = {}
         self._dm_channels: dict[int, Channel] = {}
         self._cdn: dict[str, tuple[bytes, str]] = {}
+        # One copy of each distinct file the bot uploaded, however many messages carry it.
+        self._blobs: dict[bytes, bytes] = {}
         self._cdn_secret = secrets.token_bytes(16)
         self._rate_limits: dict[tuple[str, str], _RateLimit] = {}
         self._refused_channels: set[int] = set()
@@ -940,7 +942,7 @@ class DiscordEmulator:
                     content_type = part.headers.get("Content-Type", "application/octet-stream")
                     data = await part.read(decode=False)
                     uploads.append(
-                        Upload(index, part.filename or "file", content_type, bytes(data))
+                        Upload(index, part.filename or "file", content_type, self._intern(data))
                     )
         else:
             raw = await request.read()
@@ -951,6 +953,12 @@ class DiscordEmulator:
         if sum(len(upload.data) for upload in uploads) > limit:
             raise DiscordError(413, 40005, "Request entity too large")
         return body, uploads
+
+    def _intern(self, data: bytearray | bytes) -> bytes:
+        """The kept copy of ``data``: a burst of results with the same stems attached holds
+        their bytes once, not once per message."""
+        key = hashlib.blake2b(data, digest_size=16).digest()
+        return self._blobs.setdefault(key, bytes(data))
 
     def _check_spec(self, method: str, route: str, body: Any) -> None:
         assert self.spec is not None
