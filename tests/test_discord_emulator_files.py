@@ -431,3 +431,21 @@ async def test_the_same_file_on_many_messages_is_kept_once(emulator, bot, guild)
     kept = [m.file(f"{n}.wav") for n, m in enumerate(emulator.channel_messages(channel.id))]
     assert all(data == WAV for data in kept)
     assert len({id(data) for data in kept}) == 1
+
+
+async def test_a_deferral_cannot_carry_the_v2_flag_but_its_edit_can(emulator, bot, probe, guild):
+    """Discord takes IS_COMPONENTS_V2 on the message that replaces "thinking...", not on the
+    deferral itself."""
+    interaction = await emulator.slash("act", member=emulator.add_member(guild, "bob"))
+    url = f"{emulator.api_base}/interactions/{interaction.id}/{interaction.token}/callback"
+    async with aiohttp.ClientSession() as http:
+        body = {"type": 5, "data": {"flags": IS_COMPONENTS_V2}}
+        async with http.post(url, json=body) as refused:
+            assert refused.status == 400 and "deferred" in await refused.text()
+        async with http.post(url, json={"type": 5}) as deferred:
+            assert deferred.status == 204
+        edit = f"{emulator.api_base}/webhooks/{emulator.application_id}/{interaction.token}"
+        card = v2_body(text("ready"))
+        async with http.patch(f"{edit}/messages/@original", json=card) as edited:
+            assert edited.status == 200
+    assert interaction.original is not None and interaction.original.flags & IS_COMPONENTS_V2

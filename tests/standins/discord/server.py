@@ -7,6 +7,14 @@ async with DiscordEmulator() as discord:
     ... start a discord.py client with discord.token ...
     interaction = await discord.slash("stems vocals", member=member, options={...})
     message = await discord.final_message(interaction)
+    stem = interaction.original.file("vocals.mp3")  # the bytes a member would hear
+
+Files the bot uploads (multipart ``payload_json`` + ``files[n]``) are kept with the message
+and served by the CDN. Per request, all files together may not pass the upload limit of the
+place (``upload_limit_for``: a guild's boost level, ``add_guild(premium_tier=...)`` or
+``set_premium_tier``, or a test's ``guild.upload_limit``; the interaction says it in
+``attachment_size_limit``): 413 / 40005 past it. A message holds at most 10 files. Bodies with
+IS_COMPONENTS_V2 follow the V2 rules (components_v2.py).
 """
 
 from __future__ import annotations
@@ -213,6 +221,10 @@ def _check_body(
     else:
         problems += components_v2.check_top_level_without_flag(components)
     return problems
+
+
+def _flags(body: dict[str, Any]) -> int:
+    return int(body.get("flags") or 0)
 
 
 def _upload_limit(record: InteractionRecord) -> int:
@@ -1075,6 +1087,10 @@ class DiscordEmulator:
                 ),
             )
         data = body.get("data") or {}
+        if kind == DEFERRED_CHANNEL_MESSAGE and _flags(data) & components_v2.IS_COMPONENTS_V2:
+            # Discord: the flag goes on the message that replaces "thinking...", not the ack
+            problem = (("data", "flags"), "IS_COMPONENTS_V2 cannot be set on a deferred response.")
+            self._refuse_problems([problem])
         message = self._apply_callback(record, kind, data, uploads, now)
         record.ack_type, record.acked_at = kind, now
         if kind in (CHANNEL_MESSAGE, UPDATE_MESSAGE, MODAL):
