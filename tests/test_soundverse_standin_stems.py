@@ -204,3 +204,12 @@ async def test_a_stem_can_redirect_to_a_private_address(api, http) -> None:
         location = got.headers["Location"]
     port = url.split("/")[2].split(":")[1]
     assert location == url.replace(f"127.0.0.1:{port}", f"127.0.0.2:{port}")
+
+
+async def test_mp3_stems_are_320_kbps_like_a_separation_service(api, http) -> None:
+    """An MP3 stem is about 120 kB per 3 s (320 kb/s), not libsndfile's default 40 kb/s: sizes
+    that the upload-limit arithmetic of real results meets."""
+    api.serve_stems("mp3")
+    data, _ = await download(http, (await separate(api, http))["vocals"])
+    kbps = len(data) * 8 / SECONDS / 1000
+    assert 300 < kbps < 340

@@ -68,12 +68,22 @@ def render(name: str, *, silent: bool = False, seconds: float = SECONDS) -> np.n
 
 
 def encode(samples: np.ndarray, audio_format: AudioFormat) -> bytes:
-    """``samples`` as a 16-bit PCM WAV file or an MP3 file (libsndfile's encoder)."""
+    """``samples`` as a 16-bit PCM WAV file or a 320 kb/s MP3 file (libsndfile's encoder)."""
     buffer = io.BytesIO()
     if audio_format == "wav":
         sf.write(buffer, samples, SAMPLE_RATE, format="WAV", subtype="PCM_16")
     else:
-        sf.write(buffer, samples, SAMPLE_RATE, format="MP3", subtype="MPEG_LAYER_III")
+        # 320 kb/s constant, as separation services serve MP3 stems (libsndfile's default
+        # is about 40 kb/s, far smaller than any real stem)
+        sf.write(
+            buffer,
+            samples,
+            SAMPLE_RATE,
+            format="MP3",
+            subtype="MPEG_LAYER_III",
+            bitrate_mode="CONSTANT",
+            compression_level=0.0,
+        )
     return buffer.getvalue()
 
 
