@@ -449,3 +449,18 @@ async def test_a_deferral_cannot_carry_the_v2_flag_but_its_edit_can(emulator, bo
         async with http.patch(f"{edit}/messages/@original", json=card) as edited:
             assert edited.status == 200
     assert interaction.original is not None and interaction.original.flags & IS_COMPONENTS_V2
+
+
+async def test_a_channel_message_is_fetched_and_only_the_bots_own_is_edited(emulator, bot, guild):
+    """GET a channel message returns its files; editing a member's message is refused with
+    403 / 50005, as Discord does."""
+    channel = bot_channel(bot, guild)
+    sent = await channel.send(files=files(("a.wav", WAV)))
+    fetched = await channel.fetch_message(sent.id)
+    assert [(a.filename, a.size) for a in fetched.attachments] == [("a.wav", len(WAV))]
+    member = emulator.add_member(guild, "carol")
+    theirs = await emulator.post_user_message(guild.default_channel, member, "mine")
+    message = await channel.fetch_message(theirs.id)
+    with pytest.raises(discord.Forbidden) as refused:
+        await message.edit(content="not yours")
+    assert refused.value.code == 50005
