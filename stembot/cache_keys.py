@@ -22,7 +22,9 @@ from stembot.windows import stamp, utc
 
 _ISSUED_FORMAT: Final = "%Y%m%dT%H%M%S%fZ"
 FOLDER_NAME: Final = re.compile(r"(?P<issued>\d{8}T\d{12}Z)-[0-9a-f]{24}")
-FILE_NAME: Final = re.compile(r"(?P<item>(?:stem|mix)-[0-9a-f]{24})\.(?P<ext>[a-z0-9]{1,8})")
+FILE_NAME: Final = re.compile(
+    r"(?P<item>(?:stem|mix|picture|analysis)-[0-9a-f]{24})\.(?P<ext>[a-z0-9]{1,8})"
+)
 EXTENSION: Final = re.compile(r"[a-z0-9]{1,8}")
 
 
@@ -53,10 +55,11 @@ class ResultKey:
 
 @dataclass(frozen=True, slots=True)
 class CacheItem:
-    """One file of a result: a stem, or a mix of a set of stems (``variant``: how it was
-    made, e.g. its encoding, when the same set can be made more than one way)."""
+    """One file of a result: a stem, a mix of a set of stems, the picture of a set of stems or
+    the analysis behind it (``variant``: how it was made, e.g. its encoding, when the same set
+    can be made more than one way)."""
 
-    kind: Literal["stem", "mix"]
+    kind: Literal["stem", "mix", "picture", "analysis"]
     stems: tuple[str, ...]
     variant: str = ""
 
@@ -68,6 +71,16 @@ class CacheItem:
     def mix(cls, stems: tuple[str, ...] | list[str] | set[str], variant: str = "") -> CacheItem:
         """The mix of ``stems``: the same set in any order is the same mix."""
         return cls("mix", tuple(sorted(set(stems))), variant)
+
+    @classmethod
+    def picture(cls, stems: tuple[str, ...]) -> CacheItem:
+        """The PNG of these stems, in this order (the lanes' order)."""
+        return cls("picture", stems)
+
+    @classmethod
+    def analysis(cls, stems: tuple[str, ...]) -> CacheItem:
+        """What the picture shows of each stem (length, silent or not), as JSON."""
+        return cls("analysis", stems)
 
     @property
     def file_stem(self) -> str:

@@ -392,3 +392,43 @@ class AudioWorkerCrashed(AudioError):
     """The worker process running this job died (killed, out of memory); the pool was renewed."""
 
     default_message = "stembot's audio worker stopped while working on this. Please try again."
+
+
+class MixUnavailableError(StembotError):
+    """A free mix could not be made; ``user_message`` says why. No units are involved."""
+
+    default_message = "stembot could not make this mix. The links still work."
+    # Whether running the request again (a new, charged request) is what would help.
+    rerun_helps = False
+
+
+class UnknownMixError(MixUnavailableError):
+    """The menu named a mix this result does not offer (an old message, a forged id)."""
+
+    default_message = "This result doesn't offer that mix."
+
+
+class MixStemsGoneError(MixUnavailableError):
+    """The stems left the cache and their links no longer work (the API's links expired)."""
+
+    default_message = (
+        "The stems of this result are no longer available: their links have expired. "
+        "Run the request again to get them back (it counts as a new request)."
+    )
+    rerun_helps = True
+
+
+class MixStemsUnavailableError(MixUnavailableError):
+    """The stems left the cache and could not be fetched again for another reason."""
+
+    def __init__(self, cause: StemFetchError) -> None:
+        self.stem = cause.stem
+        super().__init__(f"{cause.user_message} Please try the mix again later.")
+
+
+class MixTooLargeError(MixUnavailableError):
+    """Even the smallest copy of the mix is larger than the channel's upload limit."""
+
+    default_message = (
+        "This mix is too long to send here, even as a small copy. The stems' links still work."
+    )

@@ -27,6 +27,7 @@ _ARGS: dict[type[StembotError], tuple[object, ...]] = {
     errors.StemTruncatedError: ("drums", 1000, 10),
     errors.StemAddressRefusedError: ("drums",),
     errors.StemUnreachableError: ("drums", "timed out"),
+    errors.MixStemsUnavailableError: (errors.StemUnavailableError("drums", 503),),
 }
 
 

@@ -20,6 +20,7 @@ from stembot.bot.tree import StemTree
 from stembot.bot.views import CancelButton
 from stembot.models import Recovery, Request, Separation
 from stembot.moderation import ModerationService
+from stembot.stem_media import MediaService
 from stembot.stem_service import StemService
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,9 @@ class StemBot(commands.Bot):
         )
         self.service = service
         self.moderation = moderation
+        # Attachments, picture and free mixes of results (None: links only). Not used by the
+        # delivery yet: the result card and the mix menu are wired in a later step.
+        self.media: MediaService | None = None
         self._sync_record = sync_record
         self._dev_guild = discord.Object(dev_guild_id) if dev_guild_id else None
         self._force_sync = force_sync

@@ -16,6 +16,7 @@ import aiohttp
 import discord
 
 from stembot.address_policy import AddressPolicy
+from stembot.audio.pool import AudioPool
 from stembot.bot.client import StemBot
 from stembot.bot.endpoints import use_discord_endpoints
 from stembot.bot.quota_alerts import QuotaAlerts
@@ -28,6 +29,9 @@ from stembot.retention import Retention
 from stembot.soundverse import SoundverseClient
 from stembot.source_urls import redact_url
 from stembot.stem_cache import StemCache
+from stembot.stem_fetcher import StemFetcher
+from stembot.stem_files import StemFiles
+from stembot.stem_media import MediaService
 from stembot.stem_service import StemService, utc_now
 from stembot.store.asynchronous import AsyncStore
 from stembot.url_probe import UrlProbe
@@ -162,10 +166,18 @@ async def built_bot(settings: Settings, *, force_sync: bool = False) -> AsyncIte
             retention = Retention(
                 store, 0 if force_sync else settings.retention_days, utc_now, cache=cache
             )
+            # Without a cache the results keep their links only; the workers start on demand.
+            pool = AudioPool(settings.audio_workers) if cache is not None else None
+            if cache is not None and pool is not None:
+                fetcher = StemFetcher(connector, max_bytes=settings.max_stem_bytes)
+                bot.media = MediaService(cache, StemFiles(cache, fetcher), pool)
             try:
                 async with bot, retention.running(after=bot.wait_until_ready):
                     yield bot
             finally:
+                # The bot's sends end first, then the audio jobs, then the files they held.
+                if pool is not None:
+                    await pool.close()
                 if cache is not None:
                     await cache.close()
     finally:
