@@ -209,8 +209,13 @@ class StemCache:
         path = self._path(ident, entry.extension)
         removal = asyncio.get_running_loop().create_task(asyncio.to_thread(_delete, path))
         self._removals[ident] = removal
-        removal.add_done_callback(lambda _: self._removals.pop(ident, None))
+        removal.add_done_callback(lambda done: self._removal_done(ident, done))
         removal.add_done_callback(_retrieve)
+
+    def _removal_done(self, ident: Ident, removal: asyncio.Task[None]) -> None:
+        # Only its own entry: a later removal of the same name may have replaced it.
+        if self._removals.get(ident) is removal:
+            del self._removals[ident]
 
     def _forget(self, ident: Ident) -> _Entry:
         entry = self._index.pop(ident)
@@ -218,8 +223,10 @@ class StemCache:
         return entry
 
     async def _removed(self) -> None:
-        while self._removals:
-            await asyncio.gather(*self._removals.values(), return_exceptions=True)
+        # Waits only for removals still running: a finished one is never waited on again
+        # (seen once in CI on Python 3.12: a finished entry left behind made this spin).
+        while pending := [r for r in self._removals.values() if not r.done()]:
+            await asyncio.gather(*pending, return_exceptions=True)
 
     def _path(self, ident: Ident, extension: str) -> Path:
         folder, item = ident
