@@ -309,6 +309,11 @@ class Settings:
         "STEMBOT_RESULT_TTL", 86_400.0, _SECONDS, _INPUTS,
         "Answer a repeat of the same source and mode from the stored result for this many seconds.",
     )
+    attach_stems: bool = _setting(
+        "STEMBOT_ATTACH_STEMS", True, Kind(_bool, "true or false"), _AUDIO,
+        "Attach each result's stems as files Discord plays, with a picture of them and free "
+        "mixes (each stem is downloaded once and worked on here); false: links only.",
+    )
     audio_workers: int = _setting(
         "STEMBOT_AUDIO_WORKERS", 2, _AT_LEAST_1, _AUDIO,
         "Worker processes decoding, mixing, encoding and drawing at once (each ~1 core while "

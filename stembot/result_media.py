@@ -64,4 +64,8 @@ class ResultMedia:
 
     @property
     def mixes(self) -> tuple[Mix, ...]:
-        return mixes_for([stem.name for stem in self.stems])
+        """The mixes worth offering: leaving out a silent stem changes nothing audible."""
+        silent = {f"without:{stem.name}" for stem in self.stems if stem.silent}
+        return tuple(
+            mix for mix in mixes_for([stem.name for stem in self.stems]) if mix.key not in silent
+        )

@@ -139,12 +139,7 @@ class MediaService:
     ) -> PreparedMedia:
         stems = await self._hold_stems(held, result, separation.stems)
         picture, summaries = await self._picture(held, guild_id, result, stems)
-        audible = [name for name in stems if not summaries[name].silent]
-        plan = plan_attachments(
-            [_fetched(stems[name], summaries[name]) for name in audible],
-            limit_bytes,
-            picture_bytes=picture.size,
-        )
+        plan = _plan(stems, summaries, limit_bytes, picture.size)
         made = await self._copies(held, guild_id, result, stems, plan)
         uploads = [Upload(PICTURE_NAME, picture.path, picture.size)]
         attached: dict[str, Upload] = {}
@@ -308,6 +303,22 @@ class MediaService:
 
 class _NoFit(Exception):
     """Even the smallest copy is over the budget (nothing is cached)."""
+
+
+def _plan(
+    stems: dict[str, CachedFile],
+    summaries: dict[str, StemSummary],
+    limit_bytes: int,
+    picture_bytes: int,
+) -> AttachmentPlan:
+    """Every stem as the API made it when all fit; otherwise the silent ones give their room
+    to the stems worth hearing and stay links (flagged silent either way)."""
+    every = [_fetched(stems[name], summaries[name]) for name in stems]
+    plan = plan_attachments(every, limit_bytes, picture_bytes=picture_bytes)
+    if all(p.choice is Choice.ORIGINAL for p in plan.stems):
+        return plan
+    audible = [stem for stem in every if not summaries[stem.name].silent]
+    return plan_attachments(audible, limit_bytes, picture_bytes=picture_bytes)
 
 
 def _fetched(file: CachedFile, summary: StemSummary) -> FetchedStem:

@@ -124,8 +124,8 @@ async def test_twenty_asks_fetch_each_stem_once_and_draw_once(rig: Rig) -> None:
 
 
 async def test_picture_drawn_and_silent_stem_flagged(rig: Rig) -> None:
-    """The PNG has a lane per stem; the silent Piano is flagged and not attached (the link
-    stays); the audible stems are attached and decode to their own tones."""
+    """The PNG has a lane per stem; the silent Piano is flagged, and attached as it is since
+    everything fits; the other stems decode to their own tones."""
     rig.api.serve_stems(silent={"Piano"})
     prepared = await rig.prepare(await rig.separate())
     picture = prepared.files[0]
@@ -135,13 +135,22 @@ async def test_picture_drawn_and_silent_stem_flagged(rig: Rig) -> None:
         assert image.size == (WIDTH, height_for(6))
     flags = {stem.name: stem.silent for stem in prepared.media.stems}
     assert flags == {name: name == "Piano" for name in STEM_TONES_HZ}
-    attached = {stem.name: stem.attachment for stem in prepared.media.stems}
-    assert attached["Piano"] is None
     files = {upload.filename: upload.path for upload in prepared.files}
+    assert set(files) == {"stems.png", *(f"{name}.wav" for name in STEM_TONES_HZ)}
     for name, hz in STEM_TONES_HZ.items():
         if name != "Piano":
-            path = files[f"{name}.wav"]
-            assert level_at(path, hz) > -1
+            assert level_at(files[f"{name}.wav"], hz) > -1
+
+
+async def test_a_silent_stem_gives_its_room_to_the_others_when_space_is_short(rig: Rig) -> None:
+    """Under a limit that takes smaller copies, the silent Piano stays a link and the five
+    stems worth hearing share the room."""
+    rig.api.serve_stems(silent={"Piano"})
+    prepared = await rig.prepare(await rig.separate(), limit=2 * MiB)
+    attached = {stem.name: stem.attachment for stem in prepared.media.stems}
+    assert attached["Piano"] is None
+    assert all(attached[name] is not None for name in STEM_TONES_HZ if name != "Piano")
+    assert prepared.total_bytes <= 2 * MiB
 
 
 async def test_limit_too_small_for_originals_gives_copies_within_it(rig: Rig) -> None:

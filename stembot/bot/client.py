@@ -12,7 +12,8 @@ from discord.ext import commands
 
 from stembot.bot import embeds
 from stembot.bot.admin import AdminCog
-from stembot.bot.delivery import Answer, post_to_requester
+from stembot.bot.delivery import Answer, attach_result_files, post_to_requester
+from stembot.bot.result_attachments import DeliveredResult
 from stembot.bot.split import FileAndModeSelect, FileSelect, ModeButton, SplitCog
 from stembot.bot.stems import StemsCog
 from stembot.bot.sync import SyncRecord, sync_if_changed
@@ -59,8 +60,7 @@ class StemBot(commands.Bot):
         )
         self.service = service
         self.moderation = moderation
-        # Attachments, picture and free mixes of results (None: links only). Not used by the
-        # delivery yet: the result card and the mix menu are wired in a later step.
+        # Attachments, picture and free mixes of results (None: links only).
         self.media: MediaService | None = None
         self._sync_record = sync_record
         self._dev_guild = discord.Object(dev_guild_id) if dev_guild_id else None
@@ -102,10 +102,11 @@ class StemBot(commands.Bot):
     async def _tell_interrupted(self, requests: list[Request]) -> None:
         for request in requests:
             answer = Answer(embeds.interrupted_embed(request.mode, request.source_name))
-            where = await post_to_requester(
+            delivered = await post_to_requester(
                 self, request.guild_id, request.channel_id, request.user_id, answer
             )
-            log.info("request %s: interruption notice sent via %s", request.id, where or "nowhere")
+            via = delivered.via or "nowhere"
+            log.info("request %s: interruption notice sent via %s", request.id, via)
 
     async def _deliver_owed(self, owed: list[tuple[Request, Separation]]) -> None:
         """Results that succeeded before a crash but never reached their requester: the
@@ -114,11 +115,15 @@ class StemBot(commands.Bot):
             embed, view = embeds.result_message(request.source_name, separation, None, request.id)
             line, _ = embeds.ready_mention(request.user_id, request.mode, request.source_name)
             answer = Answer(embed, view, line)
-            where = await post_to_requester(
+            delivered = await post_to_requester(
                 self, request.guild_id, request.channel_id, request.user_id, answer
             )
-            self.service.record_delivery(request.id, where or "nowhere")
-            log.info("request %s: owed result delivered via %s", request.id, where or "nowhere")
+            self.service.record_delivery(request.id, delivered.via or "nowhere")
+            log.info(
+                "request %s: owed result delivered via %s", request.id, delivered.via or "nowhere"
+            )
+            result = DeliveredResult(request, separation, request.source_name, None)
+            self._spawn(attach_result_files(self, self.media, result, delivered))
 
     async def _watch_ledger(self) -> None:
         while True:

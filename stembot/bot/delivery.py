@@ -19,11 +19,19 @@ from typing import TYPE_CHECKING
 import discord
 
 from stembot.bot import embeds
+from stembot.bot.result_attachments import (
+    DeliveredResult,
+    InteractionResult,
+    PostedResult,
+    ResultMessage,
+    attach_files,
+)
 from stembot.bot.views import cancel_view
 from stembot.errors import StembotError
 from stembot.models import Mode, QuotaStatus, Request, Separation
 
 if TYPE_CHECKING:
+    from stembot.stem_media import MediaService
     from stembot.stem_service import StemService
 
 log = logging.getLogger(__name__)
@@ -41,29 +49,73 @@ class Answer:
     channel_line: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    """Where an answer went: "interaction", "channel", "dm", or "" (nowhere, logged), and the
+    message it went out in when the bot can edit that message later by itself."""
+
+    via: str
+    message: discord.Message | None = None
+
+
+NOWHERE = Delivered("")
+
+
 async def post_to_requester(
     client: discord.Client, guild_id: int, channel_id: int, user_id: int, answer: Answer
-) -> str:
-    """Post in the channel mentioning the user, else by DM. Returns where it went ("" = lost)."""
+) -> Delivered:
+    """Post in the channel mentioning the user, else by DM."""
     mention = discord.AllowedMentions(everyone=False, roles=False, users=[discord.Object(user_id)])
     channel = client.get_partial_messageable(channel_id, guild_id=guild_id)
     try:
-        await channel.send(
+        message = await channel.send(
             content=answer.channel_line or f"<@{user_id}>",
             embed=answer.embed,
             view=answer.view or discord.utils.MISSING,
             allowed_mentions=mention,
         )
-        return "channel"
+        return Delivered("channel", message)
     except discord.HTTPException as error:
         log.warning("posting in channel %s refused (%s); trying a DM", channel_id, _why(error))
     try:
         dm = await client.create_dm(discord.Object(user_id))
-        await dm.send(embed=answer.embed, view=answer.view or discord.utils.MISSING)
-        return "dm"
+        message = await dm.send(embed=answer.embed, view=answer.view or discord.utils.MISSING)
+        return Delivered("dm", message)
     except discord.HTTPException as error:
         log.error("could not reach user %s by DM either (%s)", user_id, _why(error))
-        return ""
+        return NOWHERE
+
+
+async def attach_result_files(
+    client: discord.Client,
+    media: MediaService | None,
+    result: DeliveredResult,
+    delivered: Delivered,
+    interaction: discord.Interaction | None = None,
+) -> None:
+    """The result's files added to the message its links went out in (see
+    bot/result_attachments.py); nothing without a media service or a message to edit."""
+    if media is None:
+        return
+    target: ResultMessage
+    if delivered.via == "interaction" and interaction is not None:
+        target = InteractionResult(interaction)
+    elif delivered.message is not None:
+        target = PostedResult(
+            delivered.message, upload_limit_of(client, delivered, result.request.guild_id)
+        )
+    else:
+        return
+    await attach_files(media, result, target)
+
+
+def upload_limit_of(client: discord.Client, delivered: Delivered, guild_id: int) -> int:
+    """A posted message's upload limit: its server's (boosts raise it), or Discord's default
+    in a DM, where no interaction told it."""
+    guild = client.get_guild(guild_id) if delivered.via == "channel" else None
+    if guild is None:
+        return discord.utils.DEFAULT_FILE_SIZE_LIMIT_BYTES
+    return guild.filesize_limit
 
 
 def _why(error: discord.HTTPException) -> str:
@@ -80,10 +132,12 @@ class RequestMessages:
         service: StemService,
         mode: Mode,
         source_name: str,
+        media: MediaService | None = None,
     ) -> None:
         self._client = client
         self._interaction = interaction
         self._service = service
+        self._media = media
         self._mode = mode
         self._source_name = source_name
         self._request: Request | None = None
@@ -117,8 +171,10 @@ class RequestMessages:
     ) -> None:
         embed, view = embeds.result_message(self._source_name, separation, quota, request.id)
         line, _ = embeds.ready_mention(request.user_id, self._mode, self._source_name)
-        where = await self._finish(request, Answer(embed, view, line))
-        self._service.record_delivery(request.id, where or "nowhere")
+        delivered = await self._finish(request, Answer(embed, view, line))
+        self._service.record_delivery(request.id, delivered.via or "nowhere")
+        result = DeliveredResult(request, separation, self._source_name, quota)
+        await attach_result_files(self._client, self._media, result, delivered, self._interaction)
 
     async def on_failed(
         self, request: Request, error: StembotError, quota: QuotaStatus | None
@@ -174,25 +230,26 @@ class RequestMessages:
 
     # --- the final answer ---------------------------------------------------------------
 
-    async def _finish(self, request: Request, answer: Answer) -> str:
-        """Deliver the final answer; where it went ("" = nowhere, logged)."""
+    async def _finish(self, request: Request, answer: Answer) -> Delivered:
+        """Deliver the final answer."""
         self._request = request
         await self._acknowledged.wait()
         async with self._edit_lock:
             self._finished = True
             if self._status_task is not None:
                 self._status_task.cancel()
-            where = await self._deliver(request, answer)
-        log.info("request %s answer delivered via %s", request.id, where or "nowhere (logged)")
-        return where
+            delivered = await self._deliver(request, answer)
+        via = delivered.via or "nowhere (logged)"
+        log.info("request %s answer delivered via %s", request.id, via)
+        return delivered
 
-    async def _deliver(self, request: Request, answer: Answer) -> str:
+    async def _deliver(self, request: Request, answer: Answer) -> Delivered:
         if not self._interaction.is_expired():
             try:
                 await self._interaction.edit_original_response(
                     content=None, embed=answer.embed, view=answer.view
                 )
-                return "interaction"
+                return Delivered("interaction")
             except discord.HTTPException as error:
                 log.warning(
                     "request %s: editing the reply failed (%s); posting in the channel",

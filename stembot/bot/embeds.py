@@ -31,6 +31,7 @@ from stembot.errors import (
     StembotError,
 )
 from stembot.models import Mode, QuotaStatus, Separation, Stem, WindowStatus
+from stembot.result_media import ResultMedia, StemMedia
 
 if TYPE_CHECKING:
     from discord.utils import TimestampStyle
@@ -49,6 +50,8 @@ LINK_BUTTONS_MAX = ROWS_MAX * BUTTONS_PER_ROW
 # How much of a user-supplied name we show; the rest becomes "…".
 SOURCE_NAME_MAX = 100
 STEM_NAME_MAX = 60
+# The media note names stems and limits; the stem names in it are bounded by STEM_NAME_MAX.
+MEDIA_NOTE_MAX = 600
 
 QUEUED_COLOUR = discord.Colour.blurple()
 PROCESSING_COLOUR = discord.Colour.blue()
@@ -228,18 +231,38 @@ def _button_indexes(stems: Sequence[Stem]) -> set[int]:
     return set(fitting[:LINK_BUTTONS_MAX])
 
 
-def _stem_lines(stems: Sequence[Stem], with_button: set[int]) -> list[_StemLine]:
+def _stem_lines(
+    stems: Sequence[Stem], with_button: set[int], media: ResultMedia | None = None
+) -> list[_StemLine]:
+    shown = {} if media is None else {stem.name: stem for stem in media.stems}
     lines = []
     for i, stem in enumerate(stems):
         name = safe_text(stem_display_name(stem.name, i + 1), STEM_NAME_MAX)
+        notes = stem_notes(shown.get(stem.name))
         has_button = i in with_button
         if has_button:
-            bare = f"**{name}** · use the button below"
+            bare = f"**{name}**{notes} · use the button below"
         else:
-            bare = f"**{name}** · ⚠️ link too long to show in Discord"
-        linked = f"**{name}** · {masked_link('download', stem.url)}"
+            bare = f"**{name}**{notes} · ⚠️ link too long to show in Discord"
+        linked = f"**{name}**{notes} · {masked_link('download', stem.url)}"
         lines.append(_StemLine(bare=bare, linked=linked, has_button=has_button))
     return lines
+
+
+def stem_notes(shown: StemMedia | None) -> str:
+    """What a result says of one stem's file: silent, attached, a smaller copy, or link only."""
+    if shown is None:
+        return ""
+    notes = []
+    if shown.silent:
+        notes.append("silent (nothing to hear in it)")
+    if shown.attachment is None:
+        notes.append("link only")
+    elif shown.compressed:
+        notes.append("a smaller copy is attached")
+    else:
+        notes.append("attached")
+    return " · " + " · ".join(notes)
 
 
 def _overflow_note(hidden: Sequence[_StemLine]) -> str:
@@ -309,12 +332,15 @@ def result_message(
     separation: Separation,
     quota: QuotaStatus | None = None,
     request_id: int | None = None,
+    media: ResultMedia | None = None,
 ) -> tuple[discord.Embed, discord.ui.View]:
     """The finished result: one line per stem with its link, link buttons, quota in the footer.
 
     ``separation.mode`` names the mode; the links' issue time is shown as a relative
     timestamp since the API's URLs may expire. The request id in the footer is what a
-    moderator's `/stems-admin refund` takes.
+    moderator's `/stems-admin refund` takes. With ``media`` (the files sent along with this
+    embed) each stem says whether it is attached or silent, the picture is the embed's image
+    and the note says what stayed a link and why.
     """
     title = request_title(separation.mode, source_name)
     footer = " · ".join(
@@ -328,10 +354,12 @@ def result_message(
     closing = (
         f"Links issued {timestamp(separation.issued_at, 'R')}; download them soon, they may expire."
     )
+    if media is not None and media.note:
+        closing = f"{safe_text(media.note, MEDIA_NOTE_MAX)}\n\n{closing}"
     room = min(DESCRIPTION_MAX, EMBEDS_TOTAL_MAX - len(title) - len(footer))
     budget = room - len(closing) - 2  # the blank line before the closing note
     with_button = _button_indexes(separation.stems)
-    stem_texts = _layout_lines(_stem_lines(separation.stems, with_button), budget)
+    stem_texts = _layout_lines(_stem_lines(separation.stems, with_button, media), budget)
     embed = discord.Embed(
         title=title,
         description="\n".join(stem_texts) + "\n\n" + closing,
@@ -340,6 +368,8 @@ def result_message(
     )
     if footer:
         embed.set_footer(text=footer)
+    if media is not None and media.picture is not None:
+        embed.set_image(url=f"attachment://{media.picture}")
     return embed, _link_view(separation.stems, with_button)
 
 

@@ -12,6 +12,7 @@ from stembot.bot.delivery import RequestMessages
 from stembot.bot.tree import reply_privately
 from stembot.errors import StembotError
 from stembot.models import Mode
+from stembot.stem_media import MediaService
 from stembot.stem_service import AttachmentInput, CheckedSource, Requester, StemService
 
 
@@ -59,12 +60,20 @@ async def _submit(
     source: CheckedSource,
 ) -> None:
     try:
-        messages = RequestMessages(client, interaction, service, mode, source.name)
+        messages = RequestMessages(
+            client, interaction, service, mode, source.name, media=media_of(client)
+        )
         request = await service.submit(requester, mode, source, messages)
     except StembotError as refusal:
         await reply_privately(interaction, refusal.user_message)
         return
     messages.acknowledged(request)
+
+
+def media_of(client: discord.Client) -> MediaService | None:
+    """The bot's media service: None for links only (no stem cache, or turned off)."""
+    media: MediaService | None = getattr(client, "media", None)
+    return media
 
 
 def attachment_input(file: discord.Attachment) -> AttachmentInput:

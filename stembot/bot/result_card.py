@@ -9,6 +9,7 @@ With the V2 flag a message has no content and no embeds, at most 40 components, 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import discord
@@ -16,16 +17,18 @@ import discord
 from stembot.bot.embeds import (
     BUTTON_URL_MAX,
     DONE_COLOUR,
+    MEDIA_NOTE_MAX,
     STEM_NAME_MAX,
     masked_link,
     quota_left_text,
     request_title,
     safe_text,
     stem_display_name,
+    stem_notes,
     timestamp,
 )
 from stembot.models import QuotaStatus, Separation, Stem
-from stembot.result_media import ResultMedia, StemMedia
+from stembot.result_media import Mix, ResultMedia, StemMedia
 
 COMPONENTS_MAX = 40
 SELECT_OPTIONS_MAX = 25
@@ -60,10 +63,10 @@ def result_card(
         if shown.attachment is not None:
             container.add_item(discord.ui.File[Any](f"attachment://{shown.attachment}"))
     if media.note:
-        container.add_item(discord.ui.TextDisplay[Any](safe_text(media.note, 300)))
+        container.add_item(discord.ui.TextDisplay[Any](safe_text(media.note, MEDIA_NOTE_MAX)))
     mixes = media.mixes[:SELECT_OPTIONS_MAX]
     if mixes:
-        container.add_item(discord.ui.ActionRow[Any](_mix_menu(request_id, mixes)))
+        container.add_item(discord.ui.ActionRow[Any](mix_menu(request_id, mixes)))
     container.add_item(discord.ui.TextDisplay[Any](_footer(separation, quota, request_id)))
     view.add_item(container)
     return view
@@ -77,29 +80,15 @@ def attached_names(media: ResultMedia) -> list[str]:
 
 def _stem_row(stem: Stem, shown: StemMedia | None, position: int) -> discord.ui.Item[Any]:
     name = safe_text(stem_display_name(stem.name, position), STEM_NAME_MAX)
-    text = f"**{name}**{_stem_notes(shown)}"
+    text = f"**{name}**{stem_notes(shown)}"
     if len(stem.url) > BUTTON_URL_MAX:  # too long for a button: a masked link in the text
         return discord.ui.TextDisplay[Any](f"{text} · {masked_link('full quality', stem.url)}")
     button = discord.ui.Button[Any](label="Full quality", url=stem.url)
     return discord.ui.Section[Any](discord.ui.TextDisplay[Any](text), accessory=button)
 
 
-def _stem_notes(shown: StemMedia | None) -> str:
-    if shown is None:
-        return ""
-    notes = []
-    if shown.silent:
-        notes.append("silent (nothing to hear in it)")
-    if shown.attachment is None:
-        notes.append("link only")
-    elif shown.compressed:
-        notes.append("a smaller copy is attached")
-    else:
-        notes.append("attached")
-    return " · " + " · ".join(notes)
-
-
-def _mix_menu(request_id: int, mixes: tuple[Any, ...]) -> discord.ui.Select[Any]:
+def mix_menu(request_id: int, mixes: Sequence[Mix]) -> discord.ui.Select[Any]:
+    """The free mixes of request ``request_id``'s result, answered by its persistent handler."""
     return discord.ui.Select[Any](
         custom_id=f"stems:mix:{request_id}",
         placeholder=MIX_PLACEHOLDER,

@@ -162,7 +162,8 @@ async def built_bot(settings: Settings, *, force_sync: bool = False) -> AsyncIte
             service.after_charge(QuotaAlerts(bot, moderation).after_reservation)
             # `stembot sync` leaves the live bot's ledger to it. Pruning starts once the bot
             # is ready: the start-up recovery has then read what a crash left owing.
-            cache = None if force_sync else await open_stem_cache(settings)
+            with_media = settings.attach_stems and not force_sync
+            cache = await open_stem_cache(settings) if with_media else None
             retention = Retention(
                 store, 0 if force_sync else settings.retention_days, utc_now, cache=cache
             )

@@ -180,7 +180,14 @@ def stack_env(discord: DiscordEmulator, api: SoundverseStandin, db_path: Path) -
         # Every server here is on loopback.
         "STEMBOT_ALLOW_PRIVATE_URLS": "true",
         "STEMBOT_API_TIMEOUT_S": "5",
+        # Links only unless a test is about the files (MEDIA_ENV): most tests read the links
+        # result, which the files would replace a moment later.
+        "STEMBOT_ATTACH_STEMS": "false",
     }
+
+
+# A stack whose results gain their files, picture and mixes (one audio worker).
+MEDIA_ENV: dict[str, str] = {"STEMBOT_ATTACH_STEMS": "true", "STEMBOT_AUDIO_WORKERS": "1"}
 
 
 async def run_stembot(

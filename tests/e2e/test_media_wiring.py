@@ -1,5 +1,5 @@
 """`stembot run` builds the media service: the audio pool, the stem cache in STEMBOT_CACHE_DIR
-and the stem fetcher on the guarded connector (not yet used by the delivery)."""
+and the stem fetcher on the guarded connector; STEMBOT_ATTACH_STEMS=false leaves it out."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 
 from stembot.models import Mode, Separation, Stem
-from tests.e2e.stack import API_KEY, running_stack
+from tests.e2e.stack import API_KEY, MEDIA_ENV, running_stack
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
 
@@ -19,7 +19,7 @@ MiB = 1024 * 1024
 
 async def test_the_bot_is_built_with_a_working_media_service(tmp_path: Path) -> None:
     cache_dir = tmp_path / "cache"
-    env = {"STEMBOT_CACHE_DIR": str(cache_dir), "STEMBOT_AUDIO_WORKERS": "1"}
+    env = {**MEDIA_ENV, "STEMBOT_CACHE_DIR": str(cache_dir)}
     async with running_stack(tmp_path / "stembot.db", env) as stack:
         assert stack.bot.media is not None
         async with (
@@ -40,3 +40,12 @@ async def test_the_bot_is_built_with_a_working_media_service(tmp_path: Path) -> 
             assert len(prepared.files) == 7
             assert all(upload.path.is_relative_to(cache_dir) for upload in prepared.files)
         assert stack.api.downloads == 6
+
+
+async def test_links_only_when_attaching_is_turned_off(tmp_path: Path) -> None:
+    """STEMBOT_ATTACH_STEMS=false: no cache folder, no audio workers, links only."""
+    cache_dir = tmp_path / "cache"
+    env = {"STEMBOT_ATTACH_STEMS": "false", "STEMBOT_CACHE_DIR": str(cache_dir)}
+    async with running_stack(tmp_path / "stembot.db", env) as stack:
+        assert stack.bot.media is None
+    assert not cache_dir.exists()

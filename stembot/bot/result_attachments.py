@@ -1,0 +1,194 @@
+"""The second step of a result: its stems as files Discord plays, its picture and its free
+mixes, added by editing the message whose links already went out.
+
+The links never wait for this: the message is edited once the files are ready (fetched once
+per stored result, the picture drawn and smaller copies made in the audio workers). Where the
+result went through the interaction, the edit turns it into the Components V2 card
+(bot/result_card.py). Where it went to the channel or a DM (the interaction's 15 minutes were
+over, or it was refused), the message keeps its embed and gains the files: a V2 message can
+have no ``content``, and that message's content is the mention that tells the requester, and
+what shows in their notification. If nothing could be attached, the embed says so in one line
+and the links stand. Nothing here is charged and nothing here can fail the request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import discord
+
+from stembot.bot import embeds
+from stembot.bot.result_card import mix_menu, result_card
+from stembot.models import QuotaStatus, Request, Separation
+from stembot.result_media import ResultMedia, StemMedia
+from stembot.stem_media import NOT_ATTACHED, MediaService, PreparedMedia, Upload
+
+log = logging.getLogger(__name__)
+
+ROWS_MAX = 5
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveredResult:
+    """A result whose links went out: what to draw again with its files."""
+
+    request: Request
+    separation: Separation
+    source_name: str
+    quota: QuotaStatus | None
+
+
+class ResultMessage(Protocol):
+    """The message a result went out in, as far as adding its files goes."""
+
+    @property
+    def upload_limit(self) -> int:
+        """Bytes one request may upload to it (the whole request, files and body)."""
+        ...
+
+    async def show(self, result: DeliveredResult, prepared: PreparedMedia) -> None:
+        """Edit the message to carry ``prepared``; raises discord.HTTPException if refused."""
+        ...
+
+
+class InteractionResult:
+    """The interaction's own message: edited into the V2 card while the token lives."""
+
+    def __init__(self, interaction: discord.Interaction) -> None:
+        self._interaction = interaction
+
+    @property
+    def upload_limit(self) -> int:
+        # Discord sends it with every interaction: the channel's limit for this bot.
+        return self._interaction.filesize_limit
+
+    async def show(self, result: DeliveredResult, prepared: PreparedMedia) -> None:
+        if self._interaction.is_expired():
+            log.info("request %s: the interaction expired before its files", result.request.id)
+            return
+        if not prepared.files:
+            embed, view = _embed_answer(result, prepared.media)
+            await self._interaction.edit_original_response(embed=embed, view=view)
+            return
+        card = result_card(
+            result.source_name,
+            result.separation,
+            prepared.media,
+            result.quota,
+            result.request.id,
+        )
+        files = await _opened(prepared.files)
+        with _closing(files):
+            await self._interaction.edit_original_response(
+                content=None, embed=None, view=card, attachments=files
+            )
+
+
+class PostedResult:
+    """A message posted in the channel or by DM: keeps its embed and mention, gains files."""
+
+    def __init__(self, message: discord.Message, upload_limit: int) -> None:
+        self._message = message
+        self._upload_limit = upload_limit
+
+    @property
+    def upload_limit(self) -> int:
+        return self._upload_limit
+
+    async def show(self, result: DeliveredResult, prepared: PreparedMedia) -> None:
+        embed, view = _embed_answer(result, prepared.media)
+        files = await _opened(prepared.files)
+        with _closing(files):
+            await self._message.edit(embed=embed, view=view, attachments=files)
+
+
+async def attach_files(
+    media: MediaService, result: DeliveredResult, message: ResultMessage
+) -> None:
+    """Add the result's files to ``message``; on any refusal the links result stands with a
+    line saying the files could not be attached."""
+    request = result.request
+    limit = message.upload_limit
+    async with media.prepare(request.guild_id, request.source_key, result.separation, limit) as (
+        prepared
+    ):
+        try:
+            await message.show(result, prepared)
+        except (discord.HTTPException, OSError) as error:
+            log.warning("request %s: its files were not attached (%s)", request.id, _why(error))
+            await _say_not_attached(message, result, prepared.media, error)
+            return
+    log.info("request %s: %d file(s) attached", request.id, len(prepared.files))
+
+
+async def _say_not_attached(
+    message: ResultMessage,
+    result: DeliveredResult,
+    media: ResultMedia,
+    error: discord.HTTPException | OSError,
+) -> None:
+    if isinstance(error, OSError):
+        why = "stembot could not read them"
+    elif error.status == 413:
+        why = "they were too large for this channel"
+    else:
+        why = "Discord refused the upload"
+    links_only = ResultMedia(
+        stems=tuple(StemMedia(stem.name, silent=stem.silent) for stem in media.stems),
+        note=NOT_ATTACHED.format(why=why),
+    )
+    with contextlib.suppress(discord.HTTPException):
+        await message.show(result, PreparedMedia(links_only, ()))
+
+
+def _why(error: discord.HTTPException | OSError) -> str:
+    if isinstance(error, discord.HTTPException):
+        return f"HTTP {error.status}, code {error.code}"
+    return error.strerror or type(error).__name__
+
+
+def _embed_answer(
+    result: DeliveredResult, media: ResultMedia
+) -> tuple[discord.Embed, discord.ui.View]:
+    """The links embed with the files' notes, and the free mixes under the link buttons."""
+    embed, view = embeds.result_message(
+        result.source_name, result.separation, result.quota, result.request.id, media=media
+    )
+    mixes = media.mixes
+    rows_used = 1 + max((item.row or 0 for item in view.children), default=-1)
+    if mixes and media.picture is not None and rows_used < ROWS_MAX:
+        menu = mix_menu(result.request.id, mixes)
+        menu.row = rows_used
+        view.add_item(menu)
+    return embed, view
+
+
+async def _opened(uploads: Sequence[Upload]) -> list[discord.File]:
+    """The files, opened off the event loop; aiohttp reads them in its executor."""
+
+    def open_all() -> list[discord.File]:
+        opened: list[discord.File] = []
+        try:
+            for upload in uploads:
+                opened.append(discord.File(upload.path, filename=upload.filename))
+        except OSError:
+            for file in opened:
+                file.close()
+            raise
+        return opened
+
+    return await asyncio.to_thread(open_all)
+
+
+@contextlib.contextmanager
+def _closing(files: list[discord.File]) -> Iterator[list[discord.File]]:
+    try:
+        yield files
+    finally:
+        for file in files:
+            file.close()
