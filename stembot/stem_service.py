@@ -374,6 +374,15 @@ class StemService:
         """Run now and then: notice a lost database file; retry writes that failed."""
         await self._writes.check()
 
+    async def stored_result(self, request_id: int) -> tuple[Request, Separation] | None:
+        """A request that succeeded and the result stored for its source and mode, to make
+        free mixes from; None once either is no longer kept (retention, a moderator's refund).
+        Reads only: nothing is charged or recorded."""
+        found = await self._store.ledger.stored_result(request_id)
+        if found is None or found[0].status is not RequestStatus.SUCCEEDED:
+            return None
+        return found
+
     # --- restart and shutdown -----------------------------------------------------------
 
     async def recover(self) -> Recovery:

@@ -464,3 +464,40 @@ async def test_a_channel_message_is_fetched_and_only_the_bots_own_is_edited(emul
     with pytest.raises(discord.Forbidden) as refused:
         await message.edit(content="not yours")
     assert refused.value.code == 50005
+
+
+async def test_components_nested_in_a_v2_card_can_be_clicked(emulator, bot, guild):
+    """A select in an action row inside a container and a button that is a section's
+    accessory are found and clicked; the bot gets each with its type and the picked values.
+    A custom_id the card does not carry is still refused unless the test asks for a forgery."""
+    seen: list[tuple[Any, ...]] = []
+
+    async def on_interaction(interaction: discord.Interaction) -> None:
+        if interaction.type is discord.InteractionType.component:
+            data: dict[str, Any] = dict(interaction.data or {})
+            seen.append((data["custom_id"], data["component_type"], data.get("values")))
+            await interaction.response.defer()
+
+    bot.add_listener(on_interaction)
+    view = discord.ui.LayoutView(timeout=None)
+    container: discord.ui.Container[discord.ui.LayoutView] = discord.ui.Container()
+    container.add_item(
+        discord.ui.Section(
+            discord.ui.TextDisplay("Vocals"),
+            accessory=discord.ui.Button(label="Tap", custom_id="tap"),
+        )
+    )
+    options = [discord.SelectOption(label=name, value=name) for name in ("a", "b")]
+    container.add_item(discord.ui.ActionRow(discord.ui.Select(custom_id="pick", options=options)))
+    view.add_item(container)
+    await bot_channel(bot, guild).send(view=view)
+    card = latest(emulator, guild)
+    assert card.custom_ids() == ["tap", "pick"]
+    member = emulator.add_member(guild, "alice")
+    for custom_id, values in (("pick", ["b"]), ("tap", None)):
+        await emulator.acknowledged(
+            await emulator.click(card, custom_id, member=member, values=values)
+        )
+    assert seen == [("pick", 3, ["b"]), ("tap", 2, None)]
+    with pytest.raises(LookupError):
+        await emulator.click(card, "elsewhere", member=member)

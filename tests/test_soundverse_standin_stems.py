@@ -156,6 +156,19 @@ async def test_a_missing_stem_is_404(api, http) -> None:
         assert got.status == 404 and "NoSuchKey" in await got.text()
 
 
+async def test_expired_links_answer_403_and_later_calls_get_fresh_ones(api, http) -> None:
+    """``expire_links()``: every stem URL issued so far is refused as an expired signed URL;
+    a later call's URLs work."""
+    before = await separate(api, http)
+    api.expire_links()
+    for url in before.values():
+        async with http.get(url) as got:
+            assert got.status == 403 and "Request has expired" in await got.text()
+    after = await separate(api, http)
+    data, _ = await download(http, after["Drums"])
+    assert abs(peak_hz(*decode(data)) - STEM_TONES_HZ["Drums"]) < 1.0
+
+
 async def test_a_stem_that_is_not_audio_is_an_html_page(api, http) -> None:
     data, content_type = await download(http, await broken(api, http, StemFault.NOT_AUDIO))
     assert content_type.startswith("text/html")

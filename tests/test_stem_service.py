@@ -238,6 +238,22 @@ async def test_cancel_by_the_requester_refunds_and_leaves_the_queue(rig: Rig) ->
     assert rig.used() == 1
 
 
+async def test_only_a_request_that_succeeded_has_a_stored_result_to_mix(rig: Rig) -> None:
+    """A request cancelled while its call waited has no result to make mixes from, even once
+    the call it left stored one; the requests it served find theirs."""
+    _, running = await rig.submit(track="attachment:1")
+    waiting_request, waiting = await rig.submit(user=7, track="attachment:2")
+    left_request, left = await rig.submit(user=8, track="attachment:2")
+    await rig.service.cancel(left_request.id, 8)
+    await finished(running, waiting, left)
+    found = await rig.service.stored_result(waiting_request.id)
+    assert found is not None
+    request, separation = found
+    assert request.id == waiting_request.id and separation == waiting.result
+    assert await rig.service.stored_result(left_request.id) is None
+    assert await rig.service.stored_result(10**9) is None
+
+
 async def test_cancel_by_someone_else_is_refused(rig: Rig) -> None:
     """Only the requester may cancel; the request stays queued."""
     await rig.submit(track="attachment:1")

@@ -441,6 +441,26 @@ def test_find_result_ignores_results_issued_too_long_ago(store: Store) -> None:
     assert store.ledger.find_result("attachment:43", Mode.VOCALS, NOW - timedelta(days=1)) is None
 
 
+def test_the_stored_result_of_a_request_is_found_by_its_id_however_old(store: Store) -> None:
+    """Free mixes need a request's result after the reuse window: the request and the result
+    stored for its source and mode, a later call's when one replaced it; None once either
+    row is gone."""
+    paid = store.ledger.reserve(new_request(), NOW)
+    store.ledger.settle(paid.id, separation(issued_at=NOW), "attachment:42", NOW)
+    repeat = store.ledger.record_free(new_request(user=BOB), separation(), NOW)
+    found = store.ledger.stored_result(repeat.id)
+    assert found is not None
+    request, stored = found
+    assert (request.id, request.user_id, stored) == (repeat.id, BOB, separation())
+    later = separation(issued_at=NOW + timedelta(days=40))
+    again = store.ledger.reserve(new_request(), NOW + timedelta(days=40))
+    store.ledger.settle(again.id, later, "attachment:42", NOW + timedelta(days=40))
+    assert store.ledger.stored_result(paid.id) == (store.ledger.get_request(paid.id), later)
+    other = store.ledger.reserve(new_request(source_key="attachment:43"), NOW)
+    assert store.ledger.stored_result(other.id) is None  # no result for its source
+    assert store.ledger.stored_result(10**9) is None
+
+
 # --- recovery ------------------------------------------------------------------------------------
 
 

@@ -13,6 +13,7 @@ from discord.ext import commands
 from stembot.bot import embeds
 from stembot.bot.admin import AdminCog
 from stembot.bot.delivery import Answer, attach_result_files, post_to_requester
+from stembot.bot.mixes import MixSelect
 from stembot.bot.result_attachments import DeliveredResult
 from stembot.bot.split import FileAndModeSelect, FileSelect, ModeButton, SplitCog
 from stembot.bot.stems import StemsCog
@@ -75,7 +76,7 @@ class StemBot(commands.Bot):
         await self.add_cog(StemsCog(self, self.service))
         await self.add_cog(AdminCog(self.moderation))
         await self.add_cog(SplitCog(self, self.service))
-        self.add_dynamic_items(CancelButton, ModeButton, FileAndModeSelect, FileSelect)
+        self.add_dynamic_items(CancelButton, ModeButton, FileAndModeSelect, FileSelect, MixSelect)
         if self._dev_guild is not None:
             self.tree.copy_global_to(guild=self._dev_guild)
         await sync_if_changed(self.tree, self._sync_record, self._dev_guild, force=self._force_sync)

@@ -153,6 +153,9 @@ class AsyncLedger:
     async def get_request(self, request_id: int) -> Request | None:
         return await self._read(lambda parts: parts.ledger.get_request(request_id))
 
+    async def stored_result(self, request_id: int) -> tuple[Request, Separation] | None:
+        return await self._read(lambda parts: parts.ledger.stored_result(request_id))
+
     async def find_result(
         self, source_key: str, mode: Mode, issued_after: datetime
     ) -> Separation | None:

@@ -34,6 +34,12 @@ INSERT INTO requests (guild_id, channel_id, user_id, interaction_id, mode, sourc
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 
+_SELECT_STORED_RESULT = (
+    f"SELECT {rows.Q_REQUEST_COLUMNS}, r.stems, r.issued_at "  # noqa: S608 (constant)
+    "FROM requests AS q JOIN results AS r ON r.source_key = q.source_key AND r.mode = q.mode "
+    "WHERE q.id = ?"
+)
+
 
 class Ledger:
     """The requests' rows; each method one transaction on the shared writer connection."""
@@ -289,6 +295,16 @@ class Ledger:
                 (source_key, mode.value, stamp(issued_after)),
             )
         return None if row is None else rows.separation(mode, row[0], row[1])
+
+    def stored_result(self, request_id: int) -> tuple[Request, Separation] | None:
+        """The request and the result stored for its source and mode, whenever it was issued
+        (a later call for them replaces it); None when either is no longer kept."""
+        with busy_is_retryable():
+            row = self._conn.one(_SELECT_STORED_RESULT, (request_id,))
+        if row is None:
+            return None
+        request = rows.request(row)
+        return request, rows.separation(request.mode, row[-2], row[-1])
 
     def _refuse_duplicate(self, interaction_id: int) -> None:
         if interaction_id in self._repeats or self._conn.one(

@@ -21,7 +21,7 @@ _SELECT_ACTIVE = (
 )
 # Succeeded requests whose answer never reached Discord, with their stored result if any.
 _SELECT_UNDELIVERED = (
-    f"SELECT {', '.join('q.' + c for c in REQUEST_COLUMNS.split(', '))}, r.stems, r.issued_at "  # noqa: S608
+    f"SELECT {rows.Q_REQUEST_COLUMNS}, r.stems, r.issued_at "  # noqa: S608 (constant)
     "FROM requests AS q INDEXED BY requests_undelivered LEFT JOIN results AS r "
     "ON r.source_key = q.source_key AND r.mode = q.mode "
     "WHERE q.status = 'succeeded' AND q.delivered_at IS NULL ORDER BY q.id"

@@ -15,6 +15,8 @@ REQUEST_COLUMNS = (
     "cost, status, created_at, started_at, finished_at, error, refunded_by_moderator"
 )
 SELECT_REQUEST = f"SELECT {REQUEST_COLUMNS} FROM requests WHERE id = ?"  # noqa: S608 (constant)
+# The same columns of ``requests AS q``, for reads that join it to another table.
+Q_REQUEST_COLUMNS = ", ".join(f"q.{column}" for column in REQUEST_COLUMNS.split(", "))
 
 
 def request(row: Sequence[Any]) -> Request:

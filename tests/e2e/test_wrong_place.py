@@ -9,12 +9,16 @@ nothing and raise no incident.
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from stembot.bot.guild_only import NOT_HERE
+from stembot.bot.result_card import result_card
+from stembot.models import Mode, Separation, Stem
+from stembot.result_media import ResultMedia, StemMedia
 from tests.e2e.stack import Stack, buttons, eventually, is_result, running_stack
 from tests.standins.discord import (
     BOT_DM,
@@ -141,6 +145,26 @@ async def test_every_component_outside_its_servers_answers_one_private_line(
             message, custom_id, member=stack.member, values=values, context=context
         )
         await only_the_private_line(stack, click)
+    assert_nothing_done(stack, fetched, no_errors)
+
+
+async def test_the_mix_menu_outside_its_servers_answers_one_private_line(
+    stack: Stack, no_errors: pytest.LogCaptureFixture
+) -> None:
+    """The free-mix menu of a result card, picked through the app on a member's account in a
+    DM: nothing looked up or made. (In the bot's own DM the menu answers the requester of a
+    result delivered there: tests/e2e/test_mixes.py.)"""
+    stems = tuple(Stem(name, f"https://stems.example/{name}.wav") for name in ("vocals", "Drums"))
+    separation = Separation(Mode.ALL, stems, datetime.now(UTC))
+    media = ResultMedia(tuple(StemMedia(stem.name) for stem in stems))
+    card = result_card("song.wav", separation, media, None, 1)
+    await stack.bot.get_partial_messageable(stack.channel.id).send(view=card)
+    message = stack.discord.channel_messages(stack.channel)[-1]
+    fetched = stack.discord.cdn_fetches
+    click = await stack.discord.click(
+        message, "stems:mix:1", member=stack.member, values=["instrumental"], context=USER_APP_DM
+    )
+    await only_the_private_line(stack, click)
     assert_nothing_done(stack, fetched, no_errors)
 
 

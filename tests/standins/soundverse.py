@@ -23,7 +23,8 @@ What it checks: the path (one of the three modes), the
 ``Authorization: Bearer <key>`` header (401 otherwise), and the body: a JSON object with a
 non-empty string ``audioUrl`` (400 otherwise). What it does not: it never fetches ``audioUrl``
 (any URL "works"), separates nothing (every stem is the same short tone), charges no credits,
-has no rate limits or outages unless a test scripts them, and its stem URLs never expire.
+has no rate limits or outages unless a test scripts them, and its stem URLs expire only
+when a test says so (``expire_links()``: 403, as a storage host answers an expired signed URL).
 The format of the real API's stem files is not documented; the stand-in's URLs end in the
 extension of what they serve (``.wav`` by default, ``.mp3`` on demand).
 """
@@ -92,6 +93,10 @@ _NOT_AUDIO_PAGE = (
 _MISSING_BODY = (
     '<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>NoSuchKey</Code>'
     "<Message>The specified key does not exist.</Message></Error>"
+)
+_EXPIRED_BODY = (
+    '<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code>'
+    "<Message>Request has expired</Message></Error>"
 )
 
 
@@ -270,6 +275,7 @@ class SoundverseStandin:
         self._script: deque[Reply] = deque()
         self._always: Reply | None = None
         self._issued: dict[str, _IssuedStem] = {}
+        self._expired: set[str] = set()
         self._released = asyncio.Event()
         self._released.set()
         self._runner: web.AppRunner | None = None
@@ -300,6 +306,11 @@ class SoundverseStandin:
         self.stem_options = StemOptions.of(
             audio_format, silent=silent, faults=faults, seconds=seconds
         )
+
+    def expire_links(self) -> None:
+        """Every stem URL issued so far stops working, as signed links do once they expire
+        (403 with a storage host's error); later calls issue fresh ones."""
+        self._expired.update(self._issued)
 
     def hold(self) -> None:
         """Keep every separation call waiting (recorded, in flight) until ``release()``."""
@@ -422,6 +433,8 @@ class SoundverseStandin:
             raise web.HTTPNotFound()
         self.downloads += 1
         self.downloaded.append(request.path)
+        if request.match_info["token"] in self._expired:
+            return web.Response(status=403, text=_EXPIRED_BODY, content_type="application/xml")
         options = issued.options
         fault = options.faults.get(issued.name)
         if fault is StemFault.MISSING:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .components_v2 import walk
 from .rules import Pings
 
 LOADING = 1 << 7  # message flag of a deferred "is thinking..." response
@@ -103,12 +104,8 @@ class MessageRecord:
         return bool(self.flags & EPHEMERAL)
 
     def custom_ids(self) -> list[str]:
-        return [
-            child["custom_id"]
-            for row in self.components
-            for child in row.get("components") or []
-            if "custom_id" in child
-        ]
+        """Every interactive component's custom_id, nested ones (V2) included, in order."""
+        return [found["custom_id"] for _, found in walk(self.components) if "custom_id" in found]
 
 
 @dataclass

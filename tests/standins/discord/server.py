@@ -543,17 +543,18 @@ class DiscordEmulator:
         context: str = GUILD,
         check_component: bool = True,
     ) -> InteractionRecord:
-        """Click the button (or pick ``values`` in the select) ``custom_id`` on ``message``.
+        """Click the button (or pick ``values`` in the select) ``custom_id`` on ``message``,
+        wherever it sits: in a top-level action row, or nested in a Components V2 container,
+        section (as its accessory) or action row.
 
         ``check_component=False`` sends ``custom_id`` and ``values`` even if the message does
         not offer them: what a modified client can send.
         """
         component = next(
             (
-                child
-                for row in message.components
-                for child in row.get("components") or []
-                if child.get("custom_id") == custom_id
+                found
+                for _, found in components_v2.walk(message.components)
+                if found.get("custom_id") == custom_id
             ),
             None,
         )
