@@ -56,9 +56,10 @@ class GuardedResolver(AbstractResolver):
 class GuardedConnector(aiohttp.TCPConnector):
     """A TCPConnector that connects only to addresses ``policy`` permits.
 
-    Built by the entry point (inside the running loop) and shared by every UrlProbe. Its
-    connections are never reused: each probe is one request to a host a user chose, and a
-    server that sends more than its Content-Length must not poison a pooled connection.
+    Built by the entry point (inside the running loop): one shared by the URL probes, one by
+    the stem downloads, so big downloads never hold a probe's connection slot. Its
+    connections are never reused: each GET is one request to a host stembot did not choose,
+    and a server that sends more than its Content-Length must not poison a pooled connection.
     """
 
     def __init__(self, policy: AddressPolicy, *, resolver: AbstractResolver | None = None) -> None:

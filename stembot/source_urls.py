@@ -1,6 +1,7 @@
 """User URLs as text: the syntax check, the reuse keys, and the forms fit for storage and logs.
 
-No network here: the guarded fetch is stembot/url_probe.py over stembot/guarded_connector.py.
+No network here: the guarded fetches are stembot/url_probe.py and stem_fetcher.py, over
+stembot/guarded_get.py and guarded_connector.py.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """The guarded download of one stem of a stored result into a file.
 
-Stem links come from the API's answer, but they are fetched like a member's link: through the
-GuardedConnector (stembot/guarded_connector.py), so neither the first address nor any redirect
-reaches a private or local network; only http(s) redirects are followed, by hand. The body is
-counted as it streams (Content-Length can lie), stopped at ``max_bytes``, sniffed as audio as
+Stem links come from the API's answer, but they are fetched like a member's link, by the
+guarded GET (stembot/guarded_get.py), so neither the first address nor any redirect reaches a
+private or local network; only http(s) redirects are followed, by hand. The body is counted
+as it streams (Content-Length can lie), stopped at ``max_bytes``, sniffed as audio as
 soon as its first bytes are in (a web page is not downloaded to the end), and a download that
 ends short of its declared length is an error. Every failure is a StemFetchError
 (stembot/errors.py) whose facts say what happened; the link itself (signed, a credential)
@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import BinaryIO, Final
 
 import aiohttp
-from yarl import URL
 
 from stembot.audio_formats import (
     describe_non_audio,
@@ -39,13 +38,18 @@ from stembot.errors import (
     StemUnavailableError,
     StemUnreachableError,
 )
-from stembot.guarded_connector import GuardedConnector, is_blocked
+from stembot.guarded_connector import is_blocked
+from stembot.guarded_get import (
+    BodyTooLargeError,
+    GuardedGet,
+    RedirectRefusedError,
+    TooManyRedirectsError,
+)
 from stembot.models import Stem
-from stembot.source_urls import check_url_syntax, parse_url, redact_url, redirect_target
+from stembot.source_urls import check_url_syntax, parse_url, redact_url
 
 log = logging.getLogger(__name__)
 
-_REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
 _OK: Final = frozenset({200, 203})
 # An expired signed link answers 403 on the common object stores, not 404.
 _GONE: Final = frozenset({401, 403, 404, 410})
@@ -78,25 +82,18 @@ class StemFetcher:
         stall_s: float = 30.0,
         max_redirects: int = 5,
     ) -> None:
-        if not isinstance(connector, GuardedConnector):
-            raise TypeError("StemFetcher needs a GuardedConnector: stem links go through the guard")
-        if max_bytes < 1 or timeout_s <= 0 or stall_s <= 0 or max_redirects < 0:
-            raise ValueError("max_bytes >= 1, timeouts > 0 and max_redirects >= 0 required")
-        self._connector = connector
-        self._max_bytes = max_bytes
-        self._timeout_s = timeout_s
-        self._stall_s = stall_s
-        self._max_redirects = max_redirects
-        self._headers = {
-            "User-Agent": "stembot (fetches stems to attach them)",
-            # The bytes on the wire are the file: counted, capped and compared as such.
-            "Accept-Encoding": "identity",
-            "Accept": "audio/*, */*;q=0.5",
-        }
+        self._get = GuardedGet(
+            connector,
+            user_agent="stembot (fetches stems to attach them)",
+            max_bytes=max_bytes,
+            timeout_s=timeout_s,
+            stall_s=stall_s,
+            max_redirects=max_redirects,
+        )
 
     @property
     def max_bytes(self) -> int:
-        return self._max_bytes
+        return self._get.max_bytes
 
     async def fetch(self, stem: Stem, destination: Path) -> StemDownload:
         """Write ``stem``'s file to ``destination`` (created or overwritten), or raise a
@@ -106,10 +103,17 @@ class StemFetcher:
         except InvalidSourceError:
             raise _failed(stem, "unusable link", StemAddressRefusedError(stem.name)) from None
         try:
-            async with asyncio.timeout(self._timeout_s), self._session() as session:
-                return await self._follow(session, stem, start, destination)
+            async with self._get.open(start) as response:
+                _check_status(stem, response.status)
+                return await self._read(stem, response, destination)
         except StemFetchError as error:
             raise _failed(stem, type(error).__name__, error) from None
+        except BodyTooLargeError as error:
+            too_large = StemTooLargeError(stem.name, self._get.max_bytes, error.declared)
+            raise _failed(stem, "too large", too_large) from None
+        except (RedirectRefusedError, TooManyRedirectsError) as error:
+            refused = StemAddressRefusedError(stem.name)
+            raise _failed(stem, type(error).__name__, refused) from None
         except TimeoutError:
             raise _failed(stem, "timed out", StemUnreachableError(stem.name, "timed out")) from None
         except aiohttp.ClientError as error:
@@ -119,51 +123,15 @@ class StemFetcher:
             unreachable = StemUnreachableError(stem.name, type(error).__name__)
             raise _failed(stem, type(error).__name__, unreachable) from None
 
-    def _session(self) -> aiohttp.ClientSession:
-        # A fresh session per fetch over the shared connector: no cookies between links, no
-        # proxy from the environment resolving past the guard.
-        return aiohttp.ClientSession(
-            connector=self._connector,
-            connector_owner=False,
-            cookie_jar=aiohttp.DummyCookieJar(),
-            trust_env=False,
-            headers=self._headers,
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=None, sock_read=self._stall_s),
-        )
-
-    async def _follow(
-        self, session: aiohttp.ClientSession, stem: Stem, target: URL, destination: Path
-    ) -> StemDownload:
-        for _hop in range(self._max_redirects + 1):
-            async with session.get(target, allow_redirects=False) as response:
-                if response.status in _REDIRECTS:
-                    try:
-                        target = redirect_target(response.url, response.headers.get("Location", ""))
-                    except InvalidSourceError:
-                        raise StemAddressRefusedError(stem.name) from None
-                    continue
-                if response.status in _GONE:
-                    raise StemGoneError(stem.name, response.status)
-                if response.status not in _OK:
-                    raise StemUnavailableError(stem.name, response.status)
-                return await self._read(stem, response, destination)
-        raise StemAddressRefusedError(stem.name)
-
     async def _read(
         self, stem: Stem, response: aiohttp.ClientResponse, destination: Path
     ) -> StemDownload:
-        declared = response.content_length
-        if declared is not None and declared > self._max_bytes:
-            raise StemTooLargeError(stem.name, self._max_bytes, declared)
+        body = self._get.body(response)
         head = bytearray()
         audio_format: str | None = None
-        size = 0
         async with _FileSink(destination) as sink:
             try:
-                async for chunk in response.content.iter_any():
-                    size += len(chunk)
-                    if size > self._max_bytes:
-                        raise StemTooLargeError(stem.name, self._max_bytes, declared)
+                async for chunk in body:
                     if audio_format is None:
                         head += chunk[: _SNIFF_BYTES - len(head)]
                         if len(head) >= _SNIFF_BYTES:
@@ -172,18 +140,25 @@ class StemFetcher:
             except aiohttp.ClientPayloadError:
                 # aiohttp's parser holds the body to Content-Length (or the chunked encoding's
                 # last chunk) and raises this when the connection ends short of it; it may do
-                # so before handing over what had arrived, so ``size`` is at most the truth.
-                raise StemTruncatedError(stem.name, declared, size) from None
-        if size == 0:
+                # so before handing over what had arrived, so ``body.size`` is at most the truth.
+                raise StemTruncatedError(stem.name, response.content_length, body.size) from None
+        if body.size == 0:
             raise StemNotAudioError(stem.name, "an empty file")
         if audio_format is None:
             audio_format = _audio_format(stem, bytes(head), response)
         whole = _riff_length(bytes(head)) if audio_format == "wav" else None
-        if whole is not None and size < whole:
+        if whole is not None and body.size < whole:
             # A complete answer holding part of a file (cut short where it was stored): the
             # WAV header still says how long the file was.
-            raise StemTruncatedError(stem.name, whole, size)
-        return StemDownload(size=size, audio_format=audio_format)
+            raise StemTruncatedError(stem.name, whole, body.size)
+        return StemDownload(size=body.size, audio_format=audio_format)
+
+
+def _check_status(stem: Stem, status: int) -> None:
+    if status in _GONE:
+        raise StemGoneError(stem.name, status)
+    if status not in _OK:
+        raise StemUnavailableError(stem.name, status)
 
 
 def _audio_format(stem: Stem, head: bytes, response: aiohttp.ClientResponse) -> str:

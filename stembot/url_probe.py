@@ -9,7 +9,6 @@ was wrong and what to do.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 from collections.abc import Iterable
@@ -19,7 +18,6 @@ from typing import Final
 from urllib.parse import unquote
 
 import aiohttp
-from yarl import URL
 
 from stembot.audio_formats import (
     FORMATS_HINT,
@@ -31,13 +29,18 @@ from stembot.audio_formats import (
     sniff_non_audio,
 )
 from stembot.errors import InvalidSourceError
-from stembot.guarded_connector import GuardedConnector, is_blocked
+from stembot.guarded_connector import is_blocked
+from stembot.guarded_get import (
+    BodyTooLargeError,
+    GuardedGet,
+    RedirectRefusedError,
+    TooManyRedirectsError,
+)
 from stembot.source_urls import (
     UNSAFE_CHARACTER,
     check_url_syntax,
     parse_url,
     redact_url,
-    redirect_target,
 )
 from stembot.sources import describe_size, too_large_message
 
@@ -55,11 +58,9 @@ class ProbedSource:
     audio_format: str
 
 
-_REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
 _OK: Final = frozenset({200, 203})
 _GONE: Final = frozenset({404, 410})
 _LOCKED: Final = frozenset({401, 403})
-_CHUNK: Final = 64 * 1024
 _SNIFF_BYTES: Final = 64
 _MAX_FILENAME = 100
 
@@ -77,10 +78,11 @@ _BAD_REDIRECT_MESSAGE = (
 class UrlProbe:
     """Checks that a user's URL leads to audio within the size limit, before anything is spent.
 
-    One bounded GET per probe (HEAD is often refused or wrong): redirects followed by hand up to
-    ``max_redirects`` (each hop through the guarded connector), at most ``max_bytes + 1`` body
-    bytes read and counted after decoding, all under one overall deadline of ``timeout_s`` that
-    a trickling server cannot stretch.
+    One bounded GET per probe (HEAD is often refused or wrong), by the guarded GET
+    (stembot/guarded_get.py): redirects followed by hand up to ``max_redirects`` (each hop
+    through the guarded connector), at most ``max_bytes`` body bytes accepted, counted after
+    decoding, all under one overall deadline of ``timeout_s`` that a trickling server cannot
+    stretch.
     """
 
     def __init__(
@@ -91,71 +93,52 @@ class UrlProbe:
         timeout_s: float = 20.0,
         max_redirects: int = 5,
     ) -> None:
-        if not isinstance(connector, GuardedConnector):
-            raise TypeError("UrlProbe needs a GuardedConnector: user URLs go through the guard")
-        if max_bytes < 1 or timeout_s <= 0 or max_redirects < 0:
-            raise ValueError("max_bytes >= 1, timeout_s > 0 and max_redirects >= 0 required")
-        self._connector = connector
-        self._max_bytes = max_bytes
-        self._timeout_s = timeout_s
-        self._max_redirects = max_redirects
-        self._headers = {
-            "User-Agent": "stembot (checks that a link is audio)",
-            # Count what the file is, not what a compressor made of it.
-            "Accept-Encoding": "identity",
-            "Accept": "audio/*, */*;q=0.5",
-        }
+        self._get = GuardedGet(
+            connector,
+            user_agent="stembot (checks that a link is audio)",
+            max_bytes=max_bytes,
+            timeout_s=timeout_s,
+            max_redirects=max_redirects,
+        )
 
     async def probe(self, url: str) -> ProbedSource:
         """Refuse (InvalidSourceError) unless ``url`` leads to usable audio within the limit."""
         checked = check_url_syntax(url)
         try:
-            async with asyncio.timeout(self._timeout_s), self._session() as session:
-                return await self._follow(session, checked)
+            async with self._get.open(parse_url(checked)) as response:
+                self._check_status(checked, response.status)
+                return await self._read(checked, response)
+        except RedirectRefusedError:
+            raise self._refuse(checked, "bad redirect", _BAD_REDIRECT_MESSAGE) from None
+        except TooManyRedirectsError:
+            raise self._refuse(
+                checked,
+                "too many redirects",
+                f"That link redirects more than {self._get.max_redirects} times; paste the "
+                f"final link to the audio file {_TRY_ELSE}.",
+            ) from None
+        except BodyTooLargeError as error:
+            raise self._refuse(checked, "too large", self._too_large_message(error)) from None
         except TimeoutError:
+            timeout_s = self._get.timeout_s
             raise self._refuse(
                 checked,
                 "timed out",
-                f"That link took too long to answer (over {self._timeout_s:g} "
-                f"{'second' if self._timeout_s == 1 else 'seconds'}). "
+                f"That link took too long to answer (over {timeout_s:g} "
+                f"{'second' if timeout_s == 1 else 'seconds'}). "
                 f"Try another host {_TRY_ELSE}.",
             ) from None
         except aiohttp.ClientError as error:
             raise self._refuse_client_error(checked, error) from None
 
-    def _session(self) -> aiohttp.ClientSession:
-        # A fresh session per probe over the shared connector: no cookies carried from one
-        # user's link to another's, no proxy from the environment resolving past the guard.
-        return aiohttp.ClientSession(
-            connector=self._connector,
-            connector_owner=False,
-            cookie_jar=aiohttp.DummyCookieJar(),
-            trust_env=False,
-            headers=self._headers,
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=None, sock_read=None),
+    def _too_large_message(self, error: BodyTooLargeError) -> str:
+        limit = self._get.max_bytes
+        if error.before_reading and error.declared is not None:
+            return too_large_message(error.declared, limit)
+        return (
+            f"That file is larger than the {describe_size(limit)} limit. "
+            "Send a shorter clip or a compressed format such as mp3."
         )
-
-    async def _follow(self, session: aiohttp.ClientSession, original: str) -> ProbedSource:
-        target = parse_url(original)
-        for _hop in range(self._max_redirects + 1):
-            async with session.get(target, allow_redirects=False) as response:
-                if response.status in _REDIRECTS:
-                    target = self._next_hop(original, response)
-                    continue
-                self._check_status(original, response.status)
-                return await self._read(original, response)
-        raise self._refuse(
-            original,
-            "too many redirects",
-            f"That link redirects more than {self._max_redirects} times; paste the final link "
-            f"to the audio file {_TRY_ELSE}.",
-        )
-
-    def _next_hop(self, original: str, response: aiohttp.ClientResponse) -> URL:
-        try:
-            return redirect_target(response.url, response.headers.get("Location", ""))
-        except InvalidSourceError:
-            raise self._refuse(original, "bad redirect", _BAD_REDIRECT_MESSAGE) from None
 
     def _check_status(self, original: str, status: int) -> None:
         if status in _OK:
@@ -181,23 +164,12 @@ class UrlProbe:
         raise self._refuse(original, f"status {status}", message)
 
     async def _read(self, original: str, response: aiohttp.ClientResponse) -> ProbedSource:
-        declared = response.content_length
-        if declared is not None and declared > self._max_bytes:
-            raise self._refuse(original, "too large", too_large_message(declared, self._max_bytes))
+        body = self._get.body(response)
         head = bytearray()
-        size = 0
-        async for chunk in response.content.iter_chunked(_CHUNK):
-            size += len(chunk)
-            if size > self._max_bytes:
-                raise self._refuse(
-                    original,
-                    "too large",
-                    f"That file is larger than the {describe_size(self._max_bytes)} limit. "
-                    "Send a shorter clip or a compressed format such as mp3.",
-                )
+        async for chunk in body:
             if len(head) < _SNIFF_BYTES:
                 head += chunk[: _SNIFF_BYTES - len(head)]
-        if size == 0:
+        if body.size == 0:
             raise self._refuse(
                 original, "empty", f"That link leads to an empty file; check the link {_TRY_ELSE}."
             )
@@ -207,7 +179,7 @@ class UrlProbe:
         return ProbedSource(
             url=original,
             final_url=str(response.url),
-            size=size,
+            size=body.size,
             filename=filename,
             audio_format=audio_format,
         )

@@ -13,7 +13,8 @@ import pytest
 from discord import app_commands
 from discord.ext import commands
 
-from stembot.bot.endpoints import current_discord_endpoints, use_discord_endpoints
+from stembot.bot.endpoints import current_discord_endpoints
+from tests.discord_clients import connected, emulated_discord
 from tests.standins.discord import (
     ADMINISTRATOR,
     BOT_DM,
@@ -146,12 +147,8 @@ def build_bot(probe: Probe) -> commands.Bot:
 
 @pytest.fixture
 async def emulator() -> AsyncIterator[DiscordEmulator]:
-    async with DiscordEmulator() as emulator:
-        previous = use_discord_endpoints(emulator.api_base, emulator.gateway_url)
-        try:
-            yield emulator
-        finally:
-            use_discord_endpoints(*previous)
+    async with emulated_discord() as emulator:
+        yield emulator
 
 
 @pytest.fixture
@@ -163,14 +160,8 @@ def probe() -> Probe:
 async def bot(emulator: DiscordEmulator, probe: Probe) -> AsyncIterator[commands.Bot]:
     await emulator.add_guild("Test server")
     bot = build_bot(probe)
-    await bot.login(emulator.token)
-    running = asyncio.create_task(bot.connect())
-    try:
-        await asyncio.wait_for(bot.wait_until_ready(), 10)
+    async with connected(bot, emulator):
         yield bot
-    finally:
-        await bot.close()
-        await running
 
 
 @pytest.fixture

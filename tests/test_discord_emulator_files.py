@@ -16,7 +16,7 @@ import pytest
 from discord import app_commands
 from discord.ext import commands
 
-from stembot.bot.endpoints import use_discord_endpoints
+from tests.discord_clients import connected, emulated_discord
 from tests.standins.discord import DiscordEmulator, Guild, MessageRecord
 from tests.standins.discord.components_v2 import IS_COMPONENTS_V2
 
@@ -57,12 +57,8 @@ class Probe:
 
 @pytest.fixture
 async def emulator() -> AsyncIterator[DiscordEmulator]:
-    async with DiscordEmulator() as emulator:
-        previous = use_discord_endpoints(emulator.api_base, emulator.gateway_url)
-        try:
-            yield emulator
-        finally:
-            use_discord_endpoints(*previous)
+    async with emulated_discord() as emulator:
+        yield emulator
 
 
 @pytest.fixture
@@ -90,14 +86,8 @@ async def bot(emulator: DiscordEmulator, probe: Probe) -> AsyncIterator[commands
         await bot.tree.sync()
 
     bot.setup_hook = setup_hook  # type: ignore[method-assign]
-    await bot.login(emulator.token)
-    running = asyncio.create_task(bot.connect())
-    try:
-        await asyncio.wait_for(bot.wait_until_ready(), 10)
+    async with connected(bot, emulator):
         yield bot
-    finally:
-        await bot.close()
-        await running
 
 
 @pytest.fixture

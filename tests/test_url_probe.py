@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.abc import AbstractResolver, ResolveResult
 
 from stembot.address_policy import AddressPolicy
 from stembot.errors import InvalidSourceError
@@ -22,6 +21,7 @@ from stembot.guarded_connector import GuardedConnector
 from stembot.url_probe import UrlProbe
 from tests.address_policies import allowing
 from tests.standins.local_http import serving
+from tests.static_resolver import StaticResolver
 
 MB = 1024 * 1024
 MAX_BYTES = 64 * 1024
@@ -47,33 +47,6 @@ HTML = b"<!DOCTYPE html><html><body>Share page</body></html>"
 # ---------------------------------------------------------------------------------------------
 # Local servers for the probe
 # ---------------------------------------------------------------------------------------------
-
-
-class StaticResolver(AbstractResolver):
-    """Answers test host names from a table; an unknown name fails like real DNS."""
-
-    def __init__(self, table: Mapping[str, Sequence[str]]) -> None:
-        self.table = table
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        if host not in self.table:
-            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-        return [
-            {
-                "hostname": host,
-                "host": address,
-                "port": port,
-                "family": socket.AF_INET,
-                "proto": 0,
-                "flags": socket.AI_NUMERICHOST,
-            }
-            for address in self.table[host]
-        ]
-
-    async def close(self) -> None:
-        pass
 
 
 @dataclass
@@ -329,51 +302,64 @@ async def test_probe_follows_redirects_within_the_limit(site, make_probe):
     assert (source.url, source.final_url) == (site.url("/hops/5"), site.url("/song.wav"))
 
 
-async def test_probe_refuses_too_many_redirects(site, make_probe):
-    """A sixth hop is refused."""
-    probe = await make_probe(max_redirects=5)
-    assert await _refusal(probe, site.url("/hops/6")) == (
+BAD_REDIRECT = (
+    "That link redirects to an address stembot can't follow; paste the final link to the "
+    "audio file or attach the file."
+)
+# Each link's fault, and the whole message that says what was wrong and what to do.
+REFUSALS = {
+    # Five hops are followed (above); a sixth is refused.
+    "/hops/6": (
         "That link redirects more than 5 times; paste the final link to the audio file or "
         "attach the file."
-    )
-
-
-@pytest.mark.parametrize("code", [404, 410])
-async def test_expired_link_is_reported(site, make_probe, code):
-    """404/410 (an expired attachment URL, a deleted file) say the link no longer works."""
-    probe = await make_probe()
-    phrase = {404: "404 Not Found", 410: "410 Gone"}[code]
-    assert await _refusal(probe, site.url(f"/status/{code}")) == (
-        f"That link no longer works (the server answered {phrase}). Links can expire: paste "
-        "a fresh link or attach the file."
-    )
-
-
-async def test_forbidden_link_asks_for_a_public_one(site, make_probe):
-    """403 means a login or an expired signature."""
-    probe = await make_probe()
-    assert await _refusal(probe, site.url("/status/403")) == (
+    ),
+    # Redirects to other schemes or to URLs with credentials are not followed.
+    "/to-ftp": BAD_REDIRECT,
+    "/to-credentials": BAD_REDIRECT,
+    # 404/410 (an expired attachment URL, a deleted file) say the link no longer works.
+    "/status/404": (
+        "That link no longer works (the server answered 404 Not Found). Links can expire: "
+        "paste a fresh link or attach the file."
+    ),
+    "/status/410": (
+        "That link no longer works (the server answered 410 Gone). Links can expire: paste a "
+        "fresh link or attach the file."
+    ),
+    # 403 means a login or an expired signature.
+    "/status/403": (
         "That link needs a login or has expired (the server answered 403 Forbidden). Use a "
         "public link or attach the file."
-    )
-
-
-async def test_server_error_suggests_trying_later(site, make_probe):
-    """A 503 is the server's trouble, not the user's link."""
-    probe = await make_probe()
-    assert await _refusal(probe, site.url("/status/503")) == (
+    ),
+    # A 503 is the server's trouble, not the user's link.
+    "/status/503": (
         "The server for that link answered 503 Service Unavailable; try again later or attach "
         "the file."
-    )
-
-
-async def test_web_page_behind_an_mp3_url_is_refused(site, make_probe):
-    """The bytes outrank the extension: an HTML share page is not audio."""
-    probe = await make_probe()
-    assert await _refusal(probe, site.url("/page.mp3")) == (
+    ),
+    # The bytes outrank the extension: an HTML share page is not audio.
+    "/page.mp3": (
         f"That link leads to a web page; link straight to the audio file ({FORMATS}) or "
         "attach the file."
-    )
+    ),
+    # A zero-byte body cannot be separated.
+    "/empty.mp3": "That link leads to an empty file; check the link or attach the file.",
+    # A Content-Length over the limit is refused with both sizes.
+    "/declared-big": (
+        "That file is 64.1 KB; the limit is 64 KB. "
+        "Send a shorter clip or a compressed format such as mp3."
+    ),
+    # A chunked body is counted as it arrives and cut off past the limit.
+    "/stream-big": (
+        "That file is larger than the 64 KB limit. "
+        "Send a shorter clip or a compressed format such as mp3."
+    ),
+}
+
+
+@pytest.mark.parametrize(("path", "message"), REFUSALS.items(), ids=list(REFUSALS))
+async def test_refusal_says_what_was_wrong(site, make_probe, path, message):
+    """A link that cannot be used is refused with the message for its fault."""
+    probe = await make_probe(max_redirects=5)
+    assert await _refusal(probe, site.url(path)) == message
 
 
 async def test_image_link_is_refused(site, make_probe):
@@ -381,32 +367,6 @@ async def test_image_link_is_refused(site, make_probe):
     probe = await make_probe()
     message = await _refusal(probe, site.url("/cover"))
     assert message.startswith("That link leads to a PNG image;")
-
-
-async def test_empty_file_is_refused(site, make_probe):
-    """A zero-byte body cannot be separated."""
-    probe = await make_probe()
-    assert await _refusal(probe, site.url("/empty.mp3")) == (
-        "That link leads to an empty file; check the link or attach the file."
-    )
-
-
-async def test_declared_size_over_the_limit_is_refused(site, make_probe):
-    """A Content-Length over the limit is refused with both sizes."""
-    probe = await make_probe()
-    assert await _refusal(probe, site.url("/declared-big")) == (
-        "That file is 64.1 KB; the limit is 64 KB. "
-        "Send a shorter clip or a compressed format such as mp3."
-    )
-
-
-async def test_undeclared_body_over_the_limit_is_refused(site, make_probe):
-    """A chunked body is counted as it arrives and cut off past the limit."""
-    probe = await make_probe()
-    assert await _refusal(probe, site.url("/stream-big")) == (
-        "That file is larger than the 64 KB limit. "
-        "Send a shorter clip or a compressed format such as mp3."
-    )
 
 
 async def test_gzip_bomb_is_counted_after_decoding(site, make_probe):
@@ -471,17 +431,12 @@ async def test_private_literal_url_is_refused_without_connecting(site, make_prob
     assert site.forbidden.connections == 0
 
 
-async def test_redirect_to_private_literal_is_refused_without_connecting(site, make_probe):
-    """A public hop redirecting to a non-allowed address is stopped at connect time."""
+@pytest.mark.parametrize("path", ["/to-private-literal", "/to-private-name"])
+async def test_redirect_to_a_private_address_is_refused_without_connecting(site, make_probe, path):
+    """A public hop redirecting to a non-allowed address, or to a name that resolves to one,
+    is stopped at connect time."""
     probe = await make_probe()
-    assert await _refusal(probe, site.url("/to-private-literal")) == PRIVATE
-    assert site.forbidden.connections == 0
-
-
-async def test_redirect_to_name_resolving_private_is_refused_without_connecting(site, make_probe):
-    """A redirect to a host name that resolves to a non-allowed address is stopped too."""
-    probe = await make_probe()
-    assert await _refusal(probe, site.url("/to-private-name")) == PRIVATE
+    assert await _refusal(probe, site.url(path)) == PRIVATE
     assert site.forbidden.connections == 0
 
 
@@ -520,16 +475,6 @@ async def test_allow_private_reaches_private_addresses(site, make_probe):
     probe = await make_probe(policy=AddressPolicy(allow_private=True))
     source = await probe.probe(site.url("/to-private-name"))
     assert (source.audio_format, site.forbidden.connections) == ("wav", 1)
-
-
-@pytest.mark.parametrize("path", ["/to-ftp", "/to-credentials"])
-async def test_redirect_to_an_unusable_address_is_refused(site, make_probe, path):
-    """Redirects to other schemes or to URLs with credentials are not followed."""
-    probe = await make_probe()
-    assert await _refusal(probe, site.url(path)) == (
-        "That link redirects to an address stembot can't follow; paste the final link to the "
-        "audio file or attach the file."
-    )
 
 
 async def test_unknown_host_is_reported(make_probe):

@@ -124,10 +124,13 @@ async def built_bot(settings: Settings, *, force_sync: bool = False) -> AsyncIte
         settings.db_path, settings.quota, busy_timeout_s=settings.db_busy_timeout_s
     )
     try:
-        connector = GuardedConnector(AddressPolicy(allow_private=settings.allow_private_urls))
+        policy = AddressPolicy(allow_private=settings.allow_private_urls)
         async with (
             aiohttp.ClientSession(raise_for_status=False) as api_session,
-            connector,
+            # Members' URL probes and stem downloads each on their own connector: a burst of
+            # big stem files must not take the connection slots members' links are checked in.
+            GuardedConnector(policy) as probe_connector,
+            GuardedConnector(policy) as stem_connector,
         ):
             soundverse = SoundverseClient(
                 api_session,
@@ -139,7 +142,7 @@ async def built_bot(settings: Settings, *, force_sync: bool = False) -> AsyncIte
                 store,
                 soundverse,
                 UrlProbe(
-                    connector,
+                    probe_connector,
                     max_bytes=settings.max_input_bytes,
                     timeout_s=settings.url_probe_timeout_s,
                 ),
@@ -170,7 +173,7 @@ async def built_bot(settings: Settings, *, force_sync: bool = False) -> AsyncIte
             # Without a cache the results keep their links only; the workers start on demand.
             pool = AudioPool(settings.audio_workers) if cache is not None else None
             if cache is not None and pool is not None:
-                fetcher = StemFetcher(connector, max_bytes=settings.max_stem_bytes)
+                fetcher = StemFetcher(stem_connector, max_bytes=settings.max_stem_bytes)
                 bot.media = MediaService(cache, StemFiles(cache, fetcher), pool)
             try:
                 async with bot, retention.running(after=bot.wait_until_ready):

@@ -17,7 +17,7 @@ import time
 import discord
 from discord.ext import commands
 
-from stembot.bot.endpoints import use_discord_endpoints
+from tests.discord_clients import connected, emulated_discord
 from tests.standins.discord import DiscordEmulator, Member
 
 
@@ -45,38 +45,37 @@ async def one_flow(emulator: DiscordEmulator, member: Member, n: int) -> None:
 
 
 async def run(flows: int, in_flight: int, validate: bool) -> tuple[float, float]:
-    async with DiscordEmulator(validate_spec=validate) as emulator:
-        previous = use_discord_endpoints(emulator.api_base, emulator.gateway_url)
+    async with emulated_discord(validate_spec=validate) as emulator:
         guild = await emulator.add_guild()
         member = emulator.add_member(guild, "alice")
         bot = build_bot()
-        await bot.login(emulator.token)
-        running = asyncio.create_task(bot.connect())
-        try:
-            await asyncio.wait_for(bot.wait_until_ready(), 10)
-            for n in range(20):  # warm-up: caches, validators, connection pool
-                await one_flow(emulator, member, n)
+        async with connected(bot, emulator):
+            return await measure(emulator, member, flows, in_flight)
 
-            start = time.perf_counter()
-            for n in range(flows // 4):
-                await one_flow(emulator, member, n)
-            sequential = (flows // 4) / (time.perf_counter() - start)
 
-            gate = asyncio.Semaphore(in_flight)
+async def measure(
+    emulator: DiscordEmulator, member: Member, flows: int, in_flight: int
+) -> tuple[float, float]:
+    """Flows per second, one at a time and ``in_flight`` at once."""
+    for n in range(20):  # warm-up: caches, validators, connection pool
+        await one_flow(emulator, member, n)
 
-            async def gated(n: int) -> None:
-                async with gate:
-                    await one_flow(emulator, member, n)
+    start = time.perf_counter()
+    for n in range(flows // 4):
+        await one_flow(emulator, member, n)
+    sequential = (flows // 4) / (time.perf_counter() - start)
 
-            start = time.perf_counter()
-            await asyncio.gather(*(gated(n) for n in range(flows)))
-            concurrent = flows / (time.perf_counter() - start)
-            failed = [i for i in emulator.interactions.values() if i.failed]
-            assert not failed, f"{len(failed)} interactions were not acknowledged in 3 s"
-        finally:
-            await bot.close()
-            await running
-            use_discord_endpoints(*previous)
+    gate = asyncio.Semaphore(in_flight)
+
+    async def gated(n: int) -> None:
+        async with gate:
+            await one_flow(emulator, member, n)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(gated(n) for n in range(flows)))
+    concurrent = flows / (time.perf_counter() - start)
+    failed = [i for i in emulator.interactions.values() if i.failed]
+    assert not failed, f"{len(failed)} interactions were not acknowledged in 3 s"
     return sequential, concurrent
 
 
