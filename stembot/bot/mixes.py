@@ -25,6 +25,7 @@ key), so it works after a restart like Cancel does.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from re import Match
 from typing import Any
 
@@ -32,9 +33,8 @@ import discord
 from discord.ext import commands
 from discord.utils import MISSING
 
-from stembot.bot.embeds import SOURCE_NAME_MAX, safe_text
+from stembot.bot.embeds import SOURCE_NAME_MAX, label_text, safe_text
 from stembot.bot.guild_only import answer_if_elsewhere
-from stembot.bot.result_card import MIX_PLACEHOLDER
 from stembot.bot.views import service_of
 from stembot.errors import (
     AudioError,
@@ -52,6 +52,9 @@ log = logging.getLogger(__name__)
 # The slash command group a new request is made with (StemsCog's group_name).
 STEMS_COMMAND = "stems"
 MIX_LABEL_MAX = 60
+MIX_PLACEHOLDER = "Free mixes: pick one (sent privately, no units)"
+SELECT_OPTIONS_MAX = 25
+MIX_OPTION_LABEL_MAX = 100  # Discord's limit for an option's label
 
 RESULT_GONE = (
     "stembot no longer keeps this result (old results are deleted after a while, and a "
@@ -76,13 +79,18 @@ class MixSelect(
 ):
     """A result's menu of free mixes; result_card.mix_menu draws it, this answers its picks."""
 
-    def __init__(self, request_id: int) -> None:
+    def __init__(self, request_id: int, mixes: Sequence[Mix] = ()) -> None:
+        """The menu offering ``mixes``; without them, the item that answers a pick (the
+        message carries the real options)."""
+        options = [
+            discord.SelectOption(label=label_text(mix.label, MIX_OPTION_LABEL_MAX), value=mix.key)
+            for mix in mixes[:SELECT_OPTIONS_MAX]
+        ]
         super().__init__(
             discord.ui.Select(
                 custom_id=f"stems:mix:{request_id}",
                 placeholder=MIX_PLACEHOLDER,
-                # The card carries the real options; this item only answers picks.
-                options=[discord.SelectOption(label="-", value="-")],
+                options=options or [discord.SelectOption(label="-", value="-")],
             )
         )
         self.request_id = request_id

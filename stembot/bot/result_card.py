@@ -27,12 +27,11 @@ from stembot.bot.embeds import (
     stem_notes,
     timestamp,
 )
+from stembot.bot.mixes import MixSelect
 from stembot.models import QuotaStatus, Separation, Stem
 from stembot.result_media import Mix, ResultMedia, StemMedia
 
 COMPONENTS_MAX = 40
-SELECT_OPTIONS_MAX = 25
-MIX_PLACEHOLDER = "Free mixes: pick one (sent privately, no units)"
 
 
 def result_card(
@@ -64,7 +63,7 @@ def result_card(
             container.add_item(discord.ui.File[Any](f"attachment://{shown.attachment}"))
     if media.note:
         container.add_item(discord.ui.TextDisplay[Any](safe_text(media.note, MEDIA_NOTE_MAX)))
-    mixes = media.mixes[:SELECT_OPTIONS_MAX]
+    mixes = media.mixes
     if mixes:
         container.add_item(discord.ui.ActionRow[Any](mix_menu(request_id, mixes)))
     container.add_item(discord.ui.TextDisplay[Any](_footer(separation, quota, request_id)))
@@ -87,13 +86,10 @@ def _stem_row(stem: Stem, shown: StemMedia | None, position: int) -> discord.ui.
     return discord.ui.Section[Any](discord.ui.TextDisplay[Any](text), accessory=button)
 
 
-def mix_menu(request_id: int, mixes: Sequence[Mix]) -> discord.ui.Select[Any]:
-    """The free mixes of request ``request_id``'s result, answered by its persistent handler."""
-    return discord.ui.Select[Any](
-        custom_id=f"stems:mix:{request_id}",
-        placeholder=MIX_PLACEHOLDER,
-        options=[discord.SelectOption(label=mix.label, value=mix.key) for mix in mixes],
-    )
+def mix_menu(request_id: int, mixes: Sequence[Mix]) -> MixSelect:
+    """The free mixes of request ``request_id``'s result: the persistent item that answers its
+    picks (so no view is kept in memory per message)."""
+    return MixSelect(request_id, mixes)
 
 
 def _footer(separation: Separation, quota: QuotaStatus | None, request_id: int) -> str:

@@ -97,6 +97,8 @@ async def test_all_gives_six_playable_stems_a_picture_and_flags_the_silent_one(
     assert labels[0] == "Instrumental" and "Without Drums" in labels
     assert "Without Piano" not in labels
     assert stack.api.downloads == 6
+    # The menu is answered by its persistent handler: no view kept in memory per result.
+    assert stack.bot.persistent_views == []
 
 
 def _saved(folder: Path, name: str, files: dict[str, bytes]) -> Path:
@@ -169,4 +171,5 @@ async def test_after_the_fifteen_minutes_the_channel_post_gains_the_files(tmp_pa
         assert embed["image"]["url"].endswith("stems.png")
         assert list(post.attached()) == ["stems.png", *(f"{n}.wav" for n in STEM_TONES_HZ)]
         assert any(cid.startswith("stems:mix:") for cid in post.custom_ids())
+        assert stack.bot.persistent_views == []
         assert "attached" in description(post.data)
