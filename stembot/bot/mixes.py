@@ -35,7 +35,7 @@ from discord.utils import MISSING
 
 from stembot.bot.embeds import SOURCE_NAME_MAX, label_text, safe_text
 from stembot.bot.guild_only import answer_if_elsewhere
-from stembot.bot.views import service_of
+from stembot.bot.views import media_of, service_of
 from stembot.errors import (
     AudioError,
     IncidentError,
@@ -139,7 +139,7 @@ async def _answer_pick(
         log.info("mix pick %s names request %s sent elsewhere", interaction.id, request_id)
         await reply.say(NOT_THIS_CHANNEL)
         return
-    media = media_of(interaction)
+    media = media_of(interaction.client)
     if media is None:
         await reply.say(NO_MEDIA)
         return
@@ -230,11 +230,6 @@ async def _command_mention(interaction: discord.Interaction, request: Request) -
                 if command.name == STEMS_COMMAND:
                     return f"</{STEMS_COMMAND} {request.mode.value}:{command.id}>"
     return f"`/{STEMS_COMMAND} {request.mode.value}`"
-
-
-def media_of(interaction: discord.Interaction) -> MediaService | None:
-    media: MediaService | None = getattr(interaction.client, "media", None)
-    return media
 
 
 class _PrivateReply:

@@ -10,9 +10,9 @@ import discord
 
 from stembot.bot.delivery import RequestMessages
 from stembot.bot.tree import reply_privately
+from stembot.bot.views import media_of
 from stembot.errors import StembotError
 from stembot.models import Mode
-from stembot.stem_media import MediaService
 from stembot.stem_service import AttachmentInput, CheckedSource, Requester, StemService
 
 
@@ -68,12 +68,6 @@ async def _submit(
         await reply_privately(interaction, refusal.user_message)
         return
     messages.acknowledged(request)
-
-
-def media_of(client: discord.Client) -> MediaService | None:
-    """The bot's media service: None for links only (no stem cache, or turned off)."""
-    media: MediaService | None = getattr(client, "media", None)
-    return media
 
 
 def attachment_input(file: discord.Attachment) -> AttachmentInput:

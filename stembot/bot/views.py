@@ -13,12 +13,19 @@ from stembot.bot.tree import reply_privately
 from stembot.errors import RequestCancelledError, StembotError
 
 if TYPE_CHECKING:
+    from stembot.stem_media import MediaService
     from stembot.stem_service import StemService
 
 
 def service_of(interaction: discord.Interaction) -> StemService:
     service: StemService = getattr(interaction.client, "service")  # noqa: B009 - StemBot's
     return service
+
+
+def media_of(client: discord.Client) -> MediaService | None:
+    """The bot's media service: None for links only (no stem cache, or turned off)."""
+    media: MediaService | None = getattr(client, "media", None)
+    return media
 
 
 class CancelButton(
