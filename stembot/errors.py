@@ -355,6 +355,64 @@ class NotRefundableError(ModerationError):
     """The request exists but has nothing to give back (already refunded, free, in progress)."""
 
 
+class RemixEventError(StembotError):
+    """A remix event cannot do what was asked; the message says why (and what to do)."""
+
+
+class RemixEventNotFoundError(RemixEventError):
+    """No such event on this server (deleted by retention, or a forged id)."""
+
+    default_message = "This remix event no longer exists."
+
+
+class RemixEventEndedError(RemixEventError):
+    """The event has ended: no more takes or submissions (stems already owed still arrive)."""
+
+    default_message = "This remix event has ended."
+
+
+class TooManyRemixEventsError(RemixEventError):
+    """The server already runs as many events at once as one server may."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        super().__init__(
+            f"This server already has {limit} remix events running, the most at once. "
+            "End one with `/stems-event end` first."
+        )
+
+
+class RemixEventModeError(RemixEventError):
+    """The event does not offer that mode."""
+
+
+class RemixEventBudgetSpentError(RemixEventError):
+    """The event's own budget cannot pay for the call a take needs. Nobody was charged."""
+
+    says_not_charged = True
+
+    def __init__(self, budget: int, spent: int, cost: int, label: str) -> None:
+        self.budget = budget
+        self.spent = spent
+        self.cost = cost
+        super().__init__(
+            f"This remix event's budget is spent: it has used {spent} of its {budget} units "
+            f"and {label} needs {cost} more. Stems it already has can still be taken. "
+            "You were not charged."
+        )
+
+
+class RemixEventAlreadyPaidError(RemixEventError):
+    """The event already paid a call for this mode that is still running or succeeded: it
+    never pays a second one (the service waits for that call instead)."""
+
+    default_message = "This remix event is already separating these stems."
+
+
+class SubmissionRefusedError(RemixEventError):
+    """A submission the event cannot take (submissions off, ended) or remove."""
+
+
 class IncidentError(StembotError):
     """A bug: the user sees only the incident id; the log has the traceback.
 

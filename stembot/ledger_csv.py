@@ -26,8 +26,11 @@ CSV_COLUMNS = (
     "status",
     "error",
     "requests",
-    # "server" when the server alone carries a handed-over charge (no member's own units).
+    # "server" when the server alone carries a handed-over charge (no member's own units);
+    # "event" for a remix event's call (the server's too, apart from members' spend).
     "charged_to",
+    # The remix event whose call the row is (empty for a member's request).
+    "remix_event_id",
 )
 _CHARGED_STATUSES = frozenset(("queued", "running", "succeeded"))
 
@@ -42,7 +45,8 @@ class LedgerCount(NamedTuple):
 def write_ledger(pages: Iterable[Sequence[Sequence[Any]]], out: TextIO) -> LedgerCount:
     """The header, then every row of ``pages`` as CSV. A row holds the ledger's id,
     created_at, finished_at, guild_id, channel_id, user_id, interaction_id, mode, source_name,
-    source_key, cost, status, error, request_count and member_pays, in that order."""
+    source_key, cost, status, error, request_count, member_pays and remix_event_id, in that
+    order."""
     writer = csv.writer(out)
     writer.writerow(CSV_COLUMNS)
     rows = requests = 0
@@ -55,25 +59,32 @@ def write_ledger(pages: Iterable[Sequence[Sequence[Any]]], out: TextIO) -> Ledge
 
 def _csv_row(row: Sequence[Any]) -> list[object]:
     (request_id, created, finished, guild, channel, user, interaction, mode) = row[:8]
-    (name, key, cost, status, error, count, member_pays) = row[8:]
+    (name, key, cost, status, error, count, member_pays, event_id) = row[8:]
     return [
         request_id,
         _stamp_seconds(created),
         _stamp_seconds(finished),
-        _spreadsheet_id(guild),
-        _spreadsheet_id(channel),
-        _spreadsheet_id(user),
-        _spreadsheet_id(interaction),
+        spreadsheet_id(guild),
+        spreadsheet_id(channel),
+        spreadsheet_id(user),
+        spreadsheet_id(interaction),
         mode,
-        _spreadsheet_safe(name),
-        _spreadsheet_safe(key),
+        spreadsheet_safe(name),
+        spreadsheet_safe(key),
         cost,
         cost if status in _CHARGED_STATUSES else 0,
         status,
-        _spreadsheet_safe(error),
+        spreadsheet_safe(error),
         count,
-        "member" if member_pays else "server",
+        _charged_to(member_pays, event_id),
+        "" if event_id is None else event_id,
     ]
+
+
+def _charged_to(member_pays: int, event_id: int | None) -> str:
+    if event_id is not None:
+        return "event"
+    return "member" if member_pays else "server"
 
 
 def write_spend_csv(spend: Sequence[DailySpend], out: TextIO) -> None:
@@ -81,7 +92,7 @@ def write_spend_csv(spend: Sequence[DailySpend], out: TextIO) -> None:
     writer = csv.writer(out)
     writer.writerow(("day", "guild_id", "api_calls", "units"))
     writer.writerows(
-        (line.day.isoformat(), _spreadsheet_id(line.guild_id), line.calls, line.units)
+        (line.day.isoformat(), spreadsheet_id(line.guild_id), line.calls, line.units)
         for line in spend
     )
 
@@ -91,19 +102,19 @@ def _stamp_seconds(stamp: str | None) -> str:
     return "" if stamp is None else stamp[:19] + "Z"
 
 
-def _spreadsheet_safe(text: str | None) -> str:
+def spreadsheet_safe(text: str | None) -> str:
     """User-supplied text that a spreadsheet will not run as a formula."""
     if not text:
         return ""
     return "'" + text if text[0] in "=+-@\t\r" else text
 
 
-def _spreadsheet_id(snowflake: int) -> str:
+def spreadsheet_id(snowflake: int) -> str:
     """A Discord id as ``="123..."``: a spreadsheet shows the digits as text.
 
     Plain, a 19-digit id is read as a number and rounded to 15 significant digits (Excel,
     LibreOffice, Sheets). The formula is a constant made only of digits we wrote ourselves,
-    never user text, so it cannot do what ``_spreadsheet_safe`` guards against; a program
+    never user text, so it cannot do what ``spreadsheet_safe`` guards against; a program
     reads the id back with ``int(value.strip('="'))`` (see the README).
     """
     return f'="{int(snowflake)}"'

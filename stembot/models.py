@@ -203,8 +203,19 @@ class UsageLine:
 
 
 @dataclass(frozen=True, slots=True)
+class EventUsage:
+    """A remix event's calls in a report: charged to the server, apart from members' spend."""
+
+    event_id: int
+    # Empty once retention removed the event itself.
+    title: str
+    usage: UsageLine
+
+
+@dataclass(frozen=True, slots=True)
 class UsageReport:
-    """A guild's usage over ``[since, until)``: totals, by user, by mode, by UTC day."""
+    """A guild's usage over ``[since, until)``: totals, by user, by mode, by UTC day, and the
+    remix events' calls apart (``total`` holds them; ``by_user`` never does)."""
 
     guild_id: int
     since: datetime
@@ -214,6 +225,17 @@ class UsageReport:
     by_mode: tuple[tuple[Mode, UsageLine], ...]
     by_day: tuple[tuple[date, UsageLine], ...]
     top_users: tuple[tuple[int, UsageLine], ...]
+    by_event: tuple[EventUsage, ...] = ()
+
+    @property
+    def events_total(self) -> UsageLine:
+        """What the remix events spent, in all."""
+        lines = [event.usage for event in self.by_event]
+        return UsageLine(
+            requests=sum(line.requests for line in lines),
+            units=sum(line.units for line in lines),
+            refunded=sum(line.refunded for line in lines),
+        )
 
 
 @dataclass(frozen=True, slots=True)

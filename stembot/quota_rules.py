@@ -103,24 +103,27 @@ def member_has_room(seen: Snapshot, cost: int) -> bool:
 def enforce(seen: Snapshot, cost: int, now: datetime) -> None:
     """Raise for the limit that binds longest: month, then day, then the user's day, then the
     requests in progress."""
+    enforce_server(seen, cost, now)
     limits = seen.limits
-    used_today, used_month, user_today, user_active = (
-        seen.today,
-        seen.month,
-        seen.user_today,
-        seen.user_active,
-    )
+    user_today, user_active = seen.user_today, seen.user_active
     day_end = day_window(now)[1]
-    month_end = month_window(now)[1]
-    if limits.monthly == 0 or used_month + cost > limits.monthly:
-        raise _refusal(QuotaLimit.GUILD_MONTHLY, limits.monthly, used_month, cost, month_end, now)
-    if limits.daily == 0 or used_today + cost > limits.daily:
-        raise _refusal(QuotaLimit.GUILD_DAILY, limits.daily, used_today, cost, day_end, now)
     member_limit = seen.member_limit
     if member_limit == 0 or user_today + cost > member_limit:
         raise _refusal(QuotaLimit.USER_DAILY, member_limit, user_today, cost, day_end, now)
     if user_active >= limits.active_requests:
         raise _refusal(QuotaLimit.USER_ACTIVE, limits.active_requests, user_active, cost, None, now)
+
+
+def enforce_server(seen: Snapshot, cost: int, now: datetime) -> None:
+    """Raise when the server's month, then its day, cannot take ``cost`` (a call the server
+    alone carries, such as a remix event's, is checked against these and no member's)."""
+    limits = seen.limits
+    if limits.monthly == 0 or seen.month + cost > limits.monthly:
+        month_end = month_window(now)[1]
+        raise _refusal(QuotaLimit.GUILD_MONTHLY, limits.monthly, seen.month, cost, month_end, now)
+    if limits.daily == 0 or seen.today + cost > limits.daily:
+        day_end = day_window(now)[1]
+        raise _refusal(QuotaLimit.GUILD_DAILY, limits.daily, seen.today, cost, day_end, now)
 
 
 def enforce_budget(budget: int | None, calls_today: int, now: datetime) -> None:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import date, datetime
 from typing import Any
 
-from stembot.models import DailySpend, Mode, UsageLine, UsageReport
+from stembot.models import DailySpend, EventUsage, Mode, UsageLine, UsageReport
 from stembot.windows import utc
 
 # A grouped row: (key, requests, units charged, requests refunded).
@@ -20,9 +20,11 @@ def usage_report(
     grouped: tuple[Grouped, Grouped, Grouped],
     *,
     top: int,
+    events: Grouped = (),
 ) -> UsageReport:
     """Totals, by user (most units first), by mode and by UTC day, from the rows grouped by
-    user, by mode and by day."""
+    user, by mode and by day; the remix events' calls from rows of (event id, title,
+    requests, units charged, requests refunded)."""
     users, modes, days = grouped
     by_user = [(row[0], _line(row)) for row in users]
     by_mode = [(Mode(row[0]), _line(row)) for row in modes]
@@ -43,6 +45,7 @@ def usage_report(
         by_mode=tuple(by_mode),
         by_day=tuple(by_day),
         top_users=tuple(by_user[:top]),
+        by_event=tuple(EventUsage(row[0], row[1], _line(row[1:])) for row in events),
     )
 
 

@@ -227,9 +227,56 @@ class StemService:
                     if stored is None:
                         return await self._call(asked, listener, now)
             if flight is not None:
-                return await self._join(flight, asked, listener, now)
+                return await self._join(
+                    flight, lambda running: self._reserve_joined(asked, listener, now, running)
+                )
         assert stored is not None
         return await self._answer_from_store(asked, stored, listener, now)
+
+    async def submit_for_event(
+        self, event_id: int, mode: Mode, source: CheckedSource, listener: RequestListener
+    ) -> Separation | None:
+        """A remix event's call of ``mode``, on the same path as a member's request: a stored
+        result is returned (nothing recorded, nothing charged); else the event joins an
+        identical call at no cost, or reserves a new one charged to the server alone
+        (``Ledger.reserve_for_event``: the server's limits, the bot-wide budget and the
+        event's own budget, never a member's allowance) and queues it, servers taking turns.
+        None: ``listener`` is told the outcome, as for any request (a failed call is refunded).
+
+        Raises QuotaLimitReached, RemixEventBudgetSpentError, RemixEventAlreadyPaidError,
+        RemixEventNotFoundError, ShuttingDownError, DatabaseReplacedError, StoreBusyError.
+        """
+        self._refuse_if_closed()
+        await self._writes.retry()
+        now = self._clock()
+        key = (source.key, mode)
+        stored = await self._find_result(source.key, mode, now)
+        if stored is not None:
+            return stored
+        async with self._deciding.alone(key):
+            flight = self._board.get(key)
+            if flight is None:
+                stored = await self._find_result(source.key, mode, now)
+                if stored is not None:
+                    return stored
+                try:
+                    request = await self._store.ledger.reserve_for_event(
+                        event_id, mode, source.name, source.key, now
+                    )
+                except QuotaLimitReached as refusal:
+                    await self._note_refusal(refusal, now)
+                    raise
+                self._fly(HeldRequest(request, _event_asked(request, source), listener))
+                return None
+
+        async def join(running: bool) -> HeldRequest:
+            request = await self._store.ledger.reserve_for_event(
+                event_id, mode, source.name, source.key, now, joined=True, running=running
+            )
+            return HeldRequest(request, _event_asked(request, source), listener)
+
+        await self._join(flight, join)
+        return None
 
     async def _call(self, asked: NewRequest, listener: RequestListener, now: datetime) -> Request:
         """Reserve the cost and queue a new call: the first request of its flight pays."""
@@ -238,14 +285,19 @@ class StemService:
         except QuotaLimitReached as refusal:
             await self._note_refusal(refusal, now)
             raise
+        self._fly(HeldRequest(request, asked, listener))
+        return request
+
+    def _fly(self, payer: HeldRequest) -> None:
+        """Queue a new call for its reserved payer."""
+        request, asked = payer.request, payer.asked
         flight = Flight(next(self._flight_ids), (asked.source_key, asked.mode), [])
-        self._board.hold(flight, HeldRequest(request, asked, listener))
+        self._board.hold(flight, payer)
         log.info("request %s queued: guild %s mode %s", request.id, asked.guild_id, asked.mode)
         self._calls.push(flight, asked.guild_id)
         if request.cost:  # a free request cannot push the server past an alert threshold
             for hook in self._charge_hooks:
                 self._replies.soon(hook(request.guild_id), request.id)
-        return request
 
     async def _answer_from_store(
         self, asked: NewRequest, stored: Separation, listener: RequestListener, now: datetime
@@ -257,27 +309,34 @@ class StemService:
         return request
 
     async def _join(
-        self, flight: Flight, asked: NewRequest, listener: RequestListener, now: datetime
+        self, flight: Flight, reserve: Callable[[bool], Awaitable[HeldRequest]]
     ) -> Request:
-        """Ride on an identical call at no cost. The flight waits for this row before it
-        lands, so a call that ends meanwhile still settles and tells this request."""
+        """Ride on an identical call at no cost: ``reserve(running)`` writes the free row. The
+        flight waits for this row before it lands, so a call that ends meanwhile still
+        settles and tells this request."""
         if not flight.joining:
             flight.joined.clear()
         flight.joining += 1
         try:
-            running = flight.started_at is not None
-            request = await self._store.ledger.reserve_joined(asked, now, running=running)
-            self._board.hold(flight, HeldRequest(request, asked, listener))
+            held = await reserve(flight.started_at is not None)
+            self._board.hold(flight, held)
         finally:
             flight.joining -= 1
             if not flight.joining:
                 flight.joined.set()
+        request = held.request
         log.info(
             "request %s joined request %s's call at no cost", request.id, flight.payer.request.id
         )
         if flight.started_at is not None:
-            self._replies.soon(listener.on_started(request), request.id)
+            self._replies.soon(held.listener.on_started(request), request.id)
         return request
+
+    async def _reserve_joined(
+        self, asked: NewRequest, listener: RequestListener, now: datetime, running: bool
+    ) -> HeldRequest:
+        request = await self._store.ledger.reserve_joined(asked, now, running=running)
+        return HeldRequest(request, asked, listener)
 
     async def cancel(self, request_id: int, user_id: int) -> Request:
         """Take a waiting request out and refund it; only its requester may.
@@ -413,6 +472,20 @@ def _asked(requester: Requester, mode: Mode, source: CheckedSource) -> NewReques
         source_name=source.name,
         source_key=source.key,
         role_ids=requester.role_ids,
+    )
+
+
+def _event_asked(request: Request, source: CheckedSource) -> NewRequest:
+    """A remix event's reserved call as the queue runs it (the URL only in memory)."""
+    return NewRequest(
+        guild_id=request.guild_id,
+        channel_id=request.channel_id,
+        user_id=request.user_id,
+        interaction_id=request.interaction_id,
+        mode=request.mode,
+        source_url=source.url,
+        source_name=request.source_name,
+        source_key=request.source_key,
     )
 
 

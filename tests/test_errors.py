@@ -28,6 +28,8 @@ _ARGS: dict[type[StembotError], tuple[object, ...]] = {
     errors.StemAddressRefusedError: ("drums",),
     errors.StemUnreachableError: ("drums", "timed out"),
     errors.MixStemsUnavailableError: (errors.StemUnavailableError("drums", 503),),
+    errors.TooManyRemixEventsError: (3,),
+    errors.RemixEventBudgetSpentError: (2, 1, 2, "All stems"),
 }
 
 

@@ -18,6 +18,7 @@ import pytest
 from stembot.cli import main
 from stembot.config import QuotaPolicy
 from stembot.models import Mode, NewRequest, RequestStatus, Separation, Stem
+from stembot.remix_event_models import EventSpec
 from stembot.store import Store
 
 GUILD = "123456789012345678"
@@ -251,6 +252,35 @@ def test_usage_all_shows_calls_and_units_per_day_and_server(
     assert "either GUILD or --all" in capsys.readouterr().err
     assert main(["usage"], env=env) == 2
     assert "or --all for every server" in capsys.readouterr().err
+
+
+def test_usage_lists_remix_events_apart(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A remix event's call: in the total, listed under the events, not under a user."""
+    now = datetime.now(UTC)
+    db_path = tmp_path / "ledger.db"
+    fill_ledger(db_path, now)
+    store = Store.open(db_path, QuotaPolicy())
+    try:
+        spec = EventSpec("Jam", "a.mp3", "attachment:50", None)
+        event = store.events.start(int(GUILD), 9, 500, spec, now, max_open=3)
+        store.ledger.reserve_for_event(event.id, Mode.ALL, "a.mp3", "attachment:50", now)
+    finally:
+        store.close()
+    assert main(["usage", GUILD], env={"STEMBOT_DB_PATH": str(db_path)}) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].split() == ["total", "4", "requests", "6", "units", "1", "refunded"]
+    events = lines.index("Remix events (charged to the server, not to members):")
+    assert lines[events + 1].split() == [
+        "event",
+        str(event.id),
+        "1",
+        "requests",
+        "2",
+        "units",
+        "0",
+        "refunded",
+    ]
+    assert not any(line.split()[:2] == ["user", "500"] for line in lines)
 
 
 def test_quota_reset_gives_back_the_defaults(

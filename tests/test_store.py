@@ -137,6 +137,7 @@ def test_migrations_are_safe_to_rerun(db_path: Path) -> None:
             ("0005_privacy",),
             ("0006_moderator_refunds",),
             ("0007_request_noun",),
+            ("0008_remix_events",),
         ]
     finally:
         second.close()

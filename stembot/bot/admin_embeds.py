@@ -20,6 +20,8 @@ WARNING_COLOUR = discord.Colour.orange()
 FULL_COLOUR = discord.Colour.red()
 
 _PERIOD_NAMES = {"day": "daily", "month": "monthly"}
+# Events listed by name in the usage embed (each line at most ~90 characters).
+_EVENTS_SHOWN = 8
 _LIMIT_NAMES = (
     ("daily", "Server per UTC day"),
     ("monthly", "Server per UTC month"),
@@ -73,6 +75,27 @@ def _top_user_lines(report: UsageReport) -> str:
     return "\n".join(lines) or "No requests."
 
 
+def _event_lines(report: UsageReport) -> str:
+    """Each remix event's calls (charged to the server, apart from members' spend), the
+    most expensive first, within an embed field's 1,024 characters."""
+    ranked = sorted(report.by_event, key=lambda event: (-event.usage.units, event.event_id))
+    lines = [
+        f"{discord.utils.escape_markdown(_short(event.title)) or 'Event'} (#{event.event_id}): "
+        f"{requests(event.usage.requests)}, {units(event.usage.units)}"
+        for event in ranked[:_EVENTS_SHOWN]
+    ]
+    if len(ranked) > _EVENTS_SHOWN:
+        lines.append(f"and {len(ranked) - _EVENTS_SHOWN:,} more")
+    total = report.events_total
+    members = report.total.units - total.units
+    lines.append(f"Remix events {units(total.units)}, members {units(members)}")
+    return "\n".join(lines)
+
+
+def _short(title: str, most: int = 40) -> str:
+    return title if len(title) <= most else title[: most - 1] + "…"
+
+
 def _costs_line(costs: Mapping[Mode, int]) -> str:
     return ", ".join(f"{mode.label} {cost}" for mode, cost in costs.items())
 
@@ -105,6 +128,10 @@ def usage_embed(overview: UsageOverview) -> discord.Embed:
     )
     embed.add_field(name="By mode today", value=_mode_lines(overview.today))
     embed.add_field(name="By mode this month", value=_mode_lines(overview.month))
+    if overview.month.by_event:
+        embed.add_field(
+            name="Remix events this month", value=_event_lines(overview.month), inline=False
+        )
     embed.add_field(
         name="Top members this month", value=_top_user_lines(overview.month), inline=False
     )

@@ -365,4 +365,7 @@ def _report_text(report: UsageReport) -> str:
     lines += [_line_text(day.isoformat(), line) for day, line in report.by_day]
     lines.append("Top users:")
     lines += [_line_text(f"user {user_id}", line) for user_id, line in report.top_users]
+    if report.by_event:
+        lines.append("Remix events (charged to the server, not to members):")
+        lines += [_line_text(f"event {event.event_id}", event.usage) for event in report.by_event]
     return "\n".join(lines)

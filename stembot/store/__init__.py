@@ -11,6 +11,8 @@ The store is split along its tables, which is also the interface a second implem
 - ``quotas.py``      what was used against the limits (the snapshot a reservation checks);
 - ``guilds.py``      a server's settings: limits, role allowances, log channel, alerts,
                      command digests, the budget notice;
+- ``remix_events.py`` remix events: the events, members' takes, submissions, an event's
+                     spend (its paid calls are the ledger's ``reserve_for_event``);
 - ``reporting.py``   read-only reports on read-only connections of their own;
 - ``migrations.py``  the schema; ``pruning.py`` retention's batched deletions;
 - ``asynchronous.py`` the same parts, awaitable, for the bot: run on ``threads.py``'s writer
@@ -35,8 +37,9 @@ What each part promises, whatever runs it (another process may write the same fi
 
 ``Store`` opens the connection and builds the parts on it: callers reach each through it
 (``store.ledger.reserve``, ``store.quotas.quota_status``, ``store.guilds.set_limits``,
-``store.reports.usage_report``). Its calls are synchronous: the command line's way in. The bot
-uses ``AsyncStore`` (asynchronous.py), whose parts have the same names and promises.
+``store.events.record_take``, ``store.reports.usage_report``). Its calls are synchronous: the
+command line's way in. The bot uses ``AsyncStore`` (asynchronous.py), whose parts have the
+same names and promises.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ from stembot.store.guilds import ALERT_PERIODS, GuildSettings
 from stembot.store.ledger import Ledger
 from stembot.store.pruning import PRUNE_BATCH_ROWS, PRUNE_PAUSE_S, Pruned
 from stembot.store.quotas import Quotas
+from stembot.store.remix_events import RemixEvents
 from stembot.store.reporting import Reports
 
 __all__ = ["ALERT_PERIODS", "DEFAULT_BUSY_TIMEOUT_S", "Store"]
@@ -66,6 +70,7 @@ class Store:
         self.quotas = Quotas(connection, policy)
         self.ledger = Ledger(connection, self.quotas)
         self.guilds = GuildSettings(connection, policy)
+        self.events = RemixEvents(connection)
         self.reports = Reports(connection)
 
     @classmethod

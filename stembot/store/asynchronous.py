@@ -38,6 +38,18 @@ from stembot.models import (
     Separation,
     UsageReport,
 )
+from stembot.remix_event_models import (
+    EventCounts,
+    EventSpec,
+    EventSpend,
+    EventSummary,
+    Participation,
+    RemixEvent,
+    SourceRef,
+    Submission,
+    Take,
+    TakeStatus,
+)
 from stembot.store import Store
 from stembot.store.connection import DEFAULT_BUSY_TIMEOUT_S
 from stembot.store.pruning import Pruned
@@ -59,6 +71,7 @@ class AsyncStore:
         self.ledger = AsyncLedger(store, self._writer, self._readers)
         self.quotas = AsyncQuotas(self._readers)
         self.guilds = AsyncGuildSettings(store, self._writer, self._readers)
+        self.events = AsyncRemixEvents(store, self._writer, self._readers)
         self.reports = AsyncReports(store)
 
     @classmethod
@@ -126,6 +139,23 @@ class AsyncLedger:
 
     async def settle_joined(self, request_ids: Sequence[int], now: datetime) -> int:
         return await self._write(lambda: self._ledger.settle_joined(request_ids, now))
+
+    async def reserve_for_event(
+        self,
+        event_id: int,
+        mode: Mode,
+        source_name: str,
+        source_key: str,
+        now: datetime,
+        *,
+        joined: bool = False,
+        running: bool = False,
+    ) -> Request:
+        return await self._write(
+            lambda: self._ledger.reserve_for_event(
+                event_id, mode, source_name, source_key, now, joined=joined, running=running
+            )
+        )
 
     async def refund_all(
         self, request_ids: Sequence[int], status: RequestStatus, error: str, now: datetime
@@ -249,6 +279,142 @@ class AsyncGuildSettings:
 
     async def remember_command_digest(self, scope: str, digest: str) -> None:
         await self._write(lambda: self._guilds.remember_command_digest(scope, digest))
+
+
+class AsyncRemixEvents:
+    """``stembot.store.remix_events.RemixEvents``, awaitable."""
+
+    def __init__(self, store: Store, writer: WriterThread, readers: ReaderThreads[Store]) -> None:
+        self._events = store.events
+        self._write = writer.run
+        self._read = readers.run
+
+    async def start(
+        self,
+        guild_id: int,
+        channel_id: int,
+        organiser_id: int,
+        spec: EventSpec,
+        now: datetime,
+        *,
+        max_open: int,
+    ) -> RemixEvent:
+        return await self._write(
+            lambda: self._events.start(
+                guild_id, channel_id, organiser_id, spec, now, max_open=max_open
+            )
+        )
+
+    async def card_posted(
+        self,
+        event_id: int,
+        card_channel_id: int,
+        card_message_id: int,
+        *,
+        pinned: bool,
+        scheduled_event_id: int | None,
+        source_ref: SourceRef | None = None,
+    ) -> RemixEvent:
+        return await self._write(
+            lambda: self._events.card_posted(
+                event_id,
+                card_channel_id,
+                card_message_id,
+                pinned=pinned,
+                scheduled_event_id=scheduled_event_id,
+                source_ref=source_ref,
+            )
+        )
+
+    async def poll_posted(
+        self, event_id: int, poll_message_id: int, submission_ids: Sequence[int]
+    ) -> RemixEvent:
+        return await self._write(
+            lambda: self._events.poll_posted(event_id, poll_message_id, submission_ids)
+        )
+
+    async def end(self, event_id: int, now: datetime, by_user_id: int | None) -> RemixEvent:
+        return await self._write(lambda: self._events.end(event_id, now, by_user_id))
+
+    async def get(self, event_id: int) -> RemixEvent | None:
+        return await self._read(lambda parts: parts.events.get(event_id))
+
+    async def open_events(self, guild_id: int, now: datetime) -> list[RemixEvent]:
+        return await self._read(lambda parts: parts.events.open_events(guild_id, now))
+
+    async def due(self, now: datetime) -> list[RemixEvent]:
+        return await self._read(lambda parts: parts.events.due(now))
+
+    async def record_take(
+        self, event_id: int, mode: Mode, user_id: int, now: datetime, *, answered: bool
+    ) -> None:
+        await self._write(
+            lambda: self._events.record_take(event_id, mode, user_id, now, answered=answered)
+        )
+
+    async def settle_takes(
+        self,
+        event_id: int,
+        mode: Mode,
+        user_ids: Sequence[int],
+        status: TakeStatus,
+        now: datetime,
+    ) -> int:
+        return await self._write(
+            lambda: self._events.settle_takes(event_id, mode, user_ids, status, now)
+        )
+
+    async def waiting_takes(self) -> list[Take]:
+        return await self._read(lambda parts: parts.events.waiting_takes())
+
+    async def takes(self, event_id: int) -> list[Take]:
+        return await self._read(lambda parts: parts.events.takes(event_id))
+
+    async def result(self, event_id: int, mode: Mode, fresh_after: datetime) -> Separation | None:
+        return await self._read(lambda parts: parts.events.result(event_id, mode, fresh_after))
+
+    async def submit(
+        self,
+        event_id: int,
+        user_id: int,
+        title: str,
+        filename: str,
+        message_id: int,
+        now: datetime,
+    ) -> tuple[Submission, Submission | None]:
+        return await self._write(
+            lambda: self._events.submit(event_id, user_id, title, filename, message_id, now)
+        )
+
+    async def remove_submission(
+        self,
+        event_id: int,
+        submission_id: int,
+        by_user_id: int,
+        now: datetime,
+        *,
+        moderator: bool,
+    ) -> Submission:
+        return await self._write(
+            lambda: self._events.remove_submission(
+                event_id, submission_id, by_user_id, now, moderator=moderator
+            )
+        )
+
+    async def submissions(self, event_id: int) -> list[Submission]:
+        return await self._read(lambda parts: parts.events.submissions(event_id))
+
+    async def spend(self, event_id: int) -> EventSpend:
+        return await self._read(lambda parts: parts.events.spend(event_id))
+
+    async def counts(self, event_id: int) -> EventCounts:
+        return await self._read(lambda parts: parts.events.counts(event_id))
+
+    async def summary(self, event_id: int) -> EventSummary:
+        return await self._read(lambda parts: parts.events.summary(event_id))
+
+    async def participation(self, event_id: int) -> list[Participation]:
+        return await self._read(lambda parts: parts.events.participation(event_id))
 
 
 class AsyncReports:

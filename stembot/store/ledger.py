@@ -15,10 +15,15 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from stembot import quota_rules
-from stembot.errors import DuplicateRequestError
+from stembot.errors import (
+    DuplicateRequestError,
+    RemixEventAlreadyPaidError,
+    RemixEventBudgetSpentError,
+    RemixEventNotFoundError,
+)
 from stembot.models import Mode, NewRequest, Recovery, Request, RequestStatus, Separation
 from stembot.quota_rules import enforce
-from stembot.store import recovery, rows
+from stembot.store import recovery, remix_events, rows
 from stembot.store.connection import Connection, busy_is_retryable
 from stembot.store.quotas import Quotas
 from stembot.windows import iso_seconds, stamp, utc, window_stamps
@@ -30,9 +35,12 @@ _REFUND_STATUSES = (RequestStatus.FAILED, RequestStatus.CANCELLED, RequestStatus
 
 _INSERT_REQUEST = """
 INSERT INTO requests (guild_id, channel_id, user_id, interaction_id, mode, source_name,
-                      source_key, cost, status, created_at, finished_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                      source_key, cost, status, created_at, finished_at, member_pays,
+                      remix_event_id)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
+# An event's call comes from no interaction: it is numbered below every Discord id (> 0).
+_NEXT_EVENT_INTERACTION = "SELECT min(coalesce(min(interaction_id), 0), 0) - 1 FROM requests"
 
 _SELECT_STORED_RESULT = (
     f"SELECT {rows.Q_REQUEST_COLUMNS}, r.stems, r.issued_at "  # noqa: S608 (constant)
@@ -83,12 +91,75 @@ class Ledger:
                 self._quotas.enforce_budget(now)
             request = self._insert(asked, cost, status, now)
             if paid:
-                self._db.execute(
-                    "INSERT INTO api_calls (request_id, guild_id, day, reserved_at) "
-                    "VALUES (?, ?, ?, ?)",
-                    (request.id, request.guild_id, utc(now).date().isoformat(), stamp(now)),
-                )
+                self._record_call(request, now)
             return request
+
+    def _record_call(self, request: Request, now: datetime) -> None:
+        """The paid API call the request reserved (the bot-wide daily budget counts it)."""
+        self._db.execute(
+            "INSERT INTO api_calls (request_id, guild_id, day, reserved_at) VALUES (?, ?, ?, ?)",
+            (request.id, request.guild_id, utc(now).date().isoformat(), stamp(now)),
+        )
+
+    def reserve_for_event(
+        self,
+        event_id: int,
+        mode: Mode,
+        source_name: str,
+        source_key: str,
+        now: datetime,
+        *,
+        joined: bool = False,
+        running: bool = False,
+    ) -> Request:
+        """Record a remix event's call of ``mode``, charged to the server alone, in one write
+        transaction: the row names the event and its organiser, ``member_pays`` = 0.
+
+        Checked against the server's monthly and daily limits, the bot-wide daily budget and
+        the event's own budget (its paid rows not refunded), never a member's allowance.
+        ``joined``: the event rides on an identical call already queued (or ``running``) at
+        no cost, so only a switched-off server refuses it. Raises QuotaLimitReached,
+        RemixEventBudgetSpentError, RemixEventAlreadyPaidError (a call of the event for this
+        mode is running or succeeded: it never pays twice), RemixEventNotFoundError.
+        """
+        cost = 0 if joined else self._quotas.policy.cost_of(mode)
+        with self._conn.write():
+            event = self._conn.one(
+                "SELECT guild_id, channel_id, organiser_id, budget FROM remix_events WHERE id = ?",
+                (event_id,),
+            )
+            if event is None:
+                raise RemixEventNotFoundError()
+            guild_id, channel_id, organiser_id, budget = event
+            quota_rules.enforce_server(self._quotas.snapshot(guild_id, None, None, now), cost, now)
+            if not joined:
+                self._quotas.enforce_budget(now)
+                self._enforce_event_budget(event_id, mode, budget, cost)
+            (interaction_id,) = self._conn.one(_NEXT_EVENT_INTERACTION, ())
+            asked = NewRequest(
+                guild_id,
+                channel_id,
+                organiser_id,
+                interaction_id,
+                mode,
+                "",
+                source_name,
+                source_key,
+            )
+            status = RequestStatus.RUNNING if running else RequestStatus.QUEUED
+            request = self._insert(asked, cost, status, now, event_id=event_id)
+            if not joined:
+                self._record_call(request, now)
+            return request
+
+    def _enforce_event_budget(
+        self, event_id: int, mode: Mode, budget: int | None, cost: int
+    ) -> None:
+        if self._conn.one(remix_events.PAID_FOR_MODE, (event_id, mode.value)) is not None:
+            raise RemixEventAlreadyPaidError()
+        _, spent = self._conn.one(remix_events.SPEND, (event_id,))
+        if budget is not None and spent + cost > budget:
+            raise RemixEventBudgetSpentError(budget, spent, cost, mode.label)
 
     def hand_over_charge(
         self, payer_id: int, heirs: Sequence[tuple[int, Sequence[int]]], now: datetime
@@ -100,11 +171,13 @@ class Ledger:
         member's role ids. The first whose member has room for the cost in their own daily
         allowance takes the charge. If none has, the first takes it on the server's account
         alone (``member_pays`` = 0): it counts against the server's limits but no member's.
+        A remix event's row is never charged to a member (its user is the organiser, who did
+        not ask): it can only be that first heir.
         Returns (the heir's request id, whether its member pays), or None (nothing changed) unless
         the payer and an heir are still active.
         """
         active = (
-            "SELECT cost, guild_id, user_id FROM requests "
+            "SELECT cost, guild_id, user_id, remix_event_id FROM requests "
             "WHERE id = ? AND status IN ('queued', 'running')"
         )
         with self._conn.write():
@@ -113,14 +186,16 @@ class Ledger:
                 return None
             cost, guild_id = payer[0], payer[1]
             candidates = [
-                (heir_id, row[2], roles)
+                (heir_id, row[2], roles, row[3] is not None)
                 for heir_id, roles in heirs
                 if (row := self._conn.one(active, (heir_id,))) is not None and row[1] == guild_id
             ]
             if not candidates:
                 return None
             chosen, member_pays = candidates[0][0], False
-            for heir_id, user_id, roles in candidates:
+            for heir_id, user_id, roles, for_event in candidates:
+                if for_event:
+                    continue
                 seen = self._quotas.snapshot(guild_id, user_id, None, now, roles)
                 if quota_rules.member_has_room(seen, cost):
                     chosen, member_pays = heir_id, True
@@ -313,8 +388,15 @@ class Ledger:
             raise DuplicateRequestError()
 
     def _insert(
-        self, asked: NewRequest, cost: int, status: RequestStatus, now: datetime
+        self,
+        asked: NewRequest,
+        cost: int,
+        status: RequestStatus,
+        now: datetime,
+        *,
+        event_id: int | None = None,
     ) -> Request:
+        """A new row; a remix event's (``event_id``) is the server's alone (member_pays 0)."""
         created = stamp(now)
         finished = None if status.is_active else created
         # In the order of REQUEST_COLUMNS, so the row read back is the same tuple plus the id.
@@ -330,7 +412,8 @@ class Ledger:
             status.value,
             created,
         )
-        cursor = self._db.execute(_INSERT_REQUEST, (*values, finished))
+        member_pays = int(event_id is None)
+        cursor = self._db.execute(_INSERT_REQUEST, (*values, finished, member_pays, event_id))
         request_id = cursor.lastrowid
         assert request_id is not None
         return rows.request((request_id, *values, None, finished, None, False))

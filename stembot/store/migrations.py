@@ -214,3 +214,85 @@ def _request_noun(db: Database) -> None:
         ALTER TABLE guild_settings RENAME COLUMN user_active_jobs TO user_active_requests;
         """
     )
+
+
+@MIGRATIONS(name="0008_remix_events")
+def _remix_events(db: Database) -> None:
+    """Remix events (see stembot.remix_event_models): the event, members' takes of its stems,
+    their submissions, and ``requests.remix_event_id`` on the event's own calls.
+
+    An event's call is a ``requests`` row charged to the server alone (``member_pays`` = 0,
+    ``user_id`` the organiser, a negative ``interaction_id``: it comes from no interaction);
+    what an event spent is summed from those rows, as every other usage is. A take is no
+    ledger row: members' allowances never see it. Modes and poll answers are JSON arrays.
+    """
+    db.executescript(
+        """
+        CREATE TABLE remix_events (
+            id INTEGER PRIMARY KEY,
+            guild_id INTEGER NOT NULL,
+            channel_id INTEGER NOT NULL,
+            organiser_id INTEGER NOT NULL,
+            title TEXT NOT NULL,
+            source_name TEXT NOT NULL,
+            source_key TEXT NOT NULL,
+            source_channel_id INTEGER,
+            source_message_id INTEGER,
+            source_attachment_id INTEGER,
+            modes TEXT NOT NULL,
+            submissions INTEGER NOT NULL CHECK (submissions IN (0, 1)),
+            budget INTEGER CHECK (budget >= 0),
+            prefetch INTEGER NOT NULL CHECK (prefetch IN (0, 1)),
+            created_at TEXT NOT NULL,
+            ends_at TEXT,
+            ended_at TEXT,
+            ended_by INTEGER,
+            card_channel_id INTEGER,
+            card_message_id INTEGER,
+            pinned INTEGER NOT NULL DEFAULT 0 CHECK (pinned IN (0, 1)),
+            scheduled_event_id INTEGER,
+            poll_message_id INTEGER,
+            poll_submission_ids TEXT NOT NULL DEFAULT '[]'
+        ) STRICT;
+        CREATE INDEX remix_events_open ON remix_events (guild_id, ends_at)
+            WHERE ended_at IS NULL;
+        CREATE INDEX remix_events_due ON remix_events (ends_at)
+            WHERE ended_at IS NULL AND ends_at IS NOT NULL;
+
+        CREATE TABLE remix_event_takes (
+            event_id INTEGER NOT NULL,
+            mode TEXT NOT NULL,
+            user_id INTEGER NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ('waiting', 'answered', 'failed')),
+            taken_at TEXT NOT NULL,
+            answered_at TEXT,
+            PRIMARY KEY (event_id, mode, user_id)
+        ) STRICT, WITHOUT ROWID;
+        -- What a start-up still owes (takes whose call a restart cut short).
+        CREATE INDEX remix_event_takes_waiting ON remix_event_takes (event_id, mode)
+            WHERE status = 'waiting';
+
+        CREATE TABLE remix_event_submissions (
+            id INTEGER PRIMARY KEY,
+            event_id INTEGER NOT NULL,
+            user_id INTEGER NOT NULL,
+            title TEXT NOT NULL,
+            filename TEXT NOT NULL,
+            message_id INTEGER NOT NULL,
+            submitted_at TEXT NOT NULL,
+            replaced_at TEXT,
+            removed_at TEXT,
+            removed_by INTEGER
+        ) STRICT;
+        CREATE INDEX remix_event_submissions_event ON remix_event_submissions (event_id, id);
+        -- One current submission per member and event.
+        CREATE UNIQUE INDEX remix_event_submissions_current
+            ON remix_event_submissions (event_id, user_id)
+            WHERE replaced_at IS NULL AND removed_at IS NULL;
+
+        ALTER TABLE requests ADD COLUMN remix_event_id INTEGER;
+        -- An event's spend and its one call per mode, summed from its rows alone.
+        CREATE INDEX requests_remix_event ON requests (remix_event_id, mode, cost, status)
+            WHERE remix_event_id IS NOT NULL;
+        """
+    )

@@ -55,12 +55,17 @@ class Pruned(NamedTuple):
 
 
 _PRUNABLE_REQUEST = "created_at < :cutoff AND status NOT IN ('queued', 'running')"
+_ENDED_EVENTS = "SELECT id FROM remix_events WHERE ended_at < :cutoff"
 # (table, key columns, the condition for an old row): tables that stay small, read whole.
 _OLD_RESULTS = ("results", "source_key, mode", "issued_at < :cutoff")
 _OLD_BOOKKEEPING = (
     ("quota_alerts", "guild_id, period, period_start", "period_start < :cutoff"),
     ("api_calls", "request_id", "day < substr(:cutoff, 1, 10)"),
     ("budget_notices", "day", "day < substr(:cutoff, 1, 10)"),
+    # Remix events ended before the cutoff: their takes and submissions first.
+    ("remix_event_takes", "event_id, mode, user_id", f"event_id IN ({_ENDED_EVENTS})"),
+    ("remix_event_submissions", "id", f"event_id IN ({_ENDED_EVENTS})"),
+    ("remix_events", "id", "ended_at < :cutoff"),
 )
 
 

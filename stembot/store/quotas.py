@@ -19,7 +19,9 @@ from stembot.windows import utc, window_stamps
 
 # Everything a reservation checks, read in one statement: whether the interaction is already
 # in the ledger, the guild's overrides, the units used in each window (one scan of the month
-# gives the day too), and the highest allowance among the member's roles.
+# gives the day too), and the highest allowance among the member's roles. A member's own
+# figures leave out what the server alone carries (member_pays = 0) and a remix event's calls
+# (their organiser's row, not their own request).
 _SNAPSHOT = """
 SELECT
   (SELECT count(*) FROM requests WHERE interaction_id = :interaction),
@@ -29,7 +31,8 @@ SELECT
     WHERE guild_id = :guild AND user_id = :user AND created_at >= :day AND created_at < :day_end
       AND cost > 0 AND status IN ('queued', 'running', 'succeeded') AND member_pays = 1),
   (SELECT count(*) FROM requests INDEXED BY requests_active
-    WHERE guild_id = :guild AND user_id = :user AND status IN ('queued', 'running')),
+    WHERE guild_id = :guild AND user_id = :user AND status IN ('queued', 'running')
+      AND remix_event_id IS NULL),
   (SELECT max(per_user) FROM role_allowances
     WHERE guild_id = :guild AND role_id IN (SELECT value FROM json_each(:roles)))
 FROM (

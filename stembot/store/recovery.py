@@ -19,12 +19,14 @@ _SELECT_ACTIVE = (
     f"SELECT {REQUEST_COLUMNS} FROM requests INDEXED BY requests_active "  # noqa: S608 (constant)
     "WHERE status IN ('queued', 'running') ORDER BY id"
 )
-# Succeeded requests whose answer never reached Discord, with their stored result if any.
+# Succeeded requests whose answer never reached Discord, with their stored result if any. A
+# remix event's call is answered to its members' takes (remix_event_takes), never to its row.
 _SELECT_UNDELIVERED = (
     f"SELECT {rows.Q_REQUEST_COLUMNS}, r.stems, r.issued_at "  # noqa: S608 (constant)
     "FROM requests AS q INDEXED BY requests_undelivered LEFT JOIN results AS r "
     "ON r.source_key = q.source_key AND r.mode = q.mode "
-    "WHERE q.status = 'succeeded' AND q.delivered_at IS NULL ORDER BY q.id"
+    "WHERE q.status = 'succeeded' AND q.delivered_at IS NULL AND q.remix_event_id IS NULL "
+    "ORDER BY q.id"
 )
 
 

@@ -28,11 +28,21 @@ _EXPORT_PAGE_ROWS = 1000
 # In the index's order (guild, time, then rowid), so no sort of the whole period is needed.
 _SELECT_EXPORT = """
 SELECT id, created_at, finished_at, guild_id, channel_id, user_id, interaction_id, mode,
-       source_name, source_key, cost, status, error, request_count, member_pays
+       source_name, source_key, cost, status, error, request_count, member_pays, remix_event_id
 FROM requests INDEXED BY requests_guild_time
 WHERE guild_id = ? AND created_at >= ? AND created_at < ?
 ORDER BY created_at, id
 """
+# The remix events' calls, apart: charged to the server, never to the organiser's own figures.
+# (status, cost and request_count are the requests' alone: remix_events has no such column.)
+_SELECT_EVENTS = f"""
+SELECT q.remix_event_id, coalesce(e.title, ''), sum(request_count),
+       coalesce(sum({_CHARGED}), 0), coalesce(sum({_REFUNDED}), 0)
+FROM requests AS q INDEXED BY requests_guild_time
+LEFT JOIN remix_events AS e ON e.id = q.remix_event_id
+WHERE q.guild_id = ? AND q.created_at >= ? AND q.created_at < ? AND q.remix_event_id IS NOT NULL
+GROUP BY q.remix_event_id ORDER BY q.remix_event_id
+"""  # noqa: S608 (constant)
 
 
 class Reports:
@@ -44,15 +54,17 @@ class Reports:
     def usage_report(
         self, guild_id: int, since: datetime, until: datetime, *, top: int = 10
     ) -> UsageReport:
-        """Requests made in ``[since, until)``: totals, by user, by mode, by UTC day."""
+        """Requests made in ``[since, until)``: totals, by user, by mode, by UTC day, and the
+        remix events' calls apart from members' (a member's figures never hold them)."""
         window = (guild_id, stamp(since), stamp(until))
         with self._conn.reader() as conn:
             grouped = (
-                _grouped(conn, "user_id", window, charged=_MEMBER_CHARGED),
+                _grouped(conn, "user_id", window, charged=_MEMBER_CHARGED, members_only=True),
                 _grouped(conn, "mode", window),
                 _grouped(conn, "substr(created_at, 1, 10)", window),
             )
-        return reports.usage_report(guild_id, since, until, grouped, top=top)
+            events = conn.execute(_SELECT_EVENTS, window).fetchall()
+        return reports.usage_report(guild_id, since, until, grouped, top=top, events=events)
 
     def spend_by_day(self, since: datetime, until: datetime) -> list[DailySpend]:
         """Paid API calls and units charged per UTC day and server in ``[since, until)``,
@@ -99,12 +111,19 @@ class Reports:
 
 
 def _grouped(
-    conn: sqlite3.Connection, key: str, window: tuple[int, str, str], *, charged: str = _CHARGED
+    conn: sqlite3.Connection,
+    key: str,
+    window: tuple[int, str, str],
+    *,
+    charged: str = _CHARGED,
+    members_only: bool = False,
 ) -> list[Any]:
     # ``key`` and ``charged`` are constant expressions chosen above, never user input.
+    members = " AND remix_event_id IS NULL" if members_only else ""
     sql = (
         f"SELECT {key} AS k, sum(request_count), coalesce(sum({charged}), 0), "  # noqa: S608
         f"coalesce(sum({_REFUNDED}), 0) FROM requests "
-        "WHERE guild_id = ? AND created_at >= ? AND created_at < ? GROUP BY k ORDER BY k"
+        f"WHERE guild_id = ? AND created_at >= ? AND created_at < ?{members} "
+        "GROUP BY k ORDER BY k"
     )
     return conn.execute(sql, window).fetchall()

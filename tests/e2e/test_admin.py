@@ -9,7 +9,8 @@ from typing import Any
 
 import aiohttp
 
-from stembot.models import RequestStatus
+from stembot.models import Mode, RequestStatus
+from stembot.remix_event_models import EventSpec
 from stembot.store import Store
 from tests.e2e.stack import Stack, channel_posts, eventually
 from tests.standins.discord import ADMINISTRATOR, EPHEMERAL, MANAGE_GUILD, MEMBER_DEFAULT, Member
@@ -123,6 +124,24 @@ async def test_usage_figures_match_the_ledger(stack: Stack) -> None:
     assert f"1. <@{stack.member.id}> ({stack.member.id}): 3 units, 2 requests" in text
     reset = status.guild_daily.resets_at
     assert f"Resets {reset:%Y-%m-%d %H:%M} UTC" in text
+
+
+async def test_usage_shows_remix_events_apart_from_members(stack: Stack) -> None:
+    """A remix event's call is the server's spend, listed apart; its organiser is no top
+    member for it."""
+    await succeeded(stack, "vocals")
+    ledger = stack.ledger()
+    spec = EventSpec("Spring *remix*", "song.wav", "attachment:77", None)
+    event = ledger.events.start(stack.guild.id, stack.channel.id, 4242, spec, now(), max_open=3)
+    ledger.ledger.reserve_for_event(event.id, Mode.ALL, "song.wav", "attachment:77", now())
+    text = text_of(await admin(stack, "usage", moderator(stack)))
+    assert "Today: **3** of 50 units used (6%), 47 left" in text
+    assert (
+        f"Remix events this month: Spring \\*remix\\* (#{event.id}): 1 request, 2 units\n"
+        "Remix events 2 units, members 1 unit"
+    ) in text
+    assert f"1. <@{stack.member.id}> ({stack.member.id}): 1 unit, 1 request" in text
+    assert "4242" not in text.split("Top members this month")[1]
 
 
 # --- limits ----------------------------------------------------------------------------------
