@@ -20,7 +20,9 @@ def test_the_cards_menu_is_answered_by_the_mix_select() -> None:
     stems = tuple(Stem(name, f"https://stems.example/{name}.wav") for name in NAMES)
     separation = Separation(Mode.ALL, stems, datetime.now(UTC))
     card = result_card("song.wav", separation, ResultMedia(tuple(map(StemMedia, NAMES))), None, 42)
-    (menu,) = [item for item in card.walk_children() if isinstance(item, discord.ui.Select)]
+    (mix_select,) = [item for item in card.walk_children() if isinstance(item, MixSelect)]
+    menu = mix_select.item
+    assert isinstance(menu, discord.ui.Select)
     match = MixSelect.__discord_ui_compiled_template__.fullmatch(menu.custom_id)
     assert match is not None and match["request_id"] == "42"
     values = [option.value for option in menu.options]
