@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -213,6 +213,13 @@ async def told(*listeners: Listener) -> None:
     await asyncio.wait_for(asyncio.gather(*(r.told.wait() for r in listeners)), 10)
 
 
+async def eventually(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    """Wait until ``condition()`` holds: bookkeeping the service does after telling."""
+    async with asyncio.timeout(timeout_s):
+        while not condition():  # noqa: ASYNC110 - the state lives in the service and the file
+            await asyncio.sleep(0.005)
+
+
 async def test_two_hundred_takes_of_a_mode_make_one_call_charged_to_the_server(rig: Rig) -> None:
     """200 members click at once (some twice): one API call, one charged row (the server's:
     member_pays 0, the event's id), every member answered once, no member's allowance used,
@@ -236,9 +243,9 @@ async def test_two_hundred_takes_of_a_mode_make_one_call_charged_to_the_server(r
     assert {member: rig.member_quota(member) for member in crowd} == before
     takes = rig.takes(event)
     assert len(takes) == 200 and {t.user_id for t in takes} == set(crowd)
-    await asyncio.sleep(0.1)  # the answered takes are noted after they were told
+    # The answered takes are noted after they were told, and then the card is told.
+    await eventually(lambda: rig.changed == [event.id])
     assert {t.status for t in rig.takes(event)} == {TakeStatus.ANSWERED}
-    assert rig.changed == [event.id]
     # Later takes are answered at once from the event's stems: still one call, one row.
     listener, state = await rig.take(event)
     assert state is TakeState.READY and not listener.told.is_set()
@@ -286,8 +293,7 @@ async def test_an_api_refusal_is_refunded_told_and_the_next_take_retries(rig: Ri
     assert all(isinstance(listener.error, SoundverseRejected) for listener, _ in waiting)
     assert rig.used() == 0
     assert rig.rows() == [(1, "failed", 0, event.id, ORGANISER)]
-    await asyncio.sleep(0.05)
-    assert {t.status for t in rig.takes(event)} == {TakeStatus.FAILED}
+    assert {t.status for t in rig.takes(event)} == {TakeStatus.FAILED}  # noted before telling
     assert (await rig.events.counts(event.id)).members == 0
     retry, state = await rig.take(event)
     assert state is TakeState.PENDING
@@ -391,10 +397,7 @@ async def test_prefetch_runs_every_offered_mode_once(rig: Rig) -> None:
         Mode.ALL: TakeState.PENDING,
     }
     assert rig.resolver.calls == 0  # the track as checked at start
-    for _ in range(100):
-        if not rig.events.separating(event.id):
-            break
-        await asyncio.sleep(0.05)
+    await eventually(lambda: not rig.events.separating(event.id))
     _, vocals = await rig.take(event, Mode.VOCALS)
     _, everything = await rig.take(event, Mode.ALL)
     assert (vocals, everything) == (TakeState.READY, TakeState.READY)
@@ -497,8 +500,7 @@ async def test_a_restart_keeps_events_and_takes_and_owes_the_waiting_ones(rig: R
     assert all(listener.separation is not None for listener in owed)
     assert [r[:2] for r in rig.rows()] == [(1, "interrupted"), (1, "succeeded")]
     assert rig.used() == 1
-    await asyncio.sleep(0.05)
-    assert {t.status for t in rig.takes(event)} == {TakeStatus.ANSWERED}
+    await eventually(lambda: {t.status for t in rig.takes(event)} == {TakeStatus.ANSWERED})
     assert await events.due() == []
     rig.clock.now += timedelta(hours=2)
     assert [due.id for due in await events.due()] == [event.id]
@@ -547,8 +549,7 @@ async def test_the_card_is_told_when_a_mode_fails(rig: Rig) -> None:
     rig.api.fail_next(Reply.nsfw())
     listener, _ = await rig.take(event)
     await told(listener)
-    await asyncio.sleep(0.05)
-    assert rig.changed == [event.id]
+    await eventually(lambda: rig.changed == [event.id])
 
 
 async def test_a_take_while_shutting_down_is_refused_and_not_recorded(rig: Rig) -> None:

@@ -22,9 +22,9 @@ What each part promises, whatever runs it (another process may write the same fi
 
 - A transaction is one method call: every write method is one ``write()`` transaction, all
   or nothing, durable (``synchronous=FULL``) before it returns. A method that checks before
-  it writes (reserve, reserve_joined, hand_over_charge, record_free) holds the write lock
-  from its first read, so two processes never both pass a check only one may pass: reserve
-  never over-grants.
+  it writes (reserve, reserve_joined, reserve_for_event, hand_over_charge, record_free, and
+  the events' start, submit and remove_submission) holds the write lock from its first read,
+  so two processes never both pass a check only one may pass: reserve never over-grants.
 - Moving a request on is idempotent: mark_all_running, settle, settle_joined, refund_all,
   refund_by_moderator and record_deliveries change only requests still in the state they
   expect and return how many (or whether) they changed, so a refund happens once whoever

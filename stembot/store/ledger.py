@@ -1,7 +1,8 @@
 """The request ledger: one row of ``requests`` per request is both the ledger entry and the
 request's state. Reserve (every limit checked inside the write transaction), run, settle or
 refund once, hand a shared call's charge over, record free repeats and deliveries, recover what
-a stopped bot left owing, and the stored results a settled request leaves for reuse.
+a stopped bot left owing, and the stored results a settled request leaves for reuse. A remix
+event's call is a row too, the server's alone (``reserve_for_event``).
 
 Quota used in a window is derived from these rows (the cost of requests that were not
 refunded), never kept as a separate counter, so the money and the requests cannot drift apart.
