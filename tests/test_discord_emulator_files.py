@@ -4,26 +4,21 @@ request size (10 files, 413 / 40005), and the Components V2 rules, driven by rea
 from __future__ import annotations
 
 import asyncio
-import io
 import struct
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiohttp
 import discord
 import pytest
-from discord import app_commands
-from discord.ext import commands
 
-from tests.discord_clients import connected, emulated_discord
+from tests.act_bot import Probe, bot_channel, files, run
+from tests.act_fixtures import bot_fixture, emulator_fixture, guild_fixture, probe_fixture  # noqa: F401
 from tests.standins.discord import DiscordEmulator, Guild, MessageRecord
 from tests.standins.discord.components_v2 import IS_COMPONENTS_V2
 
 MiB = 1024 * 1024
 WAV = b"RIFF" + bytes(2000)
-
-Action = Callable[[discord.Interaction], Awaitable[None]]
 
 
 def png(width: int, height: int) -> bytes:
@@ -46,69 +41,6 @@ def png(width: int, height: int) -> bytes:
 PICTURE = png(6, 4)
 
 
-class Probe:
-    """The action the /act command runs, and what went wrong in it."""
-
-    def __init__(self) -> None:
-        self.action: Action | None = None
-        self.errors: list[Exception] = []
-        self.done = asyncio.Event()
-
-
-@pytest.fixture
-async def emulator() -> AsyncIterator[DiscordEmulator]:
-    async with emulated_discord() as emulator:
-        yield emulator
-
-
-@pytest.fixture
-def probe() -> Probe:
-    return Probe()
-
-
-@pytest.fixture
-async def bot(emulator: DiscordEmulator, probe: Probe) -> AsyncIterator[commands.Bot]:
-    await emulator.add_guild("Files server")
-    bot = commands.Bot(command_prefix="!", intents=discord.Intents.default(), guild_ready_timeout=0)
-
-    @app_commands.command(name="act", description="Run the test's action")
-    async def act(interaction: discord.Interaction) -> None:
-        try:
-            assert probe.action is not None
-            await probe.action(interaction)
-        except Exception as error:  # the test reads it
-            probe.errors.append(error)
-        finally:
-            probe.done.set()
-
-    async def setup_hook() -> None:
-        bot.tree.add_command(act)
-        await bot.tree.sync()
-
-    bot.setup_hook = setup_hook  # type: ignore[method-assign]
-    async with connected(bot, emulator):
-        yield bot
-
-
-@pytest.fixture
-def guild(emulator: DiscordEmulator, bot: commands.Bot) -> Guild:
-    return next(iter(emulator.guilds.values()))
-
-
-async def run(emulator: DiscordEmulator, probe: Probe, guild: Guild, action: Action) -> Any:
-    """Run ``action`` in the bot as the handler of /act; returns the interaction record."""
-    probe.action = action
-    member = emulator.add_member(guild, "alice")
-    interaction = await emulator.slash("act", member=member)
-    async with asyncio.timeout(10):
-        await probe.done.wait()
-    return interaction
-
-
-def files(*named: tuple[str, bytes]) -> list[discord.File]:
-    return [discord.File(io.BytesIO(data), name) for name, data in named]
-
-
 def stem_card(*names: str, picture: str | None = "waveform.png") -> discord.ui.LayoutView:
     """A Components V2 card: a container with a text, a File per stem and the picture."""
     view = discord.ui.LayoutView(timeout=None)
@@ -122,12 +54,6 @@ def stem_card(*names: str, picture: str | None = "waveform.png") -> discord.ui.L
         container.add_item(discord.ui.File(f"attachment://{name}"))
     view.add_item(container)
     return view
-
-
-def bot_channel(bot: commands.Bot, guild: Guild) -> discord.TextChannel:
-    channel = bot.get_channel(guild.default_channel.id)
-    assert isinstance(channel, discord.TextChannel)
-    return channel
 
 
 def latest(emulator: DiscordEmulator, guild: Guild) -> MessageRecord:
@@ -454,40 +380,3 @@ async def test_a_channel_message_is_fetched_and_only_the_bots_own_is_edited(emul
     with pytest.raises(discord.Forbidden) as refused:
         await message.edit(content="not yours")
     assert refused.value.code == 50005
-
-
-async def test_components_nested_in_a_v2_card_can_be_clicked(emulator, bot, guild):
-    """A select in an action row inside a container and a button that is a section's
-    accessory are found and clicked; the bot gets each with its type and the picked values.
-    A custom_id the card does not carry is still refused unless the test asks for a forgery."""
-    seen: list[tuple[Any, ...]] = []
-
-    async def on_interaction(interaction: discord.Interaction) -> None:
-        if interaction.type is discord.InteractionType.component:
-            data: dict[str, Any] = dict(interaction.data or {})
-            seen.append((data["custom_id"], data["component_type"], data.get("values")))
-            await interaction.response.defer()
-
-    bot.add_listener(on_interaction)
-    view = discord.ui.LayoutView(timeout=None)
-    container: discord.ui.Container[discord.ui.LayoutView] = discord.ui.Container()
-    container.add_item(
-        discord.ui.Section(
-            discord.ui.TextDisplay("Vocals"),
-            accessory=discord.ui.Button(label="Tap", custom_id="tap"),
-        )
-    )
-    options = [discord.SelectOption(label=name, value=name) for name in ("a", "b")]
-    container.add_item(discord.ui.ActionRow(discord.ui.Select(custom_id="pick", options=options)))
-    view.add_item(container)
-    await bot_channel(bot, guild).send(view=view)
-    card = latest(emulator, guild)
-    assert card.custom_ids() == ["tap", "pick"]
-    member = emulator.add_member(guild, "alice")
-    for custom_id, values in (("pick", ["b"]), ("tap", None)):
-        await emulator.acknowledged(
-            await emulator.click(card, custom_id, member=member, values=values)
-        )
-    assert seen == [("pick", 3, ["b"]), ("tap", 2, None)]
-    with pytest.raises(LookupError):
-        await emulator.click(card, "elsewhere", member=member)

@@ -35,13 +35,15 @@ Path = tuple[str | int, ...]
 def walk(
     components: list[dict[str, Any]], path: Path = ("components",)
 ) -> Iterator[tuple[Path, dict[str, Any]]]:
-    """Every component, nested ones included, with its path in the body."""
+    """Every component, nested ones included (a Section's accessory, a Label's component), with
+    its path in the body."""
     for i, component in enumerate(components):
         at = (*path, i)
         yield at, component
-        accessory = component.get("accessory")
-        if isinstance(accessory, dict):
-            yield (*at, "accessory"), accessory
+        for single in ("accessory", "component"):
+            child = component.get(single)
+            if isinstance(child, dict):
+                yield (*at, single), child
         yield from walk(list(component.get("components") or []), (*at, "components"))
 
 
@@ -108,13 +110,9 @@ def check_top_level_without_flag(components: list[dict[str, Any]]) -> list[Probl
     ]
 
 
-def resolve_media(
-    components: list[dict[str, Any]], attachments: list[dict[str, Any]]
-) -> list[dict[str, Any]]:
-    """The components as Discord answers them: numbered (``id``) where the body left that out,
-    each ``attachment://`` turned into the attachment's media (CDN url, content type,
-    attachment id), and a File component given its name and size."""
-    by_name = {a["filename"]: a for a in attachments}
+def numbered(components: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A copy of ``components`` with an ``id`` on each one that had none, as Discord numbers
+    them: 1, 2, ... in reading order, skipping the ids the body chose."""
     stored = copy.deepcopy(components)
     nodes = [component for _, component in walk(stored)]
     taken = {c["id"] for c in nodes if isinstance(c.get("id"), int)}
@@ -122,6 +120,18 @@ def resolve_media(
     for component in nodes:
         if not isinstance(component.get("id"), int):
             component["id"] = next(free)
+    return stored
+
+
+def resolve_media(
+    components: list[dict[str, Any]], attachments: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The components as Discord answers them: numbered (``id``) where the body left that out,
+    each ``attachment://`` turned into the attachment's media (CDN url, content type,
+    attachment id), and a File component given its name and size."""
+    by_name = {a["filename"]: a for a in attachments}
+    stored = numbered(components)
+    for _, component in walk(stored):
         for _, media in media_references(component):
             attachment = by_name.get(attachment_name(media) or "")
             if attachment is None:

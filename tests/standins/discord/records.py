@@ -14,9 +14,13 @@ from typing import Any
 
 from .components_v2 import walk
 from .rules import Pings
+from .world import GUILD, Member
 
 LOADING = 1 << 7  # message flag of a deferred "is thinking..." response
 EPHEMERAL = 1 << 6
+# Message types a member or an app writes; every other type is one Discord posts itself
+# (a pin, a thread start, a poll's result, ...).
+_AUTHORED_TYPES = frozenset({0, 19, 20, 23})
 
 
 class InteractionFailed(AssertionError):
@@ -83,6 +87,21 @@ class MessageRecord:
     def flags(self) -> int:
         return int(self.data.get("flags") or 0)
 
+    @property
+    def type(self) -> int:
+        return int(self.data.get("type") or 0)
+
+    @property
+    def system(self) -> bool:
+        """Whether Discord posted it itself (a pin notice, a thread start, a poll result)."""
+        return self.type not in _AUTHORED_TYPES
+
+    @property
+    def poll(self) -> dict[str, Any] | None:
+        """The message's poll as Discord shows it (question, answers, expiry, results)."""
+        poll = self.data.get("poll")
+        return poll if isinstance(poll, dict) else None
+
     def file(self, filename: str) -> bytes:
         """The bytes of the attachment ``filename`` the message has now: what a member hears."""
         for attachment in self.attachments:
@@ -141,7 +160,7 @@ class InteractionRecord:
 
     id: int
     token: str
-    kind: str  # "slash", "message_command", "component"
+    kind: str  # "slash", "message_command", "component", "modal_submit"
     payload: dict[str, Any]
     created_at: float
     ack_window_s: float
@@ -153,6 +172,8 @@ class InteractionRecord:
     followups: list[MessageRecord] = field(default_factory=list)
     modal: dict[str, Any] | None = None
     source_message: MessageRecord | None = None  # the message a clicked component sits on
+    invoker: Member | None = None  # the member who triggered it
+    context: str = GUILD  # where (world.CONTEXTS)
     settled_at: float | None = None  # when the user first saw a finished response
     calls: list[Call] = field(default_factory=list)
     _changed: asyncio.Event = field(default_factory=asyncio.Event, repr=False)

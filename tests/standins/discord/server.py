@@ -15,6 +15,14 @@ place (``upload_limit_for``: a guild's boost level, ``add_guild(premium_tier=...
 ``set_premium_tier``, or a test's ``guild.upload_limit``; the interaction says it in
 ``attachment_size_limit``): 413 / 40005 past it. A message holds at most 10 files. Bodies with
 IS_COMPONENTS_V2 follow the V2 rules (components_v2.py).
+
+What the bot may do in a guild follows its permissions there (permissions.py):
+``set_bot_permissions`` for the guild, ``overwrite_permissions`` for one channel (a member's
+too); interactions carry them (``app_permissions``, the member's ``permissions``), and a
+channel post without SEND_MESSAGES (SEND_MESSAGES_IN_THREADS in a thread), ATTACH_FILES for
+files or SEND_POLLS for a poll is refused with 403 / 50013. Modals and their submits are in
+modals.py (``submit_modal``), polls in polls.py (``vote``, ``end_poll``), threads in
+threads.py, pins in pins.py, scheduled events in scheduled_events.py.
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -35,9 +43,13 @@ from urllib.parse import quote
 
 from aiohttp import BodyPartReader, web
 
-from . import components_v2, rules
+from . import components_v2, modals, permissions, rules
 from .attachments import sniff_content_type, upload_details
+from .errors import DiscordError, refuse
 from .gateway import INVALID_SESSION, RECONNECT, Gateway, Session
+from .permissions import ATTACH_FILES, EMBED_LINKS
+from .pins import Pins
+from .polls import Polls, check_poll
 from .records import (
     EPHEMERAL,
     LOADING,
@@ -48,13 +60,13 @@ from .records import (
     SentBody,
     Upload,
 )
+from .scheduled_events import ScheduledEvents
 from .spec import OpenAPISpec
+from .threads import Thread, Threads
 from .world import (
-    ATTACH_FILES,
     BOT_DEFAULT,
     BOT_DM,
     CONTEXTS,
-    EMBED_LINKS,
     GUILD,
     MEMBER_DEFAULT,
     USER_APP,
@@ -80,9 +92,11 @@ _JSON_HEADERS = {
 _NOT_AUTHED = ("/webhooks/", "/interactions/")
 
 # interaction types and callback types
-PING, APPLICATION_COMMAND, MESSAGE_COMPONENT = 1, 2, 3
+PING, APPLICATION_COMMAND, MESSAGE_COMPONENT, MODAL_SUBMIT = 1, 2, 3, 5
 CHANNEL_MESSAGE, DEFERRED_CHANNEL_MESSAGE, DEFERRED_UPDATE, UPDATE_MESSAGE, MODAL = 4, 5, 6, 7, 9
+# A modal never answers a modal submit; updating a message needs one the modal came from.
 _ALLOWED_CALLBACKS = {
+    MODAL_SUBMIT: {CHANNEL_MESSAGE, DEFERRED_CHANNEL_MESSAGE, DEFERRED_UPDATE, UPDATE_MESSAGE},
     APPLICATION_COMMAND: {CHANNEL_MESSAGE, DEFERRED_CHANNEL_MESSAGE, MODAL},
     MESSAGE_COMPONENT: {
         CHANNEL_MESSAGE,
@@ -131,15 +145,6 @@ _REQUEST: contextvars.ContextVar[tuple[str, str]] = contextvars.ContextVar(
 # drops the excess SYNs and the kernel retries them a second later, which would be charged to
 # the bot. Discord's edge does not drop them.
 LISTEN_BACKLOG = 4096
-
-
-class DiscordError(Exception):
-    """An answer Discord gives instead of doing what was asked."""
-
-    def __init__(self, status: int, code: int, message: str, body: dict[str, Any] | None = None):
-        super().__init__(f"{status} {code} {message}")
-        self.status = status
-        self.body = body or rules.error_body(code, message)
 
 
 class SpecViolationError(AssertionError):
@@ -213,6 +218,8 @@ def _check_body(
     layout = bool(flags & components_v2.IS_COMPONENTS_V2)
     problems = rules.check_message(body, layout=layout)
     problems += rules.check_file_count(len(plan))
+    if body.get("poll") is not None:
+        problems += check_poll(body["poll"])
     components = body.get("components") or []
     if layout:
         problems += components_v2.check_legacy_fields(after)
@@ -283,6 +290,10 @@ class DiscordEmulator:
         self._held: dict[tuple[str, str], asyncio.Event] = {}
         self._held_count: dict[tuple[str, str], int] = {}
         self.gateway = Gateway(token, self._ready_payload, self._guild_payloads)
+        self._polls = Polls(self)
+        self._pins = Pins(self)
+        self._threads = Threads(self)
+        self._scheduled_events = ScheduledEvents(self)
         self._runner: web.AppRunner | None = None
         self._port = 0
 
@@ -383,9 +394,13 @@ class DiscordEmulator:
     def _add_channel(self, guild: Guild, name: str) -> Channel:
         channel = Channel(snowflake(), name, guild.id)
         guild.channels[channel.id] = channel
+        self.add_channel_record(channel)
+        return channel
+
+    def add_channel_record(self, channel: Channel) -> None:
+        """Make ``channel`` (a thread too) reachable by id, with no messages yet."""
         self.channels[channel.id] = channel
         self._channel_messages[channel.id] = []
-        return channel
 
     def upload_limit_for(self, guild: Guild | None) -> int:
         """Bytes of files one request may carry there: the guild's own limit if a test set
@@ -408,6 +423,47 @@ class DiscordEmulator:
                 payload.pop(only_on_create, None)
             await session.dispatch("GUILD_UPDATE", payload)
 
+    # ---- permissions -----------------------------------------------------------------------
+
+    def bot_permissions_in(self, channel: Channel) -> int:
+        """The bot's permissions in ``channel``: its guild-wide ones with the channel's overwrite
+        for it (a thread: its parent's); in a DM, what an interaction response may use."""
+        guild = self.guilds.get(channel.guild_id or 0)
+        if guild is None:
+            return USER_APP_PERMISSIONS
+        return guild.permissions_in(channel, self.application_id, guild.bot_permissions)
+
+    def permissions_in(self, channel: Channel, member: Member) -> int:
+        """``member``'s permissions in ``channel``: ``member.permissions`` with the channel's
+        overwrite for the member."""
+        guild = self.guilds.get(channel.guild_id or 0)
+        if guild is None:
+            return member.permissions
+        return guild.permissions_in(channel, member.id, member.permissions)
+
+    async def set_bot_permissions(self, guild: Guild, permissions: int) -> None:
+        """The bot's guild-wide permissions become ``permissions`` (what its roles give it);
+        a connected bot receives GUILD_ROLE_UPDATE, so discord.py's own view agrees."""
+        guild.bot_permissions = permissions
+        if guild.bot_present:
+            role = {"guild_id": str(guild.id), "role": guild.everyone.payload()}
+            await self.dispatch_event("GUILD_ROLE_UPDATE", role)
+
+    async def overwrite_permissions(
+        self, channel: Channel, member: Member | None = None, *, allow: int = 0, deny: int = 0
+    ) -> None:
+        """Discord's member overwrite in ``channel`` for ``member`` (None: the bot): ``deny``
+        taken from and ``allow`` added to its guild-wide permissions there, and in the
+        channel's threads; both 0 removes it. A connected bot receives CHANNEL_UPDATE."""
+        if channel.guild_id is None or channel.is_thread:
+            raise ValueError("overwrites belong to guild channels (a thread takes its parent's)")
+        user_id = self.application_id if member is None else member.id
+        if allow or deny:
+            channel.overwrites[user_id] = (allow, deny)
+        else:
+            channel.overwrites.pop(user_id, None)
+        await self.dispatch_event("CHANNEL_UPDATE", channel.payload())
+
     def add_member(
         self,
         guild: Guild,
@@ -416,7 +472,8 @@ class DiscordEmulator:
         permissions: int = MEMBER_DEFAULT,
         roles: Sequence[Role] = (),
     ) -> Member:
-        """A member whose total permissions in every channel are ``permissions``."""
+        """A member whose guild-wide permissions are ``permissions`` (``member.permissions``;
+        ``overwrite_permissions`` changes them in one channel)."""
         user = user_payload(snowflake(), name)
         self.users[int(user["id"])] = user
         member = Member(user, guild.id, permissions, roles=list(roles))
@@ -460,10 +517,79 @@ class DiscordEmulator:
         data["attachments"] = list(attachments or [])
         data["member"] = {k: v for k, v in member.payload().items() if k not in ("user",)}
         record = self._keep(MessageRecord(data, now))
+        await self.dispatch_event("MESSAGE_CREATE", data)
+        return record
+
+    async def post_system_message(
+        self,
+        channel: Channel,
+        type_: int,
+        *,
+        author: dict[str, Any] | None = None,
+        content: str = "",
+        reference: MessageRecord | Channel | None = None,
+        embeds: list[dict[str, Any]] | None = None,
+        mentions: list[dict[str, Any]] | None = None,
+    ) -> MessageRecord:
+        """A message Discord posts itself (``type_``: a pin notice, a thread start, a poll's
+        result), by ``author`` (default the bot), pointing at ``reference``."""
+        now = time.time()
+        data = self._message_data(channel, now, content=content, author=author, type_=type_)
+        if reference is not None:
+            if isinstance(reference, MessageRecord):
+                pointer = {"message_id": str(reference.id), "channel_id": str(reference.channel_id)}
+            else:
+                pointer = {"channel_id": str(reference.id)}
+            if channel.guild_id is not None:
+                pointer["guild_id"] = str(channel.guild_id)
+            data["message_reference"] = {"type": 0, **pointer}
+        data["embeds"] = list(embeds or [])
+        data["mentions"] = list(mentions or [])
+        record = self._keep(MessageRecord(data, now))
+        await self.dispatch_event("MESSAGE_CREATE", data)
+        return record
+
+    async def dispatch_event(self, event: str, data: dict[str, Any]) -> None:
+        """Send the gateway event to the bot's session (kept for a RESUME while it is away)."""
         session = self.gateway.current
         if session is not None:
-            await session.dispatch("MESSAGE_CREATE", data)
-        return record
+            await session.dispatch(event, data)
+
+    # ---- polls, pins, threads, scheduled events --------------------------------------------
+
+    async def vote(self, message: MessageRecord, member: Member, *answer_ids: int) -> None:
+        """``member``'s votes on the poll of ``message`` become ``answer_ids`` (none withdraws
+        them); the bot receives MESSAGE_POLL_VOTE_ADD / _REMOVE per answer. PollClosedError once
+        the poll has ended, LookupError for an unknown answer, ValueError for two answers on
+        a single-choice poll."""
+        await self._polls.vote(message, member.id, list(answer_ids))
+
+    async def end_poll(self, message: MessageRecord) -> MessageRecord:
+        """The poll's time runs out now: final results, MESSAGE_UPDATE; returns the
+        POLL_RESULT message Discord posts after it."""
+        return await self._polls.end(message)
+
+    def poll_counts(self, message: MessageRecord) -> dict[int, int]:
+        """Votes per answer id of the poll of ``message``, every answer listed."""
+        return self._polls.of(message).counts()
+
+    def pinned(self, channel: Channel) -> list[MessageRecord]:
+        """The messages pinned in ``channel``, newest pin first."""
+        return self._pins.pinned(channel)
+
+    def threads(self, channel: Channel) -> list[Thread]:
+        """The threads started in ``channel``, oldest first; post in one with
+        ``post_user_message``, run commands there with ``slash(..., channel=thread)``."""
+        return self._threads.threads(channel)
+
+    def scheduled_events(self, guild: Guild) -> list[dict[str, Any]]:
+        """``guild``'s scheduled events as Discord answers them (status 1-4, times, location)."""
+        return list(guild.scheduled_events.values())
+
+    async def run_event_schedule(self, guild: Guild, now: float | None = None) -> None:
+        """Discord's clock for ``guild``'s EXTERNAL events at ``now`` (default: the time):
+        started when their start has come, completed when their end has."""
+        await self._scheduled_events.run_schedule(guild, now)
 
     # ---- dispatching interactions ----------------------------------------------------------
 
@@ -570,6 +696,43 @@ class DiscordEmulator:
         )
         return record
 
+    async def submit_modal(
+        self,
+        opened: InteractionRecord,
+        values: Mapping[str, modals.Value] | None = None,
+        *,
+        age_s: float = 0.0,
+        check: bool = True,
+    ) -> InteractionRecord:
+        """The member the bot showed a modal (in answer to ``opened``) fills it in and submits
+        it: a MODAL_SUBMIT interaction ("modal_submit") in the same place, carrying the
+        message the modal came from, if any.
+
+        ``values``: custom id -> the text of a Text Input, the values picked in a select, or
+        the files for a File Upload (attachment objects from ``upload_attachment``; they
+        arrive in ``resolved.attachments``). SubmitRefusedError where the member's client
+        would not let it go (see modals.py); ``check=False`` sends it anyway.
+        """
+        if opened.modal is None or opened.invoker is None:
+            raise LookupError(f"interaction {opened.id} was not answered with a modal")
+        data = modals.submission(
+            opened.modal,
+            values or {},
+            upload_limit=_upload_limit(opened),
+            check=check,
+        )
+        channel = self.channels[opened.channel_id]
+        return await self._dispatch(
+            "modal_submit",
+            MODAL_SUBMIT,
+            data,
+            opened.invoker,
+            channel,
+            age_s,
+            opened.source_message,
+            opened.context,
+        )
+
     def find_command(self, name: str, type_: int, guild_id: int) -> dict[str, Any]:
         for scope in (guild_id, None):
             for definition in self.commands.get(scope, []):
@@ -609,7 +772,7 @@ class DiscordEmulator:
             # Discord resolves a channel option to a partial channel with the invoker's
             # permissions in it.
             partial = {k: v for k, v in value.payload().items() if k in _PARTIAL_CHANNEL}
-            partial["permissions"] = str(invoker.permissions)
+            partial["permissions"] = str(self.permissions_in(value, invoker))
             resolved.setdefault("channels", {})[str(value.id)] = partial
             value = str(value.id)
         return {"name": option["name"], "type": kind, "value": value}
@@ -650,7 +813,7 @@ class DiscordEmulator:
             payload |= {
                 "guild_id": str(guild.id),
                 "guild": {"id": str(guild.id), "locale": "en-US", "features": []},
-                "member": member.payload(),
+                "member": member.payload(self.permissions_in(channel, member)),
                 "guild_locale": "en-US",
             }
         else:
@@ -668,7 +831,7 @@ class DiscordEmulator:
             "channel_id": str(channel.id),
             "channel": channel.payload(),
             "app_permissions": str(
-                guild.bot_permissions if context == GUILD else USER_APP_PERMISSIONS
+                self.bot_permissions_in(channel) if context == GUILD else USER_APP_PERMISSIONS
             ),
             "authorizing_integration_owners": owners,
             "context": {GUILD: 0, USER_APP: 0, BOT_DM: 1, USER_APP_DM: 2}[context],
@@ -678,7 +841,7 @@ class DiscordEmulator:
         record = InteractionRecord(
             interaction_id, token, kind, payload, created, self.ack_window_s, self.token_lifetime_s
         )
-        record.source_message = message
+        record.source_message, record.invoker, record.context = message, member, context
         self.interactions[interaction_id] = record
         self._by_token[token] = record
         await self.gateway.live_session().dispatch("INTERACTION_CREATE", payload)
@@ -849,6 +1012,14 @@ class DiscordEmulator:
             ("PATCH", "/channels/{channel_id}/messages/{message_id}", self._edit_channel_message),
             ("POST", "/users/@me/channels", self._open_dm),
         ]
+        # The features' routes first: /messages/pins must not be read as a message id.
+        features: list[Polls | Pins | Threads | ScheduledEvents] = [
+            self._polls,
+            self._pins,
+            self._threads,
+            self._scheduled_events,
+        ]
+        api = [route for feature in features for route in feature.routes()] + api
         for method, path, handler in api:
             app.router.add_route(method, API_PREFIX + path, handler)
         app.router.add_get("/gateway", self.gateway.handle)
@@ -863,7 +1034,7 @@ class DiscordEmulator:
     ) -> web.StreamResponse:
         if not request.path.startswith(API_PREFIX):
             return await handler(request)
-        route = self._route_template(request)
+        route = self.route_template(request)
         held = self._held.get((request.method, route))
         if held is not None:
             key = (request.method, route)
@@ -896,7 +1067,12 @@ class DiscordEmulator:
         return response
 
     @staticmethod
-    def _route_template(request: web.Request) -> str:
+    def json_response(data: Any, status: int = 200) -> web.Response:
+        """A JSON answer exactly as Discord labels it."""
+        return _json(data, status)
+
+    @staticmethod
+    def route_template(request: web.Request) -> str:
         resource = request.match_info.route.resource
         if resource is None:
             return request.path[len(API_PREFIX) :]
@@ -933,7 +1109,7 @@ class DiscordEmulator:
         if request.headers.get("Authorization") != f"Bot {self.token}":
             raise DiscordError(401, 0, "401: Unauthorized")
 
-    async def _read_body(
+    async def read_body(
         self, request: web.Request, route: str, upload_limit: int | None = None
     ) -> tuple[Any, list[Upload]]:
         """The JSON body (or multipart ``payload_json``) and uploads, checked against the spec.
@@ -1035,7 +1211,7 @@ class DiscordEmulator:
 
     async def _overwrite_commands(self, request: web.Request) -> web.Response:
         scope = self._command_scope(request)
-        body, _ = await self._read_body(request, self._route_template(request))
+        body, _ = await self.read_body(request, self.route_template(request))
         problems = rules.check_commands(body or [])
         if problems:
             raise DiscordError(400, 50035, "Invalid Form Body", rules.form_error(problems))
@@ -1068,8 +1244,8 @@ class DiscordEmulator:
         if record is None or record.token != request.match_info["interaction_token"]:
             raise DiscordError(404, 10062, "Unknown interaction")
         request[_INTERACTION] = record
-        body, uploads = await self._read_body(
-            request, self._route_template(request), _upload_limit(record)
+        body, uploads = await self.read_body(
+            request, self.route_template(request), _upload_limit(record)
         )
         now = time.time()
         if record.ack_type is not None:
@@ -1087,11 +1263,15 @@ class DiscordEmulator:
                     [(("type",), f"Interaction callback type {kind} is not allowed here")]
                 ),
             )
+        if kind in (DEFERRED_UPDATE, UPDATE_MESSAGE) and record.source_message is None:
+            refuse([(("type",), f"Interaction callback type {kind} needs a message to update")])
         data = body.get("data") or {}
+        if kind == MODAL:
+            refuse(modals.check_modal(data))
         if kind == DEFERRED_CHANNEL_MESSAGE and _flags(data) & components_v2.IS_COMPONENTS_V2:
             # Discord: the flag goes on the message that replaces "thinking...", not the ack
             problem = (("data", "flags"), "IS_COMPONENTS_V2 cannot be set on a deferred response.")
-            self._refuse_problems([problem])
+            refuse([problem])
         message = self._apply_callback(record, kind, data, uploads, now)
         record.ack_type, record.acked_at = kind, now
         if kind in (CHANNEL_MESSAGE, UPDATE_MESSAGE, MODAL):
@@ -1122,7 +1302,7 @@ class DiscordEmulator:
             if kind == UPDATE_MESSAGE and record.original is not None:
                 self._edit_message(record.original, data, uploads)
         elif kind == MODAL:
-            record.modal = data
+            record.modal = modals.stored(data)
             return None
         return record.original
 
@@ -1164,8 +1344,8 @@ class DiscordEmulator:
 
     async def _followup(self, request: web.Request) -> web.Response:
         record = self._webhook_interaction(request)
-        body, uploads = await self._read_body(
-            request, self._route_template(request), _upload_limit(record)
+        body, uploads = await self.read_body(
+            request, self.route_template(request), _upload_limit(record)
         )
         if record.ack_type is None:
             raise DiscordError(404, 10015, "Unknown Webhook")
@@ -1189,8 +1369,8 @@ class DiscordEmulator:
 
     async def _edit_webhook_message(self, request: web.Request) -> web.Response:
         record = self._webhook_interaction(request)
-        body, uploads = await self._read_body(
-            request, self._route_template(request), _upload_limit(record)
+        body, uploads = await self.read_body(
+            request, self.route_template(request), _upload_limit(record)
         )
         message = self._webhook_message(request, record)
         self._edit_message(message, body or {}, uploads)
@@ -1214,14 +1394,15 @@ class DiscordEmulator:
 
     # ---- REST: channels and DMs ------------------------------------------------------------
 
-    def _channel(self, request: web.Request) -> Channel:
+    def request_channel(self, request: web.Request) -> Channel:
+        """The channel a route names (404 / 10003 if none)."""
         channel = self.channels.get(int(request.match_info["channel_id"]))
         if channel is None:
             raise DiscordError(404, 10003, "Unknown Channel")
         return channel
 
     async def _get_channel(self, request: web.Request) -> web.Response:
-        return _json(self._channel(request).payload())
+        return _json(self.request_channel(request).payload())
 
     def _channel_upload_limit(self, channel: Channel) -> int:
         return self.upload_limit_for(
@@ -1229,18 +1410,33 @@ class DiscordEmulator:
         )
 
     async def _create_channel_message(self, request: web.Request) -> web.Response:
-        channel = self._channel(request)
-        body, uploads = await self._read_body(
-            request, self._route_template(request), self._channel_upload_limit(channel)
+        channel = self.request_channel(request)
+        body, uploads = await self.read_body(
+            request, self.route_template(request), self._channel_upload_limit(channel)
         )
         if channel.id in self._refused_channels:
             raise DiscordError(403, 50013, "Missing Permissions")
+        if channel.guild_id is not None:
+            self._require_post(channel, body or {}, uploads)
         if channel.recipient is not None and int(channel.recipient["id"]) in self._refused_dm_users:
             raise DiscordError(403, 50007, "Cannot send messages to this user")
         message = self._create_message(channel, body or {}, uploads, msg_type=0)
         return _json(message.data)
 
-    def _channel_message(self, request: web.Request, channel: Channel) -> MessageRecord:
+    def _require_post(self, channel: Channel, body: dict[str, Any], uploads: list[Upload]) -> None:
+        """A post needs SEND_MESSAGES (SEND_MESSAGES_IN_THREADS in a thread), and ATTACH_FILES
+        with files, SEND_POLLS with a poll."""
+        needed = (
+            permissions.SEND_MESSAGES_IN_THREADS if channel.is_thread else permissions.SEND_MESSAGES
+        )
+        if uploads:
+            needed |= ATTACH_FILES
+        if body.get("poll") is not None:
+            needed |= permissions.SEND_POLLS
+        permissions.require(self.bot_permissions_in(channel), needed)
+
+    def request_message(self, request: web.Request, channel: Channel) -> MessageRecord:
+        """The message a route names in ``channel`` (404 / 10008 if none, or ephemeral)."""
         message = self.messages.get(int(request.match_info["message_id"]))
         if (
             message is None
@@ -1252,22 +1448,22 @@ class DiscordEmulator:
         return message
 
     async def _get_channel_message(self, request: web.Request) -> web.Response:
-        channel = self._channel(request)
-        return _json(self._channel_message(request, channel).data)
+        channel = self.request_channel(request)
+        return _json(self.request_message(request, channel).data)
 
     async def _edit_channel_message(self, request: web.Request) -> web.Response:
-        channel = self._channel(request)
-        body, uploads = await self._read_body(
-            request, self._route_template(request), self._channel_upload_limit(channel)
+        channel = self.request_channel(request)
+        body, uploads = await self.read_body(
+            request, self.route_template(request), self._channel_upload_limit(channel)
         )
-        message = self._channel_message(request, channel)
+        message = self.request_message(request, channel)
         if message.data["author"]["id"] != self.bot_user["id"]:
             raise DiscordError(403, 50005, "Cannot edit a message authored by another user")
         self._edit_message(message, body or {}, uploads)
         return _json(message.data)
 
     async def _open_dm(self, request: web.Request) -> web.Response:
-        body, _ = await self._read_body(request, self._route_template(request))
+        body, _ = await self.read_body(request, self.route_template(request))
         user = self.users.get(int((body or {}).get("recipient_id", 0)))
         if user is None:
             raise DiscordError(400, 50033, "Invalid Recipient(s)")
@@ -1323,6 +1519,9 @@ class DiscordEmulator:
         record.history.append((record.created_at, record.data))
         self.messages[record.id] = record
         self._channel_messages.setdefault(record.channel_id, []).append(record)
+        channel = self.channels.get(record.channel_id)
+        if isinstance(channel, Thread):
+            channel.note_message(record.id)
         return record
 
     def _create_message(
@@ -1330,7 +1529,7 @@ class DiscordEmulator:
     ) -> MessageRecord:
         flags = int(body.get("flags") or 0) & _CREATE_FLAGS
         plan = _plan_attachments(body.get("attachments"), uploads, [])
-        self._refuse_problems(_check_body(body, body, flags, plan))
+        refuse(_check_body(body, body, flags, plan))
         now = time.time()
         data = self._message_data(
             channel, now, content=body.get("content") or "", flags=flags, type_=msg_type
@@ -1356,13 +1555,15 @@ class DiscordEmulator:
         after = {name: body.get(name) for name in components_v2.LEGACY_FIELDS}
         after["content"] = body.get("content", message.content)
         after["embeds"] = body.get("embeds", message.embeds)
+        if message.poll is not None or (body.get("poll") is not None and not message.loading):
+            raise DiscordError(400, 520003, "Cannot edit a poll message")
         problems = _check_body(body, after, flags, plan)
         if (
             message.flags & components_v2.IS_COMPONENTS_V2
             and not flags & components_v2.IS_COMPONENTS_V2
         ):
             problems.append((("flags",), "IS_COMPONENTS_V2 cannot be removed from a message."))
-        self._refuse_problems(problems)
+        refuse(problems)
         now = time.time()
         data = dict(message.data)
         if "content" in body:
@@ -1373,11 +1574,6 @@ class DiscordEmulator:
         message.data = data
         message.history.append((now, data))
         self._note_mentions(message, body, now, uploads)
-
-    @staticmethod
-    def _refuse_problems(problems: list[rules.Problem]) -> None:
-        if problems:
-            raise DiscordError(400, 50035, "Invalid Form Body", rules.form_error(problems))
 
     def _note_mentions(
         self,
@@ -1415,6 +1611,8 @@ class DiscordEmulator:
             data["embeds"] = [{"type": "rich", **e} for e in body["embeds"] or []]
         if "attachments" in body or any(isinstance(p, _NewFile) for p in plan):
             data["attachments"] = [self._attach(record, data, p) for p in plan]
+        if body.get("poll") is not None:
+            data["poll"] = self._polls.open(record, body["poll"], time.time())
         if "components" in body:
             components = body["components"] or []
             if data["flags"] & components_v2.IS_COMPONENTS_V2:

@@ -8,21 +8,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from .permissions import EVERYONE_DEFAULT, NO_OVERWRITE, Overwrite, apply_overwrite
+
 DISCORD_EPOCH_MS = 1_420_070_400_000
 _counter = itertools.count(1)
 
-# A few permission bits (https://discord.com/developers/docs/topics/permissions)
-ADMINISTRATOR = 1 << 3
-MANAGE_GUILD = 1 << 5
-VIEW_CHANNEL = 1 << 10
-SEND_MESSAGES = 1 << 11
-EMBED_LINKS = 1 << 14
-ATTACH_FILES = 1 << 15
-USE_APPLICATION_COMMANDS = 1 << 31
-MEMBER_DEFAULT = (
-    VIEW_CHANNEL | SEND_MESSAGES | EMBED_LINKS | ATTACH_FILES | USE_APPLICATION_COMMANDS
-)
-BOT_DEFAULT = MEMBER_DEFAULT
+# Members and the bot start with what @everyone may do in a new server (permissions.py).
+MEMBER_DEFAULT = EVERYONE_DEFAULT
+BOT_DEFAULT = EVERYONE_DEFAULT
 
 # Where an interaction happens (``context``, the InteractionContextType) and who authorised the
 # app there (``authorizing_integration_owners``: "0" = installed to a server, "1" = to a user).
@@ -96,8 +89,9 @@ class Member:
     def id(self) -> int:
         return int(self.user["id"])
 
-    def payload(self) -> dict[str, Any]:
-        """The member object of an interaction: ``permissions`` is the total in the channel."""
+    def payload(self, permissions: int | None = None) -> dict[str, Any]:
+        """The member object of an interaction: ``permissions``, the member's total in the
+        channel (default: its guild-wide ``permissions``)."""
         return {
             "user": self.user,
             "nick": None,
@@ -110,17 +104,32 @@ class Member:
             "mute": False,
             "flags": 0,
             "pending": False,
-            "permissions": str(self.permissions),
+            "permissions": str(self.permissions if permissions is None else permissions),
             "communication_disabled_until": None,
         }
 
 
 @dataclass
 class Channel:
+    """A guild text channel, or a DM channel when ``recipient`` is set."""
+
     id: int
     name: str
     guild_id: int | None = None
     recipient: dict[str, Any] | None = None  # set for a DM channel
+    parent_id: int | None = None
+    # Member overwrites, by user id: (allow, deny) applied over the user's guild-wide bits.
+    overwrites: dict[int, Overwrite] = field(default_factory=dict)
+
+    @property
+    def is_thread(self) -> bool:
+        return False
+
+    def overwrite_payloads(self) -> list[dict[str, Any]]:
+        return [
+            {"id": str(user_id), "type": 1, "allow": str(allow), "deny": str(deny)}
+            for user_id, (allow, deny) in self.overwrites.items()
+        ]
 
     def payload(self) -> dict[str, Any]:
         if self.recipient is not None:
@@ -137,9 +146,9 @@ class Channel:
             "guild_id": str(self.guild_id),
             "name": self.name,
             "position": 0,
-            "permission_overwrites": [],
+            "permission_overwrites": self.overwrite_payloads(),
             "nsfw": False,
-            "parent_id": None,
+            "parent_id": None if self.parent_id is None else str(self.parent_id),
             "topic": None,
             "last_message_id": None,
             "rate_limit_per_user": 0,
@@ -162,6 +171,18 @@ class Guild:
     # The boost level (0-3), which sets the upload limit; ``upload_limit`` overrides it.
     premium_tier: int = 0
     upload_limit: int | None = None
+    # Active threads (threads.py), by id; GUILD_CREATE lists them apart from the channels.
+    threads: dict[int, Channel] = field(default_factory=dict)
+    # Scheduled events as Discord answers them (scheduled_events.py), by id.
+    scheduled_events: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+    def permissions_in(self, channel: Channel, user_id: int, base: int) -> int:
+        """The total of a user whose guild-wide permissions are ``base`` in ``channel``: its
+        overwrite for the user applied (a thread's are its parent's)."""
+        source = (
+            self.channels.get(channel.parent_id or 0, channel) if channel.is_thread else channel
+        )
+        return apply_overwrite(base, source.overwrites.get(user_id, NO_OVERWRITE))
 
     @property
     def everyone(self) -> Role:
@@ -187,13 +208,13 @@ class Guild:
             "stickers": [],
             "features": [],
             "channels": [c.payload() for c in self.channels.values()],
-            "threads": [],
+            "threads": [t.payload() for t in self.threads.values()],
             "members": [bot_member],
             "member_count": len(self.members) + 1,
             "voice_states": [],
             "presences": [],
             "stage_instances": [],
-            "guild_scheduled_events": [],
+            "guild_scheduled_events": list(self.scheduled_events.values()),
             "soundboard_sounds": [],
             "joined_at": iso(self.joined_at),
             "large": False,
