@@ -21,7 +21,7 @@ from stembot.flights import Flight, FlightBoard, HeldRequest, Replies, tell
 from stembot.ledger_writes import LedgerWrites
 from stembot.models import Mode, QuotaStatus, Request, RequestStatus, Separation
 from stembot.scheduling import FairQueue
-from stembot.store.asynchronous import AsyncStore
+from stembot.store.interface import LedgerStore
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ class CallQueue:
 
     def __init__(
         self,
-        store: AsyncStore,
+        store: LedgerStore,
         separator: Separator,
         board: FlightBoard,
         writes: LedgerWrites,
@@ -224,7 +224,7 @@ class CallQueue:
 
 
 async def quota_after(
-    store: AsyncStore, request: Request, role_ids: Sequence[int], now: datetime
+    store: LedgerStore, request: Request, role_ids: Sequence[int], now: datetime
 ) -> QuotaStatus | None:
     """The requester's quota after an outcome. Only a nicety for the answer's footer: a
     failing database must not hold the answer back, so None when it cannot be read."""

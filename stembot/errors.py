@@ -78,6 +78,19 @@ class DuplicateRequestError(StembotError):
     default_message = "This request is already being handled."
 
 
+class CallInFlightError(StembotError):
+    """Another request for the same source and mode is still waiting for or in its paid API
+    call: the ledger holds one such call at a time (the first requester pays; the others join
+    it, or reuse its stored result once it lands)."""
+
+    says_not_charged = True
+
+    default_message = (
+        "The same file is being split in this mode right now. Try again in a moment: the "
+        "result will be ready to share. You were not charged."
+    )
+
+
 class StoreBusyError(StembotError):
     """The database stayed locked past the busy timeout; retrying later is safe."""
 

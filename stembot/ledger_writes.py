@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 from stembot.errors import StoreBusyError
-from stembot.store.asynchronous import AsyncStore
+from stembot.store.interface import LedgerStore
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ _DELIVERY_BATCH_S = 0.02
 class LedgerWrites:
     """The writes that must land eventually, and whether the database file is still ours."""
 
-    def __init__(self, store: AsyncStore, clock: Callable[[], datetime]) -> None:
+    def __init__(self, store: LedgerStore, clock: Callable[[], datetime]) -> None:
         self._store = store
         self._clock = clock
         self._unwritten: list[tuple[str, Write]] = []

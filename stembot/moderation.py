@@ -17,7 +17,7 @@ from pathlib import Path
 from stembot.errors import ModerationError, NotRefundableError, RequestNotFoundError
 from stembot.models import GuildLimits, Mode, QuotaStatus, Request, RequestStatus, UsageReport
 from stembot.quota_rules import MAX_LIMIT
-from stembot.store.asynchronous import AsyncStore
+from stembot.store.interface import LedgerStore
 from stembot.windows import day_window, month_window
 
 Clock = Callable[[], datetime]
@@ -92,7 +92,7 @@ class ModerationService:
     """The moderators' side of the ledger: short store calls, and the export, written and
     zipped off the event loop."""
 
-    def __init__(self, store: AsyncStore, clock: Clock) -> None:
+    def __init__(self, store: LedgerStore, clock: Clock) -> None:
         self._store = store
         self._clock = clock
 

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from stembot.store.asynchronous import AsyncStore
+from stembot.store.interface import LedgerStore
 from stembot.store.pruning import Pruned
 from stembot.windows import month_window
 
@@ -45,7 +45,7 @@ class Retention:
 
     def __init__(
         self,
-        store: AsyncStore,
+        store: LedgerStore,
         days: int,
         clock: Clock,
         *,

@@ -20,8 +20,11 @@ def stamp(moment: datetime) -> str:
     return utc(moment).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def parse_stamp(text: str | None) -> datetime | None:
-    return None if text is None else datetime.fromisoformat(text)
+def parse_stamp(text: str | datetime | None) -> datetime | None:
+    """A stored moment: a stamp from SQLite, or the datetime PostgreSQL's timestamptz gives."""
+    if text is None or isinstance(text, datetime):
+        return text
+    return datetime.fromisoformat(text)
 
 
 def iso_seconds(text: str | None) -> str:

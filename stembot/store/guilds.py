@@ -27,6 +27,13 @@ _LIMIT_COLUMNS = {
 }
 
 
+def check_overrides(*values: int | None) -> None:
+    """ValueError unless each of daily, monthly, per_user and active_requests is None or a
+    limit a moderator may set."""
+    for value, name in zip(values, _LIMIT_COLUMNS, strict=True):
+        check_limit(value, name)
+
+
 class GuildSettings:
     """Each method is one short transaction on the shared writer connection (or one read)."""
 
@@ -97,13 +104,7 @@ class GuildSettings:
         active_requests: int | None = None,
     ) -> GuildLimits:
         """Override some of a guild's limits (None leaves one as it is); returns the result."""
-        for value, name in (
-            (daily, "daily"),
-            (monthly, "monthly"),
-            (per_user, "per_user"),
-            (active_requests, "active_requests"),
-        ):
-            check_limit(value, name)
+        check_overrides(daily, monthly, per_user, active_requests)
         with self._conn.write():
             self._db.execute(
                 "INSERT INTO guild_settings "

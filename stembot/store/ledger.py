@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from stembot import quota_rules
 from stembot.errors import (
+    CallInFlightError,
     DuplicateRequestError,
     RemixEventAlreadyPaidError,
     RemixEventBudgetSpentError,
@@ -37,11 +39,14 @@ _REFUND_STATUSES = (RequestStatus.FAILED, RequestStatus.CANCELLED, RequestStatus
 _INSERT_REQUEST = """
 INSERT INTO requests (guild_id, channel_id, user_id, interaction_id, mode, source_name,
                       source_key, cost, status, created_at, finished_at, member_pays,
-                      remix_event_id)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                      remix_event_id, pays_call)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 # An event's call comes from no interaction: it is numbered below every Discord id (> 0).
 _NEXT_EVENT_INTERACTION = "SELECT min(coalesce(min(interaction_id), 0), 0) - 1 FROM requests"
+# How SQLite names the partial unique index requests_one_call_in_flight when it refuses a
+# second paid call of a source and mode while one is queued or running.
+_CALL_IN_FLIGHT = "UNIQUE constraint failed: requests.source_key, requests.mode"
 
 _SELECT_STORED_RESULT = (
     f"SELECT {rows.Q_REQUEST_COLUMNS}, r.stems, r.issued_at "  # noqa: S608 (constant)
@@ -57,13 +62,15 @@ class Ledger:
         self._conn = connection
         self._db = connection.db
         self._quotas = quotas
-        self._repeats = _RecentInteractions()
+        self._repeats = RecentInteractions()
 
     def reserve(self, asked: NewRequest, now: datetime) -> Request:
         """Check every limit and record the queued request, in one write transaction.
 
         Raises DuplicateRequestError for an interaction id already in the ledger,
-        QuotaLimitReached (a QuotaExceededError) naming the binding limit, StoreBusyError.
+        QuotaLimitReached (a QuotaExceededError) naming the binding limit, CallInFlightError
+        while another request's paid call for the same source and mode is queued or running,
+        StoreBusyError.
         """
         return self._reserve(asked, now, paid=True, status=RequestStatus.QUEUED)
 
@@ -90,7 +97,13 @@ class Ledger:
             enforce(seen, cost, now)
             if paid:
                 self._quotas.enforce_budget(now)
-            request = self._insert(asked, cost, status, now)
+            try:
+                request = self._insert(asked, cost, status, now, pays_call=paid)
+            except sqlite3.IntegrityError as error:
+                # The index decides, as on PostgreSQL; the group's other writes stand.
+                if str(error) == _CALL_IN_FLIGHT:
+                    raise CallInFlightError() from error
+                raise
             if paid:
                 self._record_call(request, now)
             return request
@@ -201,17 +214,19 @@ class Ledger:
                 if quota_rules.member_has_room(seen, cost):
                     chosen, member_pays = heir_id, True
                     break
-            self._db.execute(
-                "UPDATE requests SET cost = ?, member_pays = ? WHERE id = ?",
-                (cost, int(member_pays), chosen),
-            )
             # The call moves first: cancelling a queued payer drops its row (the trigger).
             self._db.execute(
                 "UPDATE api_calls SET request_id = ? WHERE request_id = ?", (chosen, payer_id)
             )
+            # The payer leaves the call before the heir takes it: one payer in flight.
             self._db.execute(
-                "UPDATE requests SET status = 'cancelled', finished_at = ?, error = ? WHERE id = ?",
+                "UPDATE requests SET status = 'cancelled', finished_at = ?, error = ?, "
+                "pays_call = 0 WHERE id = ?",
                 (stamp(now), "cancelled by the requester", payer_id),
+            )
+            self._db.execute(
+                "UPDATE requests SET cost = ?, member_pays = ?, pays_call = 1 WHERE id = ?",
+                (cost, int(member_pays), chosen),
             )
         return chosen, member_pays
 
@@ -396,11 +411,11 @@ class Ledger:
         now: datetime,
         *,
         event_id: int | None = None,
+        pays_call: bool = False,
     ) -> Request:
         """A new row; a remix event's (``event_id``) is the server's alone (member_pays 0)."""
         created = stamp(now)
         finished = None if status.is_active else created
-        # In the order of REQUEST_COLUMNS, so the row read back is the same tuple plus the id.
         values = (
             asked.guild_id,
             asked.channel_id,
@@ -409,15 +424,15 @@ class Ledger:
             asked.mode.value,
             asked.source_name,
             asked.source_key,
-            cost,
-            status.value,
-            created,
         )
         member_pays = int(event_id is None)
-        cursor = self._db.execute(_INSERT_REQUEST, (*values, finished, member_pays, event_id))
+        cursor = self._db.execute(
+            _INSERT_REQUEST,
+            (*values, cost, status.value, created, finished, member_pays, event_id, int(pays_call)),
+        )
         request_id = cursor.lastrowid
         assert request_id is not None
-        return rows.request((request_id, *values, None, finished, None, False))
+        return rows.new_request(request_id, asked, cost, status, created, finished)
 
 
 def _todays_free_row(conn: Connection, asked: NewRequest, now: datetime) -> int | None:
@@ -440,7 +455,7 @@ def _todays_free_row(conn: Connection, asked: NewRequest, now: datetime) -> int 
     return None if row is None else int(row[0])
 
 
-class _RecentInteractions:
+class RecentInteractions:
     """Interaction ids of free repeats that share an earlier row, for as long as Discord may
     deliver one again (its token lives 15 minutes); older ones are forgotten."""
 

@@ -296,3 +296,28 @@ def _remix_events(db: Database) -> None:
             WHERE remix_event_id IS NOT NULL;
         """
     )
+
+
+@MIGRATIONS(name="0009_one_call_in_flight")
+def _one_call_in_flight(db: Database) -> None:
+    """The database holds one paid call per (source, mode) in flight: ``pays_call`` marks the
+    request that reserved (or was handed) the call, and a partial unique index allows one
+    such request queued or running per source and mode. Where an older ledger has more than
+    one (a refund that never landed), the earliest keeps the mark; the start-up recovery ends
+    them all anyway.
+    """
+    db.executescript(
+        """
+        ALTER TABLE requests ADD COLUMN pays_call INTEGER NOT NULL DEFAULT 0
+            CHECK (pays_call IN (0, 1));
+        UPDATE requests SET pays_call = 1 WHERE id IN (SELECT request_id FROM api_calls);
+        UPDATE requests SET pays_call = 0
+            WHERE pays_call = 1 AND status IN ('queued', 'running') AND EXISTS (
+                SELECT 1 FROM requests AS earlier
+                WHERE earlier.pays_call = 1 AND earlier.status IN ('queued', 'running')
+                  AND earlier.source_key = requests.source_key AND earlier.mode = requests.mode
+                  AND earlier.id < requests.id);
+        CREATE UNIQUE INDEX requests_one_call_in_flight ON requests (source_key, mode)
+            WHERE pays_call = 1 AND status IN ('queued', 'running');
+        """
+    )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import date, datetime
+from typing import Any
 
 from stembot import quota_rules
 from stembot.config import QuotaPolicy
@@ -132,15 +133,22 @@ class Quotas:
                 "roles": json.dumps(list(role_ids)),
             },
         )
-        limits = quota_rules.effective_limits(self.policy, row[1:5])
-        role_allowance = row[9]
-        return Snapshot(
-            duplicate=row[0] > 0,
-            limits=limits,
-            today=row[5],
-            month=row[6],
-            user_today=row[7],
-            user_active=row[8],
-            member_limit=quota_rules.member_limit(limits, role_allowance),
-            limit_from_role=role_allowance is not None,
-        )
+        return snapshot_of(self.policy, row)
+
+
+def snapshot_of(policy: QuotaPolicy, row: Sequence[Any]) -> Snapshot:
+    """The snapshot a reservation checks, from the row its query reads (either engine's):
+    duplicate, the four overrides, today, month, the member's units today, their active
+    requests, and their roles' highest allowance."""
+    limits = quota_rules.effective_limits(policy, row[1:5])
+    role_allowance = row[9]
+    return Snapshot(
+        duplicate=bool(row[0]),
+        limits=limits,
+        today=row[5],
+        month=row[6],
+        user_today=row[7],
+        user_active=row[8],
+        member_limit=quota_rules.member_limit(limits, role_allowance),
+        limit_from_role=role_allowance is not None,
+    )

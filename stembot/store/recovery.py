@@ -48,19 +48,11 @@ def recover(db: Database, now: datetime) -> Recovery:
         (finished,),
     )
     interrupted = _interrupt_active(db, finished)
-    owed = db.execute(_SELECT_UNDELIVERED).fetchall()
-    undelivered: list[tuple[Request, Separation]] = []
-    lost: list[int] = []
-    for row in owed:
-        request = rows.request(row)
-        if row[-2] is None:
-            lost.append(request.id)
-            interrupted.append(_interrupted(row, finished))
-        else:
-            undelivered.append((request, rows.separation(request.mode, row[-2], row[-1])))
+    undelivered, lost = sort_owed(db.execute(_SELECT_UNDELIVERED).fetchall())
+    interrupted.extend(interrupted_request(row, finished) for row in lost)
     db.conn.executemany(
         "UPDATE requests SET status = 'interrupted', finished_at = ?, error = ? WHERE id = ?",
-        [(finished, INTERRUPTED_ERROR, request_id) for request_id in lost],
+        [(finished, INTERRUPTED_ERROR, row[0]) for row in lost],
     )
     return Recovery(interrupted, undelivered)
 
@@ -72,10 +64,26 @@ def _interrupt_active(db: Database, finished: str) -> list[Request]:
         "WHERE status IN ('queued', 'running')",
         (finished, INTERRUPTED_ERROR),
     )
-    return [_interrupted(row, finished) for row in active]
+    return [interrupted_request(row, finished) for row in active]
 
 
-def _interrupted(row: Sequence[Any], finished: str) -> Request:
+def sort_owed(
+    owed: Sequence[Sequence[Any]],
+) -> tuple[list[tuple[Request, Separation]], list[Sequence[Any]]]:
+    """Succeeded, undelivered requests (their columns, then the stored stems and issue time)
+    sorted: those to deliver with their result, and the rows of those whose result is gone."""
+    undelivered: list[tuple[Request, Separation]] = []
+    lost: list[Sequence[Any]] = []
+    for row in owed:
+        if row[-2] is None:
+            lost.append(row)
+        else:
+            request = rows.request(row)
+            undelivered.append((request, rows.separation(request.mode, row[-2], row[-1])))
+    return undelivered, lost
+
+
+def interrupted_request(row: Sequence[Any], finished: str | datetime) -> Request:
     """The request of ``row`` as the start-up left it: interrupted, refunded."""
     interrupted = (RequestStatus.INTERRUPTED.value, *row[10:12], finished, INTERRUPTED_ERROR)
     return rows.request((*row[:9], *interrupted, row[14]))

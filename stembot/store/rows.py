@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
-from stembot.models import Mode, Request, RequestStatus, Separation, Stem
+from stembot.models import Mode, NewRequest, Request, RequestStatus, Separation, Stem
 from stembot.windows import parse_stamp
 
 REQUEST_COLUMNS = (
@@ -41,7 +42,37 @@ def request(row: Sequence[Any]) -> Request:
     )
 
 
-def separation(mode: Mode, stems: str, issued: str) -> Separation:
+def new_request(
+    request_id: int,
+    asked: NewRequest,
+    cost: int,
+    status: RequestStatus,
+    created: str | datetime,
+    finished: str | datetime | None,
+) -> Request:
+    """The request a reservation just recorded, as a read of its row would give it."""
+    return request(
+        (
+            request_id,
+            asked.guild_id,
+            asked.channel_id,
+            asked.user_id,
+            asked.interaction_id,
+            asked.mode.value,
+            asked.source_name,
+            asked.source_key,
+            cost,
+            status.value,
+            created,
+            None,
+            finished,
+            None,
+            False,
+        )
+    )
+
+
+def separation(mode: Mode, stems: str, issued: str | datetime) -> Separation:
     issued_at = parse_stamp(issued)
     assert issued_at is not None
     stored = tuple(Stem(name=s["name"], url=s["url"]) for s in json.loads(stems))

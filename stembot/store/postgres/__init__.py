@@ -1,0 +1,85 @@
+"""The ledger on PostgreSQL, for several bot processes sharing one ledger: the same parts and
+promises as the SQLite store (``stembot.store``, ``stembot.store.asynchronous``), checked by
+the same contract tests (tests/test_store_contract.py). ``STEMBOT_DATABASE_URL`` selects it.
+
+Split like the SQLite store, one concern per file:
+
+- ``connection.py`` the pool, transactions, advisory locks, errors as the store's;
+- ``migrations.py`` the schema, applied once at opening under a lock;
+- ``ledger.py``     reserve (under the guild's lock), settle, refund, hand-over, free
+                    repeats, deliveries; ``recovery.py`` what a stopped bot left owing;
+- ``quotas.py``     what was used against the limits, derived from the rows;
+- ``guilds.py``     a server's settings and the one-time claims;
+- ``reporting.py``  read-only reports on connections of their own;
+- ``pruning.py``    retention's batched deletions.
+
+Why psycopg 3 with psycopg_pool rather than asyncpg: psycopg is typed (mypy strict needs no
+stubs package), has the synchronous and the asynchronous API in one package (the reports and
+the ledger copy run synchronously in a thread, the bot's calls asynchronously, with the same
+SQL and the same types), its pool checks a connection before handing it out and reconnects
+after the server drops it, and its LISTEN/NOTIFY is an async iterator (the later cross-process
+wake-ups). asyncpg is faster per query, but a reservation here is bound by the guild's lock
+and the commit's WAL flush, not by the driver (tests/benchmarks/bench_ledger.py measures it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+
+from stembot.config import QuotaPolicy
+from stembot.store.connection import DEFAULT_BUSY_TIMEOUT_S
+from stembot.store.postgres import migrations
+from stembot.store.postgres.connection import DEFAULT_POOL_SIZE, Database
+from stembot.store.postgres.guilds import PostgresGuildSettings
+from stembot.store.postgres.ledger import PostgresLedger
+from stembot.store.postgres.pruning import prune
+from stembot.store.postgres.quotas import PostgresQuotas
+from stembot.store.postgres.reporting import PostgresReports
+from stembot.store.pruning import Pruned
+
+__all__ = ["PostgresStore"]
+
+
+class PostgresStore:
+    """One per process: the pool and the parts on it (``stembot.store.interface``)."""
+
+    def __init__(self, db: Database, policy: QuotaPolicy) -> None:
+        self._db = db
+        self.quotas = PostgresQuotas(db, policy)
+        self.ledger = PostgresLedger(db, self.quotas)
+        self.guilds = PostgresGuildSettings(db, policy)
+        self.reports = PostgresReports(db.url, db.busy_timeout_s)
+
+    @classmethod
+    async def open(
+        cls,
+        url: str,
+        policy: QuotaPolicy,
+        *,
+        busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S,
+        pool_size: int = DEFAULT_POOL_SIZE,
+    ) -> PostgresStore:
+        """Connect, migrate (once, whoever else starts), open the pool.
+
+        A server that is down or refuses raises StoreUnavailableError, one line naming it.
+        """
+        db = await Database.open(url, busy_timeout_s, pool_size=pool_size, prepare=migrations.apply)
+        return cls(db, policy)
+
+    async def close(self) -> None:
+        """Finish the writes under way, then close every connection."""
+        await self._db.close()
+
+    @property
+    def policy(self) -> QuotaPolicy:
+        """The default limits and the cost of each mode."""
+        return self.quotas.policy
+
+    def file_problem(self) -> str | None:
+        """A server database cannot be deleted under the bot as a file can: never a problem."""
+        return None
+
+    async def prune(self, before: datetime, *, stop: Callable[[], bool]) -> Pruned:
+        """Retention's batched deletions (pruning.py)."""
+        return await prune(self._db, before, stop=stop)

@@ -1,0 +1,177 @@
+"""One process's connections to the PostgreSQL ledger: the pool, its transactions, the
+advisory locks, and how the server's errors become the store's (``stembot.errors``).
+
+Every connection runs in autocommit with ``timezone = UTC`` and ``lock_timeout`` at the
+busy timeout: a statement alone is its own transaction (one round trip, no BEGIN/COMMIT),
+and ``write`` opens a transaction only for a check-then-write. A write, once started, is
+finished even if its caller stops waiting (it runs shielded), as the SQLite store's writer
+thread does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from stembot.errors import StoreBusyError, StoreFailedError, StoreUnavailableError
+from stembot.source_urls import redact_url
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Conn = psycopg.AsyncConnection[Any]
+
+# stembot's own advisory locks take the two-key form under this class ("STEM"); a guild's
+# lock is the one-key form on its id. PostgreSQL keeps the two forms apart.
+LOCK_CLASS = 0x5354454D
+MIGRATIONS_LOCK = 1
+BUDGET_LOCK = 2
+RECOVERY_LOCK = 3
+
+# How long opening waits for the server before saying it cannot be reached.
+CONNECT_TIMEOUT_S = 5
+DEFAULT_POOL_SIZE = 10
+
+
+def connection_options(busy_timeout_s: float) -> dict[str, Any]:
+    """What every connection of the store is opened with (the pool's and the reports')."""
+    lock_ms = max(1, round(busy_timeout_s * 1000))
+    return {
+        "autocommit": True,
+        "connect_timeout": CONNECT_TIMEOUT_S,
+        "options": f"-c timezone=UTC -c lock_timeout={lock_ms}",
+    }
+
+
+def unreachable(url: str, error: Exception) -> StoreUnavailableError:
+    """One line naming the server (never its password) and what the client was told."""
+    told = str(error).strip().splitlines()
+    reason = told[0] if told else type(error).__name__
+    return StoreUnavailableError(
+        f"cannot use the PostgreSQL database at {redact_url(url)}: {reason}"
+    )
+
+
+@contextmanager
+def errors_explained() -> Iterator[None]:
+    """The server's errors as the store's.
+
+    A lock that stayed taken past the busy timeout, a connection lost, a pool with no free
+    connection in time, a deadlock or serialization failure: StoreBusyError (each write is
+    idempotent or refused as a duplicate, so trying again is safe). Any other refusal:
+    StoreFailedError, logged. Constraint violations are bugs (or mapped by the caller) and
+    stay as they are.
+    """
+    try:
+        yield
+    except psycopg.IntegrityError:
+        raise
+    except (PoolTimeout, psycopg.OperationalError, psycopg.InterfaceError) as error:
+        raise StoreBusyError() from error
+    except psycopg.DatabaseError as error:
+        log.error("the database refused a write: %s: %s", type(error).__name__, error)
+        raise StoreFailedError() from error
+
+
+class Database:
+    """The pool and the ways the store's parts use it."""
+
+    def __init__(self, pool: AsyncConnectionPool[Conn], url: str, busy_timeout_s: float) -> None:
+        self._pool = pool
+        self.url = url
+        self.busy_timeout_s = busy_timeout_s
+        self._writes: set[asyncio.Task[Any]] = set()
+
+    @classmethod
+    async def open(
+        cls,
+        url: str,
+        busy_timeout_s: float,
+        *,
+        pool_size: int = DEFAULT_POOL_SIZE,
+        prepare: Callable[[Conn], Awaitable[object]] | None = None,
+    ) -> Database:
+        """Connect once (a server that is down or refuses is one clear StoreUnavailableError),
+        run ``prepare`` (the migrations) on that connection, then open the pool."""
+        options = connection_options(busy_timeout_s)
+        try:
+            first = await psycopg.AsyncConnection.connect(url, **options)
+        except psycopg.Error as error:
+            raise unreachable(url, error) from error
+        try:
+            if prepare is not None:
+                await prepare(first)
+        except psycopg.Error as error:
+            raise unreachable(url, error) from error
+        finally:
+            await first.close()
+        pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
+            url,
+            min_size=1,
+            max_size=pool_size,
+            kwargs=options,
+            open=False,
+            name="stembot-ledger",
+            # A connection the server dropped is noticed before it is handed out.
+            check=AsyncConnectionPool.check_connection,
+        )
+        try:
+            await pool.open(wait=True, timeout=CONNECT_TIMEOUT_S)
+        except PoolTimeout as error:
+            await pool.close()
+            raise unreachable(url, error) from error
+        return cls(pool, url, busy_timeout_s)
+
+    async def close(self) -> None:
+        """Wait for the writes under way, then close every connection."""
+        if self._writes:
+            await asyncio.gather(*self._writes, return_exceptions=True)
+        await self._pool.close()
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[Conn]:
+        """A connection of the pool (autocommit: each statement its own transaction)."""
+        with errors_explained():
+            async with self._pool.connection(timeout=self.busy_timeout_s) as conn:
+                yield conn
+
+    async def write(self, work: Callable[[Conn], Awaitable[T]], *, atomic: bool = True) -> T:
+        """``work`` on a connection, in one transaction (``atomic``) or as the single
+        statement it makes; finished even if the caller stops waiting."""
+        task = asyncio.ensure_future(self._run(work, atomic))
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+        return await asyncio.shield(task)
+
+    async def read(self, work: Callable[[Conn], Awaitable[T]]) -> T:
+        """``work`` on a connection; several statements see one snapshot."""
+        async with self.connection() as conn:
+            with errors_explained():
+                async with conn.transaction():
+                    await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                    return await work(conn)
+
+    async def _run(self, work: Callable[[Conn], Awaitable[T]], atomic: bool) -> T:
+        async with self.connection() as conn:
+            with errors_explained():
+                if not atomic:
+                    return await work(conn)
+                async with conn.transaction():
+                    return await work(conn)
+
+
+async def lock_guild(conn: Conn, guild_id: int) -> None:
+    """Hold the guild's lock until the transaction ends: the checks and the write that
+    follow are one step for every process (quotas never over-grant)."""
+    await conn.execute("SELECT pg_advisory_xact_lock(%s)", (guild_id,))
+
+
+async def lock(conn: Conn, which: int) -> None:
+    """Hold one of stembot's own locks (``BUDGET_LOCK``...) until the transaction ends."""
+    await conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (LOCK_CLASS, which))

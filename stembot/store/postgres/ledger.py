@@ -1,0 +1,422 @@
+"""The request ledger on PostgreSQL: the same rows and promises as the SQLite ledger
+(stembot/store/ledger.py), for several processes at once.
+
+- Quotas never over-grant across processes: a reservation takes its guild's advisory lock
+  (``lock_guild``) before it reads what was used, so the check and the insert are one step
+  for every process; a paid one under a bot-wide budget also takes the budget's lock (always
+  after the guild's, so no two wait on each other).
+- One paid call per (source, mode) in flight, whichever process asks: the partial unique
+  index ``requests_one_call_in_flight`` refuses a second (CallInFlightError).
+- Usage is derived from the rows, never kept as a counter.
+- Moving a request on changes only rows still in the state it expects, in one statement, so
+  a refund happens once whoever asks.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import psycopg
+
+from stembot import quota_rules
+from stembot.errors import CallInFlightError, DuplicateRequestError
+from stembot.models import Mode, NewRequest, Recovery, Request, RequestStatus, Separation
+from stembot.quota_rules import enforce
+from stembot.store import rows
+from stembot.store.ledger import RecentInteractions
+from stembot.store.postgres import recovery
+from stembot.store.postgres.connection import BUDGET_LOCK, Conn, Database, lock, lock_guild
+from stembot.store.postgres.quotas import PostgresQuotas
+from stembot.windows import day_window, iso_seconds, stamp, utc
+
+log = logging.getLogger(__name__)
+
+_MAX_ERROR_CHARS = 1000
+_REFUND_STATUSES = (RequestStatus.FAILED, RequestStatus.CANCELLED, RequestStatus.INTERRUPTED)
+# The constraint names the migration gives, and what each refusal means.
+_ONE_CALL_IN_FLIGHT = "requests_one_call_in_flight"
+_INTERACTION_ONCE = "requests_interaction_once"
+
+# The request and, for a paid one, its API call, in one statement.
+_INSERT_REQUEST = """
+WITH r AS (
+  INSERT INTO requests (guild_id, channel_id, user_id, interaction_id, mode, source_name,
+                        source_key, cost, status, created_at, finished_at, pays_call)
+  VALUES (%(guild)s, %(channel)s, %(user)s, %(interaction)s, %(mode)s, %(name)s, %(key)s,
+          %(cost)s, %(status)s, %(created)s, %(finished)s, %(paid)s)
+  RETURNING id
+), call AS (
+  INSERT INTO api_calls (request_id, guild_id, day, reserved_at)
+  SELECT id, %(guild)s, %(day)s, %(created)s FROM r WHERE %(paid)s
+)
+SELECT id FROM r
+"""
+_ACTIVE = (
+    "SELECT id, cost, guild_id, user_id FROM requests "
+    "WHERE id = ANY(%s) AND status IN ('queued', 'running')"
+)
+_SELECT_REQUEST = rows.SELECT_REQUEST.replace("?", "%s").encode()
+_SELECT_STORED_RESULT = (
+    f"SELECT {rows.Q_REQUEST_COLUMNS}, r.stems, r.issued_at "  # noqa: S608 (constant)
+    "FROM requests AS q JOIN results AS r ON r.source_key = q.source_key AND r.mode = q.mode "
+    "WHERE q.id = %s"
+).encode()
+_TODAYS_FREE_ROW = """
+SELECT id FROM requests
+WHERE guild_id = %(guild)s AND user_id = %(user)s AND channel_id = %(channel)s
+  AND source_key = %(key)s AND mode = %(mode)s AND created_at >= %(day)s
+  AND created_at < %(day_end)s AND cost = 0 AND status = 'succeeded'
+ORDER BY created_at LIMIT 1
+"""
+
+
+class PostgresLedger:
+    """The requests' rows; each method one transaction (or one statement)."""
+
+    def __init__(self, db: Database, quotas: PostgresQuotas) -> None:
+        self._db = db
+        self._quotas = quotas
+        self._repeats = RecentInteractions()
+
+    async def reserve(self, asked: NewRequest, now: datetime) -> Request:
+        """Check every limit and record the queued request, under the guild's lock.
+
+        Raises DuplicateRequestError, QuotaLimitReached naming the binding limit,
+        CallInFlightError, StoreBusyError.
+        """
+        return await self._reserve(asked, now, paid=True, status=RequestStatus.QUEUED)
+
+    async def reserve_joined(self, asked: NewRequest, now: datetime, *, running: bool) -> Request:
+        """Record a request that joins an identical one already queued or ``running``: cost 0."""
+        status = RequestStatus.RUNNING if running else RequestStatus.QUEUED
+        return await self._reserve(asked, now, paid=False, status=status)
+
+    async def _reserve(
+        self, asked: NewRequest, now: datetime, *, paid: bool, status: RequestStatus
+    ) -> Request:
+        cost = self._quotas.policy.cost_of(asked.mode) if paid else 0
+        budget = self._quotas.policy.api_daily_budget if paid else None
+        utc(now)  # a naive moment is a bug: refused before anything is written
+
+        async def work(conn: Conn) -> Request:
+            await lock_guild(conn, asked.guild_id)
+            if budget is not None:
+                await lock(conn, BUDGET_LOCK)
+            seen = await self._quotas.snapshot(
+                conn,
+                asked.guild_id,
+                asked.user_id,
+                asked.interaction_id,
+                now,
+                asked.role_ids,
+                count_calls=budget is not None,
+            )
+            if seen.snapshot.duplicate or asked.interaction_id in self._repeats:
+                raise DuplicateRequestError()
+            enforce(seen.snapshot, cost, now)
+            if budget is not None:
+                quota_rules.enforce_budget(budget, seen.calls_today or 0, now)
+            return await _insert(conn, asked, cost, status, now, paid=paid)
+
+        try:
+            return await self._db.write(work)
+        except psycopg.errors.UniqueViolation as error:
+            raise _refusal(error) from error
+
+    async def hand_over_charge(
+        self, payer_id: int, heirs: Sequence[tuple[int, Sequence[int]]], now: datetime
+    ) -> tuple[int, bool] | None:
+        """The payer of a shared call cancels: refund it and pass its charge on, in one
+        transaction under the guild's lock (see ``Ledger.hand_over_charge``)."""
+        roles = dict(heirs)
+
+        async def work(conn: Conn) -> tuple[int, bool] | None:
+            first = await _active(conn, [payer_id])
+            if not first:
+                return None
+            guild_id = first[0][2]
+            await lock_guild(conn, guild_id)
+            payer = await _active(conn, [payer_id])  # again, under the lock
+            if not payer:
+                return None
+            cost = payer[0][1]
+            found = {row[0]: row for row in await _active(conn, list(roles))}
+            candidates = [
+                (heir_id, found[heir_id][3])
+                for heir_id in roles
+                if heir_id in found and found[heir_id][2] == guild_id
+            ]
+            if not candidates:
+                return None
+            chosen, member_pays = candidates[0][0], False
+            for heir_id, user_id in candidates:
+                seen = await self._quotas.snapshot(
+                    conn, guild_id, user_id, None, now, roles[heir_id]
+                )
+                if quota_rules.member_has_room(seen.snapshot, cost):
+                    chosen, member_pays = heir_id, True
+                    break
+            await _pass_charge(conn, payer_id, chosen, cost, member_pays, now)
+            return chosen, member_pays
+
+        return await self._db.write(work)
+
+    async def record_free(
+        self, asked: NewRequest, separation: Separation, now: datetime
+    ) -> Request:
+        """Record a request answered from a stored or shared result: cost 0, succeeded; a
+        member's repeats of one source and mode in one channel share a row per UTC day."""
+        if separation.mode is not asked.mode:
+            raise ValueError("the separation's mode does not match the request's")
+        day, day_end = day_window(now)
+
+        async def work(conn: Conn) -> Request:
+            await lock_guild(conn, asked.guild_id)
+            cursor = await conn.execute(
+                "SELECT 1 FROM requests WHERE interaction_id = %s", (asked.interaction_id,)
+            )
+            if asked.interaction_id in self._repeats or await cursor.fetchone():
+                raise DuplicateRequestError()
+            cursor = await conn.execute(
+                _TODAYS_FREE_ROW,
+                {
+                    "guild": asked.guild_id,
+                    "user": asked.user_id,
+                    "channel": asked.channel_id,
+                    "key": asked.source_key,
+                    "mode": asked.mode.value,
+                    "day": day,
+                    "day_end": day_end,
+                },
+            )
+            earlier = await cursor.fetchone()
+            if earlier is None:
+                return await _insert(conn, asked, 0, RequestStatus.SUCCEEDED, now, paid=False)
+            await conn.execute(
+                "UPDATE requests SET request_count = request_count + 1, finished_at = %s "
+                "WHERE id = %s",
+                (now, earlier[0]),
+            )
+            self._repeats.remember(asked.interaction_id, now)
+            found = await _get(conn, earlier[0])
+            assert found is not None
+            return found
+
+        try:
+            return await self._db.write(work)
+        except psycopg.errors.UniqueViolation as error:
+            raise _refusal(error) from error
+
+    async def mark_all_running(self, request_ids: Sequence[int], now: datetime) -> int:
+        """queued -> running for every request sharing one call; how many changed. The call
+        counts against the budget of the day it is made."""
+        return await self._changed(
+            "WITH moved AS (UPDATE requests SET status = 'running', started_at = %(now)s "
+            "WHERE status = 'queued' AND id = ANY(%(ids)s) RETURNING id), "
+            "made AS (UPDATE api_calls SET made_at = %(now)s, day = %(day)s "
+            "WHERE made_at IS NULL AND request_id = ANY(%(ids)s)) "
+            "SELECT count(*) FROM moved",
+            {"now": now, "day": utc(now).date(), "ids": list(request_ids)},
+        )
+
+    async def settle_joined(self, request_ids: Sequence[int], now: datetime) -> int:
+        """Mark requests that shared a settled call succeeded (they cost nothing)."""
+        if not request_ids:
+            return 0
+        return await self._changed(
+            "WITH done AS (UPDATE requests SET status = 'succeeded', finished_at = %s "
+            "WHERE status IN ('queued', 'running') AND id = ANY(%s) RETURNING id) "
+            "SELECT count(*) FROM done",
+            (utc(now), list(request_ids)),
+        )
+
+    async def refund_all(
+        self, request_ids: Sequence[int], status: RequestStatus, error: str, now: datetime
+    ) -> int:
+        """End active requests as failed/cancelled/interrupted, freeing their units; how many
+        it ended (each is refunded once)."""
+        if status not in _REFUND_STATUSES:
+            raise ValueError(
+                f"a refund ends a request as failed, cancelled or interrupted, not {status}"
+            )
+        if not request_ids:
+            return 0
+        return await self._changed(
+            "WITH ended AS (UPDATE requests SET status = %s, finished_at = %s, error = %s "
+            "WHERE status IN ('queued', 'running') AND id = ANY(%s) RETURNING id) "
+            "SELECT count(*) FROM ended",
+            (status.value, utc(now), error[:_MAX_ERROR_CHARS], list(request_ids)),
+        )
+
+    async def settle(
+        self, request_id: int, separation: Separation, source_key: str, now: datetime
+    ) -> bool:
+        """Mark the request succeeded (its charge stands) and store the result for reuse;
+        False, storing the result all the same, when it was no longer active."""
+        changed = await self._changed(
+            "WITH settled AS (UPDATE requests SET status = 'succeeded', finished_at = %(now)s "
+            "WHERE id = %(id)s AND status IN ('queued', 'running') RETURNING id), "
+            "stored AS (INSERT INTO results (source_key, mode, stems, issued_at, request_id) "
+            "VALUES (%(key)s, %(mode)s, %(stems)s, %(issued)s, %(id)s) "
+            "ON CONFLICT (source_key, mode) DO UPDATE SET stems = excluded.stems, "
+            "issued_at = excluded.issued_at, request_id = excluded.request_id) "
+            "SELECT count(*) FROM settled",
+            {
+                "now": utc(now),
+                "id": request_id,
+                "key": source_key,
+                "mode": separation.mode.value,
+                "stems": rows.stems(separation),
+                "issued": utc(separation.issued_at),
+            },
+        )
+        if changed != 1:
+            log.warning(
+                "request %s settled but was not active; its ledger row is unchanged", request_id
+            )
+        return changed == 1
+
+    async def refund_by_moderator(self, request_id: int, guild_id: int, now: datetime) -> bool:
+        """Give back the units of a finished, charged request of this guild, once; its stored
+        result is forgotten too (see ``Ledger.refund_by_moderator``)."""
+        note = f"refunded by a moderator at {iso_seconds(stamp(now))}"
+        changed = await self._changed(
+            "WITH refunded AS (UPDATE requests SET status = 'cancelled', error = %s, "
+            "refunded_by_moderator = true "
+            "WHERE id = %s AND guild_id = %s AND status = 'succeeded' AND cost > 0 "
+            "RETURNING id), "
+            "forgotten AS (DELETE FROM results WHERE request_id IN (SELECT id FROM refunded)) "
+            "SELECT count(*) FROM refunded",
+            (note, request_id, guild_id),
+        )
+        return changed == 1
+
+    async def record_deliveries(self, deliveries: Sequence[tuple[int, str]], now: datetime) -> int:
+        """Note where each request's answer went; the first note stands."""
+        first: dict[int, str] = {}
+        for request_id, via in deliveries:
+            first.setdefault(request_id, via)
+        if not first:
+            return 0
+        return await self._changed(
+            "WITH noted AS (UPDATE requests AS q SET delivered_at = %s, delivered_via = d.via "
+            "FROM unnest(%s::bigint[], %s::text[]) AS d (id, via) "
+            "WHERE q.id = d.id AND q.delivered_at IS NULL RETURNING q.id) "
+            "SELECT count(*) FROM noted",
+            (utc(now), list(first), list(first.values())),
+        )
+
+    async def recover(self, now: datetime) -> Recovery:
+        """What a stopped bot left owing, settled in one transaction (recovery.py)."""
+        return await self._db.write(lambda conn: recovery.recover(conn, utc(now)))
+
+    async def get_request(self, request_id: int) -> Request | None:
+        async with self._db.connection() as conn:
+            return await _get(conn, request_id)
+
+    async def stored_result(self, request_id: int) -> tuple[Request, Separation] | None:
+        """The request and the result stored for its source and mode, whenever it was issued
+        (a later call for them replaces it); None when either is no longer kept."""
+        async with self._db.connection() as conn:
+            cursor = await conn.execute(_SELECT_STORED_RESULT, (request_id,))
+            row = await cursor.fetchone()
+        if row is None:
+            return None
+        request = rows.request(row)
+        return request, rows.separation(request.mode, row[-2], row[-1])
+
+    async def find_result(
+        self, source_key: str, mode: Mode, issued_after: datetime
+    ) -> Separation | None:
+        """The stored result for this source and mode, if issued after ``issued_after``."""
+        async with self._db.connection() as conn:
+            cursor = await conn.execute(
+                "SELECT stems, issued_at FROM results "
+                "WHERE source_key = %s AND mode = %s AND issued_at > %s",
+                (source_key, mode.value, utc(issued_after)),
+            )
+            row = await cursor.fetchone()
+        return None if row is None else rows.separation(mode, row[0], row[1])
+
+    async def _changed(self, sql: Any, params: Any) -> int:
+        """One statement that ends with ``SELECT count(*)`` of the rows it changed."""
+
+        async def work(conn: Conn) -> int:
+            cursor = await conn.execute(sql, params)
+            row = await cursor.fetchone()
+            assert row is not None
+            return int(row[0])
+
+        return await self._db.write(work, atomic=False)
+
+
+async def _insert(
+    conn: Conn, asked: NewRequest, cost: int, status: RequestStatus, now: datetime, *, paid: bool
+) -> Request:
+    created = utc(now)
+    finished = None if status.is_active else created
+    cursor = await conn.execute(
+        _INSERT_REQUEST,
+        {
+            "guild": asked.guild_id,
+            "channel": asked.channel_id,
+            "user": asked.user_id,
+            "interaction": asked.interaction_id,
+            "mode": asked.mode.value,
+            "name": asked.source_name,
+            "key": asked.source_key,
+            "cost": cost,
+            "status": status.value,
+            "created": created,
+            "finished": finished,
+            "paid": paid,
+            "day": created.date(),
+        },
+    )
+    row = await cursor.fetchone()
+    assert row is not None
+    return rows.new_request(row[0], asked, cost, status, created, finished)
+
+
+async def _active(conn: Conn, request_ids: list[int]) -> list[Any]:
+    """(id, cost, guild_id, user_id) of those requests still queued or running."""
+    cursor = await conn.execute(_ACTIVE, (request_ids,))
+    return await cursor.fetchall()
+
+
+async def _pass_charge(
+    conn: Conn, payer_id: int, heir_id: int, cost: int, member_pays: bool, now: datetime
+) -> None:
+    # The call moves first: cancelling a queued payer drops its row (the trigger). The payer
+    # leaves the call before the heir takes it: one payer in flight.
+    await conn.execute(
+        "UPDATE api_calls SET request_id = %s WHERE request_id = %s", (heir_id, payer_id)
+    )
+    await conn.execute(
+        "UPDATE requests SET status = 'cancelled', finished_at = %s, error = %s, "
+        "pays_call = false WHERE id = %s",
+        (utc(now), "cancelled by the requester", payer_id),
+    )
+    await conn.execute(
+        "UPDATE requests SET cost = %s, member_pays = %s, pays_call = true WHERE id = %s",
+        (cost, member_pays, heir_id),
+    )
+
+
+async def _get(conn: Conn, request_id: int) -> Request | None:
+    cursor = await conn.execute(_SELECT_REQUEST, (request_id,))
+    row = await cursor.fetchone()
+    return None if row is None else rows.request(row)
+
+
+def _refusal(error: psycopg.errors.UniqueViolation) -> Exception:
+    """What a unique index's refusal means for the request: a duplicate or a call in flight."""
+    constraint = error.diag.constraint_name
+    if constraint == _ONE_CALL_IN_FLIGHT:
+        return CallInFlightError()
+    if constraint == _INTERACTION_ONCE:
+        return DuplicateRequestError()
+    return error

@@ -1,0 +1,147 @@
+"""What a server and a member have used against their limits, read from the PostgreSQL ledger
+in one statement: the snapshot a reservation checks under the guild's lock, the quota status
+a member sees, the read-only precheck, and the day's paid API calls (counted from their rows).
+The rules themselves are the plain values of ``stembot.quota_rules``, as for SQLite.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+from stembot import quota_rules
+from stembot.config import QuotaPolicy
+from stembot.models import QuotaStatus
+from stembot.quota_rules import Snapshot, enforce
+from stembot.store.postgres.connection import Conn, Database
+from stembot.store.quotas import snapshot_of
+from stembot.windows import day_window, month_window, utc
+
+# Everything a reservation checks, in one statement (so one snapshot): whether the
+# interaction is already in the ledger, the guild's overrides, the units used in each window
+# (one scan of the month gives the day too), the member's units and active requests, the
+# highest allowance among their roles, and (when asked) the paid calls of the day.
+_SNAPSHOT = """
+SELECT
+  EXISTS (SELECT 1 FROM requests WHERE interaction_id = %(interaction)s),
+  g.daily_limit, g.monthly_limit, g.user_daily_limit, g.user_active_requests,
+  m.today, m.month,
+  (SELECT coalesce(sum(cost), 0) FROM requests
+    WHERE guild_id = %(guild)s AND user_id = %(user)s
+      AND created_at >= %(day)s AND created_at < %(day_end)s
+      AND cost > 0 AND status IN ('queued', 'running', 'succeeded') AND member_pays),
+  (SELECT count(*) FROM requests
+    WHERE guild_id = %(guild)s AND user_id = %(user)s AND status IN ('queued', 'running')),
+  (SELECT max(per_user) FROM role_allowances
+    WHERE guild_id = %(guild)s AND role_id = ANY(%(roles)s::bigint[])),
+  CASE WHEN %(count_calls)s THEN (SELECT count(*) FROM api_calls WHERE day = %(today)s) END
+FROM (
+  SELECT
+    coalesce(sum(cost) FILTER (WHERE created_at >= %(day)s AND created_at < %(day_end)s), 0)
+      AS today,
+    coalesce(sum(cost), 0) AS month
+  FROM requests
+  WHERE guild_id = %(guild)s AND created_at >= %(month)s AND created_at < %(month_end)s
+    AND cost > 0 AND status IN ('queued', 'running', 'succeeded')
+) AS m
+LEFT JOIN guild_settings AS g ON g.guild_id = %(guild)s
+"""
+
+_CALLS_ON = "SELECT count(*) FROM api_calls WHERE day = %s"
+
+
+@dataclass(frozen=True)
+class Seen:
+    """A snapshot, and the paid calls of the day when they were asked for."""
+
+    snapshot: Snapshot
+    calls_today: int | None
+
+
+class PostgresQuotas:
+    """Reads of the used units and calls; inside the caller's transaction or their own."""
+
+    def __init__(self, db: Database, policy: QuotaPolicy) -> None:
+        self._db = db
+        self.policy = policy
+
+    async def quota_status(
+        self, guild_id: int, user_id: int | None, now: datetime, role_ids: Sequence[int] = ()
+    ) -> QuotaStatus:
+        """Used, limit, remaining and reset time of the guild's windows (and the user's)."""
+        budget = self.policy.api_daily_budget
+        async with self._db.connection() as conn:
+            seen = await self.snapshot(
+                conn, guild_id, user_id, None, now, role_ids, count_calls=budget is not None
+            )
+        budget_spent = budget is not None and (seen.calls_today or 0) >= budget
+        return quota_rules.quota_status(
+            seen.snapshot, with_member=user_id is not None, now=now, budget_spent=budget_spent
+        )
+
+    async def check_limits(
+        self, guild_id: int, user_id: int, role_ids: Sequence[int], cost: int | None, now: datetime
+    ) -> None:
+        """Raise QuotaLimitReached if a request would be refused; reads only (a precheck:
+        ``reserve`` decides). ``cost`` None: it would join a call or reuse a result."""
+        budget = self.policy.api_daily_budget if cost is not None else None
+        async with self._db.connection() as conn:
+            seen = await self.snapshot(
+                conn, guild_id, user_id, None, now, role_ids, count_calls=budget is not None
+            )
+        enforce(seen.snapshot, cost or 0, now)
+        if budget is not None:
+            quota_rules.enforce_budget(budget, seen.calls_today or 0, now)
+
+    async def api_calls_today(self, now: datetime) -> int:
+        """Paid API calls made or reserved on the UTC day of ``now``, across all servers."""
+        async with self._db.connection() as conn:
+            return await calls_on(conn, utc(now).date())
+
+    async def snapshot(
+        self,
+        conn: Conn,
+        guild_id: int,
+        user_id: int | None,
+        interaction_id: int | None,
+        now: datetime,
+        role_ids: Sequence[int] = (),
+        *,
+        count_calls: bool = False,
+    ) -> Seen:
+        cursor = await conn.execute(
+            _SNAPSHOT,
+            {
+                "interaction": interaction_id,
+                "guild": guild_id,
+                "user": user_id,
+                "roles": list(role_ids),
+                "count_calls": count_calls,
+                **window_bounds(now),
+            },
+        )
+        row = await cursor.fetchone()
+        assert row is not None  # an aggregate always gives one row
+        return Seen(snapshot_of(self.policy, row), row[10])
+
+
+def window_bounds(now: datetime) -> dict[str, Any]:
+    """The moments bounding the UTC day and month of ``now``, and the day itself."""
+    day, day_end = day_window(now)
+    month, month_end = month_window(now)
+    return {
+        "day": day,
+        "day_end": day_end,
+        "month": month,
+        "month_end": month_end,
+        "today": day.date(),
+    }
+
+
+async def calls_on(conn: Conn, day: date) -> int:
+    cursor = await conn.execute(_CALLS_ON, (day,))
+    row = await cursor.fetchone()
+    assert row is not None
+    return int(row[0])

@@ -1,0 +1,70 @@
+"""A PostgreSQL database of its own for a test run, from STEMBOT_TEST_POSTGRES_URL.
+
+Without that variable the PostgreSQL tests skip, saying why (a new contributor's machine);
+CI sets it (.ci/run), and there a server that cannot be reached fails the run.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import pytest
+from psycopg import sql
+
+URL_VARIABLE = "STEMBOT_TEST_POSTGRES_URL"
+SKIP_REASON = (
+    f"PostgreSQL tests need {URL_VARIABLE} (e.g. postgresql://postgres@127.0.0.1:5432/postgres; "
+    "CI sets it)"
+)
+# Every table of the ledger, emptied between tests.
+TABLES = (
+    "requests",
+    "results",
+    "guild_settings",
+    "quota_alerts",
+    "command_digests",
+    "role_allowances",
+    "api_calls",
+    "budget_notices",
+)
+
+
+def admin_url() -> str:
+    """The server to make test databases on; skips the test when none is configured."""
+    url = os.environ.get(URL_VARIABLE, "")
+    if not url:
+        pytest.skip(SKIP_REASON)
+    return url
+
+
+def with_database(url: str, name: str) -> str:
+    """``url`` naming the database ``name`` instead."""
+    return urlunsplit(urlsplit(url)._replace(path="/" + name))
+
+
+@contextmanager
+def fresh_database(url: str) -> Iterator[str]:
+    """A new, empty database on the server of ``url``, dropped afterwards; yields its URL."""
+    name = f"stembot_test_{os.getpid()}_{secrets.token_hex(4)}"
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield with_database(url, name)
+    finally:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def empty_tables(url: str) -> None:
+    """Every ledger table emptied and its ids restarted (the schema stays)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("TRUNCATE {} RESTART IDENTITY").format(
+                sql.SQL(", ").join(map(sql.Identifier, TABLES))
+            )
+        )
