@@ -5,12 +5,16 @@ tests/test_store_contract.py.)"""
 from __future__ import annotations
 
 import asyncio
+import itertools
+import multiprocessing
 import os
+from collections import Counter
+from typing import Any
 
 import psycopg
 import pytest
 
-from stembot.errors import StoreBusyError, StoreUnavailableError
+from stembot.errors import QuotaExceededError, StoreBusyError, StoreUnavailableError
 from stembot.store.postgres import PostgresStore
 from stembot.store.postgres.migrations import MIGRATIONS
 from tests.postgres import URL_VARIABLE, empty_tables, fresh_database
@@ -69,3 +73,72 @@ async def test_a_guild_locked_past_the_busy_timeout_is_a_retryable_error(
         await store.ledger.reserve(new_request(), NOW)
     finally:
         await store.close()
+
+
+# --- several processes ---------------------------------------------------------------------
+
+
+def _reserve_from_a_process(
+    url: str, proc: int, clients: int, attempts: int, start: Any, out: Any
+) -> None:
+    """Child process: ``clients`` requesters reserve against one guild; count the outcomes."""
+
+    async def main() -> Counter[str]:
+        outcomes: Counter[str] = Counter()
+        store = await PostgresStore.open(url, POLICY, busy_timeout_s=30)
+
+        async def client(index: int) -> None:
+            for attempt in range(attempts):
+                ident = proc * 1_000_000 + index * 1000 + attempt
+                try:
+                    await store.ledger.reserve(new_request(user=ident, interaction=ident), NOW)
+                    outcomes["granted"] += 1
+                except QuotaExceededError:
+                    outcomes["refused"] += 1
+
+        try:
+            await asyncio.to_thread(start.wait, 60)
+            await asyncio.gather(*(client(i) for i in range(clients)))
+        finally:
+            await store.close()
+        return outcomes
+
+    out.put(dict(asyncio.run(main())))
+
+
+@pytest.mark.slow
+async def test_four_processes_grant_exactly_the_guild_limit(postgres_url: str) -> None:
+    """Four processes x 10 requesters x 10 attempts race for one server's 100 daily units:
+    exactly 100 are granted, and the processes' reservations interleave."""
+    setup = await PostgresStore.open(postgres_url, POLICY)
+    empty_tables(postgres_url)
+    await setup.guilds.set_limits(GUILD, daily=100, per_user=1000, active_requests=1000)
+    await setup.close()
+
+    ctx = multiprocessing.get_context("spawn")
+    start = ctx.Barrier(4)
+    out = ctx.Queue()
+    children = [
+        ctx.Process(target=_reserve_from_a_process, args=(postgres_url, proc, 10, 10, start, out))
+        for proc in (1, 2, 3, 4)
+    ]
+    for child in children:
+        child.start()
+    try:
+        totals: Counter[str] = Counter()
+        for _ in children:
+            totals.update(await asyncio.to_thread(out.get, True, 120))
+    finally:
+        for child in children:
+            child.join(30)
+            if child.is_alive():
+                child.kill()
+    assert totals == {"granted": 100, "refused": 300}
+    with psycopg.connect(postgres_url) as conn:
+        rows = conn.execute(
+            "SELECT interaction_id / 1000000, cost FROM requests ORDER BY id"
+        ).fetchall()
+    assert sum(cost for _, cost in rows) == 100
+    writers = [proc for proc, _ in rows]
+    switches = sum(1 for a, b in itertools.pairwise(writers) if a != b)
+    assert len(set(writers)) > 1 and switches >= 3, "the processes never overlapped"

@@ -32,6 +32,7 @@ from stembot.errors import QuotaLimitReached, StembotError
 from stembot.models import Mode, NewRequest, Separation, Stem
 from stembot.store import Store
 from stembot.store.asynchronous import AsyncStore
+from stembot.store.interface import LedgerStore
 
 NOW = datetime(2026, 5, 14, 12, 0, tzinfo=UTC)
 # Limits no benchmark run reaches: every reserve does the full check and then records.
@@ -147,7 +148,7 @@ async def _async_pairs(
 
 
 async def _drive(
-    store: AsyncStore, proc: int, first: int, end: int, guilds: int, clients: int
+    store: LedgerStore, proc: int, first: int, end: int, guilds: int, clients: int
 ) -> tuple[list[float], list[float], int]:
     indexes = iter(range(first, end))
     pair_ms: list[float] = []
