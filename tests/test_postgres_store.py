@@ -9,16 +9,21 @@ import itertools
 import multiprocessing
 import os
 from collections import Counter
+from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 
+from stembot.cli import main
 from stembot.errors import QuotaExceededError, StoreBusyError, StoreUnavailableError
+from stembot.models import Mode, RequestStatus
+from stembot.store.asynchronous import AsyncStore
 from stembot.store.postgres import PostgresStore
 from stembot.store.postgres.migrations import MIGRATIONS
 from tests.postgres import URL_VARIABLE, empty_tables, fresh_database
-from tests.test_store import GUILD, NOW, POLICY, new_request
+from tests.test_store import ALICE, BOB, GUILD, NOW, POLICY, new_request, separation
 
 
 def test_the_configured_server_is_reachable() -> None:
@@ -142,3 +147,54 @@ async def test_four_processes_grant_exactly_the_guild_limit(postgres_url: str) -
     writers = [proc for proc, _ in rows]
     switches = sum(1 for a, b in itertools.pairwise(writers) if a != b)
     assert len(set(writers)) > 1 and switches >= 3, "the processes never overlapped"
+
+
+async def test_copy_ledger_moves_a_sqlite_ledger_into_postgresql(
+    postgres_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every table comes across: the requests with their ids, states and charges, a stored
+    result, a server's limits and role allowance, an alert, a digest, the day's paid calls;
+    both stores then answer alike, and new requests get new ids. A second copy into the now
+    used database is refused."""
+    path = tmp_path / "ledger.db"
+    sqlite = await AsyncStore.open(path, POLICY)
+    try:
+        await sqlite.guilds.set_limits(GUILD, daily=20, active_requests=5)
+        await sqlite.guilds.set_role_allowance(GUILD, 77, 3)
+        await sqlite.guilds.claim_alert(GUILD, "day", NOW, 80, NOW)
+        await sqlite.guilds.remember_command_digest("global", "abc")
+        done = await sqlite.ledger.reserve(new_request(source_key="song"), NOW)
+        await sqlite.ledger.mark_all_running([done.id], NOW)
+        await sqlite.ledger.settle(done.id, separation(), "song", NOW)
+        await sqlite.ledger.record_deliveries([(done.id, "interaction")], NOW)
+        failed = await sqlite.ledger.reserve(new_request(BOB), NOW)
+        await sqlite.ledger.refund_all([failed.id], RequestStatus.FAILED, "API failed", NOW)
+        waiting = await sqlite.ledger.reserve(new_request(1003, source_key="other"), NOW)
+        ids = (done.id, failed.id, waiting.id)
+        before = [await sqlite.ledger.get_request(request_id) for request_id in ids]
+        status_before = await sqlite.quotas.quota_status(GUILD, ALICE, NOW, (77,))
+        calls_before = await sqlite.quotas.api_calls_today(NOW)
+    finally:
+        await sqlite.close()
+
+    with fresh_database(postgres_url) as url:
+        env = {"STEMBOT_DB_PATH": str(path)}
+        assert await asyncio.to_thread(main, ["copy-ledger", "--to", url], env) == 0
+        said = capsys.readouterr().out
+        assert "copied" in said and "3 requests" in said and "1 results" in said
+        store = await PostgresStore.open(url, POLICY)
+        try:
+            assert [await store.ledger.get_request(request_id) for request_id in ids] == before
+            assert await store.quotas.quota_status(GUILD, ALICE, NOW, (77,)) == status_before
+            assert await store.quotas.api_calls_today(NOW) == calls_before
+            assert await store.ledger.find_result("song", Mode.VOCALS, NOW - timedelta(hours=1))
+            assert (await store.guilds.guild_limits(GUILD)).role_allowances == ((77, 3),)
+            assert not await store.guilds.claim_alert(GUILD, "day", NOW, 80, NOW)
+            assert await store.guilds.command_digest("global") == "abc"
+            assert (await store.ledger.recover(NOW)).undelivered == []
+            later = await store.ledger.reserve(new_request(1004), NOW)
+            assert later.id > max(ids)
+        finally:
+            await store.close()
+        assert await asyncio.to_thread(main, ["copy-ledger", "--to", url], env) == 1
+        assert "already holds 4 requests" in capsys.readouterr().err
