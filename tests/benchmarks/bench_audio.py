@@ -2,6 +2,8 @@
 
 Run: ``.venv/bin/python -m tests.benchmarks.bench_audio [--workers N] [--format mp3|wav]``.
 Prints numbers; asserts nothing. The machine may be shared: the load average is printed too.
+``--card [--runs 3] [--boost-levels 0,3]`` measures the whole bot instead: from the API's answer
+to the card with the stems and the picture (tests/benchmarks/audio_card.py).
 
 Everything runs through the AudioPool as the bot would run it (worker processes, the guild-fair
 queue), while a ticker on the event loop measures how late it wakes (the loop lag the bot's
@@ -40,6 +42,7 @@ from stembot.audio.tasks import (
     mix_to_fit,
 )
 from stembot.result_media import mix_by_key
+from tests.benchmarks.audio_card import measure_card
 
 RATE = 44_100
 # Name, tone, how loud (0 = the silent stem a song without piano gives).
@@ -209,7 +212,29 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--workdir", type=Path, default=Path(tempfile.gettempdir()) / "stembot-bench-audio"
     )
+    parser.add_argument(
+        "--card",
+        action="store_true",
+        help="time the whole bot from the API's answer to the card with its files instead",
+    )
+    parser.add_argument("--runs", type=int, default=3, help="--card: runs per boost level")
+    parser.add_argument(
+        "--boost-levels",
+        default="0,3",
+        help="--card: the servers' boost levels (0: 10 MiB uploads, 2: 50, 3: 100)",
+    )
     arguments = parser.parse_args(argv)
+    if arguments.card:
+        asyncio.run(
+            measure_card(
+                workers=arguments.workers,
+                audio_format=arguments.format,
+                seconds=arguments.seconds,
+                runs=arguments.runs,
+                tiers=[int(level) for level in arguments.boost_levels.split(",")],
+            )
+        )
+        return
     workdir = arguments.workdir / f"{arguments.format}-{arguments.seconds}s"
     (workdir / "out").mkdir(parents=True, exist_ok=True)
     asyncio.run(run(arguments.workers, workdir, arguments.format, arguments.seconds))

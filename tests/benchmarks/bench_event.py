@@ -7,6 +7,8 @@ measured) and the Soundverse stand-in (fixed latency L) run in this process.
     .venv/bin/python -m tests.benchmarks.bench_event [--n 500] [--latency 2] [--concurrency 8]
                                                      [--quota] [--floor] [--repeats 1]
                                                      [--json PATH]
+    .venv/bin/python -m tests.benchmarks.bench_event --audio [--n 1000] [--stem-seconds 30]
+                                                     [--stem-format mp3] [--repeats 1]
     .venv/bin/python -m tests.benchmarks.bench_event --standard [--json PATH]
 
 The crowd: N distinct members; 80% pick one of five shared tracks (uploaded once, the same
@@ -17,6 +19,13 @@ N = 500, 1000 and 2000 and the quota run. Prints a table, writes JSON; asserts n
 that only defers and then edits with a link button (tests/benchmarks/floor_bot.py), alternating
 stembot and floor runs (the order flips every repeat, so machine noise hits both), and reports
 stembot's acknowledgement p99 over the floor's: medians over `--repeats` rounds.
+`--audio` runs the same burst (N=1000 unless `--n` says) twice a round, results with links only
+(STEMBOT_ATTACH_STEMS=false) and with their files (true, `--audio-workers` workers), alternating
+which goes first, the stand-in serving `--stem-seconds` long stems in `--stem-format`; both runs
+start the bot through tests/benchmarks/loop_lag.py, which records its event loop's lag. Each
+reports acknowledgements, makespan, the loop lag p99 from the burst to the last result's files
+(links only: to the last result), and with files: the results that got them, stem fetches
+against stems attached (cache hits) and the audio workers' CPU and peak memory.
 An acknowledgement that arrives after Discord's 3 s (refused) counts at the time it arrived,
 so an overloaded run shows its real latency; "CPU ms/request to the last ack" is the CPU the
 bot (and the harness) spent from the burst to the last acknowledgement, divided by N.
@@ -50,7 +59,23 @@ from typing import Any
 
 from stembot.config import QuotaPolicy
 from stembot.store import Store
-from tests.benchmarks import floor_bot
+from tests.benchmarks import floor_bot, loop_lag
+from tests.benchmarks.bot_workers import cpu_between, peak_kib, workers_of
+from tests.benchmarks.event_audio import (
+    OFF,
+    ON,
+    AudioComparison,
+    AudioRound,
+    FilesReport,
+    FilesSetup,
+    FilesState,
+    RunFigures,
+    compare,
+    files_report,
+    files_state,
+    print_comparison,
+)
+from tests.benchmarks.loop_lag import LAG_FILE_VARIABLE, LoopLag, read_lag
 from tests.e2e.stack import API_KEY, WAV, BotProcess, stack_env
 from tests.standins.discord import (
     EPHEMERAL,
@@ -79,9 +104,17 @@ TARGETS = {
     "kib_per_held_request": "< 32",
     "over_grant_units": "= 0",
     "ack_p99_over_floor": "<= 1.15 (at N=1000, median over repeats)",
+    "loop_lag_p99_ms": "< 50",
+    "ack_p99_files_on_over_off": "<= 1.0 (no worse than links only, same invocation)",
 }
 STEMBOT, FLOOR = "stembot", "floor"
 BOT_MODULES = {STEMBOT: "stembot", FLOOR: floor_bot.__name__}
+AUDIO_N = 1000
+# What --audio serves by default: MP3 at 320 kb/s, as separation services serve stems; 30 s
+# keeps a round within minutes on two cores (a 4-minute result is bench_audio --card's).
+AUDIO_STEM_SECONDS = 30.0
+AUDIO_STEM_FORMAT = "mp3"
+AUDIO_WORKERS = 2
 
 
 # --- the bot process, seen from /proc ---------------------------------------------------------
@@ -205,6 +238,7 @@ class Config:
     seed: int = 1
     bot: str = STEMBOT  # or FLOOR: the minimal discord.py bot
     repeat: int = 1
+    files: FilesSetup | None = None  # --audio: links only or with files, loop lag recorded
 
 
 @dataclass
@@ -240,6 +274,8 @@ class Result:
     ledger_statuses: dict[str, int]
     wall_s: float
     notes: list[str] = field(default_factory=list)
+    files: FilesReport | None = None  # with files on (--audio)
+    loop_lag: LoopLag | None = None  # --audio: from the burst to the end of its work
 
 
 def ideal_makespan(cfg: Config, unique_pairs: int) -> float:
@@ -255,7 +291,7 @@ def bot_env(
     discord: DiscordEmulator, api: SoundverseStandin, db: Path, cfg: Config
 ) -> dict[str, str]:
     daily = cfg.daily_limit if cfg.daily_limit is not None else UNLIMITED
-    return {
+    env = {
         **stack_env(discord, api, db),
         "STEMBOT_MAX_CONCURRENT_JOBS": str(cfg.concurrency),
         "STEMBOT_API_TIMEOUT_S": str(max(60.0, 10 * cfg.latency_s)),
@@ -263,6 +299,22 @@ def bot_env(
         "STEMBOT_GUILD_MONTHLY_LIMIT": str(UNLIMITED),
         "STEMBOT_SHUTDOWN_GRACE_S": "2",
     }
+    if cfg.files is not None:
+        env |= {
+            "STEMBOT_ATTACH_STEMS": "true" if cfg.files.attach else "false",
+            "STEMBOT_AUDIO_WORKERS": str(cfg.files.workers),
+            LAG_FILE_VARIABLE: str(lag_file(db)),
+        }
+    return env
+
+
+def lag_file(db: Path) -> Path:
+    return db.with_suffix(".lag.json")
+
+
+def bot_module(cfg: Config) -> str:
+    """--audio runs start stembot through the loop-lag launcher (stembot's own `run`)."""
+    return loop_lag.__name__ if cfg.files is not None else BOT_MODULES[cfg.bot]
 
 
 def crowd(
@@ -287,8 +339,9 @@ def crowd(
     return plan, len({a["id"] for _, a in plan})
 
 
-async def warm_up(discord: DiscordEmulator, latency_s: float) -> None:
-    """One request in a guild of its own: imports, pools and caches warm, no quota touched."""
+async def warm_up(discord: DiscordEmulator, latency_s: float, *, files: bool = False) -> None:
+    """One request in a guild of its own: imports, pools and caches warm, no quota touched;
+    with ``files``, its files too (the audio workers started, the stand-in's stem made)."""
     guild = await discord.add_guild("Warm-up")
     member = discord.add_member(guild, "early-bird")
     attachment = discord.upload_attachment(WAV, "warm-up.wav", "audio/wav")
@@ -298,6 +351,31 @@ async def warm_up(discord: DiscordEmulator, latency_s: float) -> None:
     await all_answered([record], latency_s + 30)
     if outcome_of(record).kind != "result":
         raise RuntimeError(f"the warm-up request did not succeed: {outcome_of(record)}")
+    if files:
+        await all_settled([record], 120)
+        (state,) = delivered_files([record])
+        if state[1].files_at is None:
+            raise RuntimeError("the warm-up request's result did not get its files")
+
+
+def delivered_files(records: Sequence[InteractionRecord]) -> list[tuple[float, FilesState]]:
+    """(when its links went out, what its files step did) of every result delivered."""
+    states = []
+    for record in records:
+        outcome = outcome_of(record)
+        if outcome.kind == "result" and outcome.answered_at is not None:
+            states.append((outcome.answered_at, files_state(record, outcome.answered_at)))
+    return states
+
+
+async def all_settled(records: Sequence[InteractionRecord], timeout_s: float) -> None:
+    """Wait until every delivered result's message was edited with its files (or a line
+    saying they could not be attached); bounded."""
+    give_up = time.monotonic() + timeout_s
+    while time.monotonic() < give_up:
+        if all(state.settled_at is not None for _, state in delivered_files(records)):
+            return
+        await asyncio.sleep(0.2)
 
 
 async def start_profiler(pid: int, output: Path) -> asyncio.subprocess.Process:
@@ -350,18 +428,23 @@ async def run_event(
         )
         guild = await discord.add_guild("Remix event")
         channel = guild.default_channel
-        bot = BotProcess(bot_env(discord, api, db, cfg), log_path, module=BOT_MODULES[cfg.bot])
+        attach = cfg.files is not None and cfg.files.attach
+        if cfg.files is not None:
+            api.serve_stems(cfg.files.stem_format, seconds=cfg.files.stem_seconds)
+        bot = BotProcess(bot_env(discord, api, db, cfg), log_path, module=bot_module(cfg))
         await bot.start()
         assert bot.process is not None
         pid = bot.process.pid
         try:
             await discord.wait_ready(timeout_s=30)
-            await warm_up(discord, cfg.latency_s)
+            await warm_up(discord, cfg.latency_s, files=attach)
             plan, unique_pairs = crowd(discord, guild, channel, cfg)  # one mode: pairs = tracks
             await asyncio.sleep(1.0)  # let the warm-up's status task and GC settle
             calls_before = len(api.requests)
+            downloads_before = api.downloads
             api.max_in_flight = api.in_flight
             baseline = proc_sample(pid)
+            workers_before = workers_of(pid)
             profiler = await start_profiler(pid, profile) if profile else None
             samples: list[ProcSample] = []
             stop = asyncio.Event()
@@ -376,14 +459,18 @@ async def run_event(
             dispatched = time.time()
             ideal = ideal_makespan(cfg, unique_pairs)
             await all_answered(records, timeout_s=3 * ideal + 120)
+            if attach:
+                await all_settled(records, timeout_s=3 * ideal + 300)
             stop.set()
             await sampler
             after = proc_sample(pid)
+            workers_after = workers_of(pid)
             if profiler is not None:
                 await profiler.wait()
         finally:
             await stop_bot(bot)
         api_calls = len(api.requests) - calls_before
+        stem_fetches = api.downloads - downloads_before
         call_starts = [r.received_at - first_mono for r in api.requests[calls_before:]]
         max_in_flight = api.max_in_flight
     outcomes = [outcome_of(r) for r in records]
@@ -391,7 +478,7 @@ async def run_event(
         write_timings(timings, first, outcomes, discord, samples, call_starts)
     granted, statuses = read_ledger(db, guild.id) if cfg.bot == STEMBOT else (0, {})
     harness_cpu = after.harness_cpu_s - baseline.harness_cpu_s
-    return summarise(
+    result = summarise(
         cfg,
         outcomes,
         unique_pairs=unique_pairs,
@@ -407,6 +494,23 @@ async def run_event(
         harness_cpu_s=harness_cpu,
         wall_s=time.monotonic() - wall_start,
     )
+    if cfg.files is None:
+        return result
+    delivered = delivered_files(records)
+    # The window of the loop lag: the burst, to the last result (and its files, with files).
+    ends = [o.answered_at for o in outcomes if o.answered_at is not None]
+    if attach:
+        ends += [s.files_at or s.settled_at or first for _, s in delivered]
+    result.loop_lag = read_lag(lag_file(db), first, max(ends, default=after.at))
+    if attach:
+        result.files = files_report(
+            delivered,
+            first=first,
+            stem_fetches=stem_fetches,
+            worker_cpu_s=cpu_between(workers_before, workers_after),
+            worker_peak_rss_kib=peak_kib(workers_after),
+        )
+    return result
 
 
 async def stop_bot(bot: BotProcess) -> None:
@@ -567,7 +671,47 @@ def rows(result: Result) -> Iterator[tuple[str, object]]:
     )
     yield "units granted / allowed", f"{result.units_granted} / {_fmt(result.units_allowed)}"
     yield "ledger", ", ".join(f"{k} {v}" for k, v in sorted(result.ledger_statuses.items()))
+    if cfg.files is not None:
+        yield from audio_rows(result.loop_lag, result.files)
     yield "wall time of the run (s)", result.wall_s
+
+
+def audio_rows(lag: LoopLag | None, files: FilesReport | None) -> Iterator[tuple[str, object]]:
+    """--audio: the loop's lag, and with files on what the files step did."""
+    yield (
+        "loop lag p50 / p99 / max (ms), window (s)",
+        "-"
+        if lag is None
+        else f"{lag.p50_ms:.1f} / {lag.p99_ms:.1f} / {lag.max_ms:.0f}, {lag.window_s:g}",
+    )
+    if files is None:
+        for label in AUDIO_ROW_LABELS:
+            yield label, "-"
+        return
+    yield (
+        AUDIO_ROW_LABELS[0],
+        f"{files.with_files} / {files.results} ({files.not_attached} not attached, "
+        f"{files.unsettled} unsettled)",
+    )
+    yield AUDIO_ROW_LABELS[1], " / ".join(_fmt(v) for v in files.links_to_files_ms.values())
+    yield AUDIO_ROW_LABELS[2], files.files_makespan_s
+    yield (
+        AUDIO_ROW_LABELS[3],
+        f"{files.stem_fetches} / {files.stems_attached} ({files.cache_hits} hits)",
+    )
+    yield (
+        AUDIO_ROW_LABELS[4],
+        f"{_fmt(files.worker_cpu_s)} / {files.worker_peak_rss_kib / 1024:.1f}",
+    )
+
+
+AUDIO_ROW_LABELS = (
+    "results with files / delivered",
+    "links -> files p50 / p99 / max (ms)",
+    "last result's files (s after the burst)",
+    "stem fetches / stems attached (cache)",
+    "audio workers CPU s / largest peak RSS MiB",
+)
 
 
 def print_table(results: Sequence[Result]) -> None:
@@ -575,6 +719,7 @@ def print_table(results: Sequence[Result]) -> None:
     headers = [
         f"N={r.config.n} L={r.config.latency_s:g}s C={r.config.concurrency}"
         + (f" daily={r.config.daily_limit}" if r.config.daily_limit is not None else "")
+        + (f" {r.config.files.label}" if r.config.files is not None else "")
         + (f" #{r.config.repeat}" if repeated else "")
         for r in results
     ]
@@ -727,7 +872,11 @@ def machine() -> dict[str, object]:
 
 
 def configs(args: argparse.Namespace) -> list[Config]:
-    sizes = STANDARD_SIZES if args.standard else (args.n,)
+    if args.audio:
+        setup = FilesSetup(False, args.stem_seconds, args.stem_format, args.audio_workers)
+        n = AUDIO_N if args.n is None else args.n
+        return [Config(n, args.latency, args.concurrency, seed=args.seed, files=setup)]
+    sizes = STANDARD_SIZES if args.standard else (args.n or STANDARD_SIZES[0],)
     chosen = [Config(n, args.latency, args.concurrency, seed=args.seed) for n in sizes]
     if args.standard or args.quota:
         chosen.append(
@@ -748,11 +897,23 @@ def first_in(repeat: int) -> str:
     return STEMBOT if repeat % 2 == 1 else FLOOR
 
 
+def files_first_in(repeat: int) -> bool:
+    """--audio: whether the run with files goes first in a round (every other round)."""
+    return repeat % 2 == 0
+
+
 def rounds(chosen: Sequence[Config], floor: bool, repeats: int) -> Iterator[Config]:
     """Every run in order: each config ``repeats`` times, with a floor run beside each
-    stembot run (not for the quota run: the floor has no quota)."""
+    stembot run (not for the quota run: the floor has no quota); an --audio config runs
+    links only and with files each round, in alternating order."""
     for cfg in chosen:
         for repeat in range(1, repeats + 1):
+            if cfg.files is not None:
+                order = (True, False) if files_first_in(repeat) else (False, True)
+                for attach in order:
+                    files = dataclasses.replace(cfg.files, attach=attach)
+                    yield dataclasses.replace(cfg, files=files, repeat=repeat)
+                continue
             bots = [STEMBOT]
             if floor and cfg.daily_limit is None:
                 bots = [STEMBOT, FLOOR] if first_in(repeat) == STEMBOT else [FLOOR, STEMBOT]
@@ -767,18 +928,22 @@ async def run_all(
     *,
     floor: bool = False,
     repeats: int = 1,
-) -> tuple[list[Result], list[FloorComparison], list[Result]]:
-    """stembot's runs, the comparisons with the floor, and the floor's runs."""
+) -> tuple[list[Result], list[FloorComparison], list[Result], list[AudioComparison]]:
+    """stembot's runs, the comparisons with the floor, the floor's runs, and --audio's
+    comparisons of links only with files."""
     results: list[Result] = []
     floors: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="bench-event-") as tmp:
         for k, cfg in enumerate(rounds(chosen, floor, repeats)):
+            label = f", {cfg.files.label}" if cfg.files is not None else ""
             print(
-                f"running {cfg.bot} N={cfg.n} L={cfg.latency_s:g}s C={cfg.concurrency}"
+                f"running {cfg.bot} N={cfg.n} L={cfg.latency_s:g}s C={cfg.concurrency}{label}"
                 f" (repeat {cfg.repeat} of {repeats}) ...",
                 flush=True,
             )
             tag = "" if (cfg.bot, cfg.repeat) == (STEMBOT, 1) else f".{cfg.bot}.{cfg.repeat}"
+            if cfg.files is not None:
+                tag += ".files-on" if cfg.files.attach else ".files-off"
             where = profile.with_suffix(f".{cfg.n}{tag}.txt") if profile else None
             raw = timings.with_suffix(f".{cfg.n}{tag}.json") if timings else None
             workdir = Path(tmp) / f"run-{k}"  # a fresh database each run: no stored results
@@ -793,16 +958,43 @@ async def run_all(
         for cfg in chosen
         if any(_same_burst(f.config, cfg) for f in floors)
     ]
-    return results, comparisons, floors
+    audio = [audio_comparison(cfg, results) for cfg in chosen if cfg.files is not None]
+    return results, comparisons, floors, audio
 
 
 def _same_burst(run: Config, cfg: Config) -> bool:
     return dataclasses.replace(run, bot=STEMBOT, repeat=1) == cfg
 
 
+def audio_comparison(cfg: Config, results: Sequence[Result]) -> AudioComparison:
+    """Links only against with files, round by round, for the --audio config ``cfg``."""
+    assert cfg.files is not None
+    by_round: dict[int, dict[bool, Result]] = {}
+    for r in results:
+        files = r.config.files
+        if files is not None and _same_burst(dataclasses.replace(r.config, files=cfg.files), cfg):
+            by_round.setdefault(r.config.repeat, {})[files.attach] = r
+    paired = []
+    for repeat, pair in sorted(by_round.items()):
+        off, on = figures(pair[False]), figures(pair[True])
+        paired.append(
+            AudioRound(
+                first=ON if files_first_in(repeat) else OFF,
+                off=off,
+                on=on,
+                ack_p99_ratio=round(on.ack_ms["p99"] / off.ack_ms["p99"], 3),
+            )
+        )
+    return compare(cfg.n, cfg.latency_s, dataclasses.replace(cfg.files, attach=True), paired)
+
+
+def figures(result: Result) -> RunFigures:
+    return RunFigures(result.ack_ms, result.makespan_s, result.loop_lag, result.files)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=500, help="simultaneous requests")
+    parser.add_argument("--n", type=int, help="simultaneous requests (500; 1000 with --audio)")
     parser.add_argument("--latency", type=float, default=2.0, help="seconds per API call (L)")
     parser.add_argument("--concurrency", type=int, default=8, help="STEMBOT_MAX_CONCURRENT_JOBS")
     parser.add_argument("--standard", action="store_true", help="N=500, 1000, 2000 + quota run")
@@ -817,6 +1009,29 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--repeats", type=int, default=1, help="runs of each size (medians with --floor)"
     )
+    parser.add_argument(
+        "--audio",
+        action="store_true",
+        help="run the burst links only and with files each round; report the loop lag",
+    )
+    parser.add_argument(
+        "--stem-seconds",
+        type=float,
+        default=AUDIO_STEM_SECONDS,
+        help="--audio: length of the stems the stand-in serves",
+    )
+    parser.add_argument(
+        "--stem-format",
+        choices=("mp3", "wav"),
+        default=AUDIO_STEM_FORMAT,
+        help="--audio: format of the stems the stand-in serves",
+    )
+    parser.add_argument(
+        "--audio-workers",
+        type=int,
+        default=AUDIO_WORKERS,
+        help="--audio: STEMBOT_AUDIO_WORKERS of the run with files",
+    )
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument(
         "--profile", type=Path, help="py-spy the bot's first 10 s of each burst (needs py-spy)"
@@ -825,13 +1040,17 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--timings", type=Path, help="also write raw per-request and per-call times (PATH.N.json)"
     )
     args = parser.parse_args(argv)
+    if args.audio and (args.floor or args.standard or args.quota):
+        parser.error("--audio runs alone (not with --floor, --standard or --quota)")
     started = datetime.now(UTC)
-    results, comparisons, floors = asyncio.run(
+    results, comparisons, floors, audio = asyncio.run(
         run_all(configs(args), args.profile, args.timings, floor=args.floor, repeats=args.repeats)
     )
     print_table(results)
     if comparisons:
         print_floor(comparisons)
+    if audio:
+        print_comparison(audio, TARGETS)
     report = {
         "date": started.isoformat(timespec="seconds"),
         "machine": machine(),
@@ -841,6 +1060,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if comparisons:
         report["floor"] = [asdict(c) for c in comparisons]
         report["floor_runs"] = [asdict(f) for f in floors]
+    if audio:
+        report["audio"] = [asdict(c) for c in audio]
     if args.json is not None:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
         print(f"wrote {args.json}")

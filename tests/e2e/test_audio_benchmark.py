@@ -22,3 +22,16 @@ def test_the_audio_benchmark_runs_every_phase(
         assert line in printed
     assert "silent: ['Piano']" in printed
     assert "event-loop lag" in printed
+
+
+@pytest.mark.slow
+def test_the_card_benchmark_times_the_whole_bot(capsys: pytest.CaptureFixture[str]) -> None:
+    """`--card` with 2-second stems: one run per boost level, from the answer to the card."""
+    bench_audio.main(
+        ["--card", "--seconds", "2", "--format", "wav", "--workers", "1", "--runs", "1"]
+    )
+    printed = capsys.readouterr().out
+    assert "boost level 0 (10 MiB uploads)" in printed
+    assert "boost level 3 (100 MiB uploads)" in printed
+    assert printed.count("(6 stems, 0 smaller copies") == 2
+    assert "largest worker's peak RSS" in printed

@@ -57,3 +57,33 @@ def test_a_late_acknowledgement_counts_at_the_time_it_arrived() -> None:
     assert result.ack_ms["p99"] == 4000.0
     assert result.acked_within_3s_share == 0.5
     assert result.bot_cpu_ms_per_request_to_last_ack == 10.0
+
+
+@pytest.mark.slow
+def test_the_audio_burst_runs_links_only_and_with_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--audio` at N=6: a run without files and one with, the bot's loop lag from inside
+    it, every result with its files and each stem fetched once per unique result."""
+    out = tmp_path / "audio.json"
+    bench_event.main(
+        ["--audio", "--n", "6", "--latency", "0.1", "--stem-seconds", "2", "--json", str(out)]
+    )
+    report = json.loads(out.read_text())
+    off, on = report["runs"]
+    assert [off["config"]["files"]["attach"], on["config"]["files"]["attach"]] == [False, True]
+    for run in (off, on):
+        assert run["outcomes"] == {"result": 6}
+        assert run["loop_lag"]["samples"] > 0
+    assert off["files"] is None
+    files = on["files"]
+    assert files["with_files"] == files["results"] == files["stems_attached"] == 6
+    assert files["stem_fetches"] == on["unique_pairs"]
+    assert files["cache_hits"] == 6 - on["unique_pairs"]
+    assert files["worker_cpu_s"] > 0 and files["worker_peak_rss_kib"] > 0
+    (comparison,) = report["audio"]
+    assert len(comparison["rounds"]) == 1 and comparison["rounds"][0]["first"] == "files off"
+    assert comparison["on_lag_p99_ms"] == on["loop_lag"]["p99_ms"]
+    printed = capsys.readouterr().out
+    assert "files off against files on" in printed
+    assert "stem fetches / stems attached (cache)" in printed
