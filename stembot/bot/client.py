@@ -12,9 +12,9 @@ from discord.ext import commands
 
 from stembot.bot import embeds
 from stembot.bot.admin import AdminCog
-from stembot.bot.delivery import Answer, attach_result_files, post_to_requester
+from stembot.bot.delivery import Answer, attach_files_soon, post_to_requester
 from stembot.bot.mixes import MixSelect
-from stembot.bot.result_attachments import DeliveredResult
+from stembot.bot.result_attachments import DeliveredResult, ResultFiles
 from stembot.bot.split import FileAndModeSelect, FileSelect, ModeButton, SplitCog
 from stembot.bot.stems import StemsCog
 from stembot.bot.sync import SyncRecord, sync_if_changed
@@ -63,6 +63,7 @@ class StemBot(commands.Bot):
         self.moderation = moderation
         # Attachments, picture and free mixes of results (None: links only).
         self.media: MediaService | None = None
+        self.result_files: ResultFiles | None = None
         self._sync_record = sync_record
         self._dev_guild = discord.Object(dev_guild_id) if dev_guild_id else None
         self._force_sync = force_sync
@@ -124,7 +125,7 @@ class StemBot(commands.Bot):
                 "request %s: owed result delivered via %s", request.id, delivered.via or "nowhere"
             )
             result = DeliveredResult(request, separation, request.source_name, None)
-            self._spawn(attach_result_files(self, self.media, result, delivered))
+            attach_files_soon(self, self.result_files, result, delivered)
 
     async def _watch_ledger(self) -> None:
         while True:
@@ -142,6 +143,8 @@ class StemBot(commands.Bot):
     async def close(self) -> None:
         """Stop taking requests, let running requests finish or mark them, then disconnect."""
         await self.service.shutdown(grace_s=self._shutdown_grace_s)
+        if self.result_files is not None:
+            await self.result_files.close(self._shutdown_grace_s)
         if self._watcher is not None:
             self._watcher.cancel()
         await super().close()

@@ -23,15 +23,14 @@ from stembot.bot.result_attachments import (
     DeliveredResult,
     InteractionResult,
     PostedResult,
+    ResultFiles,
     ResultMessage,
-    attach_files,
 )
 from stembot.bot.views import cancel_view
 from stembot.errors import StembotError
 from stembot.models import Mode, QuotaStatus, Request, Separation
 
 if TYPE_CHECKING:
-    from stembot.stem_media import MediaService
     from stembot.stem_service import StemService
 
 log = logging.getLogger(__name__)
@@ -86,27 +85,26 @@ async def post_to_requester(
         return NOWHERE
 
 
-async def attach_result_files(
+def attach_files_soon(
     client: discord.Client,
-    media: MediaService | None,
+    files: ResultFiles | None,
     result: DeliveredResult,
     delivered: Delivered,
     interaction: discord.Interaction | None = None,
 ) -> None:
-    """The result's files added to the message its links went out in (see
-    bot/result_attachments.py); nothing without a media service or a message to edit."""
-    if media is None:
+    """The result's files added, in the background, to the message its links went out in (see
+    bot/result_attachments.py); nothing without result files or a message to edit."""
+    if files is None:
         return
     target: ResultMessage
     if delivered.via == "interaction" and interaction is not None:
         target = InteractionResult(interaction)
     elif delivered.message is not None:
-        target = PostedResult(
-            delivered.message, upload_limit_of(client, delivered, result.request.guild_id)
-        )
+        limit = upload_limit_of(client, delivered, result.request.guild_id)
+        target = PostedResult(delivered.message, limit)
     else:
         return
-    await attach_files(media, result, target)
+    files.attach_soon(result, target)
 
 
 def upload_limit_of(client: discord.Client, delivered: Delivered, guild_id: int) -> int:
@@ -132,12 +130,12 @@ class RequestMessages:
         service: StemService,
         mode: Mode,
         source_name: str,
-        media: MediaService | None = None,
+        files: ResultFiles | None = None,
     ) -> None:
         self._client = client
         self._interaction = interaction
         self._service = service
-        self._media = media
+        self._files = files
         self._mode = mode
         self._source_name = source_name
         self._request: Request | None = None
@@ -174,7 +172,7 @@ class RequestMessages:
         delivered = await self._finish(request, Answer(embed, view, line))
         self._service.record_delivery(request.id, delivered.via or "nowhere")
         result = DeliveredResult(request, separation, self._source_name, quota)
-        await attach_result_files(self._client, self._media, result, delivered, self._interaction)
+        attach_files_soon(self._client, self._files, result, delivered, self._interaction)
 
     async def on_failed(
         self, request: Request, error: StembotError, quota: QuotaStatus | None

@@ -10,7 +10,7 @@ import discord
 
 from stembot.bot.delivery import RequestMessages
 from stembot.bot.tree import reply_privately
-from stembot.bot.views import media_of
+from stembot.bot.views import result_files_of
 from stembot.errors import StembotError
 from stembot.models import Mode
 from stembot.stem_service import AttachmentInput, CheckedSource, Requester, StemService
@@ -61,7 +61,7 @@ async def _submit(
 ) -> None:
     try:
         messages = RequestMessages(
-            client, interaction, service, mode, source.name, media=media_of(client)
+            client, interaction, service, mode, source.name, files=result_files_of(client)
         )
         request = await service.submit(requester, mode, source, messages)
     except StembotError as refusal:

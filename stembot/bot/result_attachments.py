@@ -31,6 +31,9 @@ from stembot.stem_media import NOT_ATTACHED, MediaService, PreparedMedia, Upload
 log = logging.getLogger(__name__)
 
 ROWS_MAX = 5
+# Uploads of result files at once: each holds open files and buffers while it streams, and at
+# an event hundreds of results gain their files within seconds of each other.
+UPLOADS_AT_ONCE = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,8 +110,43 @@ class PostedResult:
             await self._message.edit(embed=embed, view=view, attachments=files)
 
 
+class ResultFiles:
+    """Adds the files to delivered results in the background, so neither the API call's slot
+    nor the next request's links wait for them, with a bounded number of uploads at once."""
+
+    def __init__(self, media: MediaService, uploads_at_once: int = UPLOADS_AT_ONCE) -> None:
+        self.media = media
+        self._uploads = asyncio.Semaphore(uploads_at_once)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def attach_soon(self, result: DeliveredResult, message: ResultMessage) -> None:
+        task = asyncio.create_task(
+            self._attach(result, message), name=f"result-files-{result.request.id}"
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _attach(self, result: DeliveredResult, message: ResultMessage) -> None:
+        try:
+            await attach_files(self.media, result, message, self._uploads)
+        except Exception:
+            log.exception("request %s: attaching its files failed", result.request.id)
+
+    async def close(self, grace_s: float) -> None:
+        """Give the files being attached ``grace_s`` to go out; the rest keep their links."""
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=grace_s)
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks))
+
+
 async def attach_files(
-    media: MediaService, result: DeliveredResult, message: ResultMessage
+    media: MediaService,
+    result: DeliveredResult,
+    message: ResultMessage,
+    uploads: asyncio.Semaphore | None = None,
 ) -> None:
     """Add the result's files to ``message``; on any refusal the links result stands with a
     line saying the files could not be attached."""
@@ -118,7 +156,8 @@ async def attach_files(
         prepared
     ):
         try:
-            await message.show(result, prepared)
+            async with uploads or contextlib.nullcontext():
+                await message.show(result, prepared)
         except (discord.HTTPException, OSError) as error:
             log.warning("request %s: its files were not attached (%s)", request.id, _why(error))
             await _say_not_attached(message, result, prepared.media, error)

@@ -13,6 +13,7 @@ from stembot.bot.tree import reply_privately
 from stembot.errors import RequestCancelledError, StembotError
 
 if TYPE_CHECKING:
+    from stembot.bot.result_attachments import ResultFiles
     from stembot.stem_media import MediaService
     from stembot.stem_service import StemService
 
@@ -26,6 +27,12 @@ def media_of(client: discord.Client) -> MediaService | None:
     """The bot's media service: None for links only (no stem cache, or turned off)."""
     media: MediaService | None = getattr(client, "media", None)
     return media
+
+
+def result_files_of(client: discord.Client) -> ResultFiles | None:
+    """What adds files to delivered results: None for links only."""
+    files: ResultFiles | None = getattr(client, "result_files", None)
+    return files
 
 
 class CancelButton(

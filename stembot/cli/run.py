@@ -20,6 +20,7 @@ from stembot.audio.pool import AudioPool
 from stembot.bot.client import StemBot
 from stembot.bot.endpoints import use_discord_endpoints
 from stembot.bot.quota_alerts import QuotaAlerts
+from stembot.bot.result_attachments import ResultFiles
 from stembot.config import Secret, Settings, load_settings
 from stembot.database_lock import hold_database
 from stembot.guarded_connector import GuardedConnector
@@ -175,6 +176,7 @@ async def built_bot(settings: Settings, *, force_sync: bool = False) -> AsyncIte
             if cache is not None and pool is not None:
                 fetcher = StemFetcher(stem_connector, max_bytes=settings.max_stem_bytes)
                 bot.media = MediaService(cache, StemFiles(cache, fetcher), pool)
+                bot.result_files = ResultFiles(bot.media)
             try:
                 async with bot, retention.running(after=bot.wait_until_ready):
                     yield bot

@@ -173,3 +173,21 @@ async def test_after_the_fifteen_minutes_the_channel_post_gains_the_files(tmp_pa
         assert any(cid.startswith("stems:mix:") for cid in post.custom_ids())
         assert stack.bot.persistent_views == []
         assert "attached" in description(post.data)
+
+
+async def test_the_next_requests_links_do_not_wait_for_a_results_files(tmp_path: Path) -> None:
+    """One API call at a time and the first result's stems slow to download: the second
+    request's call runs and its links arrive while the first result still waits for its files
+    (the files are added in the background, not in the call's slot)."""
+    env = {**MEDIA_ENV, "STEMBOT_MAX_CONCURRENT_JOBS": "1"}
+    async with running_stack(tmp_path / "stembot.db", env) as stack:
+        stack.api.hold_downloads()
+        first = await stack.stems("vocals")
+        await stack.answer(first)
+        second = await stack.stems("vocals")
+        links = await stack.answer(second)
+        assert "**Vocals**" in description(links)
+        assert first.original is not None and not first.original.attachments
+        stack.api.release_downloads()
+        assert (await with_files(first)).attachments
+        assert (await with_files(second)).attachments

@@ -278,6 +278,8 @@ class SoundverseStandin:
         self._expired: set[str] = set()
         self._released = asyncio.Event()
         self._released.set()
+        self._downloads_released = asyncio.Event()
+        self._downloads_released.set()
         self._runner: web.AppRunner | None = None
         self.base_url = ""
 
@@ -319,6 +321,14 @@ class SoundverseStandin:
     def release(self) -> None:
         """Let the held calls (and later ones) be answered."""
         self._released.set()
+
+    def hold_downloads(self) -> None:
+        """Keep every stem file download waiting (a slow storage host) until
+        ``release_downloads()``; separation calls are still answered."""
+        self._downloads_released.clear()
+
+    def release_downloads(self) -> None:
+        self._downloads_released.set()
 
     def clear(self) -> None:
         self._script.clear()
@@ -433,6 +443,7 @@ class SoundverseStandin:
             raise web.HTTPNotFound()
         self.downloads += 1
         self.downloaded.append(request.path)
+        await self._downloads_released.wait()
         if request.match_info["token"] in self._expired:
             return web.Response(status=403, text=_EXPIRED_BODY, content_type="application/xml")
         options = issued.options
