@@ -97,6 +97,22 @@ def _snowflake(text: str) -> int:
     return number
 
 
+# Far beyond any bot (one shard per 1,000-2,500 servers); it bounds what a typo expands to.
+_MAX_SHARD_ID = 99_999
+
+
+def _shard_ids(text: str) -> tuple[int, ...]:
+    """``0-3``, ``0,2,5`` or both (``0-1,4``): the shard ids, sorted, each once."""
+    ids: set[int] = set()
+    for part in text.split(","):
+        first, dash, last = part.strip().partition("-")
+        low, high = int(first), int(last) if dash else int(first)
+        if low < 0 or high < low or high > _MAX_SHARD_ID:
+            raise ValueError(text)
+        ids.update(range(low, high + 1))
+    return tuple(sorted(ids))
+
+
 def _url(schemes: tuple[str, ...], expected: str) -> Kind[str]:
     def parse(text: str) -> str:
         parts = urlsplit(text)
@@ -262,6 +278,18 @@ class Settings:
         "STEMBOT_DEV_GUILD_ID", None, Kind(_snowflake, "a Discord server id (digits)"), _DISCORD,
         "Register commands in this one server only (instant updates while developing); "
         "empty = globally.",
+    )
+    shard_count: int | None = _setting(
+        "STEMBOT_SHARD_COUNT", None, _AT_LEAST_1, _DISCORD,
+        "Gateway shards of the whole bot (every process the same); empty = Discord's "
+        "recommendation. Discord needs one per 2,500 servers.",
+    )
+    shard_ids: tuple[int, ...] | None = _setting(
+        "STEMBOT_SHARD_IDS", None,
+        Kind(_shard_ids, "shard ids such as 0-3 or 0,2,5 (from 0, below STEMBOT_SHARD_COUNT)"),
+        _DISCORD,
+        "The shards this process runs, e.g. 0-3 or 0,2,5 (needs STEMBOT_SHARD_COUNT); "
+        "empty = all of them.",
     )
     soundverse_api_key: Secret | None = _setting(
         "SOUNDVERSE_API_KEY", None, _secret("your Soundverse API key"), _SOUNDVERSE,
@@ -460,6 +488,24 @@ def _defaults_above_ceilings(quota: QuotaPolicy) -> list[str]:
     return problems
 
 
+def _shards_outside_the_count(settings: Settings) -> list[str]:
+    """Every process must agree on the count, so a range needs it said, and within it."""
+    ids, count = settings.shard_ids, settings.shard_count
+    ids_name, count_name = _name_of(Settings, "shard_ids"), _name_of(Settings, "shard_count")
+    if ids is None:
+        return []
+    if count is None:
+        return [f"{ids_name} needs {count_name}: set the bot's total number of shards too"]
+    outside = [shard for shard in ids if shard >= count]
+    if outside:
+        listed = ", ".join(map(str, outside))
+        return [
+            f"{ids_name} names shard(s) {listed}, but {count_name} is {count}: "
+            f"shard ids go from 0 to {count - 1}"
+        ]
+    return []
+
+
 def load_settings(
     env: Mapping[str, str], *, need_discord: bool = False, need_soundverse: bool = False
 ) -> Settings:
@@ -473,6 +519,7 @@ def load_settings(
     reader = _Reader(env, needed)
     settings = reader.build(Settings)
     reader.problems += _defaults_above_ceilings(settings.quota)
+    reader.problems += _shards_outside_the_count(settings)
     if reader.problems:
         raise ConfigError(reader.problems)
     return settings

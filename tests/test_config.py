@@ -271,3 +271,43 @@ def test_audio_workers_default_to_two_and_must_be_at_least_one() -> None:
     assert load_settings({"STEMBOT_AUDIO_WORKERS": "3"}).audio_workers == 3
     with pytest.raises(ConfigError, match="STEMBOT_AUDIO_WORKERS"):
         load_settings({"STEMBOT_AUDIO_WORKERS": "0"})
+
+
+def test_shard_settings_read_ranges_and_lists_and_default_to_discords_choice() -> None:
+    """STEMBOT_SHARD_IDS takes 0-3, 0,2,5 or both; unset, the count is Discord's to recommend."""
+    assert (load_settings({}).shard_count, load_settings({}).shard_ids) == (None, None)
+    settings = load_settings({"STEMBOT_SHARD_COUNT": "8", "STEMBOT_SHARD_IDS": "0-2, 5,2"})
+    assert (settings.shard_count, settings.shard_ids) == (8, (0, 1, 2, 5))
+    assert load_settings({"STEMBOT_SHARD_COUNT": "3"}).shard_ids is None
+
+
+@pytest.mark.parametrize(
+    ("env", "problem"),
+    [
+        (
+            {"STEMBOT_SHARD_IDS": "0-1"},
+            "STEMBOT_SHARD_IDS needs STEMBOT_SHARD_COUNT: set the bot's total number of shards too",
+        ),
+        (
+            {"STEMBOT_SHARD_COUNT": "3", "STEMBOT_SHARD_IDS": "2-4"},
+            "STEMBOT_SHARD_IDS names shard(s) 3, 4, but STEMBOT_SHARD_COUNT is 3: "
+            "shard ids go from 0 to 2",
+        ),
+        (
+            {"STEMBOT_SHARD_COUNT": "3", "STEMBOT_SHARD_IDS": "2-1"},
+            "STEMBOT_SHARD_IDS must be shard ids such as 0-3 or 0,2,5 "
+            "(from 0, below STEMBOT_SHARD_COUNT)",
+        ),
+        (
+            {"STEMBOT_SHARD_COUNT": "0"},
+            "STEMBOT_SHARD_COUNT must be a whole number of at least 1",
+        ),
+    ],
+)
+def test_shard_ids_outside_the_count_are_a_settings_error_naming_both(
+    env: dict[str, str], problem: str
+) -> None:
+    """A process must not run shards the bot does not have, nor guess the count of the rest."""
+    with pytest.raises(ConfigError) as caught:
+        load_settings(env)
+    assert caught.value.problems == (problem,)

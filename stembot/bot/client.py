@@ -1,18 +1,25 @@
-"""The bot: a commands.Bot that is handed everything it uses (advanced_startup pattern)."""
+"""The bot: an AutoShardedBot that is handed everything it uses (advanced_startup pattern).
+
+It runs the shards ``shard_ids`` of ``shard_count`` (None: all of Discord's recommended count,
+asked once at connect) on connections to the configured gateway, and every IDENTIFY goes
+through the IdentifyGate (identify.py).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from typing import Any
 
 import discord
+import yarl
 from discord.ext import commands
 
 from stembot.bot import embeds
 from stembot.bot.admin import AdminCog
 from stembot.bot.delivery import Answer, attach_files_soon, post_to_requester
+from stembot.bot.identify import IdentifyGate, IdentifyPacer, LocalIdentifyPacer, SessionStartLimit
 from stembot.bot.mixes import MixSelect
 from stembot.bot.result_attachments import DeliveredResult, ResultFiles
 from stembot.bot.split import FileAndModeSelect, FileSelect, ModeButton, SplitCog
@@ -31,7 +38,7 @@ log = logging.getLogger(__name__)
 LEDGER_CHECK_INTERVAL_S = 5.0
 
 
-class StemBot(commands.Bot):
+class StemBot(commands.AutoShardedBot):
     def __init__(
         self,
         *,
@@ -42,8 +49,14 @@ class StemBot(commands.Bot):
         shutdown_grace_s: float,
         force_sync: bool = False,
         recover_requests: bool = True,
+        shard_count: int | None = None,
+        shard_ids: Sequence[int] | None = None,
+        identify_pacer: IdentifyPacer | None = None,
     ) -> None:
         super().__init__(
+            shard_count=shard_count,
+            # None runs every shard: discord.py's default, though its annotation says a list.
+            shard_ids=None if shard_ids is None else list(shard_ids),  # type: ignore[arg-type]
             command_prefix=commands.when_mentioned,
             help_command=None,
             # No privileged intents: slash commands need only the guilds intent.
@@ -72,6 +85,37 @@ class StemBot(commands.Bot):
         self._recovery: Recovery | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._watcher: asyncio.Task[None] | None = None
+        self._count_from_discord = shard_count is None
+        self._identify_gate = IdentifyGate(
+            self._session_start_limit,
+            lambda: self.shard_count or 1,
+            identify_pacer or LocalIdentifyPacer(),
+        )
+
+    async def connect(self, *, reconnect: bool = True) -> None:
+        # Asked here rather than by discord.py so that the shards connect to the configured
+        # gateway (DISCORD_GATEWAY_URL), not to the URL in Discord's answer.
+        if self._count_from_discord:
+            self.shard_count, _, _ = await self.http.get_bot_gateway()
+        shards = self.shard_ids if self.shard_ids is not None else range(self.shard_count)
+        log.info(
+            "connecting shard(s) %s of %d", ", ".join(map(str, shards)) or "none", self.shard_count
+        )
+        await super().connect(reconnect=reconnect)
+
+    async def launch_shard(
+        self, gateway: yarl.URL, shard_id: int, *, initial: bool = False
+    ) -> None:
+        # Before the connection opens: a wait of hours must not hold an idle socket.
+        await self._identify_gate.wait_for_starts(shard_id)
+        await super().launch_shard(gateway, shard_id, initial=initial)
+
+    async def before_identify_hook(self, shard_id: int | None, *, initial: bool = False) -> None:
+        await self._identify_gate.before_identify(shard_id or 0)
+
+    async def _session_start_limit(self) -> SessionStartLimit:
+        _, _, limit = await self.http.get_bot_gateway()
+        return SessionStartLimit.from_discord(limit)
 
     async def setup_hook(self) -> None:
         await self.add_cog(StemsCog(self, self.service))

@@ -7,8 +7,10 @@ gateway proxy; the tests set them to the loopback emulator. What discord.py 2.7 
   attribute ``discord.http.Route.BASE`` when the ``Route`` is created.
 - Gateway, first connect: a plain ``Client``/``commands.Bot`` connects to
   ``DiscordWebSocket.DEFAULT_GATEWAY`` (it never asks ``GET /gateway/bot``); so does a
-  re-IDENTIFY after an INVALID_SESSION. An ``AutoShardedClient`` instead asks
-  ``GET /gateway/bot`` (through ``Route.BASE``) and connects where that answer says.
+  re-IDENTIFY after an INVALID_SESSION. An ``AutoShardedClient`` without a shard count asks
+  ``GET /gateway/bot`` (through ``Route.BASE``) and connects where that answer says; StemBot
+  (an AutoShardedBot) therefore asks for the count itself and hands it over, so that its shards
+  connect to ``DEFAULT_GATEWAY`` too.
 - Gateway, RESUME: goes to ``resume_gateway_url`` from the READY event, not to the configured
   URL. A gateway proxy must therefore rewrite ``resume_gateway_url`` in READY to its own
   address (dedicated gateway proxies do; the test emulator does). A proxy that passes READY

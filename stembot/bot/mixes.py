@@ -219,7 +219,7 @@ async def _command_mention(interaction: discord.Interaction, request: Request) -
     """``</stems all:id>`` as registered (globally, else in the request's server for a
     development bot); the plain text if Discord cannot say. Asked only on this rare path."""
     client = interaction.client
-    if isinstance(client, commands.Bot):
+    if isinstance(client, (commands.Bot, commands.AutoShardedBot)):
         for scope in (None, discord.Object(request.guild_id)):
             try:
                 registered = await client.tree.fetch_commands(guild=scope)

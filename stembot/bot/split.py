@@ -82,7 +82,7 @@ NOT_OFFERED = "That is not one of the choices this menu offered. Pick one from t
 
 
 class SplitCog(commands.Cog):
-    def __init__(self, bot: commands.Bot, service: StemService) -> None:
+    def __init__(self, bot: commands.Bot | commands.AutoShardedBot, service: StemService) -> None:
         self._bot = bot
         self._service = service
         self.pickers = Pickers()
@@ -211,7 +211,9 @@ def _pairs_fit(file_count: int) -> bool:
 
 def _split_cog(interaction: discord.Interaction) -> SplitCog | None:
     client = interaction.client
-    cog = client.get_cog("SplitCog") if isinstance(client, commands.Bot) else None
+    if not isinstance(client, (commands.Bot, commands.AutoShardedBot)):
+        return None
+    cog = client.get_cog("SplitCog")
     return cog if isinstance(cog, SplitCog) else None
 
 

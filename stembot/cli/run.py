@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 
 EXIT_FAILED = 1
 EXIT_BAD_SETTINGS = 2
+# Discord's gateway close code: a shard would hold more than 2,500 servers.
+SHARDING_REQUIRED = 4011
 
 
 def register(subparsers: Any) -> None:
@@ -101,6 +103,11 @@ def run_reporting_discord_problems(settings: Settings, main: Coroutine[Any, Any,
             file=sys.stderr,
         )
         return EXIT_BAD_SETTINGS
+    except discord.ConnectionClosed as closed:
+        if closed.code != SHARDING_REQUIRED:
+            raise
+        print(sharding_required_line(settings, closed.shard_id), file=sys.stderr)
+        return EXIT_FAILED
     except (aiohttp.ClientConnectionError, discord.GatewayNotFound, OSError) as error:
         print(
             f"stembot: could not reach Discord at {settings.discord_api_base} "
@@ -109,6 +116,20 @@ def run_reporting_discord_problems(settings: Settings, main: Coroutine[Any, Any,
         )
         return EXIT_FAILED
     return 0
+
+
+def sharding_required_line(settings: Settings, shard_id: int | None) -> str:
+    """Discord's 4011: a shard would hold more than 2,500 servers."""
+    fix = (
+        f"raise STEMBOT_SHARD_COUNT (now {settings.shard_count}) on every process, or leave it "
+        "empty to use Discord's recommendation"
+        if settings.shard_count is not None
+        else "start it again: it asks Discord for the recommended shard count at each start"
+    )
+    return (
+        f"stembot: Discord requires more shards (close code 4011: shard {shard_id} would hold "
+        f"more than 2,500 servers); {fix}."
+    )
 
 
 def secrets_of(settings: Settings) -> list[str]:
@@ -162,6 +183,8 @@ async def built_bot(settings: Settings, *, force_sync: bool = False) -> AsyncIte
                 force_sync=force_sync,
                 # `stembot sync` may run beside a live bot: it must not touch its requests.
                 recover_requests=not force_sync,
+                shard_count=settings.shard_count,
+                shard_ids=settings.shard_ids,
             )
             service.after_charge(QuotaAlerts(bot, moderation).after_reservation)
             # `stembot sync` leaves the live bot's ledger to it. Pruning starts once the bot

@@ -1,7 +1,9 @@
 """The gateway: HELLO, heartbeats, IDENTIFY -> READY -> GUILD_CREATE, RESUME, op 7, zlib-stream.
 
 A session outlives its websocket: dispatches sent while the bot is away are buffered and
-replayed on RESUME, as Discord does.
+replayed on RESUME, as Discord does. Sessions are sharded (sharding.py): each IDENTIFY names its
+``shard``, gets that shard's guilds only, and a guild's events go to the session of its shard
+(``dispatch``); the session start limit, IDENTIFY pacing and 4011 are checked on IDENTIFY.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+import time
 import zlib
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -16,6 +19,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import WSMsgType, web
+
+from .sharding import (
+    INVALID_SHARD,
+    MAX_GUILDS_PER_SHARD,
+    SHARDING_REQUIRED,
+    IdentifyPacing,
+    SessionStartLimit,
+    Shard,
+    parse_shard,
+    shard_of,
+)
 
 DISPATCH, HEARTBEAT, IDENTIFY, RESUME, RECONNECT, INVALID_SESSION, HELLO, HEARTBEAT_ACK = (
     0,
@@ -65,10 +79,16 @@ class Connection:
 @dataclass
 class Session:
     id: str
+    shard: Shard = (0, 1)
     seq: int = 0
     connection: Connection | None = None
     replay: deque[tuple[int, str]] = field(default_factory=lambda: deque(maxlen=_REPLAY_BUFFER))
     resumes: int = 0
+
+    def dispatched(self, event: str) -> list[dict[str, Any]]:
+        """The data of each ``event`` sent to this session (the last 20,000 dispatches)."""
+        frames = (json.loads(text) for _, text in self.replay)
+        return [frame["d"] for frame in frames if frame["t"] == event]
 
     async def dispatch(self, event: str, data: dict[str, Any]) -> None:
         self.seq += 1
@@ -80,10 +100,15 @@ class Session:
 
 @dataclass
 class GatewayEvent:
-    """A line of the gateway log: which path a client used for what."""
+    """A line of the gateway log: which path a client used for what; for an IDENTIFY, the
+    shard it asked for, what became of it ("ready", "rate limited", "sharding required",
+    "invalid shard", "authentication failed", "token reset") and when (``time.monotonic()``)."""
 
     path: str
     op: str
+    shard: Shard | None = field(default=None, compare=False)
+    outcome: str = field(default="", compare=False)
+    at: float = field(default_factory=time.monotonic, compare=False)
 
 
 class Gateway:
@@ -93,15 +118,25 @@ class Gateway:
         self,
         token: str,
         ready_payload: Callable[[Session], dict[str, Any]],
-        guild_payloads: Callable[[], list[dict[str, Any]]],
+        guild_payloads: Callable[[Shard], list[dict[str, Any]]],
+        *,
+        limits: SessionStartLimit | None = None,
+        identify_window_s: float | None = None,
+        max_guilds_per_shard: int = MAX_GUILDS_PER_SHARD,
     ) -> None:
-        self._token = token
+        self.token = token
         self._ready_payload = ready_payload
         self._guild_payloads = guild_payloads
+        self.limits = limits or SessionStartLimit()
+        self.pacing = IdentifyPacing(identify_window_s)
+        self.max_guilds_per_shard = max_guilds_per_shard
         self.sessions: dict[str, Session] = {}
+        # The session each shard's events go to (the last one identified or resumed for it).
+        self.routes: dict[Shard, Session] = {}
         self.current: Session | None = None
         self.log: list[GatewayEvent] = []
         self._ready = asyncio.Event()
+        self._changed = asyncio.Condition()
         self._handlers: dict[
             int, Callable[[Connection, Any, Session | None], Awaitable[Session | None]]
         ] = {HEARTBEAT: self._heartbeat, IDENTIFY: self._identify, RESUME: self._resume}
@@ -136,23 +171,74 @@ class Gateway:
     async def _identify(
         self, connection: Connection, data: Any, _: Session | None
     ) -> Session | None:
-        self.log.append(GatewayEvent(connection.path, "IDENTIFY"))
-        if data.get("token") != self._token:
+        event = GatewayEvent(connection.path, "IDENTIFY")
+        self.log.append(event)
+        if data.get("token") != self.token:
+            event.outcome = "authentication failed"
             await connection.ws.close(code=AUTHENTICATION_FAILED, message=b"Authentication failed.")
             return None
-        session = Session(id=secrets.token_hex(16), connection=connection)
+        shard = event.shard = parse_shard(data)
+        if shard is None:
+            event.outcome = "invalid shard"
+            await connection.ws.close(code=INVALID_SHARD, message=b"Invalid shard.")
+            return None
+        if not self.pacing.admit(shard[0], self.limits.max_concurrency):
+            event.outcome = "rate limited"
+            await connection.send(_dumps({"op": INVALID_SESSION, "d": False}))
+            return None
+        if not self.limits.take():
+            event.outcome = "token reset"
+            await self._reset_token(connection)
+            return None
+        guilds = self._guild_payloads(shard)
+        if len(guilds) > self.max_guilds_per_shard:
+            event.outcome = "sharding required"
+            await connection.ws.close(code=SHARDING_REQUIRED, message=b"Sharding required.")
+            return None
+        event.outcome = "ready"
+        session = Session(id=secrets.token_hex(16), shard=shard, connection=connection)
         self.sessions[session.id] = session
         self.current = session
+        await self._route(session)
         await session.dispatch("READY", self._ready_payload(session))
-        for guild in self._guild_payloads():
+        for guild in guilds:
             await session.dispatch("GUILD_CREATE", guild)
         self._ready.set()
         return session
 
+    async def _reset_token(self, connection: Connection) -> None:
+        """Past the session start limit Discord ends every session and resets the token."""
+        self.token = secrets.token_urlsafe(24)
+        await self.close_all(code=AUTHENTICATION_FAILED, message=b"Authentication failed.")
+        await connection.ws.close(code=AUTHENTICATION_FAILED, message=b"Authentication failed.")
+
+    async def _route(self, session: Session) -> None:
+        """``session`` takes its shard's events; sessions of another shard count that are gone
+        take none any more (a bot that changed its shard count)."""
+        for shard, other in list(self.routes.items()):
+            if shard[1] != session.shard[1] and other.connection is None:
+                del self.routes[shard]
+        self.routes[session.shard] = session
+        async with self._changed:
+            self._changed.notify_all()
+
+    def sessions_for(self, guild_id: int | None) -> list[Session]:
+        """The sessions a guild's events go to (None: events without a guild, shard 0)."""
+        return [
+            session
+            for (shard_id, num_shards), session in self.routes.items()
+            if shard_id == (0 if guild_id is None else shard_of(guild_id, num_shards))
+        ]
+
+    async def dispatch(self, event: str, data: dict[str, Any], guild_id: int | None) -> None:
+        """Send ``event`` to the session(s) of ``guild_id``'s shard (None: shard 0)."""
+        for session in self.sessions_for(guild_id):
+            await session.dispatch(event, data)
+
     async def _resume(self, connection: Connection, data: Any, _: Session | None) -> Session | None:
         self.log.append(GatewayEvent(connection.path, "RESUME"))
         session = self.sessions.get(data.get("session_id", ""))
-        if data.get("token") != self._token or session is None:
+        if data.get("token") != self.token or session is None:
             await connection.send(_dumps({"op": INVALID_SESSION, "d": False}))
             return None
         session.connection = connection
@@ -163,12 +249,28 @@ class Gateway:
                 await connection.send(text)
         await session.dispatch("RESUMED", {})
         self.current = session
+        await self._route(session)
         return session
 
     async def wait_ready(self, timeout_s: float) -> Session:
         await asyncio.wait_for(self._ready.wait(), timeout_s)
         assert self.current is not None
         return self.current
+
+    async def wait_shards(self, num_shards: int, timeout_s: float) -> list[Session]:
+        """Wait until every shard of ``num_shards`` has a connected session; those, by id."""
+
+        def connected() -> list[Session] | None:
+            found = [self.routes.get((i, num_shards)) for i in range(num_shards)]
+            if all(s is not None and s.connection is not None for s in found):
+                return [s for s in found if s is not None]
+            return None
+
+        async with asyncio.timeout(timeout_s), self._changed:
+            await self._changed.wait_for(lambda: connected() is not None)
+        sessions = connected()
+        assert sessions is not None
+        return sessions
 
     def live_session(self) -> Session:
         if self.current is None:
@@ -186,7 +288,7 @@ class Gateway:
         if session.connection is not None:
             await session.connection.ws.close(code=UNKNOWN_ERROR, message=b"Unknown error.")
 
-    async def close_all(self) -> None:
+    async def close_all(self, code: int = 1001, message: bytes = b"emulator stopping") -> None:
         for session in self.sessions.values():
             if session.connection is not None:
-                await session.connection.ws.close(code=1001, message=b"emulator stopping")
+                await session.connection.ws.close(code=code, message=message)

@@ -23,6 +23,11 @@ channel post without SEND_MESSAGES (SEND_MESSAGES_IN_THREADS in a thread), ATTAC
 files or SEND_POLLS for a poll is refused with 403 / 50013. Modals and their submits are in
 modals.py (``submit_modal``), polls in polls.py (``vote``, ``end_poll``), threads in
 threads.py, pins in pins.py, scheduled events in scheduled_events.py.
+
+The gateway is sharded as Discord's (sharding.py): a guild's events and interactions reach the
+session of its shard, DMs shard 0; ``add_guild(shard=(id, count))`` makes a guild that shard
+serves; ``GET /gateway/bot`` tells ``recommended_shards`` and the ``session_start_limit``;
+``identify_window_s=5.0`` enforces IDENTIFY pacing and ``max_guilds_per_shard`` the 4011.
 """
 
 from __future__ import annotations
@@ -61,6 +66,14 @@ from .records import (
     Upload,
 )
 from .scheduled_events import ScheduledEvents
+from .sharding import (
+    MAX_GUILDS_PER_SHARD,
+    SessionStartLimit,
+    Shard,
+    guild_id_on,
+    recommended_shards,
+    shard_of,
+)
 from .spec import OpenAPISpec
 from .threads import Thread, Threads
 from .world import (
@@ -255,9 +268,19 @@ class DiscordEmulator:
         upload_limit: int = rules.DEFAULT_UPLOAD_LIMIT,
         ack_window_s: float = ACK_WINDOW_S,
         token_lifetime_s: float = TOKEN_LIFETIME_S,
+        session_start_limit: SessionStartLimit | None = None,
+        identify_window_s: float | None = None,
+        max_guilds_per_shard: int = MAX_GUILDS_PER_SHARD,
+        recommended_shards: int | None = None,
     ) -> None:
-        """``validate_spec``: None checks bodies when ../shared/discord-openapi.json exists."""
-        self.token = token
+        """``validate_spec``: None checks bodies when ../shared/discord-openapi.json exists.
+
+        Sharding (sharding.py): ``session_start_limit`` (default 1,000 a day, max_concurrency
+        1), ``identify_window_s`` (None: IDENTIFY pacing not enforced; Discord's is 5.0),
+        ``max_guilds_per_shard`` (past it: 4011), ``recommended_shards`` (None: one per
+        1,000 guilds, as GET /gateway/bot answers).
+        """
+        self.recommended_shards = recommended_shards
         self.upload_limit = upload_limit
         self.ack_window_s = ack_window_s
         self.token_lifetime_s = token_lifetime_s
@@ -289,7 +312,14 @@ class DiscordEmulator:
         self._refused_dm_users: set[int] = set()
         self._held: dict[tuple[str, str], asyncio.Event] = {}
         self._held_count: dict[tuple[str, str], int] = {}
-        self.gateway = Gateway(token, self._ready_payload, self._guild_payloads)
+        self.gateway = Gateway(
+            token,
+            self._ready_payload,
+            self._guild_payloads,
+            limits=session_start_limit,
+            identify_window_s=identify_window_s,
+            max_guilds_per_shard=max_guilds_per_shard,
+        )
         self._polls = Polls(self)
         self._pins = Pins(self)
         self._threads = Threads(self)
@@ -343,6 +373,11 @@ class DiscordEmulator:
             raise SpecViolationError(self.describe_spec_violations())
 
     @property
+    def token(self) -> str:
+        """The bot's token (a new one once the session start limit was passed)."""
+        return self.gateway.token
+
+    @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self._port}"
 
@@ -367,28 +402,28 @@ class DiscordEmulator:
         bot_permissions: int = BOT_DEFAULT,
         bot_present: bool = True,
         premium_tier: int = 0,
+        shard: Shard | None = None,
     ) -> Guild:
         """A guild with one text channel ("general"); a connected bot receives GUILD_CREATE.
 
         ``bot_present=False``: a server the bot was never added to, where members can still use
         the app if they installed it to their account (``context=USER_APP``).
         ``premium_tier``: its boost level (0-3), which sets its upload limit.
+        ``shard``: (shard_id, num_shards) whose session the guild's events go to.
         """
-        guild = Guild(snowflake(), name, int(self.owner["id"]), bot_permissions)
+        guild_id = snowflake() if shard is None else guild_id_on(shard)
+        guild = Guild(guild_id, name, int(self.owner["id"]), bot_permissions)
         guild.bot_present = bot_present
         guild.premium_tier = premium_tier
         self.guilds[guild.id] = guild
         self._add_channel(guild, "general")
-        session = self.gateway.current
-        if session is not None and bot_present:
-            await session.dispatch("GUILD_CREATE", guild.payload(self.bot_user))
+        if bot_present:
+            await self.gateway.dispatch("GUILD_CREATE", guild.payload(self.bot_user), guild.id)
         return guild
 
     async def add_channel(self, guild: Guild, name: str) -> Channel:
         channel = self._add_channel(guild, name)
-        session = self.gateway.current
-        if session is not None:
-            await session.dispatch("CHANNEL_CREATE", channel.payload())
+        await self.gateway.dispatch("CHANNEL_CREATE", channel.payload(), guild.id)
         return channel
 
     def _add_channel(self, guild: Guild, name: str) -> Channel:
@@ -416,12 +451,11 @@ class DiscordEmulator:
     async def set_premium_tier(self, guild: Guild, tier: int) -> None:
         """Boost ``guild`` to ``tier`` (0-3); a connected bot receives GUILD_UPDATE."""
         guild.premium_tier = tier
-        session = self.gateway.current
-        if session is not None and guild.bot_present:
+        if guild.bot_present:
             payload = guild.payload(self.bot_user)
             for only_on_create in _GUILD_CREATE_ONLY:
                 payload.pop(only_on_create, None)
-            await session.dispatch("GUILD_UPDATE", payload)
+            await self.gateway.dispatch("GUILD_UPDATE", payload, guild.id)
 
     # ---- permissions -----------------------------------------------------------------------
 
@@ -484,11 +518,9 @@ class DiscordEmulator:
         """A new role in ``guild``; a connected bot receives GUILD_ROLE_CREATE, as from Discord."""
         role = Role(snowflake(), name, position=len(guild.roles) + 1)
         guild.roles[role.id] = role
-        session = self.gateway.current
-        if session is not None:
-            await session.dispatch(
-                "GUILD_ROLE_CREATE", {"guild_id": str(guild.id), "role": role.payload()}
-            )
+        await self.dispatch_event(
+            "GUILD_ROLE_CREATE", {"guild_id": str(guild.id), "role": role.payload()}
+        )
         return role
 
     def upload_attachment(
@@ -550,10 +582,10 @@ class DiscordEmulator:
         return record
 
     async def dispatch_event(self, event: str, data: dict[str, Any]) -> None:
-        """Send the gateway event to the bot's session (kept for a RESUME while it is away)."""
-        session = self.gateway.current
-        if session is not None:
-            await session.dispatch(event, data)
+        """Send the gateway event to the bot's session of the shard of ``data["guild_id"]``
+        (none: shard 0), kept for a RESUME while it is away."""
+        guild_id = data.get("guild_id")
+        await self.gateway.dispatch(event, data, None if guild_id is None else int(guild_id))
 
     # ---- polls, pins, threads, scheduled events --------------------------------------------
 
@@ -844,8 +876,18 @@ class DiscordEmulator:
         record.source_message, record.invoker, record.context = message, member, context
         self.interactions[interaction_id] = record
         self._by_token[token] = record
-        await self.gateway.live_session().dispatch("INTERACTION_CREATE", payload)
+        await self._dispatch_interaction(payload)
         return record
+
+    async def _dispatch_interaction(self, payload: dict[str, Any]) -> None:
+        """To the session of the interaction's guild's shard (a DM's: shard 0)."""
+        guild_id = int(payload["guild_id"]) if "guild_id" in payload else None
+        sessions = self.gateway.sessions_for(guild_id)
+        if not sessions:
+            self.gateway.live_session()  # raises when no bot has identified at all
+            raise RuntimeError(f"no session of the bot serves the shard of guild {guild_id}")
+        for session in sessions:
+            await session.dispatch("INTERACTION_CREATE", payload)
 
     def _private_channel(self, member: Member, *, with_bot: bool) -> Channel:
         """The member's DM with the bot, or a DM with another user (which the bot is not in)."""
@@ -859,13 +901,20 @@ class DiscordEmulator:
 
     async def redeliver(self, interaction: InteractionRecord) -> None:
         """Send ``interaction``'s INTERACTION_CREATE again, unchanged: Discord's duplicate."""
-        await self.gateway.live_session().dispatch("INTERACTION_CREATE", interaction.payload)
+        await self._dispatch_interaction(interaction.payload)
 
     # ---- asking what happened --------------------------------------------------------------
 
     async def wait_ready(self, timeout_s: float = 10.0) -> Session:
         """Wait until a client has identified and received READY and its guilds."""
         return await self.gateway.wait_ready(timeout_s)
+
+    async def wait_shards(self, num_shards: int, timeout_s: float = 20.0) -> list[Session]:
+        """Wait until every shard of ``num_shards`` has a connected session (by shard id)."""
+        return await self.gateway.wait_shards(num_shards, timeout_s)
+
+    def shard_of(self, guild: Guild, num_shards: int) -> int:
+        return shard_of(guild.id, num_shards)
 
     async def acknowledged(self, interaction: InteractionRecord, timeout_s: float = 5.0) -> int:
         """The callback type the bot acknowledged with; InteractionFailed after 3 s without."""
@@ -1190,8 +1239,10 @@ class DiscordEmulator:
         )
 
     async def _get_gateway_bot(self, request: web.Request) -> web.Response:
-        limit = {"total": 1000, "remaining": 999, "reset_after": 0, "max_concurrency": 1}
-        return _json({"url": self.gateway_url, "shards": 1, "session_start_limit": limit})
+        bots_guilds = sum(1 for g in self.guilds.values() if g.bot_present)
+        shards = self.recommended_shards or recommended_shards(bots_guilds)
+        limit = self.gateway.limits.payload()
+        return _json({"url": self.gateway_url, "shards": shards, "session_start_limit": limit})
 
     async def _get_gateway(self, request: web.Request) -> web.Response:
         return _json({"url": self.gateway_url})
@@ -1694,13 +1745,11 @@ class DiscordEmulator:
             "v": 10,
             "user": {**self.bot_user, "verified": True, "mfa_enabled": False},
             "guilds": [
-                {"id": str(g.id), "unavailable": True}
-                for g in self.guilds.values()
-                if g.bot_present
+                {"id": str(g.id), "unavailable": True} for g in self._guilds_on(session.shard)
             ],
             "session_id": session.id,
             "resume_gateway_url": self.resume_gateway_url,
-            "shard": [0, 1],
+            "shard": list(session.shard),
             "application": {"id": str(self.application_id), "flags": 0},
             "private_channels": [],
             "relationships": [],
@@ -1710,5 +1759,13 @@ class DiscordEmulator:
             "geo_ordered_rtc_regions": [],
         }
 
-    def _guild_payloads(self) -> list[dict[str, Any]]:
-        return [g.payload(self.bot_user) for g in self.guilds.values() if g.bot_present]
+    def _guilds_on(self, shard: Shard) -> list[Guild]:
+        shard_id, num_shards = shard
+        return [
+            g
+            for g in self.guilds.values()
+            if g.bot_present and shard_of(g.id, num_shards) == shard_id
+        ]
+
+    def _guild_payloads(self, shard: Shard) -> list[dict[str, Any]]:
+        return [g.payload(self.bot_user) for g in self._guilds_on(shard)]
