@@ -41,6 +41,15 @@ class InvalidSourceError(StembotError):
     """The attachment or URL cannot be used; says what was wrong and what to do."""
 
 
+class NotAudioSourceError(InvalidSourceError):
+    """The input's bytes (or, when they say nothing, its labels) are not audio; ``what``
+    names what it is instead ("a PNG image"), for a caller that words it for its own input."""
+
+    def __init__(self, user_message: str, what: str) -> None:
+        self.what = what
+        super().__init__(user_message)
+
+
 class QuotaExceededError(StembotError):
     """A limit would be passed; knows when the binding window resets."""
 

@@ -460,13 +460,8 @@ class RemixEventService:
         RemixEventEndedError or SubmissionRefusedError (submissions off, a bad title):
         nothing recorded (delete the post)."""
         await self.get(event_id, guild_id=guild_id)
-        title = title.strip()
-        if not title or len(title) > MAX_TITLE_CHARS:
-            raise SubmissionRefusedError(
-                f"Give your remix a title of 1 to {MAX_TITLE_CHARS} characters."
-            )
         return await self._store.events.submit(
-            event_id, member_id, title, filename, message_id, self._clock()
+            event_id, member_id, checked_title(title), filename, message_id, self._clock()
         )
 
     async def remove_submission(
@@ -488,6 +483,18 @@ class RemixEventService:
     async def submissions(self, event_id: int) -> list[Submission]:
         """The current submissions, in the order made (the vote's candidates)."""
         return await self._store.events.submissions(event_id)
+
+    async def submission(self, submission_id: int, *, guild_id: int) -> Submission:
+        """One submission of this server's events, current or not (SubmissionRefusedError
+        when there is none, or it belongs to another server's event)."""
+        found = await self._store.events.submission(submission_id)
+        if found is None:
+            raise SubmissionRefusedError("That submission no longer exists.")
+        try:
+            await self.get(found.event_id, guild_id=guild_id)
+        except RemixEventNotFoundError:
+            raise SubmissionRefusedError("That submission no longer exists.") from None
+        return found
 
     # --- shutdown -----------------------------------------------------------------------
 
@@ -531,6 +538,17 @@ async def _tell(notification: Awaitable[None], call: _ModeCall) -> None:
         await notification
     except Exception:
         log.exception("remix event %s: telling a take of %s failed", call.event.id, call.mode)
+
+
+def checked_title(title: str) -> str:
+    """A submission's title, trimmed; SubmissionRefusedError when empty or too long (the
+    Discord layer checks it before posting the remix, ``submit`` again)."""
+    title = title.strip()
+    if not title or len(title) > MAX_TITLE_CHARS:
+        raise SubmissionRefusedError(
+            f"Give your remix a title of 1 to {MAX_TITLE_CHARS} characters."
+        )
+    return title
 
 
 def _checked_spec(spec: EventSpec, now: datetime) -> EventSpec:

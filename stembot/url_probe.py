@@ -28,7 +28,7 @@ from stembot.audio_formats import (
     sniff_audio_format,
     sniff_non_audio,
 )
-from stembot.errors import InvalidSourceError
+from stembot.errors import InvalidSourceError, NotAudioSourceError
 from stembot.guarded_connector import is_blocked
 from stembot.guarded_get import (
     BodyTooLargeError,
@@ -198,11 +198,12 @@ class UrlProbe:
         if declared is not None:
             return declared
         what = what or describe_non_audio(content_type, extension)
-        raise self._refuse(
-            original,
-            "not audio",
-            f"That link leads to {what or 'a file that is not recognisable audio'}; link "
-            f"straight to the audio file ({FORMATS_HINT}) {_TRY_ELSE}.",
+        what = what or "a file that is not recognisable audio"
+        log.info("refused source url %s: not audio", redact_url(original))
+        raise NotAudioSourceError(
+            f"That link leads to {what}; link straight to the audio file ({FORMATS_HINT}) "
+            f"{_TRY_ELSE}.",
+            what,
         )
 
     def _refuse_client_error(self, original: str, error: aiohttp.ClientError) -> InvalidSourceError:

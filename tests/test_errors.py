@@ -17,6 +17,7 @@ _ARGS: dict[type[StembotError], tuple[object, ...]] = {
     errors.QuotaExceededError: ("This server has used its units.",),
     errors.QuotaLimitReached: (QuotaLimit.GUILD_DAILY, "This server has used its units.", None),
     errors.TooManyLinksError: (2,),
+    errors.NotAudioSourceError: ("That link leads to a PNG image; ...", "a PNG image"),
     errors.IncidentError: ("AB12CD34",),
     errors.DatabaseInUseError: (Path("stembot.db"), "pid 1 on host, since 2026-12-01"),
     errors.StemFetchError: ("drums",),

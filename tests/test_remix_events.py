@@ -27,6 +27,7 @@ from stembot.errors import (
     ShuttingDownError,
     SoundverseRejected,
     StembotError,
+    SubmissionRefusedError,
     TooManyRemixEventsError,
 )
 from stembot.guarded_connector import GuardedConnector
@@ -523,6 +524,21 @@ async def test_a_members_submission_replaces_their_last(rig: Rig) -> None:
     await rig.events.remove_submission(event.id, second.id, ORGANISER, guild_id=GUILD)
     assert await rig.events.submissions(event.id) == []
     assert first.id != second.id
+
+
+async def test_a_submission_is_found_by_its_id_in_its_own_server(rig: Rig) -> None:
+    """What a post's Remove button and the vote's answers name: current or not, but never
+    another server's, nor one that does not exist."""
+    event = await rig.start()
+    member = next(members)
+    first, _ = await rig.events.submit(event.id, member, "One", "one.mp3", 71, guild_id=GUILD)
+    second, _ = await rig.events.submit(event.id, member, "Two", "two.mp3", 72, guild_id=GUILD)
+    found = await rig.events.submission(first.id, guild_id=GUILD)
+    assert (found.id, found.title, found.current) == (first.id, "One", False)
+    assert (await rig.events.submission(second.id, guild_id=GUILD)).current
+    for submission_id, guild_id in ((second.id, GUILD + 1), (second.id + 1, GUILD)):
+        with pytest.raises(SubmissionRefusedError):
+            await rig.events.submission(submission_id, guild_id=guild_id)
 
 
 async def test_a_failed_telling_does_not_stop_the_others(rig: Rig) -> None:

@@ -16,7 +16,7 @@ import pytest
 from aiohttp import web
 
 from stembot.address_policy import AddressPolicy
-from stembot.errors import InvalidSourceError
+from stembot.errors import InvalidSourceError, NotAudioSourceError
 from stembot.guarded_connector import GuardedConnector
 from stembot.url_probe import UrlProbe
 from tests.address_policies import allowing
@@ -363,10 +363,13 @@ async def test_refusal_says_what_was_wrong(site, make_probe, path, message):
 
 
 async def test_image_link_is_refused(site, make_probe):
-    """A PNG is named as such."""
+    """A PNG is named as such, in the message and for a caller that words it for its own
+    input (a submitted file)."""
     probe = await make_probe()
-    message = await _refusal(probe, site.url("/cover"))
-    assert message.startswith("That link leads to a PNG image;")
+    with pytest.raises(NotAudioSourceError) as caught:
+        await probe.probe(site.url("/cover"))
+    assert caught.value.user_message.startswith("That link leads to a PNG image;")
+    assert caught.value.what == "a PNG image"
 
 
 async def test_gzip_bomb_is_counted_after_decoding(site, make_probe):

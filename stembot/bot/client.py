@@ -21,6 +21,8 @@ from stembot.bot.admin import AdminCog
 from stembot.bot.delivery import Answer, attach_files_soon, post_to_requester
 from stembot.bot.identify import IdentifyGate, IdentifyPacer, LocalIdentifyPacer, SessionStartLimit
 from stembot.bot.mixes import MixSelect
+from stembot.bot.remix_event_submissions import RemoveButton, SubmitButton, on_submission_modal
+from stembot.bot.remix_event_vote import VoteChoice
 from stembot.bot.result_attachments import DeliveredResult, ResultFiles
 from stembot.bot.split import FileAndModeSelect, FileSelect, ModeButton, SplitCog
 from stembot.bot.stems import StemsCog
@@ -122,6 +124,8 @@ class StemBot(commands.AutoShardedBot):
         await self.add_cog(AdminCog(self.moderation))
         await self.add_cog(SplitCog(self, self.service))
         self.add_dynamic_items(CancelButton, ModeButton, FileAndModeSelect, FileSelect, MixSelect)
+        self.add_dynamic_items(SubmitButton, RemoveButton, VoteChoice)
+        self.add_listener(on_submission_modal, "on_interaction")
         if self._dev_guild is not None:
             self.tree.copy_global_to(guild=self._dev_guild)
         await sync_if_changed(self.tree, self._sync_record, self._dev_guild, force=self._force_sync)

@@ -401,6 +401,9 @@ class AsyncRemixEvents:
             )
         )
 
+    async def submission(self, submission_id: int) -> Submission | None:
+        return await self._read(lambda parts: parts.events.submission(submission_id))
+
     async def submissions(self, event_id: int) -> list[Submission]:
         return await self._read(lambda parts: parts.events.submissions(event_id))
 

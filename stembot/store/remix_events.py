@@ -357,6 +357,12 @@ class RemixEvents:
                 self._conn.one(f"{_SELECT_SUBMISSION} WHERE id = ?", (submission_id,))
             )
 
+    def submission(self, submission_id: int) -> Submission | None:
+        """One submission, current or not (a post's Remove button, the vote's answers)."""
+        with busy_is_retryable():
+            row = self._conn.one(f"{_SELECT_SUBMISSION} WHERE id = ?", (submission_id,))
+        return None if row is None else _submission(row)
+
     def submissions(self, event_id: int) -> list[Submission]:
         """The current submissions, in the order they were made."""
         with busy_is_retryable():
