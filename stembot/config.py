@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 from stembot.errors import ConfigError
 from stembot.models import Mode
+from stembot.source_urls import redact_url
 
 T = TypeVar("T")
 
@@ -41,6 +42,35 @@ class Secret:
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+class DatabaseUrl:
+    """A PostgreSQL URL (``postgresql://user:password@host:port/database``) that shows only its
+    server and database in a repr, str, log line or error: never its credentials or options."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    @property
+    def password(self) -> str | None:
+        return urlsplit(self._value).password
+
+    def __repr__(self) -> str:
+        return f"DatabaseUrl({str(self)!r})"
+
+    def __str__(self) -> str:
+        return redact_url(self._value)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, DatabaseUrl) and other._value == self._value
 
     def __hash__(self) -> int:
         return hash(self._value)
@@ -135,6 +165,12 @@ def _log_level(text: str) -> str:
 
 def _secret(what: str) -> Kind[Secret]:
     return Kind(Secret, what)
+
+
+def _database_url(text: str) -> DatabaseUrl:
+    if urlsplit(text).scheme not in ("postgresql", "postgres"):
+        raise ValueError("not a PostgreSQL URL")  # the text itself is never shown
+    return DatabaseUrl(text)
 
 
 _HTTP_URL = _url(("http", "https"), "an http(s) URL")
@@ -351,6 +387,12 @@ class Settings:
     db_path: Path = _setting(
         "STEMBOT_DB_PATH", Path("stembot.db"), Kind(Path, "a file path"), _STORAGE,
         "The SQLite file holding quotas, the usage ledger and stored results.",
+    )
+    database_url: DatabaseUrl | None = _setting(
+        "STEMBOT_DATABASE_URL", None,
+        Kind(_database_url, "a postgresql://user:password@host:port/database URL"), _STORAGE,
+        "Keep the ledger in this PostgreSQL database instead of the SQLite file (empty = "
+        "STEMBOT_DB_PATH); its password is never logged. One bot per database for now.",
     )
     db_busy_timeout_s: float = _setting(
         "STEMBOT_DB_BUSY_TIMEOUT_S", 1.0, _SECONDS, _STORAGE,

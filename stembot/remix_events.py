@@ -49,7 +49,7 @@ from stembot.remix_event_models import (
     TakeStatus,
 )
 from stembot.stem_service import CheckedSource, Clock, Requester, StemService, utc_now
-from stembot.store.asynchronous import AsyncStore
+from stembot.store.interface import LedgerStore
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ class RemixEventService:
 
     def __init__(
         self,
-        store: AsyncStore,
+        store: LedgerStore,
         stems: StemService,
         resolve: SourceResolver,
         *,

@@ -42,7 +42,7 @@ from stembot.models import (
 from stembot.probe_slots import ProbeSlots
 from stembot.source_urls import source_key_for_attachment, source_key_for_url
 from stembot.sources import check_attachment
-from stembot.store.asynchronous import AsyncStore
+from stembot.store.interface import LedgerStore
 from stembot.url_probe import ProbedSource
 
 log = logging.getLogger(__name__)
@@ -104,7 +104,7 @@ class StemService:
 
     def __init__(
         self,
-        store: AsyncStore,
+        store: LedgerStore,
         separator: Separator,
         prober: UrlProber,
         *,

@@ -1,12 +1,15 @@
-"""Fixtures shared by the test files: a PostgreSQL database for the run (tests/postgres.py)."""
+"""Fixtures shared by the test files: a PostgreSQL database for the run (tests/postgres.py),
+and each ledger store in turn (tests/store_backends.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 
-from tests.postgres import admin_url, fresh_database
+from tests.postgres import admin_url, empty_tables, fresh_database
+from tests.store_backends import KINDS, Backend
 
 
 @pytest.fixture(scope="session")
@@ -15,3 +18,19 @@ def postgres_url() -> Iterator[str]:
     the end; the test skips (saying why) when the variable is not set."""
     with fresh_database(admin_url()) as url:
         yield url
+
+
+@pytest.fixture(params=KINDS)
+async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
+    """The SQLite store, then the PostgreSQL one (its tables emptied), opened with the tests'
+    policy; closed afterwards."""
+    if request.param == "sqlite":
+        opened = Backend("sqlite", str(tmp_path / "ledger.db"))
+        await opened.open()
+    else:
+        url = request.getfixturevalue("postgres_url")
+        opened = Backend("postgres", url)
+        await opened.open()  # migrates the run's database on first use
+        empty_tables(url)
+    yield opened
+    await opened.close()

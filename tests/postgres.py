@@ -31,6 +31,9 @@ TABLES = (
     "role_allowances",
     "api_calls",
     "budget_notices",
+    "remix_events",
+    "remix_event_takes",
+    "remix_event_submissions",
 )
 
 

@@ -19,11 +19,14 @@ import pytest
 from stembot.cli import main
 from stembot.errors import QuotaExceededError, StoreBusyError, StoreUnavailableError
 from stembot.models import Mode, RequestStatus
+from stembot.remix_event_models import EventSpec, SourceRef
 from stembot.store.asynchronous import AsyncStore
 from stembot.store.postgres import PostgresStore
 from stembot.store.postgres.migrations import MIGRATIONS
 from tests.postgres import URL_VARIABLE, empty_tables, fresh_database
 from tests.test_store import ALICE, BOB, GUILD, NOW, POLICY, new_request, separation
+
+EVENT = EventSpec("Spring remix", "song.wav", "event-song", SourceRef(555, 700, 900))
 
 
 def test_the_configured_server_is_reachable() -> None:
@@ -153,9 +156,10 @@ async def test_copy_ledger_moves_a_sqlite_ledger_into_postgresql(
     postgres_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Every table comes across: the requests with their ids, states and charges, a stored
-    result, a server's limits and role allowance, an alert, a digest, the day's paid calls;
-    both stores then answer alike, and new requests get new ids. A second copy into the now
-    used database is refused."""
+    result, a server's limits and role allowance, an alert, a digest, the day's paid calls, a
+    remix event with its call, takes and submission; both stores then answer alike, and new
+    requests, events and event calls get new ids. A second copy into the now used database is
+    refused."""
     path = tmp_path / "ledger.db"
     sqlite = await AsyncStore.open(path, POLICY)
     try:
@@ -170,7 +174,14 @@ async def test_copy_ledger_moves_a_sqlite_ledger_into_postgresql(
         failed = await sqlite.ledger.reserve(new_request(BOB), NOW)
         await sqlite.ledger.refund_all([failed.id], RequestStatus.FAILED, "API failed", NOW)
         waiting = await sqlite.ledger.reserve(new_request(1003, source_key="other"), NOW)
-        ids = (done.id, failed.id, waiting.id)
+        event = await sqlite.events.start(GUILD, 555, 1009, EVENT, NOW, max_open=3)
+        event_call = await sqlite.ledger.reserve_for_event(
+            event.id, Mode.VOCALS, "song.wav", "event-song", NOW
+        )
+        await sqlite.ledger.settle(event_call.id, separation(), "event-song", NOW)
+        await sqlite.events.record_take(event.id, Mode.VOCALS, ALICE, NOW, answered=False)
+        submitted, _ = await sqlite.events.submit(event.id, BOB, "Mine", "b.mp3", 7, NOW)
+        ids = (done.id, failed.id, waiting.id, event_call.id)
         before = [await sqlite.ledger.get_request(request_id) for request_id in ids]
         status_before = await sqlite.quotas.quota_status(GUILD, ALICE, NOW, (77,))
         calls_before = await sqlite.quotas.api_calls_today(NOW)
@@ -181,7 +192,8 @@ async def test_copy_ledger_moves_a_sqlite_ledger_into_postgresql(
         env = {"STEMBOT_DB_PATH": str(path)}
         assert await asyncio.to_thread(main, ["copy-ledger", "--to", url], env) == 0
         said = capsys.readouterr().out
-        assert "copied" in said and "3 requests" in said and "1 results" in said
+        assert "copied" in said and "4 requests" in said and "2 results" in said
+        assert "1 remix_events" in said and "1 remix_event_submissions" in said
         store = await PostgresStore.open(url, POLICY)
         try:
             assert [await store.ledger.get_request(request_id) for request_id in ids] == before
@@ -194,7 +206,19 @@ async def test_copy_ledger_moves_a_sqlite_ledger_into_postgresql(
             assert (await store.ledger.recover(NOW)).undelivered == []
             later = await store.ledger.reserve(new_request(1004), NOW)
             assert later.id > max(ids)
+            assert await store.events.get(event.id) == event
+            assert [t.user_id for t in await store.events.waiting_takes()] == [ALICE]
+            assert await store.events.submissions(event.id) == [submitted]
+            assert (await store.events.spend(event.id)).units == 1
+            second = await store.events.start(GUILD, 555, 1009, EVENT, NOW, max_open=3)
+            assert second.id > event.id
+            next_call = await store.ledger.reserve_for_event(
+                second.id, Mode.VOCALS, "song.wav", "second-song", NOW
+            )
+            assert next_call.interaction_id < event_call.interaction_id < 0
+            again, _ = await store.events.submit(event.id, ALICE, "Hers", "a.mp3", 8, NOW)
+            assert again.id > submitted.id
         finally:
             await store.close()
         assert await asyncio.to_thread(main, ["copy-ledger", "--to", url], env) == 1
-        assert "already holds 4 requests" in capsys.readouterr().err
+        assert "already holds 6 requests" in capsys.readouterr().err

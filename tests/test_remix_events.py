@@ -1,4 +1,5 @@
-"""The remix event service with the real store (SQLite files), the real StemService and the
+"""The remix event service with the real store (each: a SQLite file, the PostgreSQL database),
+the real StemService and the
 real Soundverse client against the local stand-in: one paid call per mode for a crowd, charged
 to the server alone; budgets, refusals, retries, the cap, the end, and a restart."""
 
@@ -6,10 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import aiohttp
 import pytest
@@ -43,10 +43,10 @@ from stembot.remix_event_models import (
 from stembot.remix_events import RemixEventService
 from stembot.soundverse import SoundverseClient
 from stembot.stem_service import CheckedSource, Requester, StemService
-from stembot.store import Store
-from stembot.store.asynchronous import AsyncStore
+from stembot.store.interface import LedgerStore
 from stembot.url_probe import UrlProbe
 from tests.standins.soundverse import Reply, SoundverseStandin
+from tests.store_backends import Backend
 
 API_KEY = "sv-test-key"
 GUILD = 1001
@@ -114,12 +114,11 @@ class Resolver:
 class Rig:
     events: RemixEventService
     stems: StemService
-    store: Store  # the test's own connection to the same file
-    bot_store: AsyncStore
+    backend: Backend  # the bot's store, and the test's own connection to the same ledger
+    bot_store: LedgerStore
     api: SoundverseStandin
     clock: Clock
     resolver: Resolver
-    path: Path
     session: aiohttp.ClientSession
     connector: aiohttp.BaseConnector
     changed: list[int] = field(default_factory=list)
@@ -142,25 +141,25 @@ class Rig:
 
     def rows(self) -> list[tuple[object, ...]]:
         """The ledger's rows: cost, status, member_pays, remix_event_id, user_id."""
-        found = self.store.connection.db.execute(
+        return self.backend.rows(
             "SELECT cost, status, member_pays, remix_event_id, user_id FROM requests ORDER BY id"
-        ).fetchall()
-        return [tuple(r) for r in found]
+        )
 
-    def used(self) -> int:
-        return self.store.quotas.quota_status(GUILD, None, self.clock()).guild_daily.used
+    async def used(self) -> int:
+        status = await self.bot_store.quotas.quota_status(GUILD, None, self.clock())
+        return status.guild_daily.used
 
-    def member_quota(self, member: int) -> tuple[object, ...]:
+    async def member_quota(self, member: int) -> tuple[object, ...]:
         """The member's own figures (the server's move with the event's call)."""
-        status: QuotaStatus = self.store.quotas.quota_status(GUILD, member, self.clock())
+        status: QuotaStatus = await self.bot_store.quotas.quota_status(GUILD, member, self.clock())
         return status.user_daily, status.user_active_requests
 
-    def takes(self, event: RemixEvent) -> list[Take]:
-        return self.store.events.takes(event.id)
+    async def takes(self, event: RemixEvent) -> list[Take]:
+        return await self.bot_store.events.takes(event.id)
 
 
 def build(
-    bot_store: AsyncStore,
+    bot_store: LedgerStore,
     api: SoundverseStandin,
     session: aiohttp.ClientSession,
     connector: aiohttp.BaseConnector,
@@ -188,36 +187,39 @@ def build(
 
 
 @pytest.fixture
-async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
+async def rig(backend: Backend) -> AsyncIterator[Rig]:
     async with (
         SoundverseStandin(api_key=API_KEY, latency=0.05) as api,
         aiohttp.ClientSession() as session,
         GuardedConnector(AddressPolicy(allow_private=True)) as connector,
     ):
-        path = tmp_path / "stembot.db"
-        store = Store.open(path, POLICY)
-        bot_store = await AsyncStore.open(path, POLICY)
+        bot_store = await backend.open(POLICY)
         clock, resolver, changed = Clock(), Resolver(), list[int]()
         stems, events = build(bot_store, api, session, connector, clock, resolver, changed)
         rig = Rig(
-            events, stems, store, bot_store, api, clock, resolver, path, session, connector, changed
+            events, stems, backend, bot_store, api, clock, resolver, session, connector, changed
         )
         yield rig
         api.release()
         await rig.stems.shutdown(grace_s=0.5)
         await rig.events.close(grace_s=0.5)
-        await rig.bot_store.close()
-        store.close()
+        await backend.close()
 
 
 async def told(*listeners: Listener) -> None:
     await asyncio.wait_for(asyncio.gather(*(r.told.wait() for r in listeners)), 10)
 
 
-async def eventually(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    """Wait until ``condition()`` holds: bookkeeping the service does after telling."""
+async def eventually(
+    condition: Callable[[], bool | Awaitable[bool]], timeout_s: float = 10.0
+) -> None:
+    """Wait until ``condition()`` holds (awaited when it is a read of the store): bookkeeping
+    the service does after telling."""
     async with asyncio.timeout(timeout_s):
-        while not condition():  # noqa: ASYNC110 - the state lives in the service and the file
+        while True:
+            held = condition()
+            if await held if not isinstance(held, bool) else held:
+                return
             await asyncio.sleep(0.005)
 
 
@@ -227,7 +229,7 @@ async def test_two_hundred_takes_of_a_mode_make_one_call_charged_to_the_server(r
     one take per member and mode."""
     event = await rig.start()
     crowd = [next(members) for _ in range(200)]
-    before = {member: rig.member_quota(member) for member in crowd}
+    before = {member: await rig.member_quota(member) for member in crowd}
     rig.api.hold()
     taken = await asyncio.gather(
         *(rig.take(event, Mode.VOCALS, member) for member in crowd),
@@ -241,12 +243,12 @@ async def test_two_hundred_takes_of_a_mode_make_one_call_charged_to_the_server(r
     assert rig.rows() == [(1, "succeeded", 0, event.id, ORGANISER)]
     assert all(listener.separation is not None for listener, _ in taken)
     assert not any(listener.told_before_return for listener, _ in taken)
-    assert {member: rig.member_quota(member) for member in crowd} == before
-    takes = rig.takes(event)
+    assert {member: await rig.member_quota(member) for member in crowd} == before
+    takes = await rig.takes(event)
     assert len(takes) == 200 and {t.user_id for t in takes} == set(crowd)
     # The answered takes are noted after they were told, and then the card is told.
     await eventually(lambda: rig.changed == [event.id])
-    assert {t.status for t in rig.takes(event)} == {TakeStatus.ANSWERED}
+    assert {t.status for t in await rig.takes(event)} == {TakeStatus.ANSWERED}
     # Later takes are answered at once from the event's stems: still one call, one row.
     listener, state = await rig.take(event)
     assert state is TakeState.READY and not listener.told.is_set()
@@ -266,8 +268,8 @@ async def test_a_spent_event_budget_is_a_clear_refusal_and_charges_nobody(rig: R
     assert all(isinstance(r, RemixEventBudgetSpentError) for r in refused)
     assert "budget is spent" in str(refused[0]) and "not charged" in str(refused[0])
     assert rig.resolver.calls == 1  # the track is not read for a call that cannot be paid
-    assert len(rig.api.requests) == 1 and rig.used() == 1
-    assert [t.mode for t in rig.takes(event)] == [Mode.VOCALS]
+    assert len(rig.api.requests) == 1 and await rig.used() == 1
+    assert [t.mode for t in await rig.takes(event)] == [Mode.VOCALS]
     counts = await rig.events.counts(event.id)
     assert (counts.spend.units, counts.budget_left()) == (1, 0)
     _, state = await rig.take(event, Mode.VOCALS)
@@ -279,7 +281,7 @@ async def test_a_refusal_by_the_server_limit_charges_nobody(rig: Rig) -> None:
     event = await rig.start()
     with pytest.raises(QuotaLimitReached):
         await rig.take(event, Mode.ALL)
-    assert rig.rows() == [] and rig.takes(event) == []
+    assert rig.rows() == [] and await rig.takes(event) == []
 
 
 async def test_an_api_refusal_is_refunded_told_and_the_next_take_retries(rig: Rig) -> None:
@@ -292,15 +294,15 @@ async def test_an_api_refusal_is_refunded_told_and_the_next_take_retries(rig: Ri
     rig.api.release()
     await told(*(listener for listener, _ in waiting))
     assert all(isinstance(listener.error, SoundverseRejected) for listener, _ in waiting)
-    assert rig.used() == 0
+    assert await rig.used() == 0
     assert rig.rows() == [(1, "failed", 0, event.id, ORGANISER)]
-    assert {t.status for t in rig.takes(event)} == {TakeStatus.FAILED}  # noted before telling
+    assert {t.status for t in await rig.takes(event)} == {TakeStatus.FAILED}  # noted before telling
     assert (await rig.events.counts(event.id)).members == 0
     retry, state = await rig.take(event)
     assert state is TakeState.PENDING
     await told(retry)
     assert retry.separation is not None
-    assert len(rig.api.requests) == 2 and rig.used() == 1
+    assert len(rig.api.requests) == 2 and await rig.used() == 1
 
 
 async def test_a_track_that_cannot_be_read_again_refuses_the_take_and_charges_nobody(
@@ -310,7 +312,7 @@ async def test_a_track_that_cannot_be_read_again_refuses_the_take_and_charges_no
     rig.resolver.refusal = InvalidSourceError("The event's track was deleted.")
     with pytest.raises(InvalidSourceError, match="deleted"):
         await rig.take(event)
-    assert rig.rows() == [] and rig.takes(event) == [] and rig.api.requests == []
+    assert rig.rows() == [] and await rig.takes(event) == [] and rig.api.requests == []
     rig.resolver.refusal = None
     listener, _ = await rig.take(event)
     await told(listener)
@@ -404,7 +406,7 @@ async def test_prefetch_runs_every_offered_mode_once(rig: Rig) -> None:
     assert (vocals, everything) == (TakeState.READY, TakeState.READY)
     stored = await rig.events.stems(event.id, Mode.ALL)
     assert stored is not None and stored.mode is Mode.ALL
-    assert len(rig.api.requests) == 2 and rig.used() == 3
+    assert len(rig.api.requests) == 2 and await rig.used() == 3
     again = await rig.events.prefetch(event.id)
     assert {o.state for o in again.values()} == {TakeState.READY}  # type: ignore[union-attr]
 
@@ -418,7 +420,7 @@ async def test_takes_the_event_cannot_answer_are_refused(rig: Rig) -> None:
     rig.clock.now += timedelta(hours=1)
     with pytest.raises(RemixEventEndedError):
         await rig.take(event)
-    assert rig.rows() == [] and rig.takes(event) == []
+    assert rig.rows() == [] and await rig.takes(event) == []
 
 
 async def test_at_most_three_open_events_per_server(rig: Rig) -> None:
@@ -473,11 +475,11 @@ async def test_a_restart_keeps_events_and_takes_and_owes_the_waiting_ones(rig: R
     await asyncio.sleep(0.1)  # the call is running
     await rig.stems.shutdown(grace_s=0.05)
     await rig.events.close(grace_s=0.05)
-    await rig.bot_store.close()
+    await rig.backend.close()
     rig.api.release()
     assert not any(listener.told.is_set() for listener, _ in waiting)
 
-    bot_store = await AsyncStore.open(rig.path, POLICY)
+    bot_store = await rig.backend.open(POLICY)
     stems, events = build(
         bot_store,
         rig.api,
@@ -500,8 +502,12 @@ async def test_a_restart_keeps_events_and_takes_and_owes_the_waiting_ones(rig: R
     await told(*owed)
     assert all(listener.separation is not None for listener in owed)
     assert [r[:2] for r in rig.rows()] == [(1, "interrupted"), (1, "succeeded")]
-    assert rig.used() == 1
-    await eventually(lambda: {t.status for t in rig.takes(event)} == {TakeStatus.ANSWERED})
+    assert await rig.used() == 1
+
+    async def all_answered() -> bool:
+        return {t.status for t in await rig.takes(event)} == {TakeStatus.ANSWERED}
+
+    await eventually(all_answered)
     assert await events.due() == []
     rig.clock.now += timedelta(hours=2)
     assert [due.id for due in await events.due()] == [event.id]
@@ -573,4 +579,4 @@ async def test_a_take_while_shutting_down_is_refused_and_not_recorded(rig: Rig) 
     await rig.stems.shutdown(grace_s=0.05)
     with pytest.raises(ShuttingDownError):
         await rig.take(event)
-    assert rig.takes(event) == [] and rig.rows() == []
+    assert await rig.takes(event) == [] and rig.rows() == []

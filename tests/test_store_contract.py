@@ -12,17 +12,12 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
-import sqlite3
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 
-from stembot.config import QuotaPolicy
 from stembot.errors import (
     CallInFlightError,
     DuplicateRequestError,
@@ -30,11 +25,9 @@ from stembot.errors import (
     QuotaLimitReached,
 )
 from stembot.models import Mode, QuotaLimit, RequestStatus
-from stembot.store.asynchronous import AsyncStore
 from stembot.store.interface import LedgerStore
-from stembot.store.postgres import PostgresStore
 from tests.ledger_reads import charged
-from tests.postgres import empty_tables
+from tests.store_backends import Backend
 from tests.test_store import (
     ALICE,
     BOB,
@@ -46,60 +39,6 @@ from tests.test_store import (
     new_request,
     separation,
 )
-
-
-class Backend:
-    """The store under test, a way to open it again (with another policy, as a restart
-    would), and its rows as a separate connection sees them."""
-
-    def __init__(self, kind: str, where: str) -> None:
-        self.kind = kind
-        self._where = where
-        self._store: LedgerStore | None = None
-
-    @property
-    def store(self) -> LedgerStore:
-        assert self._store is not None
-        return self._store
-
-    async def open(self, policy: QuotaPolicy = POLICY) -> LedgerStore:
-        await self.close()
-        if self.kind == "sqlite":
-            self._store = await AsyncStore.open(Path(self._where), policy)
-        else:
-            self._store = await PostgresStore.open(self._where, policy)
-        return self._store
-
-    async def close(self) -> None:
-        if self._store is not None:
-            await self._store.close()
-            self._store = None
-
-    def rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        """Run ``sql`` (``?`` placeholders) on a connection of its own, committed."""
-        if self.kind == "sqlite":
-            conn = sqlite3.connect(self._where, isolation_level=None)
-            try:
-                return conn.execute(sql, params).fetchall()
-            finally:
-                conn.close()
-        with psycopg.connect(self._where, autocommit=True) as pg:
-            cursor = pg.execute(sql.replace("?", "%s").encode(), params)
-            return cursor.fetchall() if cursor.description else []
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
-    if request.param == "sqlite":
-        opened = Backend("sqlite", str(tmp_path / "ledger.db"))
-        await opened.open()
-    else:
-        url = request.getfixturevalue("postgres_url")
-        opened = Backend("postgres", url)
-        await opened.open()  # migrates the run's database on first use
-        empty_tables(url)
-    yield opened
-    await opened.close()
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""`stembot quota show|set` and `stembot usage`: operators' view of the ledger.
+"""`stembot quota show|set` and `stembot usage`: operators' view of the ledger, on either
+store (the SQLite file, or the PostgreSQL database of STEMBOT_DATABASE_URL).
 
 Every argument is checked before the database is opened, so a typo changes nothing.
 """
@@ -6,18 +7,21 @@ Every argument is checked before the database is opened, so a typo changes nothi
 from __future__ import annotations
 
 import argparse
+import asyncio
 import re
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime
 from typing import Any
 
+from stembot.cli.ledger import ledger_name, open_ledger
 from stembot.config import QuotaPolicy, load_settings
 from stembot.errors import ConfigError, StembotError
 from stembot.ledger_csv import write_spend_csv
 from stembot.models import DailySpend, GuildLimits, QuotaStatus, UsageLine, UsageReport
 from stembot.quota_rules import MAX_LIMIT
-from stembot.store import Store
+from stembot.store.interface import LedgerStore
 from stembot.windows import month_window
 
 EXIT_OK = 0
@@ -114,9 +118,9 @@ def handle_usage(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     return _run(lambda: _usage(args, env))
 
 
-def _run(action: Callable[[], int]) -> int:
+def _run(action: Callable[[], Awaitable[int]]) -> int:
     try:
-        return action()
+        return asyncio.run(_awaited(action))
     except _BadArgument as problem:
         _fail(str(problem))
         return EXIT_USAGE
@@ -127,31 +131,37 @@ def _run(action: Callable[[], int]) -> int:
         return EXIT_FAILED
 
 
+async def _awaited(action: Callable[[], Awaitable[int]]) -> int:
+    return await action()
+
+
 def _fail(message: str) -> None:
     print(f"stembot: {message}", file=sys.stderr)
 
 
-def _open(env: Mapping[str, str]) -> Store:
-    """The bot's existing database; never a new empty one (that would hide a wrong path)."""
+@asynccontextmanager
+async def _opened(env: Mapping[str, str]) -> AsyncIterator[LedgerStore]:
+    """The bot's existing database; never a new empty SQLite file (that would hide a wrong
+    path). Closed when the block ends."""
     settings = load_settings(env)
     path = settings.db_path.absolute()
-    if not path.exists():
+    if settings.database_url is None and not path.exists():
         raise StembotError(f"no database at {path}; check STEMBOT_DB_PATH")
-    store = Store.open(settings.db_path, settings.quota, busy_timeout_s=settings.db_busy_timeout_s)
-    # On stderr, so that `stembot usage --csv` output stays clean.
-    print(f"stembot: reading the database at {path}", file=sys.stderr)
-    return store
-
-
-def _show(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    guild_id = _guild_id(args.guild)
-    store = _open(env)
+    store = await open_ledger(settings)
     try:
-        limits = store.guilds.guild_limits(guild_id)
-        status = store.quotas.quota_status(guild_id, None, datetime.now(UTC))
-        log_channel = store.guilds.log_channel(guild_id)
+        # On stderr, so that `stembot usage --csv` output stays clean.
+        print(f"stembot: reading the database at {ledger_name(settings)}", file=sys.stderr)
+        yield store
     finally:
-        store.close()
+        await store.close()
+
+
+async def _show(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    guild_id = _guild_id(args.guild)
+    async with _opened(env) as store:
+        limits = await store.guilds.guild_limits(guild_id)
+        status = await store.quotas.quota_status(guild_id, None, datetime.now(UTC))
+        log_channel = await store.guilds.log_channel(guild_id)
     print(f"Server {guild_id}")
     print(_limits_text(limits))
     print(_usage_text(status))
@@ -159,7 +169,7 @@ def _show(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     return EXIT_OK
 
 
-def _set(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+async def _set(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     guild_id = _guild_id(args.guild)
     changes = {
         dest: _limit(flag, getattr(args, dest))
@@ -170,43 +180,34 @@ def _set(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         flags = ", ".join(flag for flag, _, _ in _LIMIT_OPTIONS)
         raise _BadArgument(f"nothing to set: give at least one of {flags}")
     _within_ceilings(changes, load_settings(env).quota)
-    store = _open(env)
-    try:
-        limits = store.guilds.set_limits(guild_id, **changes)
-    finally:
-        store.close()
+    async with _opened(env) as store:
+        limits = await store.guilds.set_limits(guild_id, **changes)
     print(f"Server {guild_id}: limits updated")
     print(_limits_text(limits))
     return EXIT_OK
 
 
-def _reset(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+async def _reset(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     guild_id = _guild_id(args.guild)
     names = [dest for _, dest, _ in _LIMIT_OPTIONS if getattr(args, dest)]
-    store = _open(env)
-    try:
-        limits = store.guilds.reset_limits(
+    async with _opened(env) as store:
+        limits = await store.guilds.reset_limits(
             guild_id, names or [dest for _, dest, _ in _LIMIT_OPTIONS]
         )
-    finally:
-        store.close()
     print(f"Server {guild_id}: limits reset to the defaults")
     print(_limits_text(limits))
     return EXIT_OK
 
 
-def _usage_all(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+async def _usage_all(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     if args.guild is not None:
         raise _BadArgument("give either GUILD or --all, not both")
     now = datetime.now(UTC)
     since = _since(args.since, now)
-    store = _open(env)
-    try:
-        spend = store.reports.spend_by_day(since, now)
-        calls_today = store.quotas.api_calls_today(now)
+    async with _opened(env) as store:
+        spend = await store.reports.spend_by_day(since, now)
+        calls_today = await store.quotas.api_calls_today(now)
         budget = store.policy.api_daily_budget
-    finally:
-        store.close()
     if args.csv:
         write_spend_csv(spend, sys.stdout)
         return EXIT_OK
@@ -214,20 +215,17 @@ def _usage_all(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     return EXIT_OK
 
 
-def _usage(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+async def _usage(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     if args.guild is None:
         raise _BadArgument("give a GUILD (a Discord server id), or --all for every server")
     guild_id = _guild_id(args.guild)
     now = datetime.now(UTC)
     since = _since(args.since, now)
-    store = _open(env)
-    try:
+    async with _opened(env) as store:
         if args.csv:
-            store.reports.stream_ledger(guild_id, since, now, sys.stdout)
+            await store.reports.stream_ledger(guild_id, since, now, sys.stdout)
         else:
-            print(_report_text(store.reports.usage_report(guild_id, since, now)))
-    finally:
-        store.close()
+            print(_report_text(await store.reports.usage_report(guild_id, since, now)))
     return EXIT_OK
 
 

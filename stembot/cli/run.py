@@ -21,8 +21,8 @@ from stembot.bot.client import StemBot
 from stembot.bot.endpoints import use_discord_endpoints
 from stembot.bot.quota_alerts import QuotaAlerts
 from stembot.bot.result_attachments import ResultFiles
+from stembot.cli.ledger import hold_ledger, ledger_name, open_ledger
 from stembot.config import Secret, Settings, load_settings
-from stembot.database_lock import hold_database
 from stembot.guarded_connector import GuardedConnector
 from stembot.logs import configure_logging
 from stembot.moderation import ModerationService
@@ -34,7 +34,6 @@ from stembot.stem_fetcher import StemFetcher
 from stembot.stem_files import StemFiles
 from stembot.stem_media import MediaService
 from stembot.stem_service import StemService, utc_now
-from stembot.store.asynchronous import AsyncStore
 from stembot.url_probe import UrlProbe
 
 log = logging.getLogger(__name__)
@@ -64,9 +63,9 @@ def handle_run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     settings = load_settings(env, need_discord=True, need_soundverse=True)
     configure_logging(settings.log_level, secrets_of(settings))
     # Before anything reads the ledger: start-up recovery is only right for the one bot.
-    with hold_database(settings.db_path):
+    with hold_ledger(settings):
         log_startup(settings, getattr(args, "env_file_read", None))
-        if not settings.db_path.exists():
+        if settings.database_url is None and not settings.db_path.exists():
             # Said out loud: a ledger that went missing must not be replaced unnoticed.
             log.warning("no database at %s: starting a new, empty ledger", settings.db_path)
         return run_reporting_discord_problems(settings, run_bot(settings))
@@ -84,7 +83,7 @@ def log_startup(settings: Settings, env_file: Path | None) -> None:
     """One line saying what this process will use, so a wrong path or base shows at once."""
     log.info(
         "starting with database %s, Discord %s (gateway %s), Soundverse %s, settings from %s",
-        settings.db_path.absolute(),
+        ledger_name(settings),
         redact_url(settings.discord_api_base),
         redact_url(settings.discord_gateway_url),
         redact_url(settings.soundverse_api_base),
@@ -133,7 +132,10 @@ def sharding_required_line(settings: Settings, shard_id: int | None) -> str:
 
 
 def secrets_of(settings: Settings) -> list[str]:
-    return [s.reveal() for s in (settings.discord_token, settings.soundverse_api_key) if s]
+    secrets = [s.reveal() for s in (settings.discord_token, settings.soundverse_api_key) if s]
+    if settings.database_url is not None and settings.database_url.password:
+        secrets.append(settings.database_url.password)
+    return secrets
 
 
 @contextlib.asynccontextmanager
@@ -142,9 +144,7 @@ async def built_bot(settings: Settings, *, force_sync: bool = False) -> AsyncIte
     use_discord_endpoints(settings.discord_api_base, settings.discord_gateway_url)
     # Only `stembot sync` comes here without a key, and it never calls the API.
     api_key = settings.soundverse_api_key or Secret("")
-    store = await AsyncStore.open(
-        settings.db_path, settings.quota, busy_timeout_s=settings.db_busy_timeout_s
-    )
+    store = await open_ledger(settings)
     try:
         policy = AddressPolicy(allow_private=settings.allow_private_urls)
         async with (

@@ -26,6 +26,18 @@ from stembot.models import (
     Separation,
     UsageReport,
 )
+from stembot.remix_event_models import (
+    EventCounts,
+    EventSpec,
+    EventSpend,
+    EventSummary,
+    Participation,
+    RemixEvent,
+    SourceRef,
+    Submission,
+    Take,
+    TakeStatus,
+)
 from stembot.store.pruning import Pruned
 
 
@@ -42,6 +54,18 @@ class LedgerPart(Protocol):
 
     async def record_free(
         self, request: NewRequest, separation: Separation, now: datetime
+    ) -> Request: ...
+
+    async def reserve_for_event(
+        self,
+        event_id: int,
+        mode: Mode,
+        source_name: str,
+        source_key: str,
+        now: datetime,
+        *,
+        joined: bool = False,
+        running: bool = False,
     ) -> Request: ...
 
     async def mark_all_running(self, request_ids: Sequence[int], now: datetime) -> int: ...
@@ -119,6 +143,95 @@ class GuildsPart(Protocol):
     async def remember_command_digest(self, scope: str, digest: str) -> None: ...
 
 
+class EventsPart(Protocol):
+    async def start(
+        self,
+        guild_id: int,
+        channel_id: int,
+        organiser_id: int,
+        spec: EventSpec,
+        now: datetime,
+        *,
+        max_open: int,
+    ) -> RemixEvent: ...
+
+    async def card_posted(
+        self,
+        event_id: int,
+        card_channel_id: int,
+        card_message_id: int,
+        *,
+        pinned: bool,
+        scheduled_event_id: int | None,
+        source_ref: SourceRef | None = None,
+    ) -> RemixEvent: ...
+
+    async def poll_posted(
+        self, event_id: int, poll_message_id: int, submission_ids: Sequence[int]
+    ) -> RemixEvent: ...
+
+    async def end(self, event_id: int, now: datetime, by_user_id: int | None) -> RemixEvent: ...
+
+    async def get(self, event_id: int) -> RemixEvent | None: ...
+
+    async def open_events(self, guild_id: int, now: datetime) -> list[RemixEvent]: ...
+
+    async def due(self, now: datetime) -> list[RemixEvent]: ...
+
+    async def record_take(
+        self, event_id: int, mode: Mode, user_id: int, now: datetime, *, answered: bool
+    ) -> None: ...
+
+    async def settle_takes(
+        self,
+        event_id: int,
+        mode: Mode,
+        user_ids: Sequence[int],
+        status: TakeStatus,
+        now: datetime,
+    ) -> int: ...
+
+    async def waiting_takes(self) -> list[Take]: ...
+
+    async def takes(self, event_id: int) -> list[Take]: ...
+
+    async def result(
+        self, event_id: int, mode: Mode, fresh_after: datetime
+    ) -> Separation | None: ...
+
+    async def submit(
+        self,
+        event_id: int,
+        user_id: int,
+        title: str,
+        filename: str,
+        message_id: int,
+        now: datetime,
+    ) -> tuple[Submission, Submission | None]: ...
+
+    async def remove_submission(
+        self,
+        event_id: int,
+        submission_id: int,
+        by_user_id: int,
+        now: datetime,
+        *,
+        moderator: bool,
+    ) -> Submission: ...
+
+    async def submission(self, submission_id: int) -> Submission | None: ...
+
+    async def submissions(self, event_id: int) -> list[Submission]: ...
+
+    async def spend(self, event_id: int) -> EventSpend: ...
+
+    async def counts(self, event_id: int) -> EventCounts: ...
+
+    async def summary(self, event_id: int) -> EventSummary: ...
+
+    async def participation(self, event_id: int) -> list[Participation]: ...
+
+
 class ReportsPart(Protocol):
     async def usage_report(
         self, guild_id: int, since: datetime, until: datetime, *, top: int = 10
@@ -150,6 +263,9 @@ class LedgerStore(Protocol):
 
     @property
     def guilds(self) -> GuildsPart: ...
+
+    @property
+    def events(self) -> EventsPart: ...
 
     @property
     def reports(self) -> ReportsPart: ...

@@ -97,13 +97,7 @@ class Ledger:
             enforce(seen, cost, now)
             if paid:
                 self._quotas.enforce_budget(now)
-            try:
-                request = self._insert(asked, cost, status, now, pays_call=paid)
-            except sqlite3.IntegrityError as error:
-                # The index decides, as on PostgreSQL; the group's other writes stand.
-                if str(error) == _CALL_IN_FLIGHT:
-                    raise CallInFlightError() from error
-                raise
+            request = self._insert_paying(asked, cost, status, now, pays_call=paid)
             if paid:
                 self._record_call(request, now)
             return request
@@ -134,7 +128,9 @@ class Ledger:
         ``joined``: the event rides on an identical call already queued (or ``running``) at
         no cost, so only a switched-off server refuses it. Raises QuotaLimitReached,
         RemixEventBudgetSpentError, RemixEventAlreadyPaidError (a call of the event for this
-        mode is running or succeeded: it never pays twice), RemixEventNotFoundError.
+        mode is running or succeeded: it never pays twice), CallInFlightError (a paid call of
+        the source and mode is queued or running, whoever's: one at a time, as for members),
+        RemixEventNotFoundError.
         """
         cost = 0 if joined else self._quotas.policy.cost_of(mode)
         with self._conn.write():
@@ -161,7 +157,9 @@ class Ledger:
                 source_key,
             )
             status = RequestStatus.RUNNING if running else RequestStatus.QUEUED
-            request = self._insert(asked, cost, status, now, event_id=event_id)
+            request = self._insert_paying(
+                asked, cost, status, now, event_id=event_id, pays_call=not joined
+            )
             if not joined:
                 self._record_call(request, now)
             return request
@@ -402,6 +400,26 @@ class Ledger:
             "SELECT 1 FROM requests WHERE interaction_id = ?", (interaction_id,)
         ):
             raise DuplicateRequestError()
+
+    def _insert_paying(
+        self,
+        asked: NewRequest,
+        cost: int,
+        status: RequestStatus,
+        now: datetime,
+        *,
+        event_id: int | None = None,
+        pays_call: bool,
+    ) -> Request:
+        """``_insert``, refused with CallInFlightError when it would be a second paid call of
+        its source and mode in flight (a member's or an event's)."""
+        try:
+            return self._insert(asked, cost, status, now, event_id=event_id, pays_call=pays_call)
+        except sqlite3.IntegrityError as error:
+            # The index decides, as on PostgreSQL; the group's other writes stand.
+            if str(error) == _CALL_IN_FLIGHT:
+                raise CallInFlightError() from error
+            raise
 
     def _insert(
         self,

@@ -321,3 +321,17 @@ def _one_call_in_flight(db: Database) -> None:
             WHERE pays_call = 1 AND status IN ('queued', 'running');
         """
     )
+
+
+@MIGRATIONS(name="0010_event_calls_in_flight")
+def _event_calls_in_flight(db: Database) -> None:
+    """A remix event's paid call holds its source and mode's one call in flight as a member's
+    does: ``pays_call`` on the event's rows that reserved a call. Only on those already
+    finished: one still active may share its source and mode with a member's paid call, and
+    the start-up recovery that follows the migration ends every active request anyway.
+    """
+    db.execute(
+        "UPDATE requests SET pays_call = 1 WHERE remix_event_id IS NOT NULL "
+        "AND status NOT IN ('queued', 'running') "
+        "AND id IN (SELECT request_id FROM api_calls)"
+    )

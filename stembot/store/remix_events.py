@@ -37,21 +37,21 @@ from stembot.store import rows
 from stembot.store.connection import Connection, busy_is_retryable
 from stembot.windows import parse_stamp, stamp
 
-_EVENT_COLUMNS = (
+EVENT_COLUMNS = (
     "id, guild_id, channel_id, organiser_id, title, source_name, source_key, "
     "source_channel_id, source_message_id, source_attachment_id, modes, submissions, budget, "
     "prefetch, created_at, ends_at, ended_at, ended_by, card_channel_id, card_message_id, "
     "pinned, scheduled_event_id, poll_message_id, poll_submission_ids"
 )
-_SELECT_EVENT = f"SELECT {_EVENT_COLUMNS} FROM remix_events"  # noqa: S608 (constant)
+_SELECT_EVENT = f"SELECT {EVENT_COLUMNS} FROM remix_events"  # noqa: S608 (constant)
 _OPEN = "ended_at IS NULL AND (ends_at IS NULL OR ends_at > :now)"
 
-_SUBMISSION_COLUMNS = (
+SUBMISSION_COLUMNS = (
     "id, event_id, user_id, title, filename, message_id, submitted_at, replaced_at, removed_at, "
     "removed_by"
 )
-_SELECT_SUBMISSION = f"SELECT {_SUBMISSION_COLUMNS} FROM remix_event_submissions"  # noqa: S608
-_CURRENT = "replaced_at IS NULL AND removed_at IS NULL"
+_SELECT_SUBMISSION = f"SELECT {SUBMISSION_COLUMNS} FROM remix_event_submissions"  # noqa: S608
+CURRENT = "replaced_at IS NULL AND removed_at IS NULL"
 
 # The event's paid calls not refunded, and their units: its spend against its own budget.
 SPEND = (
@@ -74,7 +74,7 @@ WHERE e.id = :event AND (r.issued_at > :fresh_after OR EXISTS (
     WHERE remix_event_id = e.id AND mode = :mode AND status = 'succeeded'))
 """
 # A take counts once its member was not told a failure (waiting or answered).
-_TOOK = "status <> 'failed'"
+TOOK = "status <> 'failed'"
 
 
 class RemixEvents:
@@ -192,7 +192,7 @@ class RemixEvents:
     def get(self, event_id: int) -> RemixEvent | None:
         with busy_is_retryable():
             row = self._conn.one(f"{_SELECT_EVENT} WHERE id = ?", (event_id,))
-        return None if row is None else _event(row)
+        return None if row is None else event_of(row)
 
     def open_events(self, guild_id: int, now: datetime) -> list[RemixEvent]:
         """The server's open events, oldest first."""
@@ -202,7 +202,7 @@ class RemixEvents:
                 f"WHERE guild_id = :guild AND {_OPEN} ORDER BY id",
                 {"guild": guild_id, "now": stamp(now)},
             )
-        return [_event(row) for row in found]
+        return [event_of(row) for row in found]
 
     def due(self, now: datetime) -> list[RemixEvent]:
         """Events past their end and not yet closed (every server's), soonest first."""
@@ -213,7 +213,7 @@ class RemixEvents:
                 "ORDER BY ends_at, id",
                 (stamp(now),),
             )
-        return [_event(row) for row in found]
+        return [event_of(row) for row in found]
 
     # --- takes --------------------------------------------------------------------------
 
@@ -269,7 +269,7 @@ class RemixEvents:
                 "FROM remix_event_takes INDEXED BY remix_event_takes_waiting "
                 "WHERE status = 'waiting' ORDER BY event_id, mode, taken_at, user_id"
             )
-        return [_take(row) for row in found]
+        return [take_of(row) for row in found]
 
     def takes(self, event_id: int) -> list[Take]:
         with busy_is_retryable():
@@ -278,7 +278,7 @@ class RemixEvents:
                 "FROM remix_event_takes WHERE event_id = ? ORDER BY taken_at, user_id, mode",
                 (event_id,),
             )
-        return [_take(row) for row in found]
+        return [take_of(row) for row in found]
 
     def result(self, event_id: int, mode: Mode, fresh_after: datetime) -> Separation | None:
         """The stems the event can hand out for ``mode`` (see _RESULT), or None."""
@@ -311,7 +311,7 @@ class RemixEvents:
             if not event.submissions:
                 raise SubmissionRefusedError("This remix event doesn't take submissions.")
             old = self._conn.one(
-                f"{_SELECT_SUBMISSION} WHERE event_id = ? AND user_id = ? AND {_CURRENT}",
+                f"{_SELECT_SUBMISSION} WHERE event_id = ? AND user_id = ? AND {CURRENT}",
                 (event_id, user_id),
             )
             if old is not None:
@@ -324,8 +324,8 @@ class RemixEvents:
                 (event_id, user_id, title, filename, message_id, at),
             )
             new = self._conn.one(f"{_SELECT_SUBMISSION} WHERE id = ?", (cursor.lastrowid,))
-        replaced = None if old is None else _submission((*old[:7], at, *old[8:]))
-        return _submission(new), replaced
+        replaced = None if old is None else submission_of((*old[:7], at, *old[8:]))
+        return submission_of(new), replaced
 
     def remove_submission(
         self,
@@ -343,7 +343,7 @@ class RemixEvents:
             row = self._conn.one(
                 f"{_SELECT_SUBMISSION} WHERE id = ? AND event_id = ?", (submission_id, event_id)
             )
-            if row is None or not _submission(row).current:
+            if row is None or not submission_of(row).current:
                 raise SubmissionRefusedError("That submission was already removed or replaced.")
             if not (moderator or by_user_id in (row[2], event.organiser_id)):
                 raise SubmissionRefusedError(
@@ -353,7 +353,7 @@ class RemixEvents:
                 "UPDATE remix_event_submissions SET removed_at = ?, removed_by = ? WHERE id = ?",
                 (stamp(now), by_user_id, submission_id),
             )
-            return _submission(
+            return submission_of(
                 self._conn.one(f"{_SELECT_SUBMISSION} WHERE id = ?", (submission_id,))
             )
 
@@ -361,15 +361,15 @@ class RemixEvents:
         """One submission, current or not (a post's Remove button, the vote's answers)."""
         with busy_is_retryable():
             row = self._conn.one(f"{_SELECT_SUBMISSION} WHERE id = ?", (submission_id,))
-        return None if row is None else _submission(row)
+        return None if row is None else submission_of(row)
 
     def submissions(self, event_id: int) -> list[Submission]:
         """The current submissions, in the order they were made."""
         with busy_is_retryable():
             found = self._conn.all(
-                f"{_SELECT_SUBMISSION} WHERE event_id = ? AND {_CURRENT} ORDER BY id", (event_id,)
+                f"{_SELECT_SUBMISSION} WHERE event_id = ? AND {CURRENT} ORDER BY id", (event_id,)
             )
-        return [_submission(row) for row in found]
+        return [submission_of(row) for row in found]
 
     # --- figures ------------------------------------------------------------------------
 
@@ -397,7 +397,7 @@ class RemixEvents:
             per_mode = dict(
                 self._conn.all(
                     f"SELECT mode, count(*) FROM remix_event_takes "  # noqa: S608
-                    f"WHERE event_id = ? AND {_TOOK} GROUP BY mode",
+                    f"WHERE event_id = ? AND {TOOK} GROUP BY mode",
                     (event_id,),
                 )
             )
@@ -417,19 +417,19 @@ class RemixEvents:
             event = self._event(event_id)
             takes = self._conn.all(
                 f"SELECT user_id, mode, taken_at FROM remix_event_takes "  # noqa: S608
-                f"WHERE event_id = ? AND {_TOOK} ORDER BY taken_at, mode",
+                f"WHERE event_id = ? AND {TOOK} ORDER BY taken_at, mode",
                 (event_id,),
             )
             current = self._conn.all(
-                f"{_SELECT_SUBMISSION} WHERE event_id = ? AND {_CURRENT} ORDER BY id", (event_id,)
+                f"{_SELECT_SUBMISSION} WHERE event_id = ? AND {CURRENT} ORDER BY id", (event_id,)
             )
-        return _participation(event, takes, [_submission(row) for row in current])
+        return participation_of(event, takes, [submission_of(row) for row in current])
 
     def _members(self, event_id: int) -> int:
         return int(
             self._conn.one(
                 f"SELECT count(DISTINCT user_id) FROM remix_event_takes "  # noqa: S608
-                f"WHERE event_id = ? AND {_TOOK}",
+                f"WHERE event_id = ? AND {TOOK}",
                 (event_id,),
             )[0]
         )
@@ -438,7 +438,7 @@ class RemixEvents:
         return int(
             self._conn.one(
                 f"SELECT count(*) FROM remix_event_submissions "  # noqa: S608
-                f"WHERE event_id = ? AND {_CURRENT}",
+                f"WHERE event_id = ? AND {CURRENT}",
                 (event_id,),
             )[0]
         )
@@ -447,10 +447,10 @@ class RemixEvents:
         row = self._conn.one(f"{_SELECT_EVENT} WHERE id = ?", (event_id,))
         if row is None:
             raise RemixEventNotFoundError()
-        return _event(row)
+        return event_of(row)
 
 
-def _event(row: Sequence[Any]) -> RemixEvent:
+def event_of(row: Sequence[Any]) -> RemixEvent:
     created_at = parse_stamp(row[14])
     assert created_at is not None
     ref = None if row[7] is None else SourceRef(row[7], row[8], row[9])
@@ -480,13 +480,13 @@ def _event(row: Sequence[Any]) -> RemixEvent:
     )
 
 
-def _take(row: Sequence[Any]) -> Take:
+def take_of(row: Sequence[Any]) -> Take:
     taken_at = parse_stamp(row[4])
     assert taken_at is not None
     return Take(row[0], Mode(row[1]), row[2], TakeStatus(row[3]), taken_at, parse_stamp(row[5]))
 
 
-def _submission(row: Sequence[Any]) -> Submission:
+def submission_of(row: Sequence[Any]) -> Submission:
     submitted_at = parse_stamp(row[6])
     assert submitted_at is not None
     return Submission(
@@ -503,7 +503,7 @@ def _submission(row: Sequence[Any]) -> Submission:
     )
 
 
-def _participation(
+def participation_of(
     event: RemixEvent, takes: Sequence[Sequence[Any]], current: Sequence[Submission]
 ) -> list[Participation]:
     modes: dict[int, list[Mode]] = {}

@@ -10,6 +10,8 @@ Split like the SQLite store, one concern per file:
                     repeats, deliveries; ``recovery.py`` what a stopped bot left owing;
 - ``quotas.py``     what was used against the limits, derived from the rows;
 - ``guilds.py``     a server's settings and the one-time claims;
+- ``remix_events.py`` remix events: the events, takes, submissions, an event's spend (its
+                    paid calls are the ledger's ``reserve_for_event``);
 - ``reporting.py``  read-only reports on connections of their own;
 - ``pruning.py``    retention's batched deletions.
 
@@ -35,6 +37,7 @@ from stembot.store.postgres.guilds import PostgresGuildSettings
 from stembot.store.postgres.ledger import PostgresLedger
 from stembot.store.postgres.pruning import prune
 from stembot.store.postgres.quotas import PostgresQuotas
+from stembot.store.postgres.remix_events import PostgresRemixEvents
 from stembot.store.postgres.reporting import PostgresReports
 from stembot.store.pruning import Pruned
 
@@ -49,6 +52,7 @@ class PostgresStore:
         self.quotas = PostgresQuotas(db, policy)
         self.ledger = PostgresLedger(db, self.quotas)
         self.guilds = PostgresGuildSettings(db, policy)
+        self.events = PostgresRemixEvents(db)
         self.reports = PostgresReports(db.url, db.busy_timeout_s)
 
     @classmethod

@@ -1,8 +1,9 @@
 """Copy a SQLite ledger into an empty PostgreSQL one (``stembot copy-ledger``): every table
 the SQLite store keeps, row for row, in one transaction, through COPY. The request ids stay
 (and the id sequence goes on after them), so the export, the moderators' refunds and the
-stored results keep pointing at the same requests. The day's paid calls are counted from
-``api_calls`` on PostgreSQL, so SQLite's counter table is not copied.
+stored results keep pointing at the same requests; so do the remix events' (with their takes
+and submissions). The day's paid calls are counted from ``api_calls`` on PostgreSQL, so
+SQLite's counter table is not copied.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ TABLES: tuple[tuple[str, tuple[str, ...]], ...] = (
             "request_count",
             "refunded_by_moderator",
             "pays_call",
+            "remix_event_id",
         ),
     ),
     ("results", ("source_key", "mode", "stems", "issued_at", "request_id")),
@@ -64,16 +66,69 @@ TABLES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("role_allowances", ("guild_id", "role_id", "per_user")),
     ("api_calls", ("request_id", "guild_id", "day", "reserved_at", "made_at")),
     ("budget_notices", ("day", "sent_at")),
+    (
+        "remix_events",
+        (
+            "id",
+            "guild_id",
+            "channel_id",
+            "organiser_id",
+            "title",
+            "source_name",
+            "source_key",
+            "source_channel_id",
+            "source_message_id",
+            "source_attachment_id",
+            "modes",
+            "submissions",
+            "budget",
+            "prefetch",
+            "created_at",
+            "ends_at",
+            "ended_at",
+            "ended_by",
+            "card_channel_id",
+            "card_message_id",
+            "pinned",
+            "scheduled_event_id",
+            "poll_message_id",
+            "poll_submission_ids",
+        ),
+    ),
+    ("remix_event_takes", ("event_id", "mode", "user_id", "status", "taken_at", "answered_at")),
+    (
+        "remix_event_submissions",
+        (
+            "id",
+            "event_id",
+            "user_id",
+            "title",
+            "filename",
+            "message_id",
+            "submitted_at",
+            "replaced_at",
+            "removed_at",
+            "removed_by",
+        ),
+    ),
 )
+# After the copy, each id goes on after the rows copied; a remix event's next call is numbered
+# below every interaction id copied (they count down from -1).
+_SEQUENCES_AFTER_COPY = """
+SELECT setval(pg_get_serial_sequence('requests', 'id'),
+              (SELECT coalesce(max(id), 0) + 1 FROM requests), false),
+       setval(pg_get_serial_sequence('remix_events', 'id'),
+              (SELECT coalesce(max(id), 0) + 1 FROM remix_events), false),
+       setval(pg_get_serial_sequence('remix_event_submissions', 'id'),
+              (SELECT coalesce(max(id), 0) + 1 FROM remix_event_submissions), false),
+       setval('remix_event_interactions',
+              (SELECT least(coalesce(min(interaction_id), 0), 0) - 1 FROM requests), false)
+"""
 _PAGE_ROWS = 5000
 
 
 class TargetNotEmptyError(StoreUnavailableError):
     """The PostgreSQL ledger already holds requests: a copy never merges two ledgers."""
-
-
-class RemixEventsNotCopiedError(StoreUnavailableError):
-    """The SQLite ledger holds remix events, which the PostgreSQL store does not keep yet."""
 
 
 def copy_ledger(source: Path, url: str) -> dict[str, int]:
@@ -82,7 +137,6 @@ def copy_ledger(source: Path, url: str) -> dict[str, int]:
     Synchronous, like the command that runs it."""
     reader = sqlite3.connect(f"{source.resolve().as_uri()}?mode=ro", uri=True)
     try:
-        _refuse_remix_events(reader)
         return asyncio.run(_copy_all(reader, url))
     finally:
         reader.close()
@@ -98,20 +152,8 @@ async def _copy_all(reader: sqlite3.Connection, url: str) -> dict[str, int]:
         async with target.transaction():
             await _refuse_a_used_ledger(target, url)
             copied = {name: await _copy(reader, target, name, columns) for name, columns in TABLES}
-            await target.execute(
-                "SELECT setval(pg_get_serial_sequence('requests', 'id'), "
-                "coalesce(max(id), 0) + 1, false) FROM requests"
-            )
+            await target.execute(_SEQUENCES_AFTER_COPY)
     return copied
-
-
-def _refuse_remix_events(reader: sqlite3.Connection) -> None:
-    (events,) = reader.execute("SELECT count(*) FROM remix_events").fetchone()
-    if events:
-        raise RemixEventsNotCopiedError(
-            f"the SQLite ledger holds {events} remix event(s), which the PostgreSQL store does "
-            "not keep yet; nothing was copied"
-        )
 
 
 async def _refuse_a_used_ledger(target: psycopg.AsyncConnection[Any], url: str) -> None:

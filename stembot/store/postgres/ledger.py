@@ -22,12 +22,18 @@ from typing import Any
 import psycopg
 
 from stembot import quota_rules
-from stembot.errors import CallInFlightError, DuplicateRequestError
+from stembot.errors import (
+    CallInFlightError,
+    DuplicateRequestError,
+    RemixEventAlreadyPaidError,
+    RemixEventBudgetSpentError,
+    RemixEventNotFoundError,
+)
 from stembot.models import Mode, NewRequest, Recovery, Request, RequestStatus, Separation
 from stembot.quota_rules import enforce
 from stembot.store import rows
 from stembot.store.ledger import RecentInteractions
-from stembot.store.postgres import recovery
+from stembot.store.postgres import recovery, remix_events
 from stembot.store.postgres.connection import BUDGET_LOCK, Conn, Database, lock, lock_guild
 from stembot.store.postgres.quotas import PostgresQuotas
 from stembot.windows import day_window, iso_seconds, stamp, utc
@@ -44,9 +50,11 @@ _INTERACTION_ONCE = "requests_interaction_once"
 _INSERT_REQUEST = """
 WITH r AS (
   INSERT INTO requests (guild_id, channel_id, user_id, interaction_id, mode, source_name,
-                        source_key, cost, status, created_at, finished_at, pays_call)
+                        source_key, cost, status, created_at, finished_at, pays_call,
+                        member_pays, remix_event_id)
   VALUES (%(guild)s, %(channel)s, %(user)s, %(interaction)s, %(mode)s, %(name)s, %(key)s,
-          %(cost)s, %(status)s, %(created)s, %(finished)s, %(paid)s)
+          %(cost)s, %(status)s, %(created)s, %(finished)s, %(paid)s,
+          %(event)s::bigint IS NULL, %(event)s)
   RETURNING id
 ), call AS (
   INSERT INTO api_calls (request_id, guild_id, day, reserved_at)
@@ -55,7 +63,7 @@ WITH r AS (
 SELECT id FROM r
 """
 _ACTIVE = (
-    "SELECT id, cost, guild_id, user_id FROM requests "
+    "SELECT id, cost, guild_id, user_id, remix_event_id FROM requests "
     "WHERE id = ANY(%s) AND status IN ('queued', 'running')"
 )
 _SELECT_REQUEST = rows.SELECT_REQUEST.replace("?", "%s").encode()
@@ -126,11 +134,64 @@ class PostgresLedger:
         except psycopg.errors.UniqueViolation as error:
             raise _refusal(error) from error
 
+    async def reserve_for_event(
+        self,
+        event_id: int,
+        mode: Mode,
+        source_name: str,
+        source_key: str,
+        now: datetime,
+        *,
+        joined: bool = False,
+        running: bool = False,
+    ) -> Request:
+        """Record a remix event's call of ``mode``, charged to the server alone, under the
+        guild's lock (see ``Ledger.reserve_for_event``): the server's limits, the bot-wide
+        budget and the event's own budget, never a member's allowance; its paid call is the
+        source and mode's one call in flight (CallInFlightError), as a member's is."""
+        cost = 0 if joined else self._quotas.policy.cost_of(mode)
+        budget = None if joined else self._quotas.policy.api_daily_budget
+        status = RequestStatus.RUNNING if running else RequestStatus.QUEUED
+        utc(now)
+
+        async def work(conn: Conn) -> Request:
+            cursor = await conn.execute(
+                "SELECT guild_id, channel_id, organiser_id, budget FROM remix_events WHERE id = %s",
+                (event_id,),
+            )
+            event = await cursor.fetchone()
+            if event is None:
+                raise RemixEventNotFoundError()
+            guild_id, channel_id, organiser_id, event_budget = event
+            await lock_guild(conn, guild_id)
+            if budget is not None:
+                await lock(conn, BUDGET_LOCK)
+            seen = await self._quotas.snapshot(
+                conn, guild_id, None, None, now, count_calls=budget is not None
+            )
+            quota_rules.enforce_server(seen.snapshot, cost, now)
+            if budget is not None:
+                quota_rules.enforce_budget(budget, seen.calls_today or 0, now)
+            if not joined:
+                await _enforce_event_budget(conn, event_id, mode, event_budget, cost)
+            cursor = await conn.execute("SELECT nextval('remix_event_interactions')")
+            interaction = await cursor.fetchone()
+            assert interaction is not None
+            organiser = (guild_id, channel_id, organiser_id, interaction[0])
+            asked = NewRequest(*organiser, mode, "", source_name, source_key)
+            return await _insert(conn, asked, cost, status, now, paid=not joined, event=event_id)
+
+        try:
+            return await self._db.write(work)
+        except psycopg.errors.UniqueViolation as error:
+            raise _refusal(error) from error
+
     async def hand_over_charge(
         self, payer_id: int, heirs: Sequence[tuple[int, Sequence[int]]], now: datetime
     ) -> tuple[int, bool] | None:
         """The payer of a shared call cancels: refund it and pass its charge on, in one
-        transaction under the guild's lock (see ``Ledger.hand_over_charge``)."""
+        transaction under the guild's lock (see ``Ledger.hand_over_charge``); a remix event's
+        row is never charged to a member (its organiser did not ask)."""
         roles = dict(heirs)
 
         async def work(conn: Conn) -> tuple[int, bool] | None:
@@ -145,14 +206,16 @@ class PostgresLedger:
             cost = payer[0][1]
             found = {row[0]: row for row in await _active(conn, list(roles))}
             candidates = [
-                (heir_id, found[heir_id][3])
+                (heir_id, found[heir_id][3], found[heir_id][4] is not None)
                 for heir_id in roles
                 if heir_id in found and found[heir_id][2] == guild_id
             ]
             if not candidates:
                 return None
             chosen, member_pays = candidates[0][0], False
-            for heir_id, user_id in candidates:
+            for heir_id, user_id, for_event in candidates:
+                if for_event:
+                    continue
                 seen = await self._quotas.snapshot(
                     conn, guild_id, user_id, None, now, roles[heir_id]
                 )
@@ -353,9 +416,30 @@ class PostgresLedger:
         return await self._db.write(work, atomic=False)
 
 
+async def _enforce_event_budget(
+    conn: Conn, event_id: int, mode: Mode, budget: int | None, cost: int
+) -> None:
+    cursor = await conn.execute(remix_events.PAID_FOR_MODE, (event_id, mode.value))
+    if await cursor.fetchone() is not None:
+        raise RemixEventAlreadyPaidError()
+    cursor = await conn.execute(remix_events.SPEND, (event_id,))
+    row = await cursor.fetchone()
+    assert row is not None
+    if budget is not None and row[1] + cost > budget:
+        raise RemixEventBudgetSpentError(budget, row[1], cost, mode.label)
+
+
 async def _insert(
-    conn: Conn, asked: NewRequest, cost: int, status: RequestStatus, now: datetime, *, paid: bool
+    conn: Conn,
+    asked: NewRequest,
+    cost: int,
+    status: RequestStatus,
+    now: datetime,
+    *,
+    paid: bool,
+    event: int | None = None,
 ) -> Request:
+    """A new row (a paid one with its API call); a remix ``event``'s is the server's alone."""
     created = utc(now)
     finished = None if status.is_active else created
     cursor = await conn.execute(
@@ -373,6 +457,7 @@ async def _insert(
             "created": created,
             "finished": finished,
             "paid": paid,
+            "event": event,
             "day": created.date(),
         },
     )

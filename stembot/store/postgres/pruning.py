@@ -46,6 +46,26 @@ _OLD_BOOKKEEPING = (
       RETURNING 1)
     SELECT count(*) FROM gone
     """,
+    # Remix events ended before the cutoff: their takes and submissions first.
+    """
+    WITH gone AS (DELETE FROM remix_event_takes WHERE (event_id, mode, user_id) IN (
+      SELECT event_id, mode, user_id FROM remix_event_takes WHERE event_id IN (
+        SELECT id FROM remix_events WHERE ended_at < %(cutoff)s)
+      LIMIT %(batch)s) RETURNING 1)
+    SELECT count(*) FROM gone
+    """,
+    """
+    WITH gone AS (DELETE FROM remix_event_submissions WHERE id IN (
+      SELECT id FROM remix_event_submissions WHERE event_id IN (
+        SELECT id FROM remix_events WHERE ended_at < %(cutoff)s)
+      LIMIT %(batch)s) RETURNING 1)
+    SELECT count(*) FROM gone
+    """,
+    """
+    WITH gone AS (DELETE FROM remix_events WHERE id IN (
+      SELECT id FROM remix_events WHERE ended_at < %(cutoff)s LIMIT %(batch)s) RETURNING 1)
+    SELECT count(*) FROM gone
+    """,
 )
 
 

@@ -22,7 +22,8 @@ from stembot.windows import day_window, month_window, utc
 # Everything a reservation checks, in one statement (so one snapshot): whether the
 # interaction is already in the ledger, the guild's overrides, the units used in each window
 # (one scan of the month gives the day too), the member's units and active requests, the
-# highest allowance among their roles, and (when asked) the paid calls of the day.
+# highest allowance among their roles, and (when asked) the paid calls of the day. A member's
+# own figures leave out what the server alone carries and a remix event's calls.
 _SNAPSHOT = """
 SELECT
   EXISTS (SELECT 1 FROM requests WHERE interaction_id = %(interaction)s),
@@ -33,7 +34,8 @@ SELECT
       AND created_at >= %(day)s AND created_at < %(day_end)s
       AND cost > 0 AND status IN ('queued', 'running', 'succeeded') AND member_pays),
   (SELECT count(*) FROM requests
-    WHERE guild_id = %(guild)s AND user_id = %(user)s AND status IN ('queued', 'running')),
+    WHERE guild_id = %(guild)s AND user_id = %(user)s AND status IN ('queued', 'running')
+      AND remix_event_id IS NULL),
   (SELECT max(per_user) FROM role_allowances
     WHERE guild_id = %(guild)s AND role_id = ANY(%(roles)s::bigint[])),
   CASE WHEN %(count_calls)s THEN (SELECT count(*) FROM api_calls WHERE day = %(today)s) END

@@ -25,11 +25,13 @@ _INTERRUPT = (
     "UPDATE requests SET status = 'interrupted', finished_at = %s, error = %s "
     "WHERE status IN ('queued', 'running')"
 )
+# A remix event's call is answered to its members' takes, never to its row.
 _SELECT_UNDELIVERED = (
     f"SELECT {rows.Q_REQUEST_COLUMNS}, r.stems, r.issued_at "  # noqa: S608 (constant)
     "FROM requests AS q LEFT JOIN results AS r "
     "ON r.source_key = q.source_key AND r.mode = q.mode "
-    "WHERE q.status = 'succeeded' AND q.delivered_at IS NULL ORDER BY q.id"
+    "WHERE q.status = 'succeeded' AND q.delivered_at IS NULL AND q.remix_event_id IS NULL "
+    "ORDER BY q.id"
 ).encode()
 _LOST = (
     "UPDATE requests SET status = 'interrupted', finished_at = %s, error = %s WHERE id = ANY(%s)"

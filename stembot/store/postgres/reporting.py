@@ -28,7 +28,7 @@ _SELECT_EXPORT = """
 SELECT id, to_char(created_at, 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
        to_char(finished_at, 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'), guild_id, channel_id, user_id,
        interaction_id, mode, source_name, source_key, cost, status, error, request_count,
-       member_pays, NULL::bigint AS remix_event_id  -- remix events are not on PostgreSQL yet
+       member_pays, remix_event_id
 FROM requests
 WHERE guild_id = %s AND created_at >= %s AND created_at < %s
 ORDER BY created_at, id
@@ -40,6 +40,7 @@ SELECT user_id, sum(request_count),
     WHERE status IN ('queued', 'running', 'succeeded') AND member_pays), 0),
   count(*) FILTER (WHERE status IN ('failed', 'cancelled', 'interrupted'))
 FROM requests WHERE guild_id = %s AND created_at >= %s AND created_at < %s
+  AND remix_event_id IS NULL
 GROUP BY 1 ORDER BY 1
 """
 _BY_MODE = """
@@ -47,6 +48,16 @@ SELECT mode, sum(request_count),
   coalesce(sum(cost) FILTER (WHERE status IN ('queued', 'running', 'succeeded')), 0),
   count(*) FILTER (WHERE status IN ('failed', 'cancelled', 'interrupted'))
 FROM requests WHERE guild_id = %s AND created_at >= %s AND created_at < %s
+GROUP BY 1 ORDER BY 1
+"""
+# The remix events' calls, apart: charged to the server, never to the organiser's own figures.
+_BY_EVENT = """
+SELECT q.remix_event_id, coalesce(min(e.title), ''), sum(q.request_count),
+  coalesce(sum(q.cost) FILTER (WHERE q.status IN ('queued', 'running', 'succeeded')), 0),
+  count(*) FILTER (WHERE q.status IN ('failed', 'cancelled', 'interrupted'))
+FROM requests AS q LEFT JOIN remix_events AS e ON e.id = q.remix_event_id
+WHERE q.guild_id = %s AND q.created_at >= %s AND q.created_at < %s
+  AND q.remix_event_id IS NOT NULL
 GROUP BY 1 ORDER BY 1
 """
 _BY_DAY = """
@@ -68,17 +79,20 @@ class PostgresReports:
     async def usage_report(
         self, guild_id: int, since: datetime, until: datetime, *, top: int = 10
     ) -> UsageReport:
-        """Requests made in ``[since, until)``: totals, by user, by mode, by UTC day."""
+        """Requests made in ``[since, until)``: totals, by user, by mode, by UTC day, and the
+        remix events' calls apart from members' (a member's figures never hold them)."""
         window = (guild_id, utc(since), utc(until))
 
-        def read(cursor: psycopg.Cursor[Any]) -> tuple[list[Any], list[Any], list[Any]]:
-            grouped = []
-            for sql in (_BY_USER, _BY_MODE, _BY_DAY):
-                grouped.append(cursor.execute(sql, window).fetchall())
-            return grouped[0], grouped[1], grouped[2]
+        def read(cursor: psycopg.Cursor[Any]) -> list[list[Any]]:
+            return [
+                cursor.execute(sql, window).fetchall()
+                for sql in (_BY_USER, _BY_MODE, _BY_DAY, _BY_EVENT)
+            ]
 
-        grouped = await self._in_thread(read)
-        return reports.usage_report(guild_id, since, until, grouped, top=top)
+        users, modes, days, events = await self._in_thread(read)
+        return reports.usage_report(
+            guild_id, since, until, (users, modes, days), top=top, events=events
+        )
 
     async def spend_by_day(self, since: datetime, until: datetime) -> list[DailySpend]:
         """Paid API calls and units charged per UTC day and server in ``[since, until)``."""
