@@ -11,7 +11,7 @@ import aiohttp
 import discord
 import pytest
 
-from tests.act_bot import Probe, act_bot, files, run
+from tests.act_bot import Probe, act_bot, eventually, files, run
 from tests.act_fixtures import bot_fixture, emulator_fixture, guild_fixture, probe_fixture  # noqa: F401
 from tests.discord_clients import emulated_discord
 from tests.standins.discord import (
@@ -109,6 +109,7 @@ async def test_a_modal_cannot_answer_a_modal_submit(emulator, bot, probe, guild)
     (call,) = submitted.calls
     assert (call.status, call.code) == (400, 50035)
     assert not submitted.acknowledged
+    await eventually(lambda: probe.errors)  # the bot learns of the refusal after the emulator
     (error,) = probe.errors
     assert isinstance(error, discord.HTTPException) and error.code == 50035
 
@@ -166,6 +167,7 @@ async def test_a_modal_from_a_command_cannot_update_a_message(emulator, bot, pro
     opened = await run(emulator, probe, guild, show)
     submitted = await emulator.submit_modal(opened, {"name": "x"})
     await submitted.wait_until(lambda r: bool(r.calls), 5)
+    await eventually(lambda: probe.errors)
     (error,) = probe.errors
     assert isinstance(error, discord.HTTPException)
     assert (error.status, error.code) == (400, 50035)
