@@ -12,6 +12,7 @@ import pytest
 from stembot.config import QuotaPolicy
 from stembot.models import RequestStatus
 from stembot.store import Store
+from tests.e2e.ledgers import BotLedger
 from tests.e2e.stack import (
     API_KEY,
     WAV,
@@ -43,13 +44,16 @@ def request_status(ledger: Store, request_id: int) -> RequestStatus | None:
     return None if request is None else request.status
 
 
-async def test_sigkill_mid_request_is_reported_and_refunded_after_restart(tmp_path: Path) -> None:
-    """A bot killed while the API works is told of on restart: notice in channel, one refund."""
-    db = tmp_path / "stembot.db"
+async def test_sigkill_mid_request_is_reported_and_refunded_after_restart(
+    tmp_path: Path, bot_ledger: BotLedger
+) -> None:
+    """A bot killed while the API works is told of on restart: notice in channel, one refund;
+    on either store (the SQLite file, or PostgreSQL, whose lock the killed bot's session let
+    go of)."""
     async with DiscordEmulator() as discord, SoundverseStandin(api_key=API_KEY, latency=60) as api:
         guild = await discord.add_guild()
         member = discord.add_member(guild, "alice")
-        env = stack_env(discord, api, db)
+        env = {**stack_env(discord, api, bot_ledger.db_path), **bot_ledger.env}
         first = BotProcess(env, tmp_path / "bot.log")
         await first.start()
         try:
@@ -80,12 +84,12 @@ async def test_sigkill_mid_request_is_reported_and_refunded_after_restart(tmp_pa
         assert notice.content == f"<@{member.id}>"
         assert "not charged" in str(notice.embeds[0]).lower()
         assert len(api.requests) == 1  # nothing re-run behind the user's back
-    store = Store.open(db, QuotaPolicy())
-    request = store.ledger.get_request(1)
-    assert request is not None and request.status is RequestStatus.INTERRUPTED
-    assert store.quotas.quota_status(guild.id, member.id, datetime.now(UTC)).guild_daily.used == 0
-    assert store.ledger.recover(datetime.now(UTC)).interrupted == []
-    store.close()
+    async with bot_ledger.reading() as store:
+        request = await store.ledger.get_request(1)
+        assert request is not None and request.status is RequestStatus.INTERRUPTED
+        status = await store.quotas.quota_status(guild.id, member.id, datetime.now(UTC))
+        assert status.guild_daily.used == 0
+        assert (await store.ledger.recover(datetime.now(UTC))).interrupted == []
 
 
 async def test_sigterm_interrupts_queued_requests_and_exits_cleanly(tmp_path: Path) -> None:

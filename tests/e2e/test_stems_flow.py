@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from stembot.models import RequestStatus
+from tests.e2e.ledgers import BotLedger
 from tests.e2e.stack import Stack, channel_posts, description, eventually, running_stack
 from tests.standins.discord import EPHEMERAL
 from tests.standins.soundverse import Reply
@@ -17,8 +18,12 @@ async def test_commands_are_registered_at_start(stack: Stack) -> None:
     assert sorted(o["name"] for o in stems["options"]) == ["all", "instruments", "quota", "vocals"]
 
 
-async def test_vocals_from_an_attachment_delivers_the_stem(stack: Stack) -> None:
-    """An audio attachment gets a deferral, then an embed linking the vocals stem."""
+async def test_vocals_from_an_attachment_delivers_the_stem(
+    stack_on_each_store: Stack, bot_ledger: BotLedger
+) -> None:
+    """An audio attachment gets a deferral, then an embed linking the vocals stem; the ledger
+    (the SQLite file or PostgreSQL) holds the request, settled and charged."""
+    stack = stack_on_each_store
     interaction = await stack.stems("vocals")
     final = await stack.answer(interaction)
     assert final is not None
@@ -30,6 +35,11 @@ async def test_vocals_from_an_attachment_delivers_the_stem(stack: Stack) -> None
     assert [b["label"] for b in buttons] == ["Vocals"]
     assert buttons[0]["url"].startswith(stack.api.base_url)
     assert embed["footer"]["text"].startswith("Request 1 · ")  # what a moderator refunds by
+    async with bot_ledger.reading() as ledger:
+        request = await ledger.ledger.get_request(1)
+        assert request is not None and request.status is RequestStatus.SUCCEEDED
+        status = await ledger.quotas.quota_status(stack.guild.id, stack.member.id, _now())
+        assert status.guild_daily.used == 1
 
 
 async def test_the_api_gets_the_attachment_url_exactly_as_discord_gave_it(stack: Stack) -> None:
@@ -89,17 +99,21 @@ async def test_a_link_that_is_not_audio_is_refused_after_the_probe(stack: Stack)
     assert stack.api_calls() == 0
 
 
-async def test_an_api_rejection_is_shown_verbatim_and_refunded(stack: Stack) -> None:
+async def test_an_api_rejection_is_shown_verbatim_and_refunded(
+    stack_on_each_store: Stack, bot_ledger: BotLedger
+) -> None:
     """The NSFW message reaches the user word for word, and the unit comes back."""
+    stack = stack_on_each_store
     stack.api.fail_next(Reply.nsfw())
     interaction = await stack.stems("vocals")
     final = await stack.answer(interaction)
     assert final is not None
     assert "NSFW words detected" in description(final)
-    ledger = stack.ledger()
-    assert ledger.quotas.quota_status(stack.guild.id, stack.member.id, _now()).guild_daily.used == 0
-    request = ledger.ledger.get_request(1)
-    assert request is not None and request.status is RequestStatus.FAILED
+    async with bot_ledger.reading() as ledger:
+        status = await ledger.quotas.quota_status(stack.guild.id, stack.member.id, _now())
+        assert status.guild_daily.used == 0
+        request = await ledger.ledger.get_request(1)
+        assert request is not None and request.status is RequestStatus.FAILED
 
 
 async def test_quota_exhausted_is_refused_with_the_reset_time(tmp_path: Path) -> None:
