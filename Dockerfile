@@ -5,7 +5,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    STEMBOT_DB_PATH=/data/stembot.db
+    STEMBOT_DB_PATH=/data/stembot.db \
+    STEMBOT_HTTP_PORT=8080
 
 RUN useradd --create-home --uid 10001 stembot \
     && mkdir /data && chown stembot:stembot /data
@@ -25,10 +26,12 @@ RUN /app/.venv/bin/pip install --no-deps -c constraints.txt .
 
 USER stembot
 VOLUME ["/data"]
-# Until stembot serves a health endpoint: healthy while the bot process (PID 1) is running,
-# not a zombie and not stopped.
-HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
-    CMD ["/app/.venv/bin/python", "-c", "import sys; argv = open('/proc/1/cmdline', 'rb').read().split(b'\\0'); state = open('/proc/1/stat', 'rb').read().rsplit(b')', 1)[1].split()[0]; sys.exit(0 if any(a.endswith(b'/stembot') for a in argv) and b'run' in argv and state not in b'ZTt' else 1)"]
+# /healthz on STEMBOT_HTTP_PORT (on 127.0.0.1 inside the container unless STEMBOT_HTTP_HOST
+# says otherwise): healthy while every shard is connected and the database answers. With
+# STEMBOT_HTTP_PORT emptied, `stembot healthcheck` checks only that the bot process (PID 1) runs.
+# The start period covers the shards' IDENTIFYs, 5 s apart per bucket.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
+    CMD ["/app/.venv/bin/stembot", "healthcheck"]
 # stembot stops taking requests and closes the database cleanly on SIGTERM (docker stop).
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/app/.venv/bin/stembot"]

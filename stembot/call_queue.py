@@ -20,6 +20,7 @@ from stembot.errors import (
 from stembot.flights import Flight, FlightBoard, HeldRequest, Replies, tell
 from stembot.ledger_writes import LedgerWrites
 from stembot.models import Mode, QuotaStatus, Request, RequestStatus, Separation
+from stembot.request_observer import Outcome, RequestObserver, Unobserved
 from stembot.scheduling import FairQueue
 from stembot.store.interface import LedgerStore
 
@@ -45,6 +46,7 @@ class CallQueue:
         *,
         max_running: int,
         clock: Callable[[], datetime],
+        observer: RequestObserver | None = None,
     ) -> None:
         self._store = store
         self._separator = separator
@@ -53,6 +55,7 @@ class CallQueue:
         self._replies = replies
         self._max_running = max_running
         self._clock = clock
+        self._observer = observer or Unobserved()
         self._waiting: FairQueue[Flight] = FairQueue()
         self._running: set[Flight] = set()
 
@@ -68,6 +71,16 @@ class CallQueue:
     def position(self, flight: Flight) -> int | None:
         """1-based place in the queue, or None once the flight has started."""
         return self._waiting.position(flight.id)
+
+    @property
+    def waiting(self) -> int:
+        """Calls queued for the API."""
+        return len(self._waiting)
+
+    @property
+    def running(self) -> int:
+        """Calls at the API now."""
+        return len(self._running)
 
     async def shutdown(self, grace_s: float) -> None:
         """Interrupt (and refund) the waiting flights; give the running ones ``grace_s``."""
@@ -142,6 +155,8 @@ class CallQueue:
         held = await self._close_out(
             flight, lambda ids: self._store.ledger.settle_joined(ids, now), after_payer=True
         )
+        for h in held:
+            self._observer.request_ended(h.request, Outcome.SUCCEEDED)
         log.info(
             "request %s succeeded: %d stems for %d request(s)",
             payer.request.id,
@@ -165,6 +180,9 @@ class CallQueue:
             flight, lambda ids: self._store.ledger.refund_all(ids, status, error.user_message, now)
         )
         request_id = flight.payer.request.id if flight.held else None
+        outcome = Outcome.INTERRUPTED if status is RequestStatus.INTERRUPTED else Outcome.FAILED
+        for h in held:
+            self._observer.request_ended(h.request, outcome)
         if isinstance(error, SoundverseAuthError):
             log.error(
                 "request %s: the Soundverse API refused the API key; check SOUNDVERSE_API_KEY",

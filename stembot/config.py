@@ -143,6 +143,20 @@ def _shard_ids(text: str) -> tuple[int, ...]:
     return tuple(sorted(ids))
 
 
+def _port(text: str) -> int:
+    number = int(text)
+    if not 1 <= number <= 65_535:
+        raise ValueError(text)
+    return number
+
+
+def _http_host(text: str) -> str:
+    """An address or host name to listen on; no scheme, port or spaces."""
+    if not text or any(c.isspace() or c in "/[]" for c in text):
+        raise ValueError(text)
+    return text
+
+
 def _url(schemes: tuple[str, ...], expected: str) -> Kind[str]:
     def parse(text: str) -> str:
         parts = urlsplit(text)
@@ -227,6 +241,7 @@ _QUOTAS = "Quotas (units; moderators can override per server)"
 _CAPS = "The operator's caps (empty = none)"
 _STORAGE = "Storage and logs"
 _AUDIO = "Audio (playable stems, mixes, the picture)"
+_OPERATIONS = "Operations (metrics and health over HTTP)"
 
 
 def _cost(mode: Mode) -> Setting:
@@ -422,6 +437,17 @@ class Settings:
     log_level: str = _setting(
         "STEMBOT_LOG_LEVEL", "INFO", Kind(_log_level, "one of " + ", ".join(_LOG_LEVELS)),
         _STORAGE, ", ".join(_LOG_LEVELS[:-1]) + f" or {_LOG_LEVELS[-1]}.",
+    )
+    http_port: int | None = _setting(
+        "STEMBOT_HTTP_PORT", None, Kind(_port, "a TCP port number from 1 to 65535"), _OPERATIONS,
+        "Serve /metrics (Prometheus) and /healthz (200 or 503) on this port; empty = no HTTP "
+        "server. The Docker image sets 8080 for its health check.",
+    )
+    http_host: str = _setting(
+        "STEMBOT_HTTP_HOST", "127.0.0.1", Kind(_http_host, "an address or host name to listen on"),
+        _OPERATIONS,
+        "The address /metrics and /healthz listen on: 127.0.0.1 keeps them on this machine "
+        "(or container); 0.0.0.0 lets a Prometheus elsewhere scrape them.",
     )
 
     @property

@@ -150,6 +150,17 @@ class DatabaseLockError(StembotError):
     """The lock file beside the database cannot be created or locked."""
 
 
+class HttpPortError(StembotError):
+    """/metrics and /healthz cannot listen where STEMBOT_HTTP_HOST and STEMBOT_HTTP_PORT say."""
+
+    def __init__(self, host: str, port: int, why: str) -> None:
+        super().__init__(
+            f"cannot serve /metrics and /healthz on {host}:{port} ({why}); set "
+            "STEMBOT_HTTP_PORT to a free port (or STEMBOT_HTTP_HOST to an address of this "
+            "machine), or leave STEMBOT_HTTP_PORT empty for no HTTP server"
+        )
+
+
 class SoundverseError(StembotError):
     """Root of errors from the Soundverse API."""
 

@@ -53,6 +53,10 @@ class FairQueue(Generic[ItemT]):
         lane.items.append((item_id, item))
         self._lane_of[item_id] = lane_key
 
+    def __len__(self) -> int:
+        """Items waiting, in every lane."""
+        return len(self._lane_of)
+
     def pop(self) -> ItemT | None:
         """The next item in turn, or None when empty."""
         if not self._lanes:

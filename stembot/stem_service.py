@@ -12,7 +12,7 @@ import contextlib
 import dataclasses
 import itertools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -25,6 +25,7 @@ from stembot.errors import (
     QuotaLimitReached,
     RequestEndedError,
     ShuttingDownError,
+    StembotError,
     StoreBusyError,
 )
 from stembot.flights import Flight, FlightBoard, HeldRequest, Replies, RequestListener
@@ -40,6 +41,7 @@ from stembot.models import (
     Separation,
 )
 from stembot.probe_slots import ProbeSlots
+from stembot.request_observer import Outcome, RequestObserver, Unobserved
 from stembot.source_urls import source_key_for_attachment, source_key_for_url
 from stembot.sources import check_attachment
 from stembot.store.interface import LedgerStore
@@ -113,8 +115,10 @@ class StemService:
         result_ttl_s: float,
         probes_per_member: int = 2,
         clock: Clock = utc_now,
+        observer: RequestObserver | None = None,
     ) -> None:
         self._store = store
+        self._observer = observer or Unobserved()
         self._prober = prober
         self._probe_slots = ProbeSlots(probes_per_member)
         self._max_input_bytes = max_input_bytes
@@ -133,6 +137,7 @@ class StemService:
             self._replies,
             max_running=max_concurrent_calls,
             clock=clock,
+            observer=self._observer,
         )
         self._charge_hooks: list[ChargeHook] = []
         self._accepting = True
@@ -157,6 +162,21 @@ class StemService:
         flight = self._board.of_request(request_id)
         return None if flight is None else self._calls.position(flight)
 
+    @property
+    def calls_waiting(self) -> int:
+        """API calls queued in this process."""
+        return self._calls.waiting
+
+    @property
+    def calls_running(self) -> int:
+        """API calls this process has at the API now."""
+        return self._calls.running
+
+    @property
+    def accepting(self) -> bool:
+        """Taking new requests: false once shutting down."""
+        return self._accepting
+
     # --- checking the input (spends nothing) ---------------------------------------------
 
     def check_attachment(self, attachment: AttachmentInput) -> CheckedSource:
@@ -178,6 +198,10 @@ class StemService:
         the key is the URL's as given (a link that redirects elsewhere is checked in full by
         ``submit``).
         """
+        with self._refusals_counted(requester.guild_id):
+            await self._precheck(requester, mode, url)
+
+    async def _precheck(self, requester: Requester, mode: Mode, url: str) -> None:
         self._refuse_if_closed()
         now = self._clock()
         key = source_key_for_url(url)
@@ -198,7 +222,7 @@ class StemService:
         Each probe takes one of the requester's own slots (see ProbeSlots): TooManyLinksError
         when they already have ``probes_per_member`` links being checked.
         """
-        with self._probe_slots.take(requester.user_id):
+        with self._refusals_counted(requester.guild_id), self._probe_slots.take(requester.user_id):
             probed = await self._prober.probe(url)
         return CheckedSource(probed.url, probed.filename, source_key_for_url(probed.url))
 
@@ -212,6 +236,12 @@ class StemService:
         Raises QuotaExceededError, DuplicateRequestError, ShuttingDownError, StoreBusyError.
         A request that comes back already succeeded was answered from the store at no cost.
         """
+        with self._refusals_counted(requester.guild_id):
+            return await self._submit(requester, mode, source, listener)
+
+    async def _submit(
+        self, requester: Requester, mode: Mode, source: CheckedSource, listener: RequestListener
+    ) -> Request:
         self._refuse_if_closed()
         await self._writes.retry()
         asked = _asked(requester, mode, source)
@@ -304,6 +334,7 @@ class StemService:
     ) -> Request:
         request = await self._store.ledger.record_free(asked, stored, now)
         log.info("request %s answered from a stored result at no cost", request.id)
+        self._observer.request_ended(request, Outcome.REUSED)
         quota = await quota_after(self._store, request, asked.role_ids, now)
         self._replies.soon(listener.on_succeeded(request, stored, quota), request.id)
         return request
@@ -364,6 +395,7 @@ class StemService:
         )
         await asyncio.wait([refund], timeout=_CANCEL_WAIT_S)
         log.info("request %s cancelled by its requester and refunded", request_id)
+        self._observer.request_ended(held.request, Outcome.CANCELLED)
         self._replies.soon(held.listener.on_cancelled(held.request), request_id)
         return held.request
 
@@ -400,6 +432,19 @@ class StemService:
 
     # --- the ledger underneath ----------------------------------------------------------
 
+    def refused(self, guild_id: int, refusal: StembotError) -> None:
+        """A member's request that the Discord layer refused before it reached the service
+        (an input that fails the instant checks): counted with the service's own refusals."""
+        self._observer.request_refused(guild_id, refusal)
+
+    @contextlib.contextmanager
+    def _refusals_counted(self, guild_id: int) -> Iterator[None]:
+        try:
+            yield
+        except StembotError as refusal:
+            self._observer.request_refused(guild_id, refusal)
+            raise
+
     def _refuse_if_closed(self) -> None:
         if not self._accepting:
             raise ShuttingDownError()
@@ -428,6 +473,7 @@ class StemService:
     def record_delivery(self, request_id: int, via: str) -> None:
         """The answer of a succeeded request reached Discord ``via`` a route (or "nowhere")."""
         self._writes.record_delivery(request_id, via)
+        self._observer.result_delivered(via)
 
     async def check_ledger(self) -> None:
         """Run now and then: notice a lost database file; retry writes that failed."""
@@ -449,6 +495,7 @@ class StemService:
         recovery = await self._store.ledger.recover(self._clock())
         for request in recovery.interrupted:
             log.info("request %s was interrupted by a restart and refunded", request.id)
+            self._observer.request_ended(request, Outcome.INTERRUPTED)
         for request, _ in recovery.undelivered:
             log.info("request %s succeeded before a restart; delivering its result now", request.id)
         return recovery

@@ -71,3 +71,20 @@ def empty_tables(url: str) -> None:
                 sql.SQL(", ").join(map(sql.Identifier, TABLES))
             )
         )
+
+
+def let_in(url: str, allowed: bool) -> None:
+    """The database of ``url`` lets connections in, or refuses them and ends the open ones
+    (as a server going away does to its clients); asked of the server ``admin_url()`` names."""
+    name = urlsplit(url).path.lstrip("/")
+    with psycopg.connect(admin_url(), autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS {}").format(
+                sql.Identifier(name), sql.Literal(allowed)
+            )
+        )
+        if not allowed:
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                (name,),
+            )

@@ -8,13 +8,15 @@ import json
 import re
 import shlex
 import subprocess
-import sys
 import tomllib
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import pytest
 
+from stembot.cli import healthcheck
 from stembot.config import load_settings, setting_names
+from tests import compose_file
 
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text()
@@ -139,13 +141,18 @@ def test_the_bot_runs_as_an_unprivileged_user() -> None:
     assert last_user < entry
 
 
-def _healthcheck_program() -> str:
+def test_the_image_health_check_asks_the_bot_through_stembot_healthcheck() -> None:
+    """The image's HEALTHCHECK runs `stembot healthcheck` (no curl in the image), which asks
+    /healthz on the port the image sets, within Docker's timeout for the check."""
     [rest] = [rest for word, rest in dockerfile() if word == "HEALTHCHECK"]
     options, _, command = rest.partition("CMD ")
-    assert "--interval" in options and "--timeout" in options
-    argv = json.loads(command)
-    assert argv[:2] == ["/app/.venv/bin/python", "-c"]
-    return str(argv[2])
+    [entrypoint] = [json.loads(rest) for word, rest in dockerfile() if word == "ENTRYPOINT"]
+    assert json.loads(command) == [*entrypoint, "healthcheck"]
+    timeout = re.search(r"--timeout=(\d+)s", options)
+    assert timeout and "--interval" in options and "--start-period" in options
+    assert int(timeout.group(1)) > healthcheck.TIMEOUT_S
+    settings = load_settings(docker_env())
+    assert settings.http_port is not None and settings.http_host == "127.0.0.1"
 
 
 @pytest.mark.parametrize(
@@ -158,20 +165,99 @@ def _healthcheck_program() -> str:
         (b"/bin/sh\0-c\0sleep 1\0", "S", False),
     ],
 )
-def test_the_healthcheck_passes_only_while_the_bot_runs(
+def test_without_the_port_the_health_check_passes_only_while_the_bot_runs(
     tmp_path: Path, cmdline: bytes, state: str, healthy: bool
 ) -> None:
-    """The container's check, run here against a stand-in /proc/1."""
+    """STEMBOT_HTTP_PORT emptied: the check of the container's PID 1, here a stand-in /proc/1."""
     (tmp_path / "cmdline").write_bytes(cmdline)
     (tmp_path / "stat").write_text(f"1 (stembot run) {state} 0 1 1 0 -1\n")
-    program = _healthcheck_program().replace("/proc/1/", f"{tmp_path}/")
-    done = subprocess.run([sys.executable, "-c", program], check=False, timeout=30)
-    assert (done.returncode == 0) is healthy
+    assert healthcheck.bot_process_running(tmp_path) is healthy
+    assert not healthcheck.bot_process_running(tmp_path / "absent")
 
 
 def test_the_image_keeps_its_database_on_a_volume() -> None:
     [volume] = docker_volumes()
     assert PurePosixPath(docker_env()["STEMBOT_DB_PATH"]).is_relative_to(volume)
+
+
+# --- docker-compose.yml ----------------------------------------------------------------------
+
+POSTGRES_PASSWORD = "compose-test-password"
+
+
+def compose() -> dict[str, Any]:
+    return compose_file.load((REPO / "docker-compose.yml").read_text())
+
+
+def interpolated(value: str) -> str:
+    """Compose's ${NAME:?message} with the operator's .env: here, a test password."""
+    return re.sub(r"\$\{POSTGRES_PASSWORD:\?[^}]*\}", POSTGRES_PASSWORD, value)
+
+
+def bot_replicas() -> dict[str, dict[str, Any]]:
+    services = compose()["services"]
+    return {name: s for name, s in services.items() if "STEMBOT_SHARD_IDS" in s["environment"]}
+
+
+def replica_settings(service: dict[str, Any]) -> dict[str, str]:
+    """The replica's settings as the container sees them: the image's, then compose's."""
+    environment = {k: interpolated(str(v)) for k, v in service["environment"].items()}
+    return {**docker_env(), **environment}
+
+
+def test_the_compose_file_reads_as_the_yaml_it_is_written_in() -> None:
+    """The reader takes this file's YAML and refuses what it does not know (so the checks
+    below read the file as Compose would, or fail)."""
+    document = compose()
+    assert set(document["services"]) == {"postgres", "bot-0", "bot-1", "bot-2"}
+    for bad in ("a:\n\tb: 1\n", "a: 1\n  b: 2\n", "a: {b: 1}\n", "a:\n  - 1\n  b: 2\n"):
+        with pytest.raises(compose_file.ComposeSyntaxError):
+            compose_file.load(bad)
+    merged = compose_file.load("x: &x\n  a: 1\n  b: 2\ny:\n  <<: *x\n  b: 3\n")
+    assert merged["y"] == {"a": "1", "b": "3"}
+
+
+def test_the_replicas_run_every_shard_exactly_once() -> None:
+    """Every replica has the same STEMBOT_SHARD_COUNT, and their STEMBOT_SHARD_IDS ranges
+    (checked as stembot checks them at start) cover 0..count-1 with no shard twice."""
+    replicas = bot_replicas()
+    assert len(replicas) >= 2
+    settings = [load_settings(replica_settings(s)) for s in replicas.values()]
+    [count] = {s.shard_count for s in settings}
+    assert count is not None
+    run = [shard for s in settings for shard in s.shard_ids or ()]
+    assert sorted(run) == list(range(count)), run
+
+
+def test_the_replicas_share_one_postgresql_ledger_and_serve_their_health() -> None:
+    """One database for all (the postgres service's), each replica waits for it to be
+    healthy, serves /healthz and /metrics to the compose network, keeps its own stem cache,
+    and gets more time to stop than its shutdown grace."""
+    services = compose()["services"]
+    postgres = services["postgres"]
+    assert str(postgres["image"]).startswith("postgres:") and postgres["healthcheck"]["test"]
+    database = postgres["environment"]["POSTGRES_DB"]
+    replicas = bot_replicas()
+    urls = set()
+    volumes = []
+    for service in replicas.values():
+        env = replica_settings(service)
+        assert set(service["environment"]) <= setting_names()
+        settings = load_settings(env)
+        url = env["STEMBOT_DATABASE_URL"]
+        assert url == f"postgresql://stembot:{POSTGRES_PASSWORD}@postgres:5432/{database}"
+        urls.add(url)
+        assert service["depends_on"]["postgres"]["condition"] == "service_healthy"
+        assert settings.http_port is not None and settings.http_host == "0.0.0.0"
+        assert service["env_file"] == ".env"
+        [volume] = service["volumes"]
+        name, _, target = volume.partition(":")
+        assert PurePosixPath(target) == PurePosixPath(docker_volumes()[0])
+        volumes.append(name)
+        grace = int(str(service["stop_grace_period"]).removesuffix("s"))
+        assert grace > settings.shutdown_grace_s
+    assert len(urls) == 1
+    assert len(set(volumes)) == len(volumes) and set(volumes) <= set(compose()["volumes"])
 
 
 # --- pinned installs, the licence, CI ---------------------------------------------------------

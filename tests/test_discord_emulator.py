@@ -371,6 +371,23 @@ async def test_dropped_gateway_resumes_on_resume_url_and_replays_events(
     ]
 
 
+async def test_a_gateway_outage_refuses_connections_until_it_ends(emulator, bot, guild, alice):
+    """Down: the bot's socket is closed and every new connection is refused with 503 (the
+    client backs off and tries again). Up: it connects again and is served."""
+    await emulator.take_gateway_down()
+    async with aiohttp.ClientSession() as http:
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await http.ws_connect(emulator.gateway_url)
+    assert refused.value.status == 503
+    await eventually(lambda: all(s.connection is None for s in emulator.gateway.sessions.values()))
+    assert bot.ws is None or not bot.ws.open
+    emulator.bring_gateway_up()
+    await eventually(lambda: bot.ws is not None and bot.ws.open, timeout_s=30)
+    target = await emulator.post_user_message(guild.default_channel, alice, "x")
+    interaction = await emulator.message_command("Split stems", member=alice, target=target)
+    assert await emulator.final_message(interaction) is not None
+
+
 async def test_op7_reconnect_resumes_the_session(emulator, bot, alice):
     """op 7 makes the client reconnect and RESUME the same session."""
     session = emulator.gateway.live_session()

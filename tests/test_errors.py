@@ -20,6 +20,7 @@ _ARGS: dict[type[StembotError], tuple[object, ...]] = {
     errors.NotAudioSourceError: ("That link leads to a PNG image; ...", "a PNG image"),
     errors.IncidentError: ("AB12CD34",),
     errors.DatabaseInUseError: (Path("stembot.db"), "pid 1 on host, since 2026-12-01"),
+    errors.HttpPortError: ("127.0.0.1", 8080, "Address already in use"),
     errors.StemFetchError: ("drums",),
     errors.StemGoneError: ("drums", 404),
     errors.StemUnavailableError: ("drums", 503),

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -34,6 +34,8 @@ ROWS_MAX = 5
 # Uploads of result files at once: each holds open files and buffers while it streams, and at
 # an event hundreds of results gain their files within seconds of each other.
 UPLOADS_AT_ONCE = 8
+# What became of a result's files.
+ATTACHED, LINKS_ONLY, FAILED = "attached", "links_only", "failed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,8 +116,15 @@ class ResultFiles:
     """Adds the files to delivered results in the background, so neither the API call's slot
     nor the next request's links wait for them, with a bounded number of uploads at once."""
 
-    def __init__(self, media: MediaService, uploads_at_once: int = UPLOADS_AT_ONCE) -> None:
+    def __init__(
+        self,
+        media: MediaService,
+        uploads_at_once: int = UPLOADS_AT_ONCE,
+        observe: Callable[[str], None] | None = None,
+    ) -> None:
         self.media = media
+        # Told each result's outcome: "attached", "links_only" or "failed" (the metrics).
+        self._observe = observe or (lambda outcome: None)
         self._uploads = asyncio.Semaphore(uploads_at_once)
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -127,10 +136,13 @@ class ResultFiles:
         task.add_done_callback(self._tasks.discard)
 
     async def _attach(self, result: DeliveredResult, message: ResultMessage) -> None:
+        outcome = FAILED
         try:
-            await attach_files(self.media, result, message, self._uploads)
+            outcome = await attach_files(self.media, result, message, self._uploads)
         except Exception:
             log.exception("request %s: attaching its files failed", result.request.id)
+        finally:
+            self._observe(outcome)
 
     async def close(self, grace_s: float) -> None:
         """Give the files being attached ``grace_s`` to go out; the rest keep their links."""
@@ -147,9 +159,10 @@ async def attach_files(
     result: DeliveredResult,
     message: ResultMessage,
     uploads: asyncio.Semaphore | None = None,
-) -> None:
+) -> str:
     """Add the result's files to ``message``; on any refusal the links result stands with a
-    line saying the files could not be attached."""
+    line saying the files could not be attached. ATTACHED, LINKS_ONLY (nothing could be
+    attached) or FAILED."""
     request = result.request
     limit = message.upload_limit
     async with media.prepare(request.guild_id, request.source_key, result.separation, limit) as (
@@ -161,8 +174,9 @@ async def attach_files(
         except (discord.HTTPException, OSError) as error:
             log.warning("request %s: its files were not attached (%s)", request.id, _why(error))
             await _say_not_attached(message, result, prepared.media, error)
-            return
+            return FAILED
     log.info("request %s: %d file(s) attached", request.id, len(prepared.files))
+    return ATTACHED if prepared.files else LINKS_ONLY
 
 
 async def _say_not_attached(

@@ -108,6 +108,8 @@ class SplitCog(commands.Cog):
                 continue
             usable.append(file)
         if not usable:
+            assert interaction.guild_id is not None  # guild_only (checked by the tree)
+            self._service.refused(interaction.guild_id, refusal or InvalidSourceError())
             why = f" {refusal.user_message}" if refusal else ""
             await reply_privately(
                 interaction, f"That message has no audio file stembot can split.{why}"

@@ -70,6 +70,8 @@ class StemsCog(
             assert url is not None
             check_url_syntax(url)
         except StembotError as refusal:
+            assert interaction.guild_id is not None  # guild_only
+            self._service.refused(interaction.guild_id, refusal)
             await reply_privately(interaction, refusal.user_message)
             return
         await start_url_request(self._client, self._service, interaction, mode, url)

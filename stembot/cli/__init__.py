@@ -17,7 +17,7 @@ from pathlib import Path
 from dotenv import dotenv_values
 
 from stembot import __version__
-from stembot.cli import copy_ledger, quota, run, separate
+from stembot.cli import copy_ledger, healthcheck, quota, run, separate
 from stembot.config import setting_names
 from stembot.errors import ConfigError, StembotError
 
@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="settings file to read (default: .env if there is one; the environment wins)",
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (run, separate, quota, copy_ledger):
+    for module in (run, separate, quota, copy_ledger, healthcheck):
         module.register(subparsers)
     return parser
 

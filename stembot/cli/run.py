@@ -9,6 +9,7 @@ import logging
 import signal
 import sys
 from collections.abc import AsyncIterator, Coroutine, Mapping
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +22,14 @@ from stembot.bot.client import StemBot
 from stembot.bot.endpoints import use_discord_endpoints
 from stembot.bot.quota_alerts import QuotaAlerts
 from stembot.bot.result_attachments import ResultFiles
+from stembot.bot.shard_states import BotShards
 from stembot.cli.ledger import hold_ledger, ledger_name, open_ledger
 from stembot.config import Secret, Settings, load_settings
 from stembot.guarded_connector import GuardedConnector
+from stembot.health import Health
+from stembot.http_endpoints import serving
 from stembot.logs import configure_logging
+from stembot.metrics import Metrics
 from stembot.moderation import ModerationService
 from stembot.retention import Retention
 from stembot.soundverse import SoundverseClient
@@ -144,6 +149,7 @@ async def built_bot(settings: Settings, *, force_sync: bool = False) -> AsyncIte
     use_discord_endpoints(settings.discord_api_base, settings.discord_gateway_url)
     # Only `stembot sync` comes here without a key, and it never calls the API.
     api_key = settings.soundverse_api_key or Secret("")
+    metrics = Metrics()
     store = await open_ledger(settings)
     try:
         policy = AddressPolicy(allow_private=settings.allow_private_urls)
@@ -162,7 +168,7 @@ async def built_bot(settings: Settings, *, force_sync: bool = False) -> AsyncIte
             )
             service = StemService(
                 store,
-                soundverse,
+                metrics.timed(soundverse),
                 UrlProbe(
                     probe_connector,
                     max_bytes=settings.max_input_bytes,
@@ -172,6 +178,7 @@ async def built_bot(settings: Settings, *, force_sync: bool = False) -> AsyncIte
                 max_input_bytes=settings.max_input_bytes,
                 result_ttl_s=settings.result_ttl_s,
                 probes_per_member=settings.url_probes_per_member,
+                observer=metrics,
             )
             moderation = ModerationService(store, utc_now)
             bot = StemBot(
@@ -187,6 +194,11 @@ async def built_bot(settings: Settings, *, force_sync: bool = False) -> AsyncIte
                 shard_ids=settings.shard_ids,
             )
             service.after_charge(QuotaAlerts(bot, moderation).after_reservation)
+            shards = BotShards(bot)
+            metrics.watch(shards, service)
+            endpoints = http_endpoints(
+                settings, metrics, Health(shards, store.ping, service), serve=not force_sync
+            )
             # `stembot sync` leaves the live bot's ledger to it. Pruning starts once the bot
             # is ready: the start-up recovery has then read what a crash left owing.
             with_media = settings.attach_stems and not force_sync
@@ -199,9 +211,10 @@ async def built_bot(settings: Settings, *, force_sync: bool = False) -> AsyncIte
             if cache is not None and pool is not None:
                 fetcher = StemFetcher(stem_connector, max_bytes=settings.max_stem_bytes)
                 bot.media = MediaService(cache, StemFiles(cache, fetcher), pool)
-                bot.result_files = ResultFiles(bot.media)
+                bot.result_files = ResultFiles(bot.media, observe=metrics.result_files)
             try:
-                async with bot, retention.running(after=bot.wait_until_ready):
+                # The endpoints outlive the bot's close: /healthz says it is shutting down.
+                async with endpoints, bot, retention.running(after=bot.wait_until_ready):
                     yield bot
             finally:
                 # The bot's sends end first, then the audio jobs, then the files they held.
@@ -211,6 +224,15 @@ async def built_bot(settings: Settings, *, force_sync: bool = False) -> AsyncIte
                     await cache.close()
     finally:
         await store.close()
+
+
+def http_endpoints(
+    settings: Settings, metrics: Metrics, health: Health, *, serve: bool
+) -> AbstractAsyncContextManager[None]:
+    """/metrics and /healthz while the bot runs, when STEMBOT_HTTP_PORT asks for them."""
+    if settings.http_port is None or not serve:
+        return contextlib.nullcontext()
+    return serving(settings.http_host, settings.http_port, metrics, health)
 
 
 async def open_stem_cache(settings: Settings) -> StemCache | None:

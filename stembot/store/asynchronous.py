@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TextIO
 
 from stembot.config import QuotaPolicy
+from stembot.errors import StoreUnavailableError
 from stembot.ledger_csv import LedgerCount
 from stembot.models import (
     DailySpend,
@@ -108,6 +109,13 @@ class AsyncStore:
     async def prune(self, before: datetime, *, stop: Callable[[], bool]) -> Pruned:
         """Retention's batched deletions, on a connection of their own (``Store.prune``)."""
         return await asyncio.to_thread(self._store.prune, before, stop=stop)
+
+    async def ping(self) -> None:
+        """The file is still the one opened and answers a read (the health check)."""
+        problem = self.file_problem()
+        if problem is not None:
+            raise StoreUnavailableError(problem)
+        await self._readers.run(lambda store: store.connection.one("SELECT 1", ()))
 
 
 class AsyncLedger:

@@ -87,3 +87,8 @@ class PostgresStore:
     async def prune(self, before: datetime, *, stop: Callable[[], bool]) -> Pruned:
         """Retention's batched deletions (pruning.py)."""
         return await prune(self._db, before, stop=stop)
+
+    async def ping(self) -> None:
+        """A connection of the pool answers a read (the health check); StoreBusyError when
+        none can be had within the busy timeout (the server down, say)."""
+        await self._db.read(lambda conn: conn.execute("SELECT 1"))

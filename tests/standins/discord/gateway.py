@@ -135,6 +135,8 @@ class Gateway:
         self.routes: dict[Shard, Session] = {}
         self.current: Session | None = None
         self.log: list[GatewayEvent] = []
+        # An outage: while set, every connection is refused (HTTP 503) before the websocket.
+        self.refusing = False
         self._ready = asyncio.Event()
         self._changed = asyncio.Condition()
         self._handlers: dict[
@@ -142,6 +144,8 @@ class Gateway:
         ] = {HEARTBEAT: self._heartbeat, IDENTIFY: self._identify, RESUME: self._resume}
 
     async def handle(self, request: web.Request) -> web.WebSocketResponse:
+        if self.refusing:
+            raise web.HTTPServiceUnavailable()
         ws = web.WebSocketResponse(max_msg_size=0)
         await ws.prepare(request)
         connection = Connection(ws, request.path, request.query.get("compress") == "zlib-stream")

@@ -51,7 +51,7 @@ from aiohttp import BodyPartReader, web
 from . import components_v2, modals, permissions, rules
 from .attachments import sniff_content_type, upload_details
 from .errors import DiscordError, refuse
-from .gateway import INVALID_SESSION, RECONNECT, Gateway, Session
+from .gateway import INVALID_SESSION, RECONNECT, UNKNOWN_ERROR, Gateway, Session
 from .permissions import ATTACH_FILES, EMBED_LINKS
 from .pins import Pins
 from .polls import Polls, check_poll
@@ -1009,6 +1009,16 @@ class DiscordEmulator:
     async def drop_gateway(self) -> None:
         """Close the bot's gateway socket abruptly; the client should RESUME."""
         await self.gateway.drop()
+
+    async def take_gateway_down(self) -> None:
+        """A gateway outage: every session's socket closed (the client tries to RESUME) and
+        every new connection refused with 503, until ``bring_gateway_up``."""
+        self.gateway.refusing = True
+        await self.gateway.close_all(code=UNKNOWN_ERROR, message=b"Unknown error.")
+
+    def bring_gateway_up(self) -> None:
+        """The outage is over: connections are accepted again."""
+        self.gateway.refusing = False
 
     async def request_reconnect(self) -> None:
         """Send op 7 RECONNECT; the client should reconnect and RESUME."""
