@@ -211,6 +211,40 @@ def test_upgrading_keeps_who_refunded(db_path: Path) -> None:
         store.close()
 
 
+def test_upgrading_marks_an_events_finished_paid_call_as_its_call(db_path: Path) -> None:
+    """0010_event_calls_in_flight: an event's paid call that finished is marked as the paying
+    request; one still queued is left unmarked (a member's paid call of the same source may be
+    in flight, and recovery ends it anyway); a free event row is never marked."""
+    old = Database(db_path)
+    MIGRATIONS.apply(old, stop_before="0010_event_calls_in_flight")
+    for interaction, status, cost in (
+        (-1, "succeeded", 1),
+        (-2, "queued", 1),
+        (-3, "succeeded", 0),
+    ):
+        old.execute(
+            "INSERT INTO requests (interaction_id, guild_id, channel_id, user_id, mode,"
+            " source_name, source_key, cost, status, created_at, member_pays, remix_event_id)"
+            " VALUES (?, ?, 555, ?, 'vocals', 'song.mp3', 'attachment:42', ?, ?,"
+            " '2026-05-14T11:00:00.000000Z', 0, 1)",
+            (interaction, GUILD, ALICE, cost, status),
+        )
+    for request_id in (1, 2):
+        old.execute(
+            "INSERT INTO api_calls (request_id, guild_id, day, reserved_at) "
+            "VALUES (?, ?, '2026-05-14', '2026-05-14T11:00:00.000000Z')",
+            (request_id, GUILD),
+        )
+    old.conn.commit()
+    old.close()
+    store = open_store(db_path)
+    try:
+        marked = store.connection.db.execute("SELECT id, pays_call FROM requests ORDER BY id")
+        assert [tuple(row) for row in marked.fetchall()] == [(1, 1), (2, 0), (3, 0)]
+    finally:
+        store.close()
+
+
 def test_upgrading_to_the_request_columns_keeps_their_rows(db_path: Path) -> None:
     """0007_request_noun: a paid call, a stored result and a server's limit written under the
     old column names are still read, counted and ended under the new ones."""

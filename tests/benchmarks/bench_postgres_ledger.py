@@ -9,9 +9,18 @@ nothing. The machine may be shared: the load average is printed too.
 Measured 2026-12-07 on this 2-core machine shared with other sessions (load 2.6), PostgreSQL
 15, 4 processes x 16 requesters, 2,000 pairs each over 100 guilds: 965 pairs/s together, pair
 p50 65 ms, p99 123 ms, no errors; 4 processes racing for one server's 1,000 units were granted
-exactly 1,000. Below the 2,000 target: a reservation is five round trips (BEGIN, the guild's
-lock, the snapshot, the insert, COMMIT) on a CPU the four processes and the server share;
-pipelining the lock with the snapshot, and the insert with the commit, is the next step.
+exactly 1,000. Below the 2,000 target: a reservation is five statements (BEGIN, the guild's
+lock, the snapshot, the insert, COMMIT), a settle one, on a CPU the four processes and the
+server share.
+
+Tried and not kept (2026-12-07, load 4.5-7.6 from other sessions, 2,000 pairs each, six runs
+each, alternated): the same five statements pipelined into two round trips (BEGIN, lock and
+snapshot together; the insert with the COMMIT) gave a median of 912 pairs/s against 928 for
+five round trips. On loopback the round trips cost nothing worth saving: the bound is CPU per
+statement, about 1.1 ms of the client's (psycopg, asyncio, the pool) and 1 ms of the server's
+per pair (/proc, both sides of a run). What would raise it is fewer statements: one server-side
+function taking the lock, reading the snapshot and inserting (BEGIN, the function, COMMIT or
+ROLLBACK when Python's rules refuse), a lighter snapshot, or fewer, busier processes.
 """
 
 from __future__ import annotations
