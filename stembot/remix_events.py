@@ -60,8 +60,9 @@ MAX_TITLE_CHARS = 100
 # A fresh source for the event's track, read just before a paid call (raise a StembotError
 # saying why when it cannot be read any more: the takes waiting for it are told).
 SourceResolver = Callable[[RemixEvent], Awaitable[CheckedSource]]
-# Run with the event's id when a mode's stems became ready or its call failed (the card).
-ChangeHook = Callable[[int], Awaitable[None]]
+# Run with the event's id and mode when the mode's stems became ready (None) or its call
+# failed (the refusal): the card shows the stems, or says why there are none.
+ChangeHook = Callable[[int, Mode, StembotError | None], Awaitable[None]]
 
 
 class TakeListener(Protocol):
@@ -419,7 +420,8 @@ class RemixEventService:
             len(owed),
         )
         if self._on_change is not None:
-            await _tell(self._on_change(event_id), call)
+            failure = None if isinstance(outcome, Separation) else outcome
+            await _tell(self._on_change(event_id, mode, failure), call)
 
     async def _settle(self, call: _ModeCall, users: list[int], status: TakeStatus) -> None:
         if not users:

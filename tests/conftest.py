@@ -1,5 +1,5 @@
 """Fixtures shared by the test files: a PostgreSQL database for the run (tests/postgres.py),
-and each ledger store in turn (tests/store_backends.py)."""
+and each ledger store in turn (tests/store_backends.py); Discord's OpenAPI description."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.postgres import admin_url, empty_tables, fresh_database
+from tests.standins.discord.spec import OpenAPISpec
 from tests.store_backends import KINDS, Backend
 
 
@@ -34,3 +35,12 @@ async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
         empty_tables(url)
     yield opened
     await opened.close()
+
+
+@pytest.fixture(scope="session")
+def spec() -> OpenAPISpec:
+    """Discord's OpenAPI description, to check what the bot would send (skips without it)."""
+    loaded = OpenAPISpec.load()
+    if loaded is None:
+        pytest.skip("Discord's OpenAPI description (../shared/discord-openapi.json) is absent")
+    return loaded

@@ -62,6 +62,8 @@ SPEC = EventSpec(
 )
 POLICY = QuotaPolicy(guild_daily_limit=50, user_daily_limit=3)
 members = itertools.count(10_000)
+# What the card was told: the event, the mode, and the refusal's type (None: stems ready).
+Changed = tuple[int, Mode, str | None]
 
 
 @dataclass
@@ -121,7 +123,7 @@ class Rig:
     resolver: Resolver
     session: aiohttp.ClientSession
     connector: aiohttp.BaseConnector
-    changed: list[int] = field(default_factory=list)
+    changed: list[Changed] = field(default_factory=list)
 
     async def start(self, **changes: object) -> RemixEvent:
         organiser = Requester(GUILD, CHANNEL, ORGANISER, next(members))
@@ -165,7 +167,7 @@ def build(
     connector: aiohttp.BaseConnector,
     clock: Clock,
     resolver: Resolver,
-    changed: list[int],
+    changed: list[Changed],
 ) -> tuple[StemService, RemixEventService]:
     stems = StemService(
         bot_store,
@@ -177,8 +179,8 @@ def build(
         clock=clock,
     )
 
-    async def note(event_id: int) -> None:
-        changed.append(event_id)
+    async def note(event_id: int, mode: Mode, failure: StembotError | None) -> None:
+        changed.append((event_id, mode, None if failure is None else type(failure).__name__))
 
     events = RemixEventService(
         bot_store, stems, resolver, result_ttl_s=3600, on_change=note, clock=clock
@@ -194,7 +196,7 @@ async def rig(backend: Backend) -> AsyncIterator[Rig]:
         GuardedConnector(AddressPolicy(allow_private=True)) as connector,
     ):
         bot_store = await backend.open(POLICY)
-        clock, resolver, changed = Clock(), Resolver(), list[int]()
+        clock, resolver, changed = Clock(), Resolver(), list[Changed]()
         stems, events = build(bot_store, api, session, connector, clock, resolver, changed)
         rig = Rig(
             events, stems, backend, bot_store, api, clock, resolver, session, connector, changed
@@ -247,7 +249,7 @@ async def test_two_hundred_takes_of_a_mode_make_one_call_charged_to_the_server(r
     takes = await rig.takes(event)
     assert len(takes) == 200 and {t.user_id for t in takes} == set(crowd)
     # The answered takes are noted after they were told, and then the card is told.
-    await eventually(lambda: rig.changed == [event.id])
+    await eventually(lambda: rig.changed == [(event.id, Mode.VOCALS, None)])
     assert {t.status for t in await rig.takes(event)} == {TakeStatus.ANSWERED}
     # Later takes are answered at once from the event's stems: still one call, one row.
     listener, state = await rig.take(event)
@@ -571,7 +573,7 @@ async def test_the_card_is_told_when_a_mode_fails(rig: Rig) -> None:
     rig.api.fail_next(Reply.nsfw())
     listener, _ = await rig.take(event)
     await told(listener)
-    await eventually(lambda: rig.changed == [event.id])
+    await eventually(lambda: rig.changed == [(event.id, Mode.VOCALS, "SoundverseRejected")])
 
 
 async def test_a_take_while_shutting_down_is_refused_and_not_recorded(rig: Rig) -> None:

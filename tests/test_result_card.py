@@ -5,8 +5,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-import pytest
-
 from stembot.bot.result_card import COMPONENTS_MAX, attached_names, result_card
 from stembot.models import Mode, Separation, Stem
 from stembot.result_media import ResultMedia, StemMedia, mix_by_key, mixes_for
@@ -54,14 +52,6 @@ def references(components: list[dict[str, Any]]) -> set[str]:
             found.add(component["file"]["url"])
         found |= references(component.get("components", []))
     return {url.removeprefix("attachment://") for url in found}
-
-
-@pytest.fixture(scope="module")
-def spec() -> OpenAPISpec:
-    loaded = OpenAPISpec.load()
-    if loaded is None:
-        pytest.skip("Discord's OpenAPI description (../shared/discord-openapi.json) is absent")
-    return loaded
 
 
 def test_a_single_stem_offers_no_mix() -> None:

@@ -21,9 +21,13 @@ from stembot.bot.admin import AdminCog
 from stembot.bot.delivery import Answer, attach_files_soon, post_to_requester
 from stembot.bot.identify import IdentifyGate, IdentifyPacer, LocalIdentifyPacer, SessionStartLimit
 from stembot.bot.mixes import MixSelect
+from stembot.bot.remix_event_cog import RemixEventCog, TrackSelect
+from stembot.bot.remix_event_desk import RemixEventDesk
+from stembot.bot.remix_event_mixes import EventMixSelect
 from stembot.bot.remix_event_submissions import RemoveButton, SubmitButton, on_submission_modal
+from stembot.bot.remix_event_takes import TakeAnswer, TakeButton
 from stembot.bot.remix_event_vote import VoteChoice
-from stembot.bot.result_attachments import DeliveredResult, ResultFiles
+from stembot.bot.result_attachments import ResultFiles, request_result
 from stembot.bot.split import FileAndModeSelect, FileSelect, ModeButton, SplitCog
 from stembot.bot.stems import StemsCog
 from stembot.bot.sync import SyncRecord, sync_if_changed
@@ -31,6 +35,8 @@ from stembot.bot.tree import StemTree
 from stembot.bot.views import CancelButton
 from stembot.models import Recovery, Request, Separation
 from stembot.moderation import ModerationService
+from stembot.remix_event_models import Take
+from stembot.remix_events import RemixEventService
 from stembot.stem_media import MediaService
 from stembot.stem_service import StemService
 
@@ -79,6 +85,8 @@ class StemBot(commands.AutoShardedBot):
         # Attachments, picture and free mixes of results (None: links only).
         self.media: MediaService | None = None
         self.result_files: ResultFiles | None = None
+        # Remix events (None: a bot built without them).
+        self.remix: RemixEventDesk | None = None
         self._sync_record = sync_record
         self._dev_guild = discord.Object(dev_guild_id) if dev_guild_id else None
         self._force_sync = force_sync
@@ -119,11 +127,19 @@ class StemBot(commands.AutoShardedBot):
         _, _, limit = await self.http.get_bot_gateway()
         return SessionStartLimit.from_discord(limit)
 
+    @property
+    def remix_events(self) -> RemixEventService | None:
+        """The remix event service (what the submissions and the vote find on the client)."""
+        return None if self.remix is None else self.remix.events
+
     async def setup_hook(self) -> None:
         await self.add_cog(StemsCog(self, self.service))
         await self.add_cog(AdminCog(self.moderation))
         await self.add_cog(SplitCog(self, self.service))
+        if self.remix is not None:
+            await self.add_cog(RemixEventCog(self, self.remix, self.service))
         self.add_dynamic_items(CancelButton, ModeButton, FileAndModeSelect, FileSelect, MixSelect)
+        self.add_dynamic_items(TakeButton, EventMixSelect, TrackSelect)
         self.add_dynamic_items(SubmitButton, RemoveButton, VoteChoice)
         self.add_listener(on_submission_modal, "on_interaction")
         if self._dev_guild is not None:
@@ -132,13 +148,30 @@ class StemBot(commands.AutoShardedBot):
         if self._recover_requests:
             # Settled before the gateway connects; the requesters hear once the bot is ready.
             self._recovery = await self.service.recover()
+            await self._resume_takes()
         self._watcher = asyncio.create_task(self._watch_ledger(), name="ledger-watch")
+
+    async def _resume_takes(self) -> None:
+        """Members' takes a restart left waiting get their event's call again; their stems
+        go by DM (the clicks' private messages died with the old process)."""
+        remix = self.remix
+        if remix is None:
+            return
+
+        def answer(take: Take) -> TakeAnswer:
+            assert remix is not None
+            return TakeAnswer(self, remix, take.event_id, take.mode, take.user_id, None)
+
+        await remix.events.resume(answer)
 
     async def on_ready(self) -> None:
         log.info("connected as %s to %d server(s)", self.user, len(self.guilds))
         if self._recovery is not None:
             recovery, self._recovery = self._recovery, None
             self._spawn(self._settle_recovery(recovery))
+        if self.remix is not None and self._recover_requests:
+            # Events past their end close now, also those that ended while the bot was away.
+            self.remix.closer.start()
 
     async def _settle_recovery(self, recovery: Recovery) -> None:
         await self._tell_interrupted(recovery.interrupted)
@@ -172,7 +205,7 @@ class StemBot(commands.AutoShardedBot):
             log.info(
                 "request %s: owed result delivered via %s", request.id, delivered.via or "nowhere"
             )
-            result = DeliveredResult(request, separation, request.source_name, None)
+            result = request_result(request, separation, request.source_name, None)
             attach_files_soon(self, self.result_files, result, delivered)
 
     async def _watch_ledger(self) -> None:
@@ -191,6 +224,11 @@ class StemBot(commands.AutoShardedBot):
     async def close(self) -> None:
         """Stop taking requests, let running requests finish or mark them, then disconnect."""
         await self.service.shutdown(grace_s=self._shutdown_grace_s)
+        if self.remix is not None:
+            # After the service: the answers of calls that finished in its grace still go out.
+            await self.remix.events.close(self._shutdown_grace_s)
+            await self.remix.closer.stop()
+            await self.remix.cards.close()
         if self.result_files is not None:
             await self.result_files.close(self._shutdown_grace_s)
         if self._watcher is not None:

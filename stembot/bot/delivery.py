@@ -25,6 +25,7 @@ from stembot.bot.result_attachments import (
     PostedResult,
     ResultFiles,
     ResultMessage,
+    request_result,
 )
 from stembot.bot.views import cancel_view
 from stembot.errors import StembotError
@@ -61,9 +62,28 @@ NOWHERE = Delivered("")
 
 
 async def post_to_requester(
+    client: discord.Client,
+    guild_id: int,
+    channel_id: int,
+    user_id: int,
+    answer: Answer,
+    *,
+    dm_first: bool = False,
+) -> Delivered:
+    """Post in the channel mentioning the user, else by DM (``dm_first``: the other way
+    round, for an answer meant to stay private)."""
+    routes = [_by_dm, _in_channel] if dm_first else [_in_channel, _by_dm]
+    for route in routes:
+        delivered = await route(client, guild_id, channel_id, user_id, answer)
+        if delivered.via:
+            return delivered
+    log.error("could not reach user %s in channel %s nor by DM", user_id, channel_id)
+    return NOWHERE
+
+
+async def _in_channel(
     client: discord.Client, guild_id: int, channel_id: int, user_id: int, answer: Answer
 ) -> Delivered:
-    """Post in the channel mentioning the user, else by DM."""
     mention = discord.AllowedMentions(everyone=False, roles=False, users=[discord.Object(user_id)])
     channel = client.get_partial_messageable(channel_id, guild_id=guild_id)
     try:
@@ -75,13 +95,19 @@ async def post_to_requester(
         )
         return Delivered("channel", message)
     except discord.HTTPException as error:
-        log.warning("posting in channel %s refused (%s); trying a DM", channel_id, _why(error))
+        log.warning("posting in channel %s refused (%s)", channel_id, _why(error))
+        return NOWHERE
+
+
+async def _by_dm(
+    client: discord.Client, guild_id: int, channel_id: int, user_id: int, answer: Answer
+) -> Delivered:
     try:
         dm = await client.create_dm(discord.Object(user_id))
         message = await dm.send(embed=answer.embed, view=answer.view or discord.utils.MISSING)
         return Delivered("dm", message)
     except discord.HTTPException as error:
-        log.error("could not reach user %s by DM either (%s)", user_id, _why(error))
+        log.warning("a DM to user %s refused (%s)", user_id, _why(error))
         return NOWHERE
 
 
@@ -100,7 +126,7 @@ def attach_files_soon(
     if delivered.via == "interaction" and interaction is not None:
         target = InteractionResult(interaction)
     elif delivered.message is not None:
-        limit = upload_limit_of(client, delivered, result.request.guild_id)
+        limit = upload_limit_of(client, delivered, result.guild_id)
         target = PostedResult(delivered.message, limit)
     else:
         return
@@ -171,7 +197,7 @@ class RequestMessages:
         line, _ = embeds.ready_mention(request.user_id, self._mode, self._source_name)
         delivered = await self._finish(request, Answer(embed, view, line))
         self._service.record_delivery(request.id, delivered.via or "nowhere")
-        result = DeliveredResult(request, separation, self._source_name, quota)
+        result = request_result(request, separation, self._source_name, quota)
         attach_files_soon(self._client, self._files, result, delivered, self._interaction)
 
     async def on_failed(

@@ -25,7 +25,8 @@ key), so it works after a restart like Cancel does.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from re import Match
 from typing import Any
 
@@ -43,7 +44,7 @@ from stembot.errors import (
     StembotError,
     UnknownMixError,
 )
-from stembot.models import Request, Separation
+from stembot.models import Mode, Request, Separation
 from stembot.result_media import Mix, mix_by_key
 from stembot.stem_media import MediaService
 
@@ -82,15 +83,11 @@ class MixSelect(
     def __init__(self, request_id: int, mixes: Sequence[Mix] = ()) -> None:
         """The menu offering ``mixes``; without them, the item that answers a pick (the
         message carries the real options)."""
-        options = [
-            discord.SelectOption(label=label_text(mix.label, MIX_OPTION_LABEL_MAX), value=mix.key)
-            for mix in mixes[:SELECT_OPTIONS_MAX]
-        ]
         super().__init__(
             discord.ui.Select(
                 custom_id=f"stems:mix:{request_id}",
                 placeholder=MIX_PLACEHOLDER,
-                options=options or [discord.SelectOption(label="-", value="-")],
+                options=mix_options(mixes),
             )
         )
         self.request_id = request_id
@@ -106,11 +103,41 @@ class MixSelect(
 
     async def callback(self, interaction: discord.Interaction) -> None:
         picked = self.item.values[0] if len(self.item.values) == 1 else ""
-        await send_mix(interaction, self.request_id, picked)
+        request_id = self.request_id
+        await send_mix(interaction, picked, lambda: _request_subject(interaction, request_id))
 
 
-async def send_mix(interaction: discord.Interaction, request_id: int, mix_key: str) -> None:
-    """Answer a pick: the mix ``mix_key`` of request ``request_id``'s result, privately."""
+def mix_options(mixes: Sequence[Mix]) -> list[discord.SelectOption]:
+    """A menu's options for ``mixes`` (a placeholder option when there are none: the item
+    that only answers picks)."""
+    options = [
+        discord.SelectOption(label=label_text(mix.label, MIX_OPTION_LABEL_MAX), value=mix.key)
+        for mix in mixes[:SELECT_OPTIONS_MAX]
+    ]
+    return options or [discord.SelectOption(label="-", value="-")]
+
+
+@dataclass(frozen=True, slots=True)
+class MixSubject:
+    """The stored result a pick names, as far as making its mix goes."""
+
+    guild_id: int
+    source_key: str
+    source_name: str
+    mode: Mode
+    separation: Separation
+    # How the log names it ("request 12").
+    name: str
+    # What to say when its stems are gone for good; None: how to run the request again.
+    gone: str | None = None
+
+
+# The result a pick names, or why it names none (a line for the member).
+FindSubject = Callable[[], Awaitable[MixSubject | str]]
+
+
+async def send_mix(interaction: discord.Interaction, mix_key: str, find: FindSubject) -> None:
+    """Answer a pick: the mix ``mix_key`` of the result ``find`` gives, privately."""
     try:
         await interaction.response.edit_message()  # nothing changes: see the module's note
     except discord.HTTPException as error:
@@ -118,68 +145,80 @@ async def send_mix(interaction: discord.Interaction, request_id: int, mix_key: s
         return
     reply = _PrivateReply(interaction)
     try:
-        await _answer_pick(interaction, reply, request_id, mix_key)
+        await _answer_pick(interaction, reply, find, mix_key)
     except StembotError as refusal:  # the database busy, say
         await reply.say(refusal.user_message)
     except Exception:
         incident = IncidentError()
-        log.exception("mix of request %s failed (incident %s)", request_id, incident.incident_id)
+        log.exception("mix pick %s failed (incident %s)", interaction.id, incident.incident_id)
         await reply.say(incident.user_message)
 
 
-async def _answer_pick(
-    interaction: discord.Interaction, reply: _PrivateReply, request_id: int, mix_key: str
-) -> None:
+async def _request_subject(interaction: discord.Interaction, request_id: int) -> MixSubject | str:
     found = await service_of(interaction).stored_result(request_id)
     if found is None:
-        await reply.say(RESULT_GONE)
-        return
+        return RESULT_GONE
     request, separation = found
     if not _sent_here(request, interaction):
         log.info("mix pick %s names request %s sent elsewhere", interaction.id, request_id)
-        await reply.say(NOT_THIS_CHANNEL)
+        return NOT_THIS_CHANNEL
+    return MixSubject(
+        request.guild_id,
+        request.source_key,
+        request.source_name,
+        request.mode,
+        separation,
+        f"request {request.id}",
+    )
+
+
+async def _answer_pick(
+    interaction: discord.Interaction, reply: _PrivateReply, find: FindSubject, mix_key: str
+) -> None:
+    subject = await find()
+    if isinstance(subject, str):
+        await reply.say(subject)
         return
     media = media_of(interaction.client)
     if media is None:
         await reply.say(NO_MEDIA)
         return
-    chosen = mix_by_key([stem.name for stem in separation.stems], mix_key)
+    chosen = mix_by_key([stem.name for stem in subject.separation.stems], mix_key)
     if chosen is None:
         await reply.say(UnknownMixError().user_message)
         return
-    what = _what(chosen, request)
+    what = _what(chosen, subject)
     await reply.say(f"Mixing {what}… Free: no units, no API call.")
-    await _make_and_send(interaction, reply, media, request, separation, chosen)
+    await _make_and_send(interaction, reply, media, subject, chosen)
 
 
 async def _make_and_send(
     interaction: discord.Interaction,
     reply: _PrivateReply,
     media: MediaService,
-    request: Request,
-    separation: Separation,
+    subject: MixSubject,
     chosen: Mix,
 ) -> None:
     # The limit Discord gives with this interaction (this channel's, boosts included).
     limit = interaction.filesize_limit
     try:
         async with media.mix(
-            request.guild_id, request.source_key, separation, chosen.key, limit
+            subject.guild_id, subject.source_key, subject.separation, chosen.key, limit
         ) as prepared:
             file = discord.File(prepared.file.path, filename=prepared.file.filename)
-            line = f"{_what(chosen, request)}: a free mix of the stems (no units, no API call)."
+            line = f"{_what(chosen, subject)}: a free mix of the stems (no units, no API call)."
             if not await reply.say(line, file):
                 await reply.say(NOT_SENT)
                 return
     except MixUnavailableError as error:
-        log.info("mix %r of request %s not made: %s", chosen.key, request.id, type(error).__name__)
-        await reply.say(await _unavailable(interaction, request, error))
+        log.info("mix %r of %s not made: %s", chosen.key, subject.name, type(error).__name__)
+        await reply.say(await _unavailable(interaction, subject, error))
         return
     except AudioError as error:
-        log.warning("mix %r of request %s failed: %s", chosen.key, request.id, error)
+        log.warning("mix %r of %s failed: %s", chosen.key, subject.name, error)
         await reply.say(error.user_message)
         return
-    log.info("mix %r of request %s sent to user %s", chosen.key, request.id, interaction.user.id)
+    log.info("mix %r of %s sent to user %s", chosen.key, subject.name, interaction.user.id)
 
 
 def in_the_bots_dm(interaction: discord.Interaction) -> bool:
@@ -196,31 +235,33 @@ def _sent_here(request: Request, interaction: discord.Interaction) -> bool:
     return (request.guild_id, request.channel_id) == (interaction.guild_id, interaction.channel_id)
 
 
-def _what(chosen: Mix, request: Request) -> str:
-    return f"**{safe_text(chosen.label, MIX_LABEL_MAX)}** of {_source(request)}"
+def _what(chosen: Mix, subject: MixSubject) -> str:
+    return f"**{safe_text(chosen.label, MIX_LABEL_MAX)}** of {_source(subject)}"
 
 
-def _source(request: Request) -> str:
-    return f"**{safe_text(request.source_name, SOURCE_NAME_MAX) or 'your audio'}**"
+def _source(subject: MixSubject) -> str:
+    return f"**{safe_text(subject.source_name, SOURCE_NAME_MAX) or 'your audio'}**"
 
 
 async def _unavailable(
-    interaction: discord.Interaction, request: Request, error: MixUnavailableError
+    interaction: discord.Interaction, subject: MixSubject, error: MixUnavailableError
 ) -> str:
     """Why the mix cannot be made; when only a new request helps, how to make one: source
     links are never stored, so the member gives the file or link again."""
     if not error.rerun_helps:
         return error.user_message
-    command = await _command_mention(interaction, request)
-    return STEMS_GONE.format(source=_source(request), command=command)
+    if subject.gone is not None:
+        return subject.gone
+    command = await _command_mention(interaction, subject)
+    return STEMS_GONE.format(source=_source(subject), command=command)
 
 
-async def _command_mention(interaction: discord.Interaction, request: Request) -> str:
+async def _command_mention(interaction: discord.Interaction, subject: MixSubject) -> str:
     """``</stems all:id>`` as registered (globally, else in the request's server for a
     development bot); the plain text if Discord cannot say. Asked only on this rare path."""
     client = interaction.client
     if isinstance(client, (commands.Bot, commands.AutoShardedBot)):
-        for scope in (None, discord.Object(request.guild_id)):
+        for scope in (None, discord.Object(subject.guild_id)):
             try:
                 registered = await client.tree.fetch_commands(guild=scope)
             except discord.HTTPException as error:
@@ -228,8 +269,8 @@ async def _command_mention(interaction: discord.Interaction, request: Request) -
                 break
             for command in registered:
                 if command.name == STEMS_COMMAND:
-                    return f"</{STEMS_COMMAND} {request.mode.value}:{command.id}>"
-    return f"`/{STEMS_COMMAND} {request.mode.value}`"
+                    return f"</{STEMS_COMMAND} {subject.mode.value}:{command.id}>"
+    return f"`/{STEMS_COMMAND} {subject.mode.value}`"
 
 
 class _PrivateReply:

@@ -32,6 +32,7 @@ import discord
 from stembot.audio_formats import FORMATS_HINT
 from stembot.bot.embeds import label_text, masked_link, safe_text
 from stembot.bot.guild_only import answer_if_elsewhere
+from stembot.bot.remix_event_desk import card_changed
 from stembot.bot.requests import requester_of
 from stembot.bot.tree import reply_privately
 from stembot.bot.views import service_of
@@ -93,9 +94,10 @@ def remix_events_of(client: discord.Client) -> RemixEventService:
 
 
 def manages_events(interaction: discord.Interaction) -> bool:
-    """Manage Events or Manage Server in the interaction's channel, as Discord resolved it."""
+    """Manage Events or Manage Server (or Administrator) in the interaction's channel, as
+    Discord resolved it."""
     permissions = interaction.permissions
-    return permissions.manage_events or permissions.manage_guild
+    return permissions.manage_events or permissions.manage_guild or permissions.administrator
 
 
 def event_channel(client: discord.Client, event: RemixEvent) -> discord.PartialMessageable:
@@ -290,6 +292,7 @@ async def _receive(interaction: discord.Interaction, event_id: int, data: Any) -
     except StembotError as refusal:
         await _retire(post, None, f"Not accepted: {refusal.user_message}")
         raise
+    card_changed(interaction.client, event.id)
     await _add_remove(post, submission)
     if replaced is not None:
         await _mark_replaced(interaction, event, replaced, post)
@@ -486,6 +489,7 @@ async def _remove(interaction: discord.Interaction, submission_id: int) -> str:
         guild_id=interaction.guild_id,
         moderator=manages_events(interaction),
     )
+    card_changed(interaction.client, event.id)
     if removed.removed_by == removed.user_id:
         by = "its member"
     elif removed.removed_by == event.organiser_id:

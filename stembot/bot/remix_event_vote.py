@@ -111,7 +111,7 @@ async def start_vote(interaction: discord.Interaction, event_id: int | None, hou
 async def _vote(
     interaction: discord.Interaction, event_id: int | None, hours: int
 ) -> tuple[str, discord.ui.View | None]:
-    event = await _votable(interaction, await _the_event(interaction, event_id))
+    event = await _votable(interaction, await the_event(interaction, event_id))
     submissions = await remix_events_of(interaction.client).submissions(event.id)
     if len(submissions) < 2:
         raise RemixEventError(
@@ -126,7 +126,7 @@ async def _vote(
     return _pick_text(len(submissions)), _pick_view(event.id, hours, offered, names)
 
 
-async def _the_event(interaction: discord.Interaction, event_id: int | None) -> RemixEvent:
+async def the_event(interaction: discord.Interaction, event_id: int | None) -> RemixEvent:
     """The event named, or the server's only running one."""
     assert interaction.guild_id is not None
     events = remix_events_of(interaction.client)
@@ -365,7 +365,7 @@ async def _post_picked(
 async def _post_chosen(
     interaction: discord.Interaction, event_id: int, hours: int, picked: set[int] | None
 ) -> str:
-    event = await _votable(interaction, await _the_event(interaction, event_id))
+    event = await _votable(interaction, await the_event(interaction, event_id))
     chosen, note = await _chosen(interaction, event, picked)
     return _posted(await _post_poll(interaction.client, event, chosen, hours, note), hours)
 

@@ -11,7 +11,7 @@ import discord
 from stembot.bot.delivery import RequestMessages
 from stembot.bot.tree import reply_privately
 from stembot.bot.views import result_files_of
-from stembot.errors import StembotError
+from stembot.errors import InvalidSourceError, StembotError
 from stembot.models import Mode
 from stembot.stem_service import AttachmentInput, CheckedSource, Requester, StemService
 
@@ -68,6 +68,23 @@ async def _submit(
         await reply_privately(interaction, refusal.user_message)
         return
     messages.acknowledged(request)
+
+
+def usable_audio(
+    service: StemService, attachments: list[discord.Attachment]
+) -> tuple[list[AttachmentInput], InvalidSourceError | None]:
+    """The attachments stembot can split, and why the first refused one was refused."""
+    usable: list[AttachmentInput] = []
+    refusal: InvalidSourceError | None = None
+    for attachment in attachments:
+        file = attachment_input(attachment)
+        try:
+            service.check_attachment(file)
+        except InvalidSourceError as error:
+            refusal = refusal or error
+            continue
+        usable.append(file)
+    return usable, refusal
 
 
 def attachment_input(file: discord.Attachment) -> AttachmentInput:

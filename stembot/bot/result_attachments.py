@@ -23,7 +23,7 @@ from typing import Protocol
 import discord
 
 from stembot.bot import embeds
-from stembot.bot.result_card import mix_menu, result_card
+from stembot.bot.result_card import MixMenu, footer_line, mix_menu, stems_card
 from stembot.models import QuotaStatus, Request, Separation
 from stembot.result_media import ResultMedia, StemMedia
 from stembot.stem_media import NOT_ATTACHED, MediaService, PreparedMedia, Upload
@@ -40,12 +40,36 @@ ATTACHED, LINKS_ONLY, FAILED = "attached", "links_only", "failed"
 
 @dataclass(frozen=True, slots=True)
 class DeliveredResult:
-    """A result whose links went out: what to draw again with its files."""
+    """A result whose links went out: what to draw again with its files. A member's request's
+    (``request_result``) or a remix event's stems of a mode, sent to a member who took them."""
 
-    request: Request
     separation: Separation
     source_name: str
+    guild_id: int
+    source_key: str
     quota: QuotaStatus | None
+    # How the log names it ("request 12", "remix event 3 vocals").
+    name: str
+    # The request's id for the footers ("Request 12"); None for an event's stems.
+    request_id: int | None
+    # The free-mix menu offering some mixes of it.
+    menu: MixMenu
+
+
+def request_result(
+    request: Request, separation: Separation, source_name: str, quota: QuotaStatus | None
+) -> DeliveredResult:
+    """A member's request's result, its mixes picked from MixSelect (``stems:mix:<id>``)."""
+    return DeliveredResult(
+        separation,
+        source_name,
+        request.guild_id,
+        request.source_key,
+        quota,
+        f"request {request.id}",
+        request.id,
+        lambda mixes: mix_menu(request.id, mixes),
+    )
 
 
 class ResultMessage(Protocol):
@@ -74,18 +98,19 @@ class InteractionResult:
 
     async def show(self, result: DeliveredResult, prepared: PreparedMedia) -> None:
         if self._interaction.is_expired():
-            log.info("request %s: the interaction expired before its files", result.request.id)
+            log.info("%s: the interaction expired before its files", result.name)
             return
         if not prepared.files:
             embed, view = _embed_answer(result, prepared.media)
             await self._interaction.edit_original_response(embed=embed, view=view)
             return
-        card = result_card(
+        head = None if result.request_id is None else f"Request {result.request_id}"
+        card = stems_card(
             result.source_name,
             result.separation,
             prepared.media,
-            result.quota,
-            result.request.id,
+            footer=footer_line(result.separation, result.quota, head),
+            menu=result.menu,
         )
         files = await _opened(prepared.files)
         with _closing(files):
@@ -130,7 +155,7 @@ class ResultFiles:
 
     def attach_soon(self, result: DeliveredResult, message: ResultMessage) -> None:
         task = asyncio.create_task(
-            self._attach(result, message), name=f"result-files-{result.request.id}"
+            self._attach(result, message), name=f"result-files-{result.name}"
         )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -140,7 +165,7 @@ class ResultFiles:
         try:
             outcome = await attach_files(self.media, result, message, self._uploads)
         except Exception:
-            log.exception("request %s: attaching its files failed", result.request.id)
+            log.exception("%s: attaching its files failed", result.name)
         finally:
             self._observe(outcome)
 
@@ -163,19 +188,18 @@ async def attach_files(
     """Add the result's files to ``message``; on any refusal the links result stands with a
     line saying the files could not be attached. ATTACHED, LINKS_ONLY (nothing could be
     attached) or FAILED."""
-    request = result.request
     limit = message.upload_limit
-    async with media.prepare(request.guild_id, request.source_key, result.separation, limit) as (
-        prepared
-    ):
+    async with media.prepare(
+        result.guild_id, result.source_key, result.separation, limit
+    ) as prepared:
         try:
             async with uploads or contextlib.nullcontext():
                 await message.show(result, prepared)
         except (discord.HTTPException, OSError) as error:
-            log.warning("request %s: its files were not attached (%s)", request.id, _why(error))
+            log.warning("%s: its files were not attached (%s)", result.name, _why(error))
             await _say_not_attached(message, result, prepared.media, error)
             return FAILED
-    log.info("request %s: %d file(s) attached", request.id, len(prepared.files))
+    log.info("%s: %d file(s) attached", result.name, len(prepared.files))
     return ATTACHED if prepared.files else LINKS_ONLY
 
 
@@ -210,12 +234,12 @@ def _embed_answer(
 ) -> tuple[discord.Embed, discord.ui.View]:
     """The links embed with the files' notes, and the free mixes under the link buttons."""
     embed, view = embeds.result_message(
-        result.source_name, result.separation, result.quota, result.request.id, media=media
+        result.source_name, result.separation, result.quota, result.request_id, media=media
     )
     mixes = media.mixes
     rows_used = 1 + max((item.row or 0 for item in view.children), default=-1)
     if mixes and media.picture is not None and rows_used < ROWS_MAX:
-        menu = mix_menu(result.request.id, mixes)
+        menu = result.menu(mixes)
         menu.row = rows_used
         view.add_item(menu)
     return embed, view

@@ -9,7 +9,7 @@ With the V2 flag a message has no content and no embeds, at most 40 components, 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import discord
@@ -33,6 +33,10 @@ from stembot.result_media import Mix, ResultMedia, StemMedia
 
 COMPONENTS_MAX = 40
 
+# The free-mix menu of a result offering these mixes: a member's request's (MixSelect), or a
+# remix event's mode's.
+MixMenu = Callable[[Sequence[Mix]], discord.ui.Item[Any]]
+
 
 def result_card(
     source_name: str,
@@ -41,7 +45,20 @@ def result_card(
     quota: QuotaStatus | None,
     request_id: int,
 ) -> discord.ui.LayoutView:
-    """The card; the caller uploads the files ``media`` names with it."""
+    """A member's request's card; the caller uploads the files ``media`` names with it."""
+    return stems_card(
+        source_name,
+        separation,
+        media,
+        footer=footer_line(separation, quota, f"Request {request_id}"),
+        menu=lambda mixes: mix_menu(request_id, mixes),
+    )
+
+
+def stems_card(
+    source_name: str, separation: Separation, media: ResultMedia, *, footer: str, menu: MixMenu
+) -> discord.ui.LayoutView:
+    """The card of any result: ``footer`` its last line, ``menu`` its free mixes."""
     view = discord.ui.LayoutView(timeout=None)
     container = discord.ui.Container[Any](accent_colour=DONE_COLOUR)
     container.add_item(
@@ -65,8 +82,8 @@ def result_card(
         container.add_item(discord.ui.TextDisplay[Any](safe_text(media.note, MEDIA_NOTE_MAX)))
     mixes = media.mixes
     if mixes:
-        container.add_item(discord.ui.ActionRow[Any](mix_menu(request_id, mixes)))
-    container.add_item(discord.ui.TextDisplay[Any](_footer(separation, quota, request_id)))
+        container.add_item(discord.ui.ActionRow[Any](menu(mixes)))
+    container.add_item(discord.ui.TextDisplay[Any](footer))
     view.add_item(container)
     return view
 
@@ -92,8 +109,9 @@ def mix_menu(request_id: int, mixes: Sequence[Mix]) -> MixSelect:
     return MixSelect(request_id, mixes)
 
 
-def _footer(separation: Separation, quota: QuotaStatus | None, request_id: int) -> str:
-    parts = [f"Request {request_id}"]
+def footer_line(separation: Separation, quota: QuotaStatus | None, head: str | None) -> str:
+    """The card's last line: ``head`` (the request), what is left, when the links were issued."""
+    parts = [] if head is None else [head]
     if quota is not None:
         parts.append(quota_left_text(quota))
     parts.append(f"links issued {timestamp(separation.issued_at, 'R')}, download them soon")

@@ -22,7 +22,7 @@ from discord.ext import commands
 
 from stembot.bot import embeds
 from stembot.bot.guild_only import answer_if_elsewhere
-from stembot.bot.requests import attachment_input, start_attachment_request
+from stembot.bot.requests import start_attachment_request, usable_audio
 from stembot.bot.tree import reply_privately
 from stembot.errors import InvalidSourceError
 from stembot.models import Mode
@@ -97,16 +97,7 @@ class SplitCog(commands.Cog):
         self._bot.tree.remove_command(self._menu.name, type=self._menu.type)
 
     async def split_stems(self, interaction: discord.Interaction, message: discord.Message) -> None:
-        usable: list[AttachmentInput] = []
-        refusal: InvalidSourceError | None = None
-        for attachment in message.attachments:
-            file = attachment_input(attachment)
-            try:
-                self._service.check_attachment(file)
-            except InvalidSourceError as error:
-                refusal = refusal or error
-                continue
-            usable.append(file)
+        usable, refusal = usable_audio(self._service, message.attachments)
         if not usable:
             assert interaction.guild_id is not None  # guild_only (checked by the tree)
             self._service.refused(interaction.guild_id, refusal or InvalidSourceError())
@@ -238,6 +229,13 @@ def _file_label(file: AttachmentInput, limit: int = SELECT_LABEL_MAX) -> str:
     return embeds.label_text(file.filename, limit) or "this file"
 
 
+def file_options(files: list[AttachmentInput]) -> list[discord.SelectOption]:
+    """A select's options naming ``files`` (by attachment id); a placeholder without any
+    (the item that only answers picks)."""
+    options = [discord.SelectOption(label=_file_label(f), value=str(f.id)) for f in files]
+    return options or [discord.SelectOption(label="-", value="-")]
+
+
 def _picker_id(match: Match[str]) -> int | None:
     """None for a picker made before pickers had ids (it can only have expired)."""
     return int(match["picker"]) if match["picker"] else None
@@ -321,15 +319,11 @@ class FileSelect(
     file; its value is the attachment id."""
 
     def __init__(self, picker_id: int, files: list[AttachmentInput] | None = None) -> None:
-        options = [
-            discord.SelectOption(label=_file_label(file), value=str(file.id))
-            for file in files or []
-        ]
         super().__init__(
             discord.ui.Select(
                 custom_id=f"stems:split-file:{picker_id}",
                 placeholder="Pick a file",
-                options=options or [discord.SelectOption(label="-", value="-")],
+                options=file_options(files or []),
             )
         )
         self.picker_id = picker_id

@@ -21,6 +21,11 @@ from stembot.audio.pool import AudioPool
 from stembot.bot.client import StemBot
 from stembot.bot.endpoints import use_discord_endpoints
 from stembot.bot.quota_alerts import QuotaAlerts
+from stembot.bot.remix_event_card_updates import CardUpdates
+from stembot.bot.remix_event_closer import EventCloser
+from stembot.bot.remix_event_desk import RemixEventDesk
+from stembot.bot.remix_event_end import EventEnder
+from stembot.bot.remix_event_source import TrackResolver
 from stembot.bot.result_attachments import ResultFiles
 from stembot.bot.shard_states import BotShards
 from stembot.cli.ledger import hold_ledger, ledger_name, open_ledger
@@ -31,6 +36,7 @@ from stembot.http_endpoints import serving
 from stembot.logs import configure_logging
 from stembot.metrics import Metrics
 from stembot.moderation import ModerationService
+from stembot.remix_events import RemixEventService
 from stembot.retention import Retention
 from stembot.soundverse import SoundverseClient
 from stembot.source_urls import redact_url
@@ -39,6 +45,7 @@ from stembot.stem_fetcher import StemFetcher
 from stembot.stem_files import StemFiles
 from stembot.stem_media import MediaService
 from stembot.stem_service import StemService, utc_now
+from stembot.store.interface import LedgerStore
 from stembot.url_probe import UrlProbe
 
 log = logging.getLogger(__name__)
@@ -199,6 +206,7 @@ async def built_bot(settings: Settings, *, force_sync: bool = False) -> AsyncIte
             endpoints = http_endpoints(
                 settings, metrics, Health(shards, store.ping, service), serve=not force_sync
             )
+            bot.remix = remix_event_desk(bot, store, service, settings)
             # `stembot sync` leaves the live bot's ledger to it. Pruning starts once the bot
             # is ready: the start-up recovery has then read what a crash left owing.
             with_media = settings.attach_stems and not force_sync
@@ -233,6 +241,23 @@ def http_endpoints(
     if settings.http_port is None or not serve:
         return contextlib.nullcontext()
     return serving(settings.http_host, settings.http_port, metrics, health)
+
+
+def remix_event_desk(
+    bot: StemBot, store: LedgerStore, service: StemService, settings: Settings
+) -> RemixEventDesk:
+    """Remix events: the service (its paid calls through ``service``, the track read again
+    from Discord), the card's throttled edits, the end and the auto-close."""
+    cards = CardUpdates(bot, service.costs)
+    events = RemixEventService(
+        store,
+        service,
+        TrackResolver(bot, service),
+        result_ttl_s=settings.result_ttl_s,
+        on_change=cards.on_change,
+    )
+    ender = EventEnder(bot, events, cards)
+    return RemixEventDesk(events, cards, ender, EventCloser(events, ender))
 
 
 async def open_stem_cache(settings: Settings) -> StemCache | None:

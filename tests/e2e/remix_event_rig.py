@@ -15,12 +15,9 @@ from discord import app_commands
 
 from stembot.bot.client import StemBot
 from stembot.bot.remix_event_submissions import SubmitButton
-from stembot.bot.remix_event_vote import vote_command
-from stembot.errors import RemixEventError
 from stembot.remix_event_models import EventSpec, RemixEvent, SourceRef, Submission
 from stembot.remix_events import RemixEventService
-from stembot.stem_service import CheckedSource, Requester
-from stembot.store.asynchronous import AsyncStore
+from stembot.stem_service import Requester
 from tests.e2e.stack import WAV, Stack, running_stack
 from tests.standins.discord import EPHEMERAL, InteractionRecord, Member, MessageRecord
 
@@ -132,29 +129,10 @@ async def opened_event(stack: Stack, *, submissions: bool = True) -> AsyncIterat
 
 @contextlib.asynccontextmanager
 async def remix_events(stack: Stack) -> AsyncIterator[RemixEventService]:
-    """The bot's RemixEventService: its own once `stembot run` wires one, else one built here
-    on the bot's database and StemService, set on the bot for the block."""
-    bot = stack.bot
-    wired: RemixEventService | None = getattr(bot, "remix_events", None)
-    if wired is not None:
-        yield wired
-        return
-    store = await AsyncStore.open(stack.settings.db_path, stack.settings.quota)
-    try:
-        events = RemixEventService(
-            store, bot.service, _no_track, result_ttl_s=stack.settings.result_ttl_s
-        )
-        bot.remix_events = events  # type: ignore[attr-defined]
-        try:
-            yield events
-        finally:
-            del bot.remix_events  # type: ignore[attr-defined]
-    finally:
-        await store.close()
-
-
-async def _no_track(event: RemixEvent) -> CheckedSource:
-    raise RemixEventError("These tests take no stems.")
+    """The bot's RemixEventService, as `stembot run` wires it."""
+    events = stack.bot.remix_events
+    assert events is not None
+    yield events
 
 
 async def _post_card(bot: StemBot, stack: Stack, event: RemixEvent) -> MessageRecord:
@@ -166,13 +144,6 @@ async def _post_card(bot: StemBot, stack: Stack, event: RemixEvent) -> MessageRe
 
 
 async def with_vote_command(bot: StemBot) -> None:
-    """`/stems-event vote` on the bot: the event cog's, or (before it exists) a group made
-    here with ``vote_command``, synced."""
+    """`/stems-event vote` is on the bot: the event cog's group carries it."""
     group = bot.tree.get_command("stems-event")
-    if group is not None:
-        assert isinstance(group, app_commands.Group) and group.get_command("vote") is not None
-        return
-    group = app_commands.Group(name="stems-event", description="Remix events", guild_only=True)
-    group.add_command(vote_command())
-    bot.tree.add_command(group)
-    await bot.tree.sync()
+    assert isinstance(group, app_commands.Group) and group.get_command("vote") is not None
