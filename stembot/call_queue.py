@@ -22,6 +22,7 @@ from stembot.ledger_writes import LedgerWrites
 from stembot.models import Mode, QuotaStatus, Request, RequestStatus, Separation
 from stembot.request_observer import Outcome, RequestObserver, Unobserved
 from stembot.scheduling import FairQueue
+from stembot.sharing import Alone, Sharing
 from stembot.store.interface import LedgerStore
 
 log = logging.getLogger(__name__)
@@ -47,8 +48,10 @@ class CallQueue:
         max_running: int,
         clock: Callable[[], datetime],
         observer: RequestObserver | None = None,
+        sharing: Sharing | None = None,
     ) -> None:
         self._store = store
+        self._sharing = sharing or Alone(store)
         self._separator = separator
         self._board = board
         self._writes = writes
@@ -155,6 +158,7 @@ class CallQueue:
         held = await self._close_out(
             flight, lambda ids: self._store.ledger.settle_joined(ids, now), after_payer=True
         )
+        held = await self._ours(held, RequestStatus.SUCCEEDED)
         for h in held:
             self._observer.request_ended(h.request, Outcome.SUCCEEDED)
         log.info(
@@ -179,6 +183,7 @@ class CallQueue:
         held = await self._close_out(
             flight, lambda ids: self._store.ledger.refund_all(ids, status, error.user_message, now)
         )
+        held = await self._ours(held, status)
         request_id = flight.payer.request.id if flight.held else None
         outcome = Outcome.INTERRUPTED if status is RequestStatus.INTERRUPTED else Outcome.FAILED
         for h in held:
@@ -228,6 +233,17 @@ class CallQueue:
                 await flight.joined.wait()
             else:
                 return self._board.land(flight)
+
+    async def _ours(self, held: list[HeldRequest], status: RequestStatus) -> list[HeldRequest]:
+        """Those whose outcome this process wrote and may tell: on a shared ledger, not the
+        requests another process took over (this one lost its lease: that one tells them)."""
+        kept = await self._sharing.kept([h.request.id for h in held], status)
+        if len(kept) < len(held):
+            log.warning(
+                "request(s) %s: taken over by another process; not telling",
+                [h.request.id for h in held if h.request.id not in kept],
+            )
+        return [h for h in held if h.request.id in kept]
 
     async def _quotas(self, held: Sequence[HeldRequest]) -> dict[int, QuotaStatus | None]:
         """Each requester's quota after an outcome (their roles' allowance included), by

@@ -407,7 +407,18 @@ class Settings:
         "STEMBOT_DATABASE_URL", None,
         Kind(_database_url, "a postgresql://user:password@host:port/database URL"), _STORAGE,
         "Keep the ledger in this PostgreSQL database instead of the SQLite file (empty = "
-        "STEMBOT_DB_PATH); its password is never logged. One bot per database for now.",
+        "STEMBOT_DB_PATH); its password is never logged. Several bot processes may share it.",
+    )
+    lease_s: float = _setting(
+        "STEMBOT_LEASE_S", 30.0, _SECONDS, _STORAGE,
+        "PostgreSQL: a bot process that has not renewed its lease for this many seconds "
+        "(crashed, frozen, or cut off from the database) is taken for gone: another process "
+        "refunds or delivers its requests, and it stops if it comes back.",
+    )
+    heartbeat_s: float = _setting(
+        "STEMBOT_HEARTBEAT_S", 5.0, _SECONDS, _STORAGE,
+        "PostgreSQL: how often each process renews its lease and looks for gone processes' "
+        "requests (at most a third of STEMBOT_LEASE_S).",
     )
     db_busy_timeout_s: float = _setting(
         "STEMBOT_DB_BUSY_TIMEOUT_S", 1.0, _SECONDS, _STORAGE,
@@ -574,6 +585,18 @@ def _shards_outside_the_count(settings: Settings) -> list[str]:
     return []
 
 
+def _heartbeat_within_the_lease(settings: Settings) -> list[str]:
+    """A lease must outlive a late beat or two: a heartbeat of more than a third of it would
+    lose it to a single slow renewal."""
+    if settings.heartbeat_s * 3 <= settings.lease_s:
+        return []
+    beat, lease = _name_of(Settings, "heartbeat_s"), _name_of(Settings, "lease_s")
+    return [
+        f"{beat} ({settings.heartbeat_s:g}) is more than a third of {lease} "
+        f"({settings.lease_s:g}): lower {beat} or raise {lease}"
+    ]
+
+
 def load_settings(
     env: Mapping[str, str], *, need_discord: bool = False, need_soundverse: bool = False
 ) -> Settings:
@@ -588,6 +611,7 @@ def load_settings(
     settings = reader.build(Settings)
     reader.problems += _defaults_above_ceilings(settings.quota)
     reader.problems += _shards_outside_the_count(settings)
+    reader.problems += _heartbeat_within_the_lease(settings)
     if reader.problems:
         raise ConfigError(reader.problems)
     return settings

@@ -136,13 +136,13 @@ class DatabaseReplacedError(StoreFailedError):
 class DatabaseInUseError(StembotError):
     """Another bot holds the database: starting a second one would undo its work."""
 
-    def __init__(self, db_path: Path | str, holder: str, setting: str = "STEMBOT_DB_PATH") -> None:
+    def __init__(self, db_path: Path, holder: str) -> None:
         self.db_path = db_path
         self.holder = holder
         super().__init__(
             f"another stembot is already running on the database {db_path} "
             f"({holder or 'a process that has not said who it is yet'}). Run one bot per "
-            f"database: stop that one first, or point {setting} at another database."
+            f"database: stop that one first, or point STEMBOT_DB_PATH at another database."
         )
 
 

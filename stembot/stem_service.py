@@ -42,6 +42,7 @@ from stembot.models import (
 )
 from stembot.probe_slots import ProbeSlots
 from stembot.request_observer import Outcome, RequestObserver, Unobserved
+from stembot.sharing import Alone, Sharing
 from stembot.source_urls import source_key_for_attachment, source_key_for_url
 from stembot.sources import check_attachment
 from stembot.store.interface import LedgerStore
@@ -116,8 +117,10 @@ class StemService:
         probes_per_member: int = 2,
         clock: Clock = utc_now,
         observer: RequestObserver | None = None,
+        sharing: Sharing | None = None,
     ) -> None:
         self._store = store
+        self._sharing = sharing or Alone(store)
         self._observer = observer or Unobserved()
         self._prober = prober
         self._probe_slots = ProbeSlots(probes_per_member)
@@ -138,6 +141,7 @@ class StemService:
             max_running=max_concurrent_calls,
             clock=clock,
             observer=self._observer,
+            sharing=self._sharing,
         )
         self._charge_hooks: list[ChargeHook] = []
         self._accepting = True
@@ -491,8 +495,21 @@ class StemService:
     # --- restart and shutdown -----------------------------------------------------------
 
     async def recover(self) -> Recovery:
-        """What a stopped bot left owing: requests refunded, results still to deliver."""
-        recovery = await self._store.ledger.recover(self._clock())
+        """What a stopped bot left owing: requests refunded, results still to deliver. On a
+        ledger shared by several processes, only what processes that are gone left."""
+        return self._recovered(await self._sharing.recover(self._clock()))
+
+    @property
+    def sweep_every_s(self) -> float | None:
+        """How often ``sweep`` should run (None: never: no other process shares the ledger)."""
+        return self._sharing.sweep_every_s
+
+    async def sweep(self) -> Recovery:
+        """What processes found gone since the start-up left owing (as ``recover``): this
+        process tells their requesters now."""
+        return self._recovered(await self._sharing.sweep(self._clock()))
+
+    def _recovered(self, recovery: Recovery) -> Recovery:
         for request in recovery.interrupted:
             log.info("request %s was interrupted by a restart and refunded", request.id)
             self._observer.request_ended(request, Outcome.INTERRUPTED)

@@ -34,6 +34,7 @@ TABLES = (
     "remix_events",
     "remix_event_takes",
     "remix_event_submissions",
+    "stembot_processes",
 )
 
 

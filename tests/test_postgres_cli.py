@@ -12,11 +12,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from stembot.cli import main
-from stembot.errors import DatabaseInUseError, StoreUnavailableError
 from stembot.models import Mode
 from stembot.remix_event_models import EventSpec, SourceRef
 from stembot.store.postgres import PostgresStore
-from stembot.store.postgres.bot_lock import hold_postgres
 from tests.postgres import empty_tables
 from tests.test_store import GUILD, POLICY, new_request
 
@@ -90,22 +88,3 @@ def test_a_url_that_is_not_postgresql_is_refused_without_showing_it(
     assert main(["quota", "show", str(GUILD)], {"STEMBOT_DATABASE_URL": "mysql://u:pw@h/db"}) == 2
     said = capsys.readouterr().err
     assert "STEMBOT_DATABASE_URL must be a postgresql://" in said and "pw@" not in said
-
-
-async def test_one_bot_per_postgresql_database(postgres_url: str) -> None:
-    """A second holder is refused, naming the first (its pid) and never the password; once
-    the first lets go (its connection ends), the next one holds it."""
-    with hold_postgres(postgres_url):
-        with pytest.raises(DatabaseInUseError) as refused:
-            await asyncio.to_thread(lambda: hold_postgres(postgres_url).__enter__())
-        message = refused.value.user_message
-        assert message.startswith("another stembot is already running on the database postgres")
-        assert "(stembot pid " in message and "STEMBOT_DATABASE_URL" in message
-    with hold_postgres(postgres_url):
-        pass
-
-
-def test_holding_a_database_that_is_down_is_one_clear_error() -> None:
-    with pytest.raises(StoreUnavailableError) as refused, hold_postgres(DOWN):
-        pass
-    assert "hunter2" not in refused.value.user_message

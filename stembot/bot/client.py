@@ -95,6 +95,7 @@ class StemBot(commands.AutoShardedBot):
         self._recovery: Recovery | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._watcher: asyncio.Task[None] | None = None
+        self._sweeper: asyncio.Task[None] | None = None
         self._count_from_discord = shard_count is None
         self._identify_gate = IdentifyGate(
             self._session_start_limit,
@@ -150,6 +151,10 @@ class StemBot(commands.AutoShardedBot):
             self._recovery = await self.service.recover()
             await self._resume_takes()
         self._watcher = asyncio.create_task(self._watch_ledger(), name="ledger-watch")
+        if self._recover_requests and self.service.sweep_every_s is not None:
+            self._sweeper = asyncio.create_task(
+                self._sweep(self.service.sweep_every_s), name="ledger-sweep"
+            )
 
     async def _resume_takes(self) -> None:
         """Members' takes a restart left waiting get their event's call again; their stems
@@ -173,11 +178,12 @@ class StemBot(commands.AutoShardedBot):
             # Events past their end close now, also those that ended while the bot was away.
             self.remix.closer.start()
 
-    async def _settle_recovery(self, recovery: Recovery) -> None:
+    async def _settle_recovery(self, recovery: Recovery, found_by: str = "start-up") -> None:
         await self._tell_interrupted(recovery.interrupted)
         await self._deliver_owed(recovery.undelivered)
         log.info(
-            "start-up: %d interrupted request(s) told and refunded, %d owed result(s) delivered",
+            "%s: %d interrupted request(s) told and refunded, %d owed result(s) delivered",
+            found_by,
             len(recovery.interrupted),
             len(recovery.undelivered),
         )
@@ -216,6 +222,19 @@ class StemBot(commands.AutoShardedBot):
             except Exception:
                 log.exception("checking the database failed")
 
+    async def _sweep(self, every_s: float) -> None:
+        """Other processes share the ledger: tell the requesters of those found gone, as the
+        start-up does for a crash of this one."""
+        while True:
+            await asyncio.sleep(every_s)
+            try:
+                recovery = await self.service.sweep()
+            except Exception:
+                log.exception("looking for the requests of stopped processes failed")
+                continue
+            if recovery.interrupted or recovery.undelivered:
+                self._spawn(self._settle_recovery(recovery, "a stopped process's requests"))
+
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coroutine)
         self._background.add(task)
@@ -231,6 +250,7 @@ class StemBot(commands.AutoShardedBot):
             await self.remix.cards.close()
         if self.result_files is not None:
             await self.result_files.close(self._shutdown_grace_s)
-        if self._watcher is not None:
-            self._watcher.cancel()
+        for task in (self._watcher, self._sweeper):
+            if task is not None:
+                task.cancel()
         await super().close()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
 import discord
@@ -25,6 +26,10 @@ class SyncRecord(Protocol):
     async def command_digest(self, scope: str) -> str | None: ...
 
     async def remember_command_digest(self, scope: str, digest: str) -> None: ...
+
+    def syncing(self) -> AbstractAsyncContextManager[None]:
+        """Held while one bot process checks and syncs (several may start at once)."""
+        ...
 
 
 Tree = app_commands.CommandTree[discord.Client]
@@ -51,7 +56,15 @@ async def sync_if_changed(
     *,
     force: bool = False,
 ) -> bool:
-    """Sync the commands of ``guild`` (None: global) when needed; True when a sync happened."""
+    """Sync the commands of ``guild`` (None: global) when needed; True when a sync happened.
+    Processes starting at once take turns: the first syncs, the others find it done."""
+    async with record.syncing():
+        return await _sync_if_changed(tree, record, guild, force=force)
+
+
+async def _sync_if_changed(
+    tree: Tree, record: SyncRecord, guild: discord.Object | None, *, force: bool
+) -> bool:
     scope = scope_name(guild)
     local = local_commands(tree, guild)
     digest = digest_of(local)

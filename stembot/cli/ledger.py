@@ -9,10 +9,11 @@ from contextlib import contextmanager
 
 from stembot.config import Settings
 from stembot.database_lock import hold_database
+from stembot.process_lease import ProcessLease
+from stembot.sharing import Alone, Leased, Sharing
 from stembot.store.asynchronous import AsyncStore
 from stembot.store.interface import LedgerStore
 from stembot.store.postgres import PostgresStore
-from stembot.store.postgres.bot_lock import hold_postgres
 
 
 async def open_ledger(settings: Settings) -> LedgerStore:
@@ -31,14 +32,32 @@ async def open_ledger(settings: Settings) -> LedgerStore:
 
 @contextmanager
 def hold_ledger(settings: Settings) -> Iterator[None]:
-    """One bot per database, whichever: held until the block ends (DatabaseInUseError when
-    another bot holds it)."""
+    """One bot per SQLite file: held until the block ends (DatabaseInUseError when another
+    bot holds it). Any number of bot processes share a PostgreSQL ledger, each holding a
+    lease (``take_lease``)."""
     if settings.database_url is not None:
-        with hold_postgres(settings.database_url.reveal()):
-            yield
+        yield
     else:
         with hold_database(settings.db_path):
             yield
+
+
+async def take_lease(store: LedgerStore, settings: Settings) -> ProcessLease | None:
+    """This process's lease on a shared (PostgreSQL) ledger; None on the SQLite file."""
+    if not isinstance(store, PostgresStore):
+        return None
+    shards = ",".join(map(str, settings.shard_ids)) if settings.shard_ids is not None else "all"
+    return await ProcessLease.take(
+        store.leases, shards=shards, lease_s=settings.lease_s, heartbeat_s=settings.heartbeat_s
+    )
+
+
+def sharing_of(store: LedgerStore, lease: ProcessLease | None) -> Sharing:
+    """How the service shares the ledger: alone, or by ``lease`` with other processes."""
+    if lease is None or not isinstance(store, PostgresStore):
+        return Alone(store)
+    store.ledger.hold_with(lease.id)
+    return Leased(store.leases, lease)
 
 
 def ledger_name(settings: Settings) -> str:

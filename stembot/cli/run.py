@@ -28,7 +28,7 @@ from stembot.bot.remix_event_end import EventEnder
 from stembot.bot.remix_event_source import TrackResolver
 from stembot.bot.result_attachments import ResultFiles
 from stembot.bot.shard_states import BotShards
-from stembot.cli.ledger import hold_ledger, ledger_name, open_ledger
+from stembot.cli.ledger import hold_ledger, ledger_name, open_ledger, sharing_of, take_lease
 from stembot.config import Secret, Settings, load_settings
 from stembot.guarded_connector import GuardedConnector
 from stembot.health import Health
@@ -36,6 +36,7 @@ from stembot.http_endpoints import serving
 from stembot.logs import configure_logging
 from stembot.metrics import Metrics
 from stembot.moderation import ModerationService
+from stembot.process_lease import LeaseLostError, ProcessLease
 from stembot.remix_events import RemixEventService
 from stembot.retention import Retention
 from stembot.soundverse import SoundverseClient
@@ -74,7 +75,8 @@ def register(subparsers: Any) -> None:
 def handle_run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     settings = load_settings(env, need_discord=True, need_soundverse=True)
     configure_logging(settings.log_level, secrets_of(settings))
-    # Before anything reads the ledger: start-up recovery is only right for the one bot.
+    # Before anything reads the SQLite file: start-up recovery is only right for the one bot
+    # (processes sharing a PostgreSQL ledger hold leases instead).
     with hold_ledger(settings):
         log_startup(settings, getattr(args, "env_file_read", None))
         if settings.database_url is None and not settings.db_path.exists():
@@ -119,6 +121,9 @@ def run_reporting_discord_problems(settings: Settings, main: Coroutine[Any, Any,
             raise
         print(sharding_required_line(settings, closed.shard_id), file=sys.stderr)
         return EXIT_FAILED
+    except LeaseLostError as lost:
+        print(f"stembot: {lost}", file=sys.stderr)
+        return EXIT_FAILED
     except (aiohttp.ClientConnectionError, discord.GatewayNotFound, OSError) as error:
         print(
             f"stembot: could not reach Discord at {settings.discord_api_base} "
@@ -158,7 +163,10 @@ async def built_bot(settings: Settings, *, force_sync: bool = False) -> AsyncIte
     api_key = settings.soundverse_api_key or Secret("")
     metrics = Metrics()
     store = await open_ledger(settings)
+    lease: ProcessLease | None = None
     try:
+        # `stembot sync` serves nobody: it takes no lease and recovers nothing.
+        lease = None if force_sync else await take_lease(store, settings)
         policy = AddressPolicy(allow_private=settings.allow_private_urls)
         async with (
             aiohttp.ClientSession(raise_for_status=False) as api_session,
@@ -186,6 +194,7 @@ async def built_bot(settings: Settings, *, force_sync: bool = False) -> AsyncIte
                 result_ttl_s=settings.result_ttl_s,
                 probes_per_member=settings.url_probes_per_member,
                 observer=metrics,
+                sharing=sharing_of(store, lease),
             )
             moderation = ModerationService(store, utc_now)
             bot = StemBot(
@@ -221,8 +230,14 @@ async def built_bot(settings: Settings, *, force_sync: bool = False) -> AsyncIte
                 bot.media = MediaService(cache, StemFiles(cache, fetcher), pool)
                 bot.result_files = ResultFiles(bot.media, observe=metrics.result_files)
             try:
-                # The endpoints outlive the bot's close: /healthz says it is shutting down.
-                async with endpoints, bot, retention.running(after=bot.wait_until_ready):
+                # The endpoints outlive the bot's close: /healthz says it is shutting down. The
+                # lease outlives it too: the close's refunds are written under it.
+                async with (
+                    endpoints,
+                    kept(lease, bot),
+                    bot,
+                    retention.running(after=bot.wait_until_ready),
+                ):
                     yield bot
             finally:
                 # The bot's sends end first, then the audio jobs, then the files they held.
@@ -231,7 +246,37 @@ async def built_bot(settings: Settings, *, force_sync: bool = False) -> AsyncIte
                 if cache is not None:
                     await cache.close()
     finally:
+        if lease is not None:
+            await lease.release()
         await store.close()
+    if lease is not None and lease.lost.is_set():
+        raise LeaseLostError(lease.id)
+
+
+@contextlib.asynccontextmanager
+async def kept(lease: ProcessLease | None, bot: StemBot) -> AsyncIterator[None]:
+    """Renew ``lease`` while the bot runs; a lease lost stops the bot (`stembot run` then
+    exits with status 1, and its supervisor starts it again with a new lease)."""
+    if lease is None:
+        yield
+        return
+
+    stopping: list[asyncio.Future[None]] = []
+
+    async def keep() -> None:
+        await lease.keep()
+        if lease.lost.is_set():
+            # A task of its own: the close must not be cut short with the keeper.
+            stopping.append(asyncio.ensure_future(bot.close()))
+
+    keeper = asyncio.create_task(keep(), name="lease")
+    try:
+        yield
+    finally:
+        keeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await keeper
+        await asyncio.gather(*stopping)
 
 
 def http_endpoints(

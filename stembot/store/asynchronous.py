@@ -19,7 +19,8 @@ This is the interface a second implementation (PostgreSQL) provides. Its promise
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from datetime import date, datetime
 from pathlib import Path
 from typing import TextIO
@@ -287,6 +288,11 @@ class AsyncGuildSettings:
 
     async def remember_command_digest(self, scope: str, digest: str) -> None:
         await self._write(lambda: self._guilds.remember_command_digest(scope, digest))
+
+    @asynccontextmanager
+    async def syncing(self) -> AsyncIterator[None]:
+        """One bot holds the SQLite file (stembot/database_lock.py): nothing to wait for."""
+        yield
 
 
 class AsyncRemixEvents:

@@ -8,6 +8,7 @@ The promises behind these calls are written in ``stembot.store`` and
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from datetime import date, datetime
 from pathlib import Path
 from typing import Protocol, TextIO
@@ -141,6 +142,11 @@ class GuildsPart(Protocol):
     async def command_digest(self, scope: str) -> str | None: ...
 
     async def remember_command_digest(self, scope: str, digest: str) -> None: ...
+
+    def syncing(self) -> AbstractAsyncContextManager[None]:
+        """Held while one process checks and syncs the slash commands (the others wait,
+        then find them synced)."""
+        ...
 
 
 class EventsPart(Protocol):

@@ -26,7 +26,10 @@ def bot_ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BotLe
         yield BotLedger("sqlite", db_path)
         return
     with fresh_database(admin_url()) as url:
-        yield BotLedger("postgres", db_path, {"STEMBOT_DATABASE_URL": url})
+        # A killed bot's lease runs out in seconds here, not the default half a minute: the
+        # next bot takes its requests over then (tests/e2e/test_processes.py tests leases).
+        env = {"STEMBOT_DATABASE_URL": url, "STEMBOT_LEASE_S": "2", "STEMBOT_HEARTBEAT_S": "0.5"}
+        yield BotLedger("postgres", db_path, env)
 
 
 @pytest.fixture

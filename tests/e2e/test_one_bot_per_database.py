@@ -1,6 +1,7 @@
-"""One bot per database, enforced with real processes: a second `stembot run` refuses in one
-line naming the database and its holder; the lock goes with its holder, however it ends; the
-operator's commands and other readers keep working beside a running bot."""
+"""One bot per SQLite database, enforced with real processes: a second `stembot run` refuses
+in one line naming the database and its holder; the lock goes with its holder, however it
+ends; the operator's commands and other readers keep working beside a running bot. (Several
+processes share a PostgreSQL ledger: tests/e2e/test_processes.py.)"""
 
 from __future__ import annotations
 
@@ -24,7 +25,6 @@ from tests.e2e.stack import (
     run_stembot,
     stack_env,
 )
-from tests.postgres import fresh_database
 from tests.standins.discord import DiscordEmulator, Guild, Member
 from tests.standins.soundverse import SoundverseStandin
 
@@ -110,35 +110,3 @@ async def test_the_database_is_taken_over_after_a_crash_and_released_on_exit(
         assert REFUSAL not in bot.log_text()
         # Only the first start found no database, and said so.
         assert bot.log_text().count(f"no database at {db}: starting a new, empty ledger") == 1
-
-
-async def test_a_second_bot_on_the_same_postgresql_database_refuses(
-    tmp_path: Path, postgres_url: str
-) -> None:
-    """STEMBOT_DATABASE_URL: the second `stembot run` refuses in one line naming the database
-    (never its password) and the first bot's pid, exit 1, without touching Discord; the
-    operator's commands work beside the bot, which still serves."""
-    async with DiscordEmulator() as discord, SoundverseStandin(api_key=API_KEY) as api:
-        guild = await discord.add_guild()
-        alice = discord.add_member(guild, "alice")
-        with fresh_database(postgres_url) as url:
-            env = {**stack_env(discord, api, tmp_path / "unused.db"), "STEMBOT_DATABASE_URL": url}
-            first = BotProcess(env, tmp_path / "first.log")
-            await first.start()
-            try:
-                await discord.wait_ready(timeout_s=20)
-                session = discord.gateway.current
-                status, out = await run_stembot(env, "run")
-                assert status == 1, out
-                (line,) = [n for n in out.splitlines() if n.strip()]
-                assert line.startswith(f"{REFUSAL} postgresql://127.0.0.1:5432/stembot_test_")
-                assert f"(stembot pid {first.pid} on {socket.gethostname()}" in line
-                assert "STEMBOT_DATABASE_URL" in line
-                assert discord.gateway.current is session
-                status, out = await run_stembot(env, "quota", "show", str(guild.id))
-                assert status == 0, out
-                assert await served(discord, guild, alice)
-            finally:
-                first.signal(signal.SIGTERM)
-                assert await first.wait() == 0, first.log_text()
-            assert not (tmp_path / "unused.db").exists()

@@ -48,8 +48,8 @@ async def test_sigkill_mid_request_is_reported_and_refunded_after_restart(
     tmp_path: Path, bot_ledger: BotLedger
 ) -> None:
     """A bot killed while the API works is told of on restart: notice in channel, one refund;
-    on either store (the SQLite file, or PostgreSQL, whose lock the killed bot's session let
-    go of)."""
+    on either store (the SQLite file, or PostgreSQL, where the next bot takes the request
+    over once the killed bot's lease has run out)."""
     async with DiscordEmulator() as discord, SoundverseStandin(api_key=API_KEY, latency=60) as api:
         guild = await discord.add_guild()
         member = discord.add_member(guild, "alice")

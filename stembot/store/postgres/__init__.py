@@ -10,6 +10,8 @@ Split like the SQLite store, one concern per file:
                     repeats, deliveries; ``recovery.py`` what a stopped bot left owing;
 - ``quotas.py``     what was used against the limits, derived from the rows;
 - ``guilds.py``     a server's settings and the one-time claims;
+- ``leases.py``     each bot process's lease, and the recovery of the requests of processes
+                    that are gone;
 - ``remix_events.py`` remix events: the events, takes, submissions, an event's spend (its
                     paid calls are the ledger's ``reserve_for_event``);
 - ``reporting.py``  read-only reports on connections of their own;
@@ -34,6 +36,7 @@ from stembot.store.connection import DEFAULT_BUSY_TIMEOUT_S
 from stembot.store.postgres import migrations
 from stembot.store.postgres.connection import DEFAULT_POOL_SIZE, Database
 from stembot.store.postgres.guilds import PostgresGuildSettings
+from stembot.store.postgres.leases import PostgresLeases
 from stembot.store.postgres.ledger import PostgresLedger
 from stembot.store.postgres.pruning import prune
 from stembot.store.postgres.quotas import PostgresQuotas
@@ -53,6 +56,7 @@ class PostgresStore:
         self.ledger = PostgresLedger(db, self.quotas)
         self.guilds = PostgresGuildSettings(db, policy)
         self.events = PostgresRemixEvents(db)
+        self.leases = PostgresLeases(db)
         self.reports = PostgresReports(db.url, db.busy_timeout_s)
 
     @classmethod

@@ -33,8 +33,8 @@ LOCK_CLASS = 0x5354454D
 MIGRATIONS_LOCK = 1
 BUDGET_LOCK = 2
 RECOVERY_LOCK = 3
-# Held for a bot's whole life on a session of its own: one bot per database (bot_lock.py).
-BOT_LOCK = 4
+# 4 was the one-bot-per-database lock of the releases before leases: never reuse it.
+COMMAND_SYNC_LOCK = 5
 
 # How long opening waits for the server before saying it cannot be reached.
 CONNECT_TIMEOUT_S = 5

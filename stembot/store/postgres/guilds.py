@@ -6,16 +6,25 @@ notice) is an insert that only one process can make.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
+
+import psycopg
 
 from stembot import quota_rules
 from stembot.config import QuotaPolicy
 from stembot.models import GuildLimits
 from stembot.quota_rules import check_limit
 from stembot.store.guilds import ALERT_PERIODS, check_overrides
-from stembot.store.postgres.connection import Conn, Database
+from stembot.store.postgres.connection import (
+    COMMAND_SYNC_LOCK,
+    LOCK_CLASS,
+    Conn,
+    Database,
+    errors_explained,
+)
 from stembot.windows import utc
 
 # One statement per limit a moderator may reset: column names are never built from input.
@@ -171,6 +180,29 @@ class PostgresGuildSettings:
             "ON CONFLICT (scope) DO UPDATE SET digest = excluded.digest",
             (scope, digest),
         )
+
+    @contextlib.asynccontextmanager
+    async def syncing(self) -> AsyncIterator[None]:
+        """One process at a time checks and syncs the slash commands, under a session lock
+        on a connection of the pool (let go when the process ends, however it ends); the
+        next finds them synced. It waits as long as a sync may take, not the busy timeout."""
+        async with self._db.connection() as conn:
+            with errors_explained():
+                async with conn.transaction():
+                    await conn.execute("SET LOCAL lock_timeout = '120s'")
+                    await conn.execute(
+                        "SELECT pg_advisory_lock(%s, %s)", (LOCK_CLASS, COMMAND_SYNC_LOCK)
+                    )
+            try:
+                yield
+            finally:
+                try:
+                    await conn.execute(
+                        "SELECT pg_advisory_unlock(%s, %s)", (LOCK_CLASS, COMMAND_SYNC_LOCK)
+                    )
+                except psycopg.Error:
+                    # Never back in the pool with the lock: closing it lets go of the lock.
+                    await conn.close()
 
     async def _statement(self, sql: str, params: tuple[object, ...]) -> int:
         """One statement, its own transaction; how many rows it changed."""

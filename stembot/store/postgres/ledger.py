@@ -28,6 +28,7 @@ from stembot.errors import (
     RemixEventAlreadyPaidError,
     RemixEventBudgetSpentError,
     RemixEventNotFoundError,
+    ShuttingDownError,
 )
 from stembot.models import Mode, NewRequest, Recovery, Request, RequestStatus, Separation
 from stembot.quota_rules import enforce
@@ -35,6 +36,7 @@ from stembot.store import rows
 from stembot.store.ledger import RecentInteractions
 from stembot.store.postgres import recovery, remix_events
 from stembot.store.postgres.connection import BUDGET_LOCK, Conn, Database, lock, lock_guild
+from stembot.store.postgres.leases import FENCE
 from stembot.store.postgres.quotas import PostgresQuotas
 from stembot.windows import day_window, iso_seconds, stamp, utc
 
@@ -46,15 +48,19 @@ _REFUND_STATUSES = (RequestStatus.FAILED, RequestStatus.CANCELLED, RequestStatus
 _ONE_CALL_IN_FLIGHT = "requests_one_call_in_flight"
 _INTERACTION_ONCE = "requests_interaction_once"
 
-# The request and, for a paid one, its API call, in one statement.
+# The request and, for a paid one, its API call, in one statement; nothing when the lease it
+# would be held by is no longer alive (a process that lost its lease records nothing more).
 _INSERT_REQUEST = """
 WITH r AS (
   INSERT INTO requests (guild_id, channel_id, user_id, interaction_id, mode, source_name,
                         source_key, cost, status, created_at, finished_at, pays_call,
-                        member_pays, remix_event_id)
-  VALUES (%(guild)s, %(channel)s, %(user)s, %(interaction)s, %(mode)s, %(name)s, %(key)s,
-          %(cost)s, %(status)s, %(created)s, %(finished)s, %(paid)s,
-          %(event)s::bigint IS NULL, %(event)s)
+                        member_pays, remix_event_id, lease_id)
+  SELECT %(guild)s::bigint, %(channel)s::bigint, %(user)s::bigint, %(interaction)s::bigint,
+         %(mode)s::text, %(name)s::text, %(key)s::text, %(cost)s::integer, %(status)s::text,
+         %(created)s::timestamptz, %(finished)s::timestamptz, %(paid)s::boolean,
+         %(event)s::bigint IS NULL, %(event)s::bigint, %(lease)s::bigint
+  WHERE %(lease)s::bigint IS NULL OR EXISTS (SELECT 1 FROM stembot_processes AS p
+    WHERE p.id = %(lease)s::bigint AND p.ended_at IS NULL AND p.expires_at > clock_timestamp())
   RETURNING id
 ), call AS (
   INSERT INTO api_calls (request_id, guild_id, day, reserved_at)
@@ -64,7 +70,7 @@ SELECT id FROM r
 """
 _ACTIVE = (
     "SELECT id, cost, guild_id, user_id, remix_event_id FROM requests "
-    "WHERE id = ANY(%s) AND status IN ('queued', 'running')"
+    "WHERE id = ANY(%(ids)s) AND status IN ('queued', 'running')"
 )
 _SELECT_REQUEST = rows.SELECT_REQUEST.replace("?", "%s").encode()
 _SELECT_STORED_RESULT = (
@@ -88,6 +94,18 @@ class PostgresLedger:
         self._db = db
         self._quotas = quotas
         self._repeats = RecentInteractions()
+        self._lease: int | None = None
+
+    def hold_with(self, lease_id: int | None) -> None:
+        """Record every new request as held by the lease ``lease_id`` (this process's), and
+        move on only requests that lease holds, while it is alive (leases.py); a write it
+        fences out changes nothing, as for a request no longer active. A process that lost
+        its lease records nothing more (ShuttingDownError). None: no fence (a bot alone)."""
+        self._lease = lease_id
+
+    def _fence(self) -> str:
+        """The condition a request change adds: the row is held by this process's live lease."""
+        return "" if self._lease is None else FENCE
 
     async def reserve(self, asked: NewRequest, now: datetime) -> Request:
         """Check every limit and record the queued request, under the guild's lock.
@@ -127,7 +145,7 @@ class PostgresLedger:
             enforce(seen.snapshot, cost, now)
             if budget is not None:
                 quota_rules.enforce_budget(budget, seen.calls_today or 0, now)
-            return await _insert(conn, asked, cost, status, now, paid=paid)
+            return await _insert(conn, asked, cost, status, now, paid=paid, lease=self._lease)
 
         try:
             return await self._db.write(work)
@@ -179,7 +197,9 @@ class PostgresLedger:
             assert interaction is not None
             organiser = (guild_id, channel_id, organiser_id, interaction[0])
             asked = NewRequest(*organiser, mode, "", source_name, source_key)
-            return await _insert(conn, asked, cost, status, now, paid=not joined, event=event_id)
+            return await _insert(
+                conn, asked, cost, status, now, paid=not joined, event=event_id, lease=self._lease
+            )
 
         try:
             return await self._db.write(work)
@@ -195,16 +215,16 @@ class PostgresLedger:
         roles = dict(heirs)
 
         async def work(conn: Conn) -> tuple[int, bool] | None:
-            first = await _active(conn, [payer_id])
+            first = await self._active(conn, [payer_id])
             if not first:
                 return None
             guild_id = first[0][2]
             await lock_guild(conn, guild_id)
-            payer = await _active(conn, [payer_id])  # again, under the lock
+            payer = await self._active(conn, [payer_id])  # again, under the lock
             if not payer:
                 return None
             cost = payer[0][1]
-            found = {row[0]: row for row in await _active(conn, list(roles))}
+            found = {row[0]: row for row in await self._active(conn, list(roles))}
             candidates = [
                 (heir_id, found[heir_id][3], found[heir_id][4] is not None)
                 for heir_id in roles
@@ -257,7 +277,9 @@ class PostgresLedger:
             )
             earlier = await cursor.fetchone()
             if earlier is None:
-                return await _insert(conn, asked, 0, RequestStatus.SUCCEEDED, now, paid=False)
+                return await _insert(
+                    conn, asked, 0, RequestStatus.SUCCEEDED, now, paid=False, lease=self._lease
+                )
             await conn.execute(
                 "UPDATE requests SET request_count = request_count + 1, finished_at = %s "
                 "WHERE id = %s",
@@ -277,12 +299,12 @@ class PostgresLedger:
         """queued -> running for every request sharing one call; how many changed. The call
         counts against the budget of the day it is made."""
         return await self._changed(
-            "WITH moved AS (UPDATE requests SET status = 'running', started_at = %(now)s "
-            "WHERE status = 'queued' AND id = ANY(%(ids)s) RETURNING id), "
+            "WITH moved AS (UPDATE requests SET status = 'running', started_at = %(now)s "  # noqa: S608 (constant fence)
+            f"WHERE status = 'queued' AND id = ANY(%(ids)s){self._fence()} RETURNING id), "
             "made AS (UPDATE api_calls SET made_at = %(now)s, day = %(day)s "
-            "WHERE made_at IS NULL AND request_id = ANY(%(ids)s)) "
+            "WHERE made_at IS NULL AND request_id IN (SELECT id FROM moved)) "
             "SELECT count(*) FROM moved",
-            {"now": now, "day": utc(now).date(), "ids": list(request_ids)},
+            {"now": now, "day": utc(now).date(), "ids": list(request_ids), "lease": self._lease},
         )
 
     async def settle_joined(self, request_ids: Sequence[int], now: datetime) -> int:
@@ -290,10 +312,11 @@ class PostgresLedger:
         if not request_ids:
             return 0
         return await self._changed(
-            "WITH done AS (UPDATE requests SET status = 'succeeded', finished_at = %s "
-            "WHERE status IN ('queued', 'running') AND id = ANY(%s) RETURNING id) "
+            "WITH done AS (UPDATE requests SET status = 'succeeded', finished_at = %(now)s "  # noqa: S608 (constant fence)
+            "WHERE status IN ('queued', 'running') AND id = ANY(%(ids)s)"
+            f"{self._fence()} RETURNING id) "
             "SELECT count(*) FROM done",
-            (utc(now), list(request_ids)),
+            {"now": utc(now), "ids": list(request_ids), "lease": self._lease},
         )
 
     async def refund_all(
@@ -308,10 +331,18 @@ class PostgresLedger:
         if not request_ids:
             return 0
         return await self._changed(
-            "WITH ended AS (UPDATE requests SET status = %s, finished_at = %s, error = %s "
-            "WHERE status IN ('queued', 'running') AND id = ANY(%s) RETURNING id) "
+            "WITH ended AS (UPDATE requests "  # noqa: S608 (constant fence)
+            "SET status = %(status)s, finished_at = %(now)s, error = %(error)s "
+            "WHERE status IN ('queued', 'running') AND id = ANY(%(ids)s)"
+            f"{self._fence()} RETURNING id) "
             "SELECT count(*) FROM ended",
-            (status.value, utc(now), error[:_MAX_ERROR_CHARS], list(request_ids)),
+            {
+                "status": status.value,
+                "now": utc(now),
+                "error": error[:_MAX_ERROR_CHARS],
+                "ids": list(request_ids),
+                "lease": self._lease,
+            },
         )
 
     async def settle(
@@ -320,8 +351,9 @@ class PostgresLedger:
         """Mark the request succeeded (its charge stands) and store the result for reuse;
         False, storing the result all the same, when it was no longer active."""
         changed = await self._changed(
-            "WITH settled AS (UPDATE requests SET status = 'succeeded', finished_at = %(now)s "
-            "WHERE id = %(id)s AND status IN ('queued', 'running') RETURNING id), "
+            "WITH settled AS (UPDATE requests SET status = 'succeeded', finished_at = %(now)s "  # noqa: S608 (constant fence)
+            f"WHERE id = %(id)s AND status IN ('queued', 'running'){self._fence()} "
+            "RETURNING id), "
             "stored AS (INSERT INTO results (source_key, mode, stems, issued_at, request_id) "
             "VALUES (%(key)s, %(mode)s, %(stems)s, %(issued)s, %(id)s) "
             "ON CONFLICT (source_key, mode) DO UPDATE SET stems = excluded.stems, "
@@ -334,6 +366,7 @@ class PostgresLedger:
                 "mode": separation.mode.value,
                 "stems": rows.stems(separation),
                 "issued": utc(separation.issued_at),
+                "lease": self._lease,
             },
         )
         if changed != 1:
@@ -404,6 +437,14 @@ class PostgresLedger:
             row = await cursor.fetchone()
         return None if row is None else rows.separation(mode, row[0], row[1])
 
+    async def _active(self, conn: Conn, request_ids: list[int]) -> list[Any]:
+        """(id, cost, guild_id, user_id, remix_event_id) of those requests still queued or
+        running (and held by this process, when it holds a lease)."""
+        cursor = await conn.execute(
+            (_ACTIVE + self._fence()).encode(), {"ids": request_ids, "lease": self._lease}
+        )
+        return await cursor.fetchall()
+
     async def _changed(self, sql: Any, params: Any) -> int:
         """One statement that ends with ``SELECT count(*)`` of the rows it changed."""
 
@@ -438,8 +479,10 @@ async def _insert(
     *,
     paid: bool,
     event: int | None = None,
+    lease: int | None = None,
 ) -> Request:
-    """A new row (a paid one with its API call); a remix ``event``'s is the server's alone."""
+    """A new row (a paid one with its API call); a remix ``event``'s is the server's alone;
+    held by ``lease`` (ShuttingDownError once that lease is dead)."""
     created = utc(now)
     finished = None if status.is_active else created
     cursor = await conn.execute(
@@ -459,17 +502,14 @@ async def _insert(
             "paid": paid,
             "event": event,
             "day": created.date(),
+            "lease": lease,
         },
     )
     row = await cursor.fetchone()
-    assert row is not None
+    if row is None:
+        log.error("not recording a request: this process's lease %s is no longer alive", lease)
+        raise ShuttingDownError()
     return rows.new_request(row[0], asked, cost, status, created, finished)
-
-
-async def _active(conn: Conn, request_ids: list[int]) -> list[Any]:
-    """(id, cost, guild_id, user_id) of those requests still queued or running."""
-    cursor = await conn.execute(_ACTIVE, (request_ids,))
-    return await cursor.fetchall()
 
 
 async def _pass_charge(

@@ -209,6 +209,38 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
             OWNED BY requests.interaction_id;
         """,
     ),
+    (
+        "0003_process_leases",
+        # Several bot processes share the ledger: each holds a lease (a row it renews every
+        # few seconds, stembot/process_lease.py) and every request records the lease of the
+        # process holding it. Only the requests of a process whose lease expired (or that
+        # ended) are recovered, by a surviving process, which takes them over (lease_id).
+        """
+        CREATE TABLE stembot_processes (
+            id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            pid integer NOT NULL,
+            host text NOT NULL,
+            shards text NOT NULL,
+            started_at timestamptz NOT NULL,
+            renewed_at timestamptz NOT NULL,
+            expires_at timestamptz NOT NULL,
+            -- a clean stop, or the moment another process found the lease expired
+            ended_at timestamptz,
+            -- when another process (recovered_by) took over its requests
+            recovered_at timestamptz,
+            recovered_by bigint
+        );
+        CREATE INDEX stembot_processes_unrecovered ON stembot_processes (expires_at)
+            WHERE recovered_at IS NULL;
+
+        -- NULL: a request of a bot from before leases (or copied from SQLite).
+        ALTER TABLE requests ADD COLUMN lease_id bigint;
+        CREATE INDEX requests_active_lease ON requests (lease_id)
+            WHERE status IN ('queued', 'running');
+        CREATE INDEX requests_undelivered_lease ON requests (lease_id)
+            WHERE status = 'succeeded' AND delivered_at IS NULL;
+        """,
+    ),
 )
 
 _APPLIED = """

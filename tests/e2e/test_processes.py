@@ -1,0 +1,173 @@
+"""Several `stembot run` processes on one PostgreSQL ledger, a shard each, against the sharded
+loopback Discord: each holds a lease; a process killed mid-call has its request refunded and
+told once by a survivor, never a live process's; a process frozen past its lease and then
+resumed tells nothing and stops; the slash commands are synced once."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.e2e.stack import (
+    API_KEY,
+    WAV,
+    BotProcess,
+    channel_posts,
+    eventually,
+    is_result,
+    stack_env,
+)
+from tests.postgres import admin_url, fresh_database
+from tests.standins.discord import DiscordEmulator, Guild, InteractionRecord
+from tests.standins.discord.sharding import SessionStartLimit
+from tests.standins.soundverse import SoundverseStandin
+
+pytestmark = pytest.mark.slow
+
+# Short, so that the tests see leases run out; a third of it between beats, as the settings ask.
+LEASE_S = 3.0
+HEARTBEAT_S = 0.5
+LOST_LINE = "stembot: this process lost its lease"
+
+
+@dataclass
+class Fleet:
+    """The outside world and the bot processes, one per shard, on one PostgreSQL ledger."""
+
+    discord: DiscordEmulator
+    api: SoundverseStandin
+    url: str
+    guilds: list[Guild]
+    bots: list[BotProcess]
+
+    def guild_of(self, process: int) -> Guild:
+        """A server the ``process``-th bot serves (its shard)."""
+        shards = len(self.bots)
+        return next(g for g in self.guilds if self.discord.shard_of(g, shards) == process)
+
+    async def split(self, guild: Guild) -> InteractionRecord:
+        member = self.discord.add_member(guild, f"member of {guild.name}")
+        track = self.discord.upload_attachment(
+            WAV, "song.wav", "audio/wav", channel=guild.default_channel
+        )
+        interaction = await self.discord.slash(
+            "stems vocals", member=member, channel=guild.default_channel, options={"file": track}
+        )
+        await self.discord.acknowledged(interaction)
+        return interaction
+
+    def ledger(self, sql: str) -> list[tuple[object, ...]]:
+        with psycopg.connect(self.url) as conn:
+            return conn.execute(sql.encode()).fetchall()
+
+
+@contextlib.asynccontextmanager
+async def fleet(tmp_path: Path, processes: int) -> AsyncIterator[Fleet]:
+    limit = SessionStartLimit(max_concurrency=processes)
+    discord = DiscordEmulator(identify_window_s=5.0, session_start_limit=limit)
+    async with discord, SoundverseStandin(api_key=API_KEY) as api:
+        guilds = [
+            await discord.add_guild(f"server {n}", shard=(n % processes, processes))
+            for n in range(processes)
+        ]
+        with fresh_database(admin_url()) as url:
+            bots = [
+                BotProcess(env, tmp_path / f"bot{n}.log")
+                for n, env in enumerate(_envs(discord, api, url, tmp_path, processes))
+            ]
+            for bot in bots:
+                await bot.start()
+            try:
+                await discord.wait_shards(processes, timeout_s=60)
+                yield Fleet(discord, api, url, guilds, bots)
+            finally:
+                for bot in bots:
+                    with contextlib.suppress(ProcessLookupError):
+                        bot.signal(signal.SIGCONT)
+                        bot.signal(signal.SIGTERM)
+                for bot in bots:
+                    with contextlib.suppress(ProcessLookupError):
+                        await bot.wait(30)
+
+
+def _envs(
+    discord: DiscordEmulator, api: SoundverseStandin, url: str, tmp_path: Path, processes: int
+) -> Iterator[dict[str, str]]:
+    for n in range(processes):
+        yield {
+            **stack_env(discord, api, tmp_path / "unused.db"),
+            "STEMBOT_DATABASE_URL": url,
+            "STEMBOT_SHARD_COUNT": str(processes),
+            "STEMBOT_SHARD_IDS": str(n),
+            "STEMBOT_LEASE_S": str(LEASE_S),
+            "STEMBOT_HEARTBEAT_S": str(HEARTBEAT_S),
+            "STEMBOT_API_TIMEOUT_S": "120",
+        }
+
+
+def notices(fleet: Fleet, guild: Guild) -> list[str]:
+    """The bot's plain posts in the server's channel (the restart notices), as text."""
+    return [str(post.embeds) for post in channel_posts(fleet.discord, guild.default_channel)]
+
+
+async def test_a_killed_process_is_refunded_and_told_once_by_a_survivor_never_a_live_one(
+    tmp_path: Path,
+) -> None:
+    """Three processes, the API holding every call: A is killed mid-call. One survivor
+    refunds A's request and tells its member once (a notice in the channel); B's call, held
+    for several leases meanwhile, is never touched and is answered once the API answers; the
+    commands were synced once for all three."""
+    async with fleet(tmp_path, 3) as running:
+        running.api.hold()
+        killed, live = running.guild_of(0), running.guild_of(1)
+        await running.split(killed)
+        waiting = await running.split(live)
+        await eventually(lambda: len(running.api.requests) == 2, timeout_s=20)
+        running.bots[0].signal(signal.SIGKILL)
+        await running.bots[0].wait()
+        await eventually(lambda: notices(running, killed), timeout_s=LEASE_S * 6)
+        await asyncio.sleep(LEASE_S * 2)  # several more sweeps: none may touch B's request
+        assert notices(running, live) == []
+        running.api.release()
+        await eventually(lambda: is_result(waiting.view().original or {}), timeout_s=20)
+        (notice,) = notices(running, killed)
+        assert "not charged" in notice.lower()
+        statuses = running.ledger("SELECT guild_id, status, cost FROM requests")
+        assert sorted(statuses) == sorted(
+            [(killed.id, "interrupted", 1), (live.id, "succeeded", 1)]
+        )
+        assert len(running.api.requests) == 2
+        assert [scope for _, scope in running.discord.command_syncs] == [None]
+    assert notices(running, killed) == [notice]
+
+
+async def test_a_process_frozen_past_its_lease_tells_nothing_when_it_wakes_and_stops(
+    tmp_path: Path,
+) -> None:
+    """A is stopped (SIGSTOP) mid-call for longer than its lease: B refunds A's request and
+    tells its member once. A is resumed and its API call then answers: A delivers nothing,
+    writes nothing, refunds nothing again, says it lost its lease and exits with status 1."""
+    async with fleet(tmp_path, 2) as running:
+        running.api.hold()
+        frozen = running.guild_of(0)
+        interaction = await running.split(frozen)
+        await eventually(lambda: len(running.api.requests) == 1, timeout_s=20)
+        running.bots[0].signal(signal.SIGSTOP)
+        await eventually(lambda: notices(running, frozen), timeout_s=LEASE_S * 6)
+        shown = interaction.view().original
+        running.api.release()
+        running.bots[0].signal(signal.SIGCONT)
+        assert await running.bots[0].wait(30) == 1
+        log = running.bots[0].log_text()
+        assert LOST_LINE in log
+        assert interaction.view().original == shown  # no result, no failure edited in
+        assert len(notices(running, frozen)) == 1
+        assert running.ledger("SELECT status, cost FROM requests") == [("interrupted", 1)]
+        assert len(running.api.requests) == 1
