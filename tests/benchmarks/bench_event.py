@@ -10,6 +10,7 @@ measured) and the Soundverse stand-in (fixed latency L) run in this process.
     .venv/bin/python -m tests.benchmarks.bench_event --audio [--n 1000] [--stem-seconds 30]
                                                      [--stem-format mp3] [--repeats 1]
     .venv/bin/python -m tests.benchmarks.bench_event --standard [--json PATH]
+    .venv/bin/python -m tests.benchmarks.bench_event --card [--n 1000] [--repeats 3]
 
 The crowd: N distinct members; 80% pick one of five shared tracks (uploaded once, the same
 attachment reused), 20% send a track of their own. `--quota` adds a run where the guild's
@@ -26,6 +27,13 @@ start the bot through tests/benchmarks/loop_lag.py, which records its event loop
 reports acknowledgements, makespan, the loop lag p99 from the burst to the last result's files
 (links only: to the last result), and with files: the results that got them, stem fetches
 against stems attached (cache hits) and the audio workers' CPU and peak memory.
+`--card` runs a remix event instead (tests/benchmarks/event_card.py): N members (1000 unless
+`--n` says) click one event card's buttons at once, 60% Vocals, 30% All stems, 10%
+Instruments, each API call taking L; each round also runs the `/stems vocals` burst of the
+same N, alternating which goes first, and reports the card's acknowledgement p99 over the
+burst's (the median of the rounds' ratios), the event's paid calls against the modes used, the
+public messages (the card, its edits) and the private answers. Files off, as in every run but
+--audio's. "KiB per held request" is then per pending click: acknowledged, stems not yet sent.
 An acknowledgement that arrives after Discord's 3 s (refused) counts at the time it arrived,
 so an overloaded run shows its real latency; "CPU ms/request to the last ack" is the CPU the
 bot (and the harness) spent from the burst to the last acknowledgement, divided by N.
@@ -51,16 +59,18 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from stembot.config import QuotaPolicy
+from stembot.models import Mode
 from stembot.store import Store
 from tests.benchmarks import floor_bot, loop_lag
 from tests.benchmarks.bot_workers import cpu_between, peak_kib, workers_of
+from tests.benchmarks.columns import print_columns
 from tests.benchmarks.event_audio import (
     OFF,
     ON,
@@ -75,7 +85,27 @@ from tests.benchmarks.event_audio import (
     files_state,
     print_comparison,
 )
+from tests.benchmarks.event_card import (
+    BURST,
+    CARD,
+    CARD_N,
+    CardComparison,
+    CardReport,
+    CardRound,
+    CardSetup,
+    card_crowd,
+    card_report,
+    card_rows,
+    card_settled,
+    click_all,
+    modes_used,
+    open_event,
+    warm_up_card,
+)
+from tests.benchmarks.event_card import compare as compare_card
+from tests.benchmarks.event_card import print_comparison as print_card_comparison
 from tests.benchmarks.loop_lag import LAG_FILE_VARIABLE, LoopLag, read_lag
+from tests.e2e.remix_event_cards import Event
 from tests.e2e.stack import API_KEY, WAV, BotProcess, stack_env
 from tests.standins.discord import (
     EPHEMERAL,
@@ -106,6 +136,10 @@ TARGETS = {
     "ack_p99_over_floor": "<= 1.15 (at N=1000, median over repeats)",
     "loop_lag_p99_ms": "< 50",
     "ack_p99_files_on_over_off": "<= 1.0 (no worse than links only, same invocation)",
+    "card_acked_within_3s_share": "= 1.0",
+    "card_ack_p99_over_burst": "<= 1.0 (same N, median over repeats)",
+    "card_paid_calls": "= modes used",
+    "card_public_messages": "= 1 (the card, edited at most once per 10 s)",
 }
 STEMBOT, FLOOR = "stembot", "floor"
 BOT_MODULES = {STEMBOT: "stembot", FLOOR: floor_bot.__name__}
@@ -239,6 +273,7 @@ class Config:
     bot: str = STEMBOT  # or FLOOR: the minimal discord.py bot
     repeat: int = 1
     files: FilesSetup | None = None  # --audio: links only or with files, loop lag recorded
+    card: CardSetup | None = None  # --card: clicks on one event's card, not `/stems`
 
 
 @dataclass
@@ -276,6 +311,7 @@ class Result:
     notes: list[str] = field(default_factory=list)
     files: FilesReport | None = None  # with files on (--audio)
     loop_lag: LoopLag | None = None  # --audio: from the burst to the end of its work
+    card: CardReport | None = None  # --card: what the event's card and channel showed
 
 
 def ideal_makespan(cfg: Config, unique_pairs: int) -> float:
@@ -337,6 +373,42 @@ def crowd(
             )
         plan.append((member, attachment))
     return plan, len({a["id"] for _, a in plan})
+
+
+@dataclass
+class Burst:
+    """What a run fires at once: each member's `/stems vocals`, or with --card each member's
+    click on the ``event``'s card (``clicks``: who clicks which mode)."""
+
+    fire: Callable[[], Awaitable[list[InteractionRecord]]]
+    unique_pairs: int  # (source, mode) pairs; on the card, the modes used
+    event: Event | None = None
+    clicks: list[tuple[Member, Mode]] = field(default_factory=list)
+
+
+async def prepare_burst(discord: DiscordEmulator, guild: Guild, cfg: Config) -> Burst:
+    """The crowd of ``cfg``, ready to fire; with --card, the event warmed up and started."""
+    channel = guild.default_channel
+    if cfg.card is None:
+        plan, unique_pairs = crowd(discord, guild, channel, cfg)  # one mode: pairs = tracks
+        return Burst(lambda: stems_burst(discord, channel, plan), unique_pairs)
+    await warm_up_card(discord, cfg.latency_s)
+    event = await open_event(discord, guild, "Remix event")
+    clicks = card_crowd(discord, guild, cfg.n, cfg.card, cfg.seed)
+    return Burst(lambda: click_all(discord, event, clicks), modes_used(clicks), event, clicks)
+
+
+async def stems_burst(
+    discord: DiscordEmulator, channel: Channel, plan: Sequence[tuple[Member, dict[str, Any]]]
+) -> list[InteractionRecord]:
+    return list(
+        await asyncio.gather(
+            *(
+                discord.slash("stems vocals", member=m, channel=channel, options={"file": a})
+                for m, a in plan
+            )
+        )
+    )
 
 
 async def warm_up(discord: DiscordEmulator, latency_s: float, *, files: bool = False) -> None:
@@ -427,7 +499,6 @@ async def run_event(
             SoundverseStandin(api_key=API_KEY, latency=cfg.latency_s)
         )
         guild = await discord.add_guild("Remix event")
-        channel = guild.default_channel
         attach = cfg.files is not None and cfg.files.attach
         if cfg.files is not None:
             api.serve_stems(cfg.files.stem_format, seconds=cfg.files.stem_seconds)
@@ -438,7 +509,8 @@ async def run_event(
         try:
             await discord.wait_ready(timeout_s=30)
             await warm_up(discord, cfg.latency_s, files=attach)
-            plan, unique_pairs = crowd(discord, guild, channel, cfg)  # one mode: pairs = tracks
+            burst = await prepare_burst(discord, guild, cfg)
+            unique_pairs = burst.unique_pairs
             await asyncio.sleep(1.0)  # let the warm-up's status task and GC settle
             calls_before = len(api.requests)
             downloads_before = api.downloads
@@ -450,12 +522,7 @@ async def run_event(
             stop = asyncio.Event()
             sampler = asyncio.create_task(sample_until(pid, stop, samples))
             first, first_mono = time.time(), time.monotonic()
-            records = await asyncio.gather(
-                *(
-                    discord.slash("stems vocals", member=m, channel=channel, options={"file": a})
-                    for m, a in plan
-                )
-            )
+            records = await burst.fire()
             dispatched = time.time()
             ideal = ideal_makespan(cfg, unique_pairs)
             await all_answered(records, timeout_s=3 * ideal + 120)
@@ -467,6 +534,9 @@ async def run_event(
             workers_after = workers_of(pid)
             if profiler is not None:
                 await profiler.wait()
+            settled = burst.event is not None and await card_settled(
+                burst.event, cfg.n, unique_pairs
+            )
         finally:
             await stop_bot(bot)
         api_calls = len(api.requests) - calls_before
@@ -494,6 +564,17 @@ async def run_event(
         harness_cpu_s=harness_cpu,
         wall_s=time.monotonic() - wall_start,
     )
+    if burst.event is not None:
+        result.card = card_report(
+            discord,
+            burst.event,
+            burst.clicks,
+            records,
+            [o.kind for o in outcomes],
+            first=first,
+            paid_calls=api_calls,
+            settled=settled,
+        )
     if cfg.files is None:
         return result
     delivered = delivered_files(records)
@@ -635,7 +716,8 @@ def _fmt(value: object) -> str:
     return str(value)
 
 
-def rows(result: Result) -> Iterator[tuple[str, object]]:
+def rows(result: Result, *, with_card: bool = False) -> Iterator[tuple[str, object]]:
+    """``with_card``: the card's rows too (a `/stems` burst beside a card run shows "-")."""
     cfg = result.config
     yield "requests (N) / unique (source, mode)", f"{cfg.n} / {result.unique_pairs}"
     yield "dispatch of the burst (s)", result.dispatch_s
@@ -673,6 +755,8 @@ def rows(result: Result) -> Iterator[tuple[str, object]]:
     yield "ledger", ", ".join(f"{k} {v}" for k, v in sorted(result.ledger_statuses.items()))
     if cfg.files is not None:
         yield from audio_rows(result.loop_lag, result.files)
+    if with_card:
+        yield from card_rows(result.card)
     yield "wall time of the run (s)", result.wall_s
 
 
@@ -716,14 +800,16 @@ AUDIO_ROW_LABELS = (
 
 def print_table(results: Sequence[Result]) -> None:
     repeated = any(r.config.repeat > 1 for r in results)
+    with_card = any(r.config.card is not None for r in results)
     headers = [
         f"N={r.config.n} L={r.config.latency_s:g}s C={r.config.concurrency}"
         + (f" daily={r.config.daily_limit}" if r.config.daily_limit is not None else "")
         + (f" {r.config.files.label}" if r.config.files is not None else "")
+        + (f" {CARD if r.config.card is not None else BURST}" if with_card else "")
         + (f" #{r.config.repeat}" if repeated else "")
         for r in results
     ]
-    table = [list(zip(*rows(r), strict=True)) for r in results]
+    table = [list(zip(*rows(r, with_card=with_card), strict=True)) for r in results]
     labels = table[0][0]
     width = max(len(str(label)) for label in labels)
     cols = [[_fmt(v) for v in t[1]] for t in table]
@@ -845,9 +931,7 @@ def print_floor(comparisons: Sequence[FloorComparison]) -> None:
                 "",
             )
         )
-    widths = [max(len(row[i]) for row in [header, *lines]) for i in range(len(header))]
-    for row in [header, *lines]:
-        print(" | ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    print_columns([header, *lines])
     print(f"target: p99 ratio {TARGETS['ack_p99_over_floor']}")
 
 
@@ -872,6 +956,9 @@ def machine() -> dict[str, object]:
 
 
 def configs(args: argparse.Namespace) -> list[Config]:
+    if args.card:
+        n = CARD_N if args.n is None else args.n
+        return [Config(n, args.latency, args.concurrency, seed=args.seed, card=CardSetup())]
     if args.audio:
         setup = FilesSetup(False, args.stem_seconds, args.stem_format, args.audio_workers)
         n = AUDIO_N if args.n is None else args.n
@@ -902,12 +989,23 @@ def files_first_in(repeat: int) -> bool:
     return repeat % 2 == 0
 
 
+def card_first_in(repeat: int) -> bool:
+    """--card: whether the card run goes first in a round (every other round)."""
+    return repeat % 2 == 1
+
+
 def rounds(chosen: Sequence[Config], floor: bool, repeats: int) -> Iterator[Config]:
     """Every run in order: each config ``repeats`` times, with a floor run beside each
     stembot run (not for the quota run: the floor has no quota); an --audio config runs
-    links only and with files each round, in alternating order."""
+    links only and with files each round, a --card config the card and the `/stems` burst
+    of the same N, in alternating order."""
     for cfg in chosen:
         for repeat in range(1, repeats + 1):
+            if cfg.card is not None:
+                pair = [cfg, dataclasses.replace(cfg, card=None)]
+                for run in pair if card_first_in(repeat) else reversed(pair):
+                    yield dataclasses.replace(run, repeat=repeat)
+                continue
             if cfg.files is not None:
                 order = (True, False) if files_first_in(repeat) else (False, True)
                 for attach in order:
@@ -921,6 +1019,17 @@ def rounds(chosen: Sequence[Config], floor: bool, repeats: int) -> Iterator[Conf
                 yield dataclasses.replace(cfg, bot=bot, repeat=repeat)
 
 
+@dataclass
+class Runs:
+    """An invocation's runs and what it compared."""
+
+    results: list[Result]  # stembot's runs
+    floor: list[FloorComparison]  # --floor: stembot against the floor
+    floors: list[Result]  # --floor: the floor's runs
+    audio: list[AudioComparison]  # --audio: links only against with files
+    card: list[CardComparison]  # --card: the card against the `/stems` burst
+
+
 async def run_all(
     chosen: Sequence[Config],
     profile: Path | None,
@@ -928,14 +1037,13 @@ async def run_all(
     *,
     floor: bool = False,
     repeats: int = 1,
-) -> tuple[list[Result], list[FloorComparison], list[Result], list[AudioComparison]]:
-    """stembot's runs, the comparisons with the floor, the floor's runs, and --audio's
-    comparisons of links only with files."""
+) -> Runs:
     results: list[Result] = []
     floors: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="bench-event-") as tmp:
         for k, cfg in enumerate(rounds(chosen, floor, repeats)):
             label = f", {cfg.files.label}" if cfg.files is not None else ""
+            label += f", {cfg.card.label}" if cfg.card is not None else ""
             print(
                 f"running {cfg.bot} N={cfg.n} L={cfg.latency_s:g}s C={cfg.concurrency}{label}"
                 f" (repeat {cfg.repeat} of {repeats}) ...",
@@ -944,6 +1052,8 @@ async def run_all(
             tag = "" if (cfg.bot, cfg.repeat) == (STEMBOT, 1) else f".{cfg.bot}.{cfg.repeat}"
             if cfg.files is not None:
                 tag += ".files-on" if cfg.files.attach else ".files-off"
+            if cfg.card is not None:
+                tag += ".card"
             where = profile.with_suffix(f".{cfg.n}{tag}.txt") if profile else None
             raw = timings.with_suffix(f".{cfg.n}{tag}.json") if timings else None
             workdir = Path(tmp) / f"run-{k}"  # a fresh database each run: no stored results
@@ -959,7 +1069,8 @@ async def run_all(
         if any(_same_burst(f.config, cfg) for f in floors)
     ]
     audio = [audio_comparison(cfg, results) for cfg in chosen if cfg.files is not None]
-    return results, comparisons, floors, audio
+    cards = [card_comparison(cfg, results) for cfg in chosen if cfg.card is not None]
+    return Runs(results, comparisons, floors, audio, cards)
 
 
 def _same_burst(run: Config, cfg: Config) -> bool:
@@ -988,13 +1099,46 @@ def audio_comparison(cfg: Config, results: Sequence[Result]) -> AudioComparison:
     return compare(cfg.n, cfg.latency_s, dataclasses.replace(cfg.files, attach=True), paired)
 
 
+def card_comparison(cfg: Config, results: Sequence[Result]) -> CardComparison:
+    """The card against the `/stems` burst of the same N, round by round, for the --card
+    config ``cfg``."""
+    burst_cfg = dataclasses.replace(cfg, card=None)
+    by_round: dict[int, dict[bool, Result]] = {}
+    for r in results:
+        if _same_burst(r.config, cfg) or _same_burst(r.config, burst_cfg):
+            by_round.setdefault(r.config.repeat, {})[r.config.card is not None] = r
+    paired = []
+    for repeat, pair in sorted(by_round.items()):
+        card, burst = pair[True], pair[False]
+        paired.append(
+            CardRound(
+                first=CARD if card_first_in(repeat) else BURST,
+                card_ack_ms=card.ack_ms,
+                burst_ack_ms=burst.ack_ms,
+                p99_ratio=round(card.ack_ms.get("p99", math.nan) / burst.ack_ms["p99"], 3)
+                if burst.ack_ms
+                else math.nan,
+            )
+        )
+    cards = [pair[True] for _, pair in sorted(by_round.items())]
+    return compare_card(
+        cfg.n,
+        cfg.latency_s,
+        paired,
+        [c.acked_within_3s_share for c in cards],
+        [c.kib_per_held_request for c in cards],
+    )
+
+
 def figures(result: Result) -> RunFigures:
     return RunFigures(result.ack_ms, result.makespan_s, result.loop_lag, result.files)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, help="simultaneous requests (500; 1000 with --audio)")
+    parser.add_argument(
+        "--n", type=int, help="simultaneous requests (500; 1000 with --audio or --card)"
+    )
     parser.add_argument("--latency", type=float, default=2.0, help="seconds per API call (L)")
     parser.add_argument("--concurrency", type=int, default=8, help="STEMBOT_MAX_CONCURRENT_JOBS")
     parser.add_argument("--standard", action="store_true", help="N=500, 1000, 2000 + quota run")
@@ -1032,6 +1176,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         default=AUDIO_WORKERS,
         help="--audio: STEMBOT_AUDIO_WORKERS of the run with files",
     )
+    parser.add_argument(
+        "--card",
+        action="store_true",
+        help="N clicks on one remix event's card, each round beside the /stems burst of that N",
+    )
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument(
         "--profile", type=Path, help="py-spy the bot's first 10 s of each burst (needs py-spy)"
@@ -1040,28 +1189,34 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--timings", type=Path, help="also write raw per-request and per-call times (PATH.N.json)"
     )
     args = parser.parse_args(argv)
-    if args.audio and (args.floor or args.standard or args.quota):
-        parser.error("--audio runs alone (not with --floor, --standard or --quota)")
+    if args.audio and (args.floor or args.standard or args.quota or args.card):
+        parser.error("--audio runs alone (not with --floor, --standard, --quota or --card)")
+    if args.card and (args.floor or args.standard or args.quota):
+        parser.error("--card runs alone (not with --floor, --standard, --quota or --audio)")
     started = datetime.now(UTC)
-    results, comparisons, floors, audio = asyncio.run(
+    runs = asyncio.run(
         run_all(configs(args), args.profile, args.timings, floor=args.floor, repeats=args.repeats)
     )
-    print_table(results)
-    if comparisons:
-        print_floor(comparisons)
-    if audio:
-        print_comparison(audio, TARGETS)
+    print_table(runs.results)
+    if runs.floor:
+        print_floor(runs.floor)
+    if runs.audio:
+        print_comparison(runs.audio, TARGETS)
+    if runs.card:
+        print_card_comparison(runs.card, TARGETS)
     report = {
         "date": started.isoformat(timespec="seconds"),
         "machine": machine(),
         "targets": TARGETS,
-        "runs": [asdict(r) for r in results],
+        "runs": [asdict(r) for r in runs.results],
     }
-    if comparisons:
-        report["floor"] = [asdict(c) for c in comparisons]
-        report["floor_runs"] = [asdict(f) for f in floors]
-    if audio:
-        report["audio"] = [asdict(c) for c in audio]
+    if runs.floor:
+        report["floor"] = [asdict(c) for c in runs.floor]
+        report["floor_runs"] = [asdict(f) for f in runs.floors]
+    if runs.audio:
+        report["audio"] = [asdict(c) for c in runs.audio]
+    if runs.card:
+        report["card"] = [asdict(c) for c in runs.card]
     if args.json is not None:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
         print(f"wrote {args.json}")

@@ -15,6 +15,7 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from tests.benchmarks.columns import print_columns
 from tests.benchmarks.loop_lag import LoopLag
 from tests.standins.discord import InteractionRecord
 from tests.standins.stem_audio import AudioFormat
@@ -232,9 +233,7 @@ def print_comparison(comparisons: Sequence[AudioComparison], targets: dict[str, 
                 _num(c.on_lag_p99_ms),
             )
         )
-        widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
-        for line in lines:
-            print(" | ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
+        print_columns(lines)
         print(
             f"makespan (links) off {_num(c.off_makespan_s)} s, on {_num(c.on_makespan_s)} s; "
             f"the last result's files at {_num(c.on_files_makespan_s)} s"

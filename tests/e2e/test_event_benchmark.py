@@ -1,4 +1,5 @@
-"""The event benchmark still runs: a small burst, stembot and the floor bot side by side."""
+"""The event benchmark still runs: a small burst beside the floor bot, the audio burst, and a
+remix event's card beside the `/stems` burst."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from stembot.bot.remix_event_card_updates import CARD_EDIT_INTERVAL_S
 from tests.benchmarks import bench_event
 from tests.standins.discord import InteractionRecord
 
@@ -87,3 +89,35 @@ def test_the_audio_burst_runs_links_only_and_with_files(
     printed = capsys.readouterr().out
     assert "files off against files on" in printed
     assert "stem fetches / stems attached (cache)" in printed
+
+
+@pytest.mark.slow
+def test_the_card_run_clicks_one_event_card_beside_the_stems_burst(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--card` at N=10: every click answered privately with its stems, one paid call per mode
+    used, nothing public but the card and its throttled edits, and the `/stems` burst of the
+    same N beside it for the ratio."""
+    out = tmp_path / "card.json"
+    bench_event.main(["--card", "--n", "10", "--latency", "0.1", "--json", str(out)])
+    report = json.loads(out.read_text())
+    card_run, burst_run = report["runs"]  # the card first in the first round
+    assert card_run["config"]["card"] is not None and burst_run["config"]["card"] is None
+    for run in (card_run, burst_run):
+        assert run["outcomes"] == {"result": 10} and run["acked_within_3s_share"] == 1.0
+    card = card_run["card"]
+    assert card["clicks"] == {"vocals": 6, "instruments": 1, "all": 3}
+    assert card["paid_calls"] == card["modes_used"] == card_run["api_calls"] == 3
+    assert card["private_answers"] == 10 and card["dms"] == 0
+    assert card["public_messages"] == 1 and card["card_settled"]
+    assert card["card_edits"] >= 1
+    assert card["card_edit_gap_min_s"] >= CARD_EDIT_INTERVAL_S - 0.05
+    assert card_run["units_granted"] == 4  # vocals 1 + instruments 1 + all 2, the server's
+    assert card_run["kib_per_held_request"] is not None
+    (comparison,) = report["card"]
+    assert comparison["n"] == 10 and [r["first"] for r in comparison["rounds"]] == ["card"]
+    ratio = card_run["ack_ms"]["p99"] / burst_run["ack_ms"]["p99"]
+    assert comparison["p99_ratio"] == pytest.approx(ratio, abs=0.001)
+    printed = capsys.readouterr().out
+    assert "card: public messages / card edits" in printed  # the table's card rows
+    assert f"{comparison['p99_ratio']:.2f}" in printed.split("the card against")[1]

@@ -15,7 +15,6 @@ import itertools
 import statistics
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,10 +24,20 @@ import pytest
 from stembot.bot.remix_event_card_updates import CARD_EDIT_INTERVAL_S
 from stembot.config import Settings, load_settings
 from stembot.models import Mode
+from tests.e2e.remix_event_cards import (
+    ORGANISER,
+    Event,
+    card_text,
+    cards_in,
+    private,
+    private_body,
+    public_posts,
+    start_event,
+    take_id,
+)
 from tests.e2e.stack import (
     API_KEY,
     MEDIA_ENV,
-    WAV,
     Stack,
     acked_in_time,
     bot_connected,
@@ -40,15 +49,10 @@ from tests.e2e.stack import (
 from tests.standins.discord import (
     BOT_DEFAULT,
     CREATE_EVENTS,
-    EPHEMERAL,
-    LOADING,
-    MANAGE_EVENTS,
     MANAGE_GUILD,
     MEMBER_DEFAULT,
     PIN_MESSAGES,
-    Channel,
     DiscordEmulator,
-    Guild,
     InteractionRecord,
     Member,
     MessageRecord,
@@ -57,7 +61,6 @@ from tests.standins.soundverse import Reply, SoundverseStandin
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
-ORGANISER = MEMBER_DEFAULT | MANAGE_EVENTS
 EVERYTHING = BOT_DEFAULT | PIN_MESSAGES | CREATE_EVENTS
 # The card is edited at most once per interval: a change shows within one, plus slack.
 CARD_WAIT_S = CARD_EDIT_INTERVAL_S + 5
@@ -65,31 +68,6 @@ DISABLED_OR_LINK = ("disabled", "url")
 
 
 # --- what a test reads --------------------------------------------------------------------
-
-
-def take_id(event_id: int, mode: Mode) -> str:
-    return f"stems-event:take:{event_id}:{mode.value}"
-
-
-def cards_in(discord: DiscordEmulator, channel_id: int) -> list[MessageRecord]:
-    return [
-        m
-        for m in discord.channel_messages(channel_id)
-        if any(i.startswith("stems-event:take:") for i in m.custom_ids())
-    ]
-
-
-def card_text(card: MessageRecord) -> str:
-    return "\n".join(_texts(card.components))
-
-
-def _texts(components: list[dict[str, Any]]) -> list[str]:
-    found: list[str] = []
-    for component in components:
-        if component.get("type") == 10:
-            found.append(str(component["content"]))
-        found += _texts(list(component.get("components") or []))
-    return found
 
 
 def card_buttons(card: MessageRecord) -> dict[str, dict[str, Any]]:
@@ -105,35 +83,10 @@ def card_buttons(card: MessageRecord) -> dict[str, dict[str, Any]]:
     return found
 
 
-def public_posts(discord: DiscordEmulator, channel_id: int) -> list[MessageRecord]:
-    """What everyone in the channel sees from the bot: no ephemeral answers, no messages
-    Discord posts itself (pin notices, thread starts)."""
-    return [m for m in discord.channel_messages(channel_id) if not m.ephemeral and not m.system]
-
-
-def private_body(interaction: InteractionRecord) -> str:
-    """The text of the private answer the member sees now ("" while thinking)."""
-    original = interaction.view().original
-    if original is None or original.get("flags", 0) & LOADING:
-        return ""
-    assert original["flags"] & EPHEMERAL, "an event's answer must be private"
-    parts = [str(original.get("content") or "")]
-    for embed in original.get("embeds") or []:
-        parts += [str(embed.get("title", "")), str(embed.get("description", ""))]
-        parts += [str(f.get("value", "")) for f in embed.get("fields", [])]
-    parts += _texts(list(original.get("components") or []))
-    return "\n".join(parts)
-
-
 def has_stems(interaction: InteractionRecord) -> bool:
     return "download" in private_body(interaction) or "Full quality" in str(
         interaction.view().original
     )
-
-
-async def private(interaction: InteractionRecord, containing: str, timeout_s: float = 10) -> str:
-    await eventually(lambda: containing in private_body(interaction), timeout_s)
-    return private_body(interaction)
 
 
 def units_charged(stack: Stack) -> int:
@@ -146,45 +99,6 @@ def member_used(stack: Stack, member: Member) -> int:
     status = stack.ledger().quotas.quota_status(stack.guild.id, member.id, datetime.now(UTC))
     assert status.user_daily is not None
     return status.user_daily.used
-
-
-@dataclass
-class Event:
-    id: int
-    card: MessageRecord
-    reply: str
-
-
-async def start_event(
-    discord: DiscordEmulator,
-    guild: Guild,
-    by: Member,
-    *,
-    channel: Channel | None = None,
-    **options: Any,
-) -> Event:
-    """`/stems-event start` with ``options`` (a fresh WAV file unless another source is
-    given); the organiser's private reply and the card."""
-    channel = channel or guild.default_channel
-    if not {"file", "url", "message"} & options.keys():
-        options["file"] = discord.upload_attachment(WAV, "track.wav", "audio/wav", channel=channel)
-    options.setdefault("title", "Spring remix")
-    before = {m.id for c in [channel, *discord.threads(channel)] for m in cards_in(discord, c.id)}
-    started = await discord.slash("stems-event start", member=by, channel=channel, options=options)
-    reply = await private(started, "started")
-
-    def new_card() -> MessageRecord | None:
-        for place in [channel, *discord.threads(channel)]:
-            for card in cards_in(discord, place.id):
-                if card.id not in before:
-                    return card
-        return None
-
-    await eventually(new_card)
-    card = new_card()
-    assert card is not None
-    (event_id,) = {int(i.split(":")[2]) for i in card.custom_ids() if ":take:" in i}
-    return Event(event_id, card, reply)
 
 
 async def start(stack: Stack, by: Member, **options: Any) -> Event:
