@@ -1,5 +1,7 @@
-"""The API calls: queued with servers taking turns, at most a few at once, each call's outcome
-written to the ledger (settled or refunded) and then told to every request that shares it."""
+"""The API calls: queued with servers taking turns, at most a few at once (the Turns decide:
+turns.py), each call's outcome written to the ledger (settled or refunded) and then told to
+every request that shares it. On a ledger shared by several processes a flight may also hold
+requests riding on another process's call (``remote``): it is landed when that call ends."""
 
 from __future__ import annotations
 
@@ -21,9 +23,9 @@ from stembot.flights import Flight, FlightBoard, HeldRequest, Replies, tell
 from stembot.ledger_writes import LedgerWrites
 from stembot.models import Mode, QuotaStatus, Request, RequestStatus, Separation
 from stembot.request_observer import Outcome, RequestObserver, Unobserved
-from stembot.scheduling import FairQueue
 from stembot.sharing import Alone, Sharing
 from stembot.store.interface import LedgerStore
+from stembot.turns import Turns
 
 log = logging.getLogger(__name__)
 
@@ -56,38 +58,38 @@ class CallQueue:
         self._board = board
         self._writes = writes
         self._replies = replies
-        self._max_running = max_running
         self._clock = clock
         self._observer = observer or Unobserved()
-        self._waiting: FairQueue[Flight] = FairQueue()
+        self._turns: Turns = self._sharing.turns(board, max_running)
+        self._turns.bind(self._start)
         self._running: set[Flight] = set()
 
     def push(self, flight: Flight, guild_id: int) -> None:
         """Queue a new flight in its server's lane and start what the cap allows."""
-        self._waiting.push(guild_id, flight.id, flight)
-        self._start_what_fits()
+        self._turns.push(flight, guild_id)
 
     def remove(self, flight: Flight) -> None:
         """A waiting flight whose every request was cancelled."""
-        self._waiting.remove(flight.id)
+        self._turns.remove(flight)
 
     def position(self, flight: Flight) -> int | None:
         """1-based place in the queue, or None once the flight has started."""
-        return self._waiting.position(flight.id)
+        return None if flight.remote else self._turns.position(flight)
 
     @property
     def waiting(self) -> int:
         """Calls queued for the API."""
-        return len(self._waiting)
+        return self._turns.waiting
 
     @property
     def running(self) -> int:
         """Calls at the API now."""
         return len(self._running)
 
-    async def shutdown(self, grace_s: float) -> None:
-        """Interrupt (and refund) the waiting flights; give the running ones ``grace_s``."""
-        while (flight := self._waiting.pop()) is not None:
+    async def shutdown(self, grace_s: float, elsewhere: list[Flight]) -> None:
+        """Interrupt (and refund) the waiting flights, and those riding on another process's
+        call (``elsewhere``); give the running ones ``grace_s``."""
+        for flight in [*self._turns.take_waiting(), *elsewhere]:
             await self._fail(flight, RequestStatus.INTERRUPTED, RequestInterruptedError())
         tasks = [f.task for f in self._running if f.task is not None]
         if tasks:
@@ -98,13 +100,10 @@ class CallQueue:
 
     # --- running ------------------------------------------------------------------------
 
-    def _start_what_fits(self) -> None:
-        while len(self._running) < self._max_running:
-            flight = self._waiting.pop()
-            if flight is None:
-                return
-            self._running.add(flight)
-            flight.task = asyncio.create_task(self._run(flight), name=f"flight-{flight.id}")
+    def _start(self, flight: Flight) -> None:
+        """The flight has its turn: call the API."""
+        self._running.add(flight)
+        flight.task = asyncio.create_task(self._run(flight), name=f"flight-{flight.id}")
 
     async def _run(self, flight: Flight) -> None:
         payer = flight.payer
@@ -113,6 +112,7 @@ class CallQueue:
             for held in list(flight.held):
                 self._replies.soon(held.listener.on_started(held.request), held.request.id)
             await self._mark_running(flight.request_ids, flight.started_at)
+            await self._sharing.call_started(flight.key)
             log.info(
                 "request %s running (%d requests share it)", payer.request.id, len(flight.held)
             )
@@ -134,7 +134,28 @@ class CallQueue:
             await self._succeed(flight, separation)
         finally:
             self._running.discard(flight)
-            self._start_what_fits()
+            self._turns.done(flight)
+
+    # --- riding on another process's call ----------------------------------------------
+
+    def remote_started(self, flight: Flight) -> None:
+        """The call a remote flight rides on went to the API."""
+        started_at = flight.started_at = self._clock()
+        for held in list(flight.held):
+            self._replies.soon(held.listener.on_started(held.request), held.request.id)
+        if flight.held:
+            self._replies.soon(
+                self._mark_running(flight.request_ids, started_at), flight.payer.request.id
+            )
+
+    async def land_remote(
+        self, flight: Flight, outcome: Separation | StembotError, status: RequestStatus
+    ) -> None:
+        """The call a remote flight rides on ended: its stored result, or why not."""
+        if isinstance(outcome, Separation):
+            await self._succeed(flight, outcome)
+        else:
+            await self._fail(flight, status, outcome)
 
     async def _mark_running(self, request_ids: list[int], now: datetime) -> None:
         """Only a label in the ledger (queued and running are settled and refunded alike):
@@ -149,15 +170,20 @@ class CallQueue:
     async def _succeed(self, flight: Flight, separation: Separation) -> None:
         now = self._clock()
         payer = flight.payer
-        await self._writes.persist(
-            f"settling request {payer.request.id}",
-            lambda: self._store.ledger.settle(
-                payer.request.id, separation, payer.asked.source_key, now
-            ),
-        )
+        if not flight.remote:  # a remote flight's payer is another process's
+            await self._writes.persist(
+                f"settling request {payer.request.id}",
+                lambda: self._store.ledger.settle(
+                    payer.request.id, separation, payer.asked.source_key, now
+                ),
+            )
         held = await self._close_out(
-            flight, lambda ids: self._store.ledger.settle_joined(ids, now), after_payer=True
+            flight,
+            lambda ids: self._store.ledger.settle_joined(ids, now),
+            after_payer=not flight.remote,
         )
+        if not flight.remote:
+            await self._sharing.call_ended(flight.key)
         held = await self._ours(held, RequestStatus.SUCCEEDED)
         for h in held:
             self._observer.request_ended(h.request, Outcome.SUCCEEDED)
@@ -183,6 +209,8 @@ class CallQueue:
         held = await self._close_out(
             flight, lambda ids: self._store.ledger.refund_all(ids, status, error.user_message, now)
         )
+        if not flight.remote:
+            await self._sharing.call_ended(flight.key)
         held = await self._ours(held, status)
         request_id = flight.payer.request.id if flight.held else None
         outcome = Outcome.INTERRUPTED if status is RequestStatus.INTERRUPTED else Outcome.FAILED

@@ -359,7 +359,8 @@ class Settings:
     )
     max_concurrent_jobs: int = _setting(
         "STEMBOT_MAX_CONCURRENT_JOBS", 4, _AT_LEAST_1, _SOUNDVERSE,
-        "At most this many separations run at once; the rest wait in a fair queue.",
+        "At most this many separations run at once; the rest wait in a fair queue. On "
+        "PostgreSQL, all processes together (give every process the same value).",
     )
     shutdown_grace_s: float = _setting(
         "STEMBOT_SHUTDOWN_GRACE_S", 8.0, _SECONDS, _SOUNDVERSE,

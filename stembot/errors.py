@@ -355,6 +355,26 @@ class RequestInterruptedError(StembotError):
     says_not_charged = True
 
 
+class SharedCallEndedError(StembotError):
+    """The identical request this one rode on (another bot process's API call) ended without
+    a result: cancelled by its requester, or cut short by a restart. Nothing was charged."""
+
+    default_message = (
+        "The same file was being split for someone else, and that request was cancelled or "
+        "cut short before its stems came. You were not charged; please run the command again."
+    )
+    says_not_charged = True
+
+
+class SharedCallFailedError(StembotError):
+    """The identical request this one rode on (another bot process's API call) failed: its
+    requester's message, which may already say that nothing was charged."""
+
+    def __init__(self, user_message: str) -> None:
+        super().__init__(user_message)
+        self.says_not_charged = "not charged" in user_message.lower()
+
+
 class NotYourRequestError(StembotError):
     default_message = "Only the person who asked for these stems can cancel them."
 

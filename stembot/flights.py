@@ -68,14 +68,18 @@ class Flight:
     # Requests whose ledger row is being written: the flight lands only once they are held.
     joining: int = 0
     joined: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+    # Another bot process makes (and pays for) this call: every request held here joined it.
+    remote: bool = False
 
     @property
     def started(self) -> bool:
-        """Taken from the queue: too late to cancel."""
-        return self.task is not None
+        """Taken from the queue (here, or by the process making the call): too late to cancel."""
+        return self.task is not None or (self.remote and self.started_at is not None)
 
     @property
     def payer(self) -> HeldRequest:
+        """The request that pays for the call (the first held; of a ``remote`` flight, the
+        first that joined it: the payer is another process's)."""
         return self.held[0]
 
     @property
@@ -104,6 +108,16 @@ class FlightBoard:
         self._by_key.setdefault(flight.key, flight)
         flight.held.append(held)
         self._by_request[held.request.id] = flight
+
+    def open(self, flight: Flight) -> None:
+        """Put a flight on the board before its first request is held (a flight riding on
+        another process's call, while its first joiner's row is written)."""
+        self._by_key.setdefault(flight.key, flight)
+
+    def drop(self, flight: Flight) -> None:
+        """Take an opened flight that came to hold nothing off the board."""
+        if not flight.held and self._by_key.get(flight.key) is flight:
+            del self._by_key[flight.key]
 
     def let_go(self, flight: Flight, held: HeldRequest) -> None:
         """``held`` leaves ``flight``; a flight left empty leaves the board."""

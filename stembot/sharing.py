@@ -1,24 +1,56 @@
 """How this bot process shares its ledger: alone (the SQLite file, one bot), or with other
 processes on PostgreSQL, each holding a lease (stembot/process_lease.py).
 
-The service asks three things of it: what a start-up recovers, what the periodic sweep
-recovers (the requests of processes that are gone), and which of its requests it may still
-tell the outcome of once it wrote it (only those it still holds: a process that lost its
-lease tells nothing, the process that took its requests over does).
+The service and its call queue ask it:
+- what a start-up recovers, and what the periodic sweep recovers (the requests of processes
+  that are gone), and which of its requests it may still tell the outcome of once it wrote
+  it (only those it still holds: a process that lost its lease tells nothing; the process
+  that took its requests over does);
+- when each call may go to the API (``turns``: the cap and the servers' turns, in this
+  process or across all of them);
+- whether another process is calling the API for a source and mode right now, to ride on
+  that call rather than refuse (``elsewhere``), and to tell the others when this process's
+  calls start and end.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Protocol
 
+from stembot.flights import Flight, FlightBoard, FlightKey
 from stembot.models import Recovery, RequestStatus
 from stembot.process_lease import ProcessLease
+from stembot.shared_calls import CallsLedger, FindResult, RemoteCalls, RemoteLanding, SharedTurns
 from stembot.store.interface import LedgerStore
+from stembot.store.postgres.dispatch import Word
+from stembot.turns import LocalTurns, Turns
 
 log = logging.getLogger(__name__)
+
+
+class Elsewhere(Protocol):
+    """Calls made by other processes, that this process's requests may ride on."""
+
+    def bind(self, landing: RemoteLanding) -> None: ...
+
+    async def running(self, key: FlightKey) -> bool | None:
+        """Whether another process's call for ``key`` is running (False: queued), or None."""
+        ...
+
+    def watch(self, flight: Flight) -> None:
+        """Land ``flight`` (joiners only) when the call for its key ends."""
+        ...
+
+    def unwatch(self, flight: Flight) -> None: ...
+
+    def take_all(self) -> list[Flight]:
+        """Every flight still waiting on another process (a shutdown refunds them)."""
+        ...
 
 
 class Sharing(Protocol):
@@ -38,6 +70,43 @@ class Sharing(Protocol):
     async def kept(self, request_ids: Sequence[int], status: RequestStatus) -> set[int]:
         """Which of these requests, just moved to ``status``, this process may tell."""
         ...
+
+    def turns(self, board: FlightBoard, cap: int) -> Turns:
+        """When each of this process's calls may go, at most ``cap`` at once."""
+        ...
+
+    def elsewhere(self, find_result: FindResult) -> Elsewhere: ...
+
+    async def call_started(self, key: FlightKey) -> None:
+        """This process's call for ``key`` went to the API (requests elsewhere ride on it)."""
+        ...
+
+    async def call_ended(self, key: FlightKey) -> None:
+        """This process's call for ``key`` ended (settled, refunded, or never to be made)."""
+        ...
+
+    def running(self) -> contextlib.AbstractAsyncContextManager[None]:
+        """Held while the bot runs: hearing the other processes."""
+        ...
+
+
+class _NowhereElse:
+    """No other process: no call to ride on."""
+
+    def bind(self, landing: RemoteLanding) -> None:
+        pass
+
+    async def running(self, key: FlightKey) -> bool | None:
+        return None
+
+    def watch(self, flight: Flight) -> None:
+        raise AssertionError("no other process makes calls")
+
+    def unwatch(self, flight: Flight) -> None:
+        pass
+
+    def take_all(self) -> list[Flight]:
+        return []
 
 
 class Alone:
@@ -59,6 +128,22 @@ class Alone:
     async def kept(self, request_ids: Sequence[int], status: RequestStatus) -> set[int]:
         return set(request_ids)
 
+    def turns(self, board: FlightBoard, cap: int) -> Turns:
+        return LocalTurns(cap)
+
+    def elsewhere(self, find_result: FindResult) -> Elsewhere:
+        return _NowhereElse()
+
+    async def call_started(self, key: FlightKey) -> None:
+        pass
+
+    async def call_ended(self, key: FlightKey) -> None:
+        pass
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        yield
+
 
 class LeasedLedger(Protocol):
     """What a shared ledger offers the lease holders (stembot/store/postgres/leases.py)."""
@@ -70,12 +155,28 @@ class LeasedLedger(Protocol):
     ) -> set[int]: ...
 
 
+class Listener(Protocol):
+    """The connection hearing the other processes (stembot/store/postgres/notifications.py)."""
+
+    async def run(self) -> None: ...
+
+
+# Starts hearing the others: every word to ``heard``, ``caught_up`` after each (re)connection.
+Listen = Callable[[Callable[[Word], None], Callable[[], Awaitable[None]]], Listener]
+
+
 class Leased:
     """One of several processes on a PostgreSQL ledger, holding ``lease``."""
 
-    def __init__(self, leases: LeasedLedger, lease: ProcessLease) -> None:
+    def __init__(
+        self, leases: LeasedLedger, calls: CallsLedger, lease: ProcessLease, listen: Listen
+    ) -> None:
         self._leases = leases
+        self._calls = calls
         self._lease = lease
+        self._listen = listen
+        self._turns: SharedTurns | None = None
+        self._remote: RemoteCalls | None = None
 
     @property
     def sweep_every_s(self) -> float | None:
@@ -88,7 +189,12 @@ class Leased:
     async def sweep(self, now: datetime) -> Recovery:
         if not self._lease.held():
             return Recovery([], [])
-        return await self._leases.recover_dead(self._lease.id, now)
+        recovered = await self._leases.recover_dead(self._lease.id, now)
+        if self._turns is not None and (self._turns.waiting or recovered.interrupted):
+            self._turns.dispatch_soon()  # turns a gone process held are free again
+        if self._remote is not None and self._remote.watching:
+            await self._remote.catch_up()  # its maker may have died before saying it ended
+        return recovered
 
     async def kept(self, request_ids: Sequence[int], status: RequestStatus) -> set[int]:
         if not self._lease.held():
@@ -100,3 +206,56 @@ class Leased:
             # As on one process: the answer goes out even when the database cannot say.
             log.warning("request(s) %s: holder unknown (%s); telling", request_ids, error)
             return set(request_ids)
+
+    def turns(self, board: FlightBoard, cap: int) -> Turns:
+        self._turns = SharedTurns(self._calls, self._lease, board, cap)
+        return self._turns
+
+    def elsewhere(self, find_result: FindResult) -> Elsewhere:
+        self._remote = RemoteCalls(self._calls, find_result)
+        return self._remote
+
+    async def call_started(self, key: FlightKey) -> None:
+        await self._tell("started", key)
+
+    async def call_ended(self, key: FlightKey) -> None:
+        await self._tell("ended", key)
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        listening = asyncio.create_task(self._listen(self._heard, self._caught_up).run())
+        try:
+            yield
+        finally:
+            listening.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listening
+            for part in (self._turns, self._remote):
+                if part is not None:
+                    await part.close()
+
+    async def _tell(self, event: str, key: FlightKey) -> None:
+        source_key, mode = key
+        try:
+            await self._calls.tell(Word(event, key=source_key, mode=mode))
+        except Exception as error:
+            # The others read the ledger again at their next heartbeat.
+            log.warning("could not tell the other processes a call %s (%s)", event, error)
+
+    def _heard(self, word: Word) -> None:
+        if word.kind == "grant" and self._turns is not None:
+            if word.lease_id == self._lease.id:
+                self._turns.granted(word.request_ids)
+            self._turns.heard_dispatch()
+        elif self._remote is not None:
+            key = (word.key, word.mode)
+            if word.kind == "started":
+                self._remote.heard_started(key)
+            elif word.kind == "ended":
+                self._remote.heard_ended(key)
+
+    async def _caught_up(self) -> None:
+        if self._turns is not None:
+            await self._turns.catch_up()
+        if self._remote is not None:
+            await self._remote.catch_up()

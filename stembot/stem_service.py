@@ -20,6 +20,7 @@ from typing import Protocol
 from stembot.call_queue import CallQueue, Separator, quota_after
 from stembot.errors import (
     AlreadyStartedError,
+    CallInFlightError,
     DatabaseReplacedError,
     NotYourRequestError,
     QuotaLimitReached,
@@ -28,7 +29,7 @@ from stembot.errors import (
     StembotError,
     StoreBusyError,
 )
-from stembot.flights import Flight, FlightBoard, HeldRequest, Replies, RequestListener
+from stembot.flights import Flight, FlightBoard, FlightKey, HeldRequest, Replies, RequestListener
 from stembot.ledger_writes import LedgerWrites
 from stembot.models import (
     Mode,
@@ -56,6 +57,9 @@ ChargeHook = Callable[[int], Awaitable[None]]
 # How long a cancel waits for its refund to be written before answering (the write goes on).
 _CANCEL_WAIT_S = 1.5
 _CANCELLED = "cancelled by the requester"
+# A call in flight in another process may end while a request decides to ride on it: the
+# decision is taken again (the stored result, or a call of its own), at most this often.
+_DECISIONS = 3
 
 
 def utc_now() -> datetime:
@@ -143,6 +147,11 @@ class StemService:
             observer=self._observer,
             sharing=self._sharing,
         )
+        # Calls other processes make (on a shared ledger), that requests here may ride on.
+        self._elsewhere = self._sharing.elsewhere(
+            lambda key: self._find_result(key[0], key[1], self._clock())
+        )
+        self._elsewhere.bind(self._calls)
         self._charge_hooks: list[ChargeHook] = []
         self._accepting = True
 
@@ -249,21 +258,35 @@ class StemService:
         self._refuse_if_closed()
         await self._writes.retry()
         asked = _asked(requester, mode, source)
+        key = (source.key, mode)
         now = self._clock()
-        stored = await self._find_result(source.key, mode, now)
-        if stored is None:
+
+        async def join(running: bool) -> HeldRequest:
+            return await self._reserve_joined(asked, listener, now, running)
+
+        for decision in range(_DECISIONS):
+            stored = await self._find_result(source.key, mode, now)
+            if stored is not None:
+                break
             # The first request for a source and mode decides alone: a stored result or a call.
-            async with self._deciding.alone((source.key, mode)):
-                flight = self._board.get((source.key, mode))
+            async with self._deciding.alone(key):
+                flight = self._board.get(key)
                 if flight is None:
                     # A call may have landed (and stored its result) while this one waited.
                     stored = await self._find_result(source.key, mode, now)
-                    if stored is None:
+                    if stored is not None:
+                        break
+                    try:
                         return await self._call(asked, listener, now)
-            if flight is not None:
-                return await self._join(
-                    flight, lambda running: self._reserve_joined(asked, listener, now, running)
-                )
+                    except CallInFlightError:
+                        # Another process is calling the API for it: ride on that call.
+                        ridden = await self._ride_elsewhere(key, join)
+                        if ridden is not None:
+                            return ridden
+                        if decision + 1 == _DECISIONS:
+                            raise
+                        continue
+            return await self._join(flight, join)
         assert stored is not None
         return await self._answer_from_store(asked, stored, listener, now)
 
@@ -287,6 +310,13 @@ class StemService:
         stored = await self._find_result(source.key, mode, now)
         if stored is not None:
             return stored
+
+        async def join(running: bool) -> HeldRequest:
+            request = await self._store.ledger.reserve_for_event(
+                event_id, mode, source.name, source.key, now, joined=True, running=running
+            )
+            return HeldRequest(request, _event_asked(request, source), listener)
+
         async with self._deciding.alone(key):
             flight = self._board.get(key)
             if flight is None:
@@ -300,14 +330,13 @@ class StemService:
                 except QuotaLimitReached as refusal:
                     await self._note_refusal(refusal, now)
                     raise
+                except CallInFlightError:
+                    # Another process is calling the API for it: ride on that call.
+                    if await self._ride_elsewhere(key, join) is None:
+                        raise
+                    return None
                 self._fly(HeldRequest(request, _event_asked(request, source), listener))
                 return None
-
-        async def join(running: bool) -> HeldRequest:
-            request = await self._store.ledger.reserve_for_event(
-                event_id, mode, source.name, source.key, now, joined=True, running=running
-            )
-            return HeldRequest(request, _event_asked(request, source), listener)
 
         await self._join(flight, join)
         return None
@@ -332,6 +361,26 @@ class StemService:
         if request.cost:  # a free request cannot push the server past an alert threshold
             for hook in self._charge_hooks:
                 self._replies.soon(hook(request.guild_id), request.id)
+
+    async def _ride_elsewhere(
+        self, key: FlightKey, join: Callable[[bool], Awaitable[HeldRequest]]
+    ) -> Request | None:
+        """Join the call another process is making for ``key`` (its flight here holds only
+        joiners, landed when that call ends); None when no call for it is in flight any more.
+        Taken while deciding alone: later requests here find this flight and join it."""
+        running = await self._elsewhere.running(key)
+        if running is None:
+            return None
+        flight = Flight(next(self._flight_ids), key, [], remote=True)
+        if running:
+            flight.started_at = self._clock()
+        self._board.open(flight)
+        try:
+            request = await self._join(flight, join)
+        finally:
+            self._board.drop(flight)  # if its first joiner was refused
+        self._elsewhere.watch(flight)
+        return request
 
     async def _answer_from_store(
         self, asked: NewRequest, stored: Separation, listener: RequestListener, now: datetime
@@ -360,9 +409,14 @@ class StemService:
             if not flight.joining:
                 flight.joined.set()
         request = held.request
-        log.info(
-            "request %s joined request %s's call at no cost", request.id, flight.payer.request.id
-        )
+        if flight.remote:
+            log.info("request %s joined another process's call at no cost", request.id)
+        else:
+            log.info(
+                "request %s joined request %s's call at no cost",
+                request.id,
+                flight.payer.request.id,
+            )
         if flight.started_at is not None:
             self._replies.soon(held.listener.on_started(request), request.id)
         return request
@@ -389,13 +443,16 @@ class StemService:
         held = next(h for h in flight.held if h.request.id == request_id)
         if held.asked.user_id != user_id:
             raise NotYourRequestError()
-        heirs = [h for h in flight.held if h is not held] if held is flight.payer else []
+        pays = held is flight.payer and not flight.remote
+        heirs = [h for h in flight.held if h is not held] if pays else []
         self._board.let_go(flight, held)
         if not flight.held:
             self._calls.remove(flight)
+            if flight.remote:
+                self._elsewhere.unwatch(flight)
         refund = self._writes.persist_soon(
             f"refunding cancelled request {request_id}",
-            lambda: self._refund_cancelled(flight, held, heirs, self._clock()),
+            lambda: self._refund_cancelled(flight, held, heirs, pays, self._clock()),
         )
         await asyncio.wait([refund], timeout=_CANCEL_WAIT_S)
         log.info("request %s cancelled by its requester and refunded", request_id)
@@ -404,7 +461,12 @@ class StemService:
         return held.request
 
     async def _refund_cancelled(
-        self, flight: Flight, held: HeldRequest, heirs: list[HeldRequest], now: datetime
+        self,
+        flight: Flight,
+        held: HeldRequest,
+        heirs: list[HeldRequest],
+        pays: bool,
+        now: datetime,
     ) -> None:
         if heirs:
             handed = await self._store.ledger.hand_over_charge(
@@ -417,6 +479,9 @@ class StemService:
         await self._store.ledger.refund_all(
             [held.request.id], RequestStatus.CANCELLED, _CANCELLED, now
         )
+        if pays and not flight.held:
+            # The call will never be made: requests riding on it elsewhere hear so.
+            await self._sharing.call_ended(flight.key)
 
     def _hand_over(self, flight: Flight, payer: HeldRequest, handed: tuple[int, bool]) -> None:
         """The heir the ledger chose takes the payer's charge and its place in the flight."""
@@ -520,7 +585,7 @@ class StemService:
     async def shutdown(self, grace_s: float) -> None:
         """Stop taking requests, interrupt the waiting ones, give running ones ``grace_s``."""
         self._accepting = False
-        await self._calls.shutdown(grace_s)
+        await self._calls.shutdown(grace_s, self._elsewhere.take_all())
         await self._replies.wait(grace_s)
         await self._writes.close(grace_s)
 

@@ -35,6 +35,7 @@ TABLES = (
     "remix_event_takes",
     "remix_event_submissions",
     "stembot_processes",
+    "call_lanes",
 )
 
 
@@ -72,6 +73,7 @@ def empty_tables(url: str) -> None:
                 sql.SQL(", ").join(map(sql.Identifier, TABLES))
             )
         )
+        conn.execute("UPDATE call_turns SET serving_turn = 0, next_seq = 0")
 
 
 def let_in(url: str, allowed: bool) -> None:

@@ -32,6 +32,7 @@ _ARGS: dict[type[StembotError], tuple[object, ...]] = {
     errors.MixStemsUnavailableError: (errors.StemUnavailableError("drums", 503),),
     errors.TooManyRemixEventsError: (3,),
     errors.RemixEventBudgetSpentError: (2, 1, 2, "All stems"),
+    errors.SharedCallFailedError: ("The API refused it. You were not charged.",),
 }
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
 import psycopg
 import pytest
@@ -15,55 +14,15 @@ import pytest
 from stembot.errors import ShuttingDownError
 from stembot.models import RequestStatus
 from stembot.process_lease import ProcessLease
-from stembot.sharing import Leased
 from stembot.store.postgres import PostgresStore
-from tests.postgres import empty_tables
+from tests.lease_holders import Process, a_process, processes_on, run_out
 from tests.test_store import ALICE, BOB, NOW, POLICY, new_request, separation
-
-
-@dataclass
-class Process:
-    """One bot process's store, holding its own lease."""
-
-    store: PostgresStore
-    lease: ProcessLease
-
-    @property
-    def sharing(self) -> Leased:
-        return Leased(self.store.leases, self.lease)
-
-
-async def a_process(url: str, clock: list[float] | None = None) -> Process:
-    store = await PostgresStore.open(url, POLICY)
-    times = clock if clock is not None else [0.0]
-    lease = await ProcessLease.take(
-        store.leases, shards="0", lease_s=30, heartbeat_s=5, clock=lambda: times[0]
-    )
-    store.ledger.hold_with(lease.id)
-    return Process(store, lease)
 
 
 @pytest.fixture
 async def processes(postgres_url: str) -> AsyncIterator[tuple[Process, Process]]:
-    first = await a_process(postgres_url)
-    empty_tables(postgres_url)  # the leases too: each test registers its own
-    await first.store.close()
-    a, b = await a_process(postgres_url), await a_process(postgres_url)
-    try:
+    async with processes_on(postgres_url, 2) as (a, b):
         yield a, b
-    finally:
-        await a.store.close()
-        await b.store.close()
-
-
-def run_out(url: str, process: Process) -> None:
-    """The lease's time runs out, as the database's clock sees it."""
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(
-            "UPDATE stembot_processes SET expires_at = clock_timestamp() - interval '1 second' "
-            "WHERE id = %s",
-            (process.lease.id,),
-        )
 
 
 def owner(url: str, request_id: int) -> tuple[str, int | None]:

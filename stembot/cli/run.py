@@ -167,6 +167,7 @@ async def built_bot(settings: Settings, *, force_sync: bool = False) -> AsyncIte
     try:
         # `stembot sync` serves nobody: it takes no lease and recovers nothing.
         lease = None if force_sync else await take_lease(store, settings)
+        sharing = sharing_of(store, lease)
         policy = AddressPolicy(allow_private=settings.allow_private_urls)
         async with (
             aiohttp.ClientSession(raise_for_status=False) as api_session,
@@ -194,7 +195,7 @@ async def built_bot(settings: Settings, *, force_sync: bool = False) -> AsyncIte
                 result_ttl_s=settings.result_ttl_s,
                 probes_per_member=settings.url_probes_per_member,
                 observer=metrics,
-                sharing=sharing_of(store, lease),
+                sharing=sharing,
             )
             moderation = ModerationService(store, utc_now)
             bot = StemBot(
@@ -231,10 +232,12 @@ async def built_bot(settings: Settings, *, force_sync: bool = False) -> AsyncIte
                 bot.result_files = ResultFiles(bot.media, observe=metrics.result_files)
             try:
                 # The endpoints outlive the bot's close: /healthz says it is shutting down. The
-                # lease outlives it too: the close's refunds are written under it.
+                # lease outlives it too (the close's refunds are written under it), and so
+                # does hearing the other processes (calls ridden on end during the close).
                 async with (
                     endpoints,
                     kept(lease, bot),
+                    sharing.running(),
                     bot,
                     retention.running(after=bot.wait_until_ready),
                 ):

@@ -11,6 +11,7 @@ import signal
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -52,16 +53,22 @@ class Fleet:
         shards = len(self.bots)
         return next(g for g in self.guilds if self.discord.shard_of(g, shards) == process)
 
-    async def split(self, guild: Guild) -> InteractionRecord:
+    async def split(self, guild: Guild, url: str | None = None) -> InteractionRecord:
+        """`/stems vocals` by a new member of ``guild``: a file of its own, or the link."""
         member = self.discord.add_member(guild, f"member of {guild.name}")
-        track = self.discord.upload_attachment(
-            WAV, "song.wav", "audio/wav", channel=guild.default_channel
-        )
         interaction = await self.discord.slash(
-            "stems vocals", member=member, channel=guild.default_channel, options={"file": track}
+            "stems vocals",
+            member=member,
+            channel=guild.default_channel,
+            options={"file": self.upload(guild)} if url is None else {"url": url},
         )
         await self.discord.acknowledged(interaction)
         return interaction
+
+    def upload(self, guild: Guild) -> dict[str, Any]:
+        return self.discord.upload_attachment(
+            WAV, "song.wav", "audio/wav", channel=guild.default_channel
+        )
 
     def ledger(self, sql: str) -> list[tuple[object, ...]]:
         with psycopg.connect(self.url) as conn:
@@ -69,7 +76,9 @@ class Fleet:
 
 
 @contextlib.asynccontextmanager
-async def fleet(tmp_path: Path, processes: int) -> AsyncIterator[Fleet]:
+async def fleet(
+    tmp_path: Path, processes: int, env: dict[str, str] | None = None
+) -> AsyncIterator[Fleet]:
     limit = SessionStartLimit(max_concurrency=processes)
     discord = DiscordEmulator(identify_window_s=5.0, session_start_limit=limit)
     async with discord, SoundverseStandin(api_key=API_KEY) as api:
@@ -79,8 +88,8 @@ async def fleet(tmp_path: Path, processes: int) -> AsyncIterator[Fleet]:
         ]
         with fresh_database(admin_url()) as url:
             bots = [
-                BotProcess(env, tmp_path / f"bot{n}.log")
-                for n, env in enumerate(_envs(discord, api, url, tmp_path, processes))
+                BotProcess({**each, **(env or {})}, tmp_path / f"bot{n}.log")
+                for n, each in enumerate(_envs(discord, api, url, tmp_path, processes))
             ]
             for bot in bots:
                 await bot.start()
@@ -171,3 +180,55 @@ async def test_a_process_frozen_past_its_lease_tells_nothing_when_it_wakes_and_s
         assert len(notices(running, frozen)) == 1
         assert running.ledger("SELECT status, cost FROM requests") == [("interrupted", 1)]
         assert len(running.api.requests) == 1
+
+
+async def test_the_cap_the_turns_and_one_call_per_file_hold_across_processes(
+    tmp_path: Path,
+) -> None:
+    """Three processes, STEMBOT_MAX_CONCURRENT_JOBS=2 meaning all of them: server A's crowd
+    of 8 on one process holds both turns; server B's one request on another process goes
+    next, before A's other six (servers take turns across processes), and never a third call
+    at once. Then members of all three servers split one link at once: one API call in all,
+    every one of them answered, the file charged once."""
+    async with fleet(tmp_path, 3, {"STEMBOT_MAX_CONCURRENT_JOBS": "2"}) as running:
+        big, small, third = (running.guild_of(n) for n in range(3))
+        running.api.hold()
+        crowd = [await running.split(big) for _ in range(8)]
+        await eventually(lambda: len(running.api.requests) == 2, timeout_s=20)
+        alone = await running.split(small)
+        await asyncio.sleep(1.0)  # B's call waits: the two turns are taken
+        assert len(running.api.requests) == 2
+        running.api.release()
+        await answered(*crowd, alone)
+        assert running.api.max_in_flight <= 2
+        order = [r.json()["audioUrl"] for r in running.api.requests]
+        assert order.index(_url_of(alone)) < 4, order
+        running.api.clear()
+
+        link = running.upload(third)["url"]
+        running.api.hold()
+        shared = [
+            await running.split(guild, link) for guild in (big, small, third) for _ in range(2)
+        ]
+        await eventually(lambda: len(running.api.requests) == 1, timeout_s=20)
+        await asyncio.sleep(0.5)
+        running.api.release()
+        await answered(*shared)
+        assert len(running.api.requests) == 1
+        rows = running.ledger(
+            "SELECT cost FROM requests WHERE source_key LIKE 'url:%' AND status = 'succeeded'"
+        )
+        assert sorted(int(str(cost)) for (cost,) in rows) == [0, 0, 0, 0, 0, 1]
+
+
+async def answered(*interactions: InteractionRecord) -> None:
+    def done() -> bool:
+        return all(is_result(i.view().original or {}) for i in interactions)
+
+    await eventually(done, timeout_s=30)
+
+
+def _url_of(interaction: InteractionRecord) -> str:
+    """The attachment's URL the bot handed the API for this interaction's file."""
+    (attachment,) = interaction.payload["data"]["resolved"]["attachments"].values()
+    return str(attachment["url"])

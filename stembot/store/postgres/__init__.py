@@ -12,6 +12,8 @@ Split like the SQLite store, one concern per file:
 - ``guilds.py``     a server's settings and the one-time claims;
 - ``leases.py``     each bot process's lease, and the recovery of the requests of processes
                     that are gone;
+- ``dispatch.py``   the API calls' queue shared by the processes: the global cap, the
+                    servers' turns; ``notifications.py`` what the processes tell each other;
 - ``remix_events.py`` remix events: the events, takes, submissions, an event's spend (its
                     paid calls are the ledger's ``reserve_for_event``);
 - ``reporting.py``  read-only reports on connections of their own;
@@ -28,16 +30,18 @@ and the commit's WAL flush, not by the driver (tests/benchmarks/bench_ledger.py 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 from stembot.config import QuotaPolicy
 from stembot.store.connection import DEFAULT_BUSY_TIMEOUT_S
 from stembot.store.postgres import migrations
 from stembot.store.postgres.connection import DEFAULT_POOL_SIZE, Database
+from stembot.store.postgres.dispatch import PostgresCalls, Word
 from stembot.store.postgres.guilds import PostgresGuildSettings
 from stembot.store.postgres.leases import PostgresLeases
 from stembot.store.postgres.ledger import PostgresLedger
+from stembot.store.postgres.notifications import Listening
 from stembot.store.postgres.pruning import prune
 from stembot.store.postgres.quotas import PostgresQuotas
 from stembot.store.postgres.remix_events import PostgresRemixEvents
@@ -57,6 +61,7 @@ class PostgresStore:
         self.guilds = PostgresGuildSettings(db, policy)
         self.events = PostgresRemixEvents(db)
         self.leases = PostgresLeases(db)
+        self.calls = PostgresCalls(db)
         self.reports = PostgresReports(db.url, db.busy_timeout_s)
 
     @classmethod
@@ -74,6 +79,12 @@ class PostgresStore:
         """
         db = await Database.open(url, busy_timeout_s, pool_size=pool_size, prepare=migrations.apply)
         return cls(db, policy)
+
+    def listening(
+        self, heard: Callable[[Word], None], caught_up: Callable[[], Awaitable[None]]
+    ) -> Listening:
+        """A connection of its own hearing the other processes (notifications.py)."""
+        return Listening(self._db.url, self._db.busy_timeout_s, heard, caught_up)
 
     async def close(self) -> None:
         """Finish the writes under way, then close every connection."""

@@ -35,6 +35,9 @@ BUDGET_LOCK = 2
 RECOVERY_LOCK = 3
 # 4 was the one-bot-per-database lock of the releases before leases: never reuse it.
 COMMAND_SYNC_LOCK = 5
+DISPATCH_LOCK = 6
+# Where the processes sharing a ledger tell each other about its API calls (LISTEN/NOTIFY).
+CALLS_CHANNEL = "stembot_calls"
 
 # How long opening waits for the server before saying it cannot be reached.
 CONNECT_TIMEOUT_S = 5

@@ -21,7 +21,7 @@ from datetime import datetime
 
 from stembot.models import Recovery, RequestStatus
 from stembot.store.postgres import recovery
-from stembot.store.postgres.connection import Conn, Database
+from stembot.store.postgres.connection import CALLS_CHANNEL, Conn, Database
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,10 @@ UNION ALL
 SELECT id, pid, host, false, false FROM stembot_processes
 WHERE recovered_at > clock_timestamp() - make_interval(secs => %(stragglers)s)
 """
+_TELL_ENDED = (
+    "SELECT pg_notify(%s, 'ended ' || mode || ' ' || source_key) FROM requests "
+    "WHERE id = ANY(%s) AND pays_call"
+)
 # A fence on a request change: the row is held by the lease, and the lease is alive.
 FENCE = (
     " AND lease_id = %(lease)s AND EXISTS (SELECT 1 FROM stembot_processes AS p "
@@ -141,6 +145,10 @@ class PostgresLeases:
             dead = [row[0] for row in found]
             if not dead and not unowned:
                 return Recovery([], [])
-            return await recovery.recover_dead(conn, now, me, dead, unowned=unowned)
+            recovered = await recovery.recover_dead(conn, now, me, dead, unowned=unowned)
+            ended = [r.id for r in recovered.interrupted] + [r.id for r, _ in recovered.undelivered]
+            # Requests riding on those calls in other processes hear they ended (on commit).
+            await conn.execute(_TELL_ENDED, (CALLS_CHANNEL, ended))
+            return recovered
 
         return await self._db.write(work)

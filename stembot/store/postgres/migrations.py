@@ -241,6 +241,37 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
             WHERE status = 'succeeded' AND delivered_at IS NULL;
         """,
     ),
+    (
+        "0004_shared_call_queue",
+        # The API calls' queue shared by every process (stembot/store/postgres/dispatch.py):
+        # a paid request waiting for its call is the queue (no second copy of it), granted_at
+        # marks the calls given a slot of the global cap, and each server's lane keeps its
+        # turns here, so that servers take turns across processes as in one process's
+        # FairQueue (stembot/scheduling.py).
+        """
+        ALTER TABLE requests ADD COLUMN granted_at timestamptz;
+        CREATE INDEX requests_waiting_calls ON requests (guild_id, id)
+            WHERE pays_call AND status = 'queued' AND granted_at IS NULL;
+        CREATE INDEX requests_granted_calls ON requests (lease_id)
+            WHERE pays_call AND granted_at IS NOT NULL AND status IN ('queued', 'running');
+
+        CREATE TABLE call_lanes (
+            guild_id bigint PRIMARY KEY,
+            -- the turn the lane's next call is served at, and the lane's age (older first)
+            turn bigint NOT NULL,
+            seq bigint NOT NULL,
+            -- the server has calls waiting (as the last dispatch saw)
+            active boolean NOT NULL
+        );
+        CREATE INDEX call_lanes_active ON call_lanes (turn, seq) WHERE active;
+        CREATE TABLE call_turns (
+            id boolean PRIMARY KEY DEFAULT true CHECK (id),
+            serving_turn bigint NOT NULL,
+            next_seq bigint NOT NULL
+        );
+        INSERT INTO call_turns (serving_turn, next_seq) VALUES (0, 0);
+        """,
+    ),
 )
 
 _APPLIED = """

@@ -1,0 +1,170 @@
+"""API calls shared by bot processes on one PostgreSQL ledger, with the real service, the
+real Soundverse client and the stand-in: two services, each on a store of its own holding its
+own lease, stand for two processes (the proof with real processes is
+tests/e2e/test_processes.py). One call per source and mode across them, the one cap for both,
+and a request riding on the other's call is answered with its result or its failure."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import aiohttp
+import psycopg
+import pytest
+
+from stembot.address_policy import AddressPolicy
+from stembot.config import Secret
+from stembot.errors import SharedCallEndedError, SharedCallFailedError
+from stembot.guarded_connector import GuardedConnector
+from stembot.models import Mode, Request
+from stembot.soundverse import SoundverseClient
+from stembot.stem_service import CheckedSource, Requester, StemService
+from stembot.url_probe import UrlProbe
+from tests.lease_holders import Process, processes_on
+from tests.standins.soundverse import Reply, SoundverseStandin
+from tests.test_shared_queue import ROOMY
+from tests.test_stem_service import KEY, Recorder
+
+ids = itertools.count(1)
+
+
+@dataclass
+class Bot:
+    """One process: its service on its own store and lease."""
+
+    process: Process
+    service: StemService
+
+    async def submit(self, track: str, guild: int = 1) -> tuple[Request, Recorder]:
+        listener = Recorder()
+        requester = Requester(guild, 2, next(ids), next(ids))
+        source = CheckedSource(f"http://cdn.test/{track}.wav", "song.wav", track)
+        return await self.service.submit(requester, Mode.VOCALS, source, listener), listener
+
+
+@pytest.fixture
+async def api() -> AsyncIterator[SoundverseStandin]:
+    async with SoundverseStandin(api_key=KEY) as standin:
+        yield standin
+
+
+@pytest.fixture
+async def bots(postgres_url: str, api: SoundverseStandin) -> AsyncIterator[tuple[Bot, Bot]]:
+    async with (
+        processes_on(postgres_url, 2, ROOMY) as processes,
+        aiohttp.ClientSession() as session,
+        GuardedConnector(AddressPolicy(allow_private=True)) as connector,
+        contextlib.AsyncExitStack() as running,
+    ):
+        made = []
+        for process in processes:
+            sharing = process.sharing
+            service = StemService(
+                process.store,
+                SoundverseClient(session, api.base_url, Secret(KEY), timeout_s=30),
+                UrlProbe(connector, max_bytes=1024),
+                max_concurrent_calls=1,
+                max_input_bytes=1024,
+                result_ttl_s=3600,
+                sharing=sharing,
+            )
+            await running.enter_async_context(sharing.running())
+            made.append(Bot(process, service))
+        yield made[0], made[1]
+        for bot in made:
+            await bot.service.shutdown(grace_s=0.1)
+
+
+async def finished(*listeners: Recorder) -> None:
+    await asyncio.wait_for(asyncio.gather(*(r.done.wait() for r in listeners)), 10)
+
+
+async def eventually(condition: object, timeout_s: float = 10) -> None:
+    async with asyncio.timeout(timeout_s):
+        while not condition():  # type: ignore[operator]  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+
+
+def charged(url: str) -> int:
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT coalesce(sum(cost), 0) FROM requests WHERE status = 'succeeded'"
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def test_a_request_in_another_process_rides_on_the_call_and_shares_its_result(
+    postgres_url: str, api: SoundverseStandin, bots: tuple[Bot, Bot]
+) -> None:
+    """A is calling the API for a track; B's member asks for the same: no second call, no
+    refusal; B's request costs nothing, hears the call start and gets the same stems."""
+    a, b = bots
+    api.hold()
+    _, payer = await a.submit("song")
+    await eventually(lambda: len(api.requests) == 1)
+    request, rider = await b.submit("song")
+    assert request.cost == 0
+    await eventually(lambda: "started" in rider.events)
+    api.release()
+    await finished(payer, rider)
+    assert rider.events == ["started", "succeeded"] and rider.result == payer.result
+    assert len(api.requests) == 1
+    assert charged(postgres_url) == 1
+
+
+async def test_one_cap_for_both_processes(api: SoundverseStandin, bots: tuple[Bot, Bot]) -> None:
+    """A cap of one: B's call for another track waits for A's to end, then goes."""
+    a, b = bots
+    api.hold()
+    _, first = await a.submit("one")
+    await eventually(lambda: len(api.requests) == 1)
+    waiting, second = await b.submit("two", guild=2)
+    await asyncio.sleep(0.3)
+    assert len(api.requests) == 1 and second.events == []
+    assert b.service.position(waiting.id) == 1
+    api.release()
+    await finished(first, second)
+    assert len(api.requests) == 2 and api.max_in_flight == 1
+    assert second.events == ["started", "succeeded"]
+
+
+async def test_a_ridden_call_that_fails_fails_its_riders_free(
+    postgres_url: str, api: SoundverseStandin, bots: tuple[Bot, Bot]
+) -> None:
+    a, b = bots
+    api.hold()
+    api.fail_next(Reply.detail("The file could not be separated."))
+    _, payer = await a.submit("bad")
+    await eventually(lambda: len(api.requests) == 1)
+    _, rider = await b.submit("bad")
+    api.release()
+    await finished(payer, rider)
+    assert rider.events == ["started", "failed"]
+    assert isinstance(rider.error, SharedCallFailedError)
+    assert payer.error is not None and rider.error.user_message == payer.error.user_message
+    assert charged(postgres_url) == 0
+
+
+async def test_a_ridden_call_cancelled_before_it_ran_tells_its_riders_to_try_again(
+    api: SoundverseStandin, bots: tuple[Bot, Bot]
+) -> None:
+    """A's member cancels their queued request, which B's member rode on: B's is told, and
+    nothing was charged."""
+    a, b = bots
+    api.hold()
+    _, busy = await a.submit("busy")  # takes the one turn
+    await eventually(lambda: len(api.requests) == 1)
+    queued, payer = await a.submit("queued", guild=2)
+    _, rider = await b.submit("queued", guild=3)
+    await a.service.cancel(queued.id, queued.user_id)
+    await finished(rider, payer)
+    assert payer.events == ["cancelled"] and rider.events == ["failed"]
+    assert isinstance(rider.error, SharedCallEndedError)
+    api.release()
+    await finished(busy)
+    assert len(api.requests) == 1
