@@ -15,7 +15,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -29,6 +29,7 @@ from stembot.errors import (
     RemixEventBudgetSpentError,
     RemixEventNotFoundError,
     ShuttingDownError,
+    StoreBusyError,
 )
 from stembot.models import Mode, NewRequest, Recovery, Request, RequestStatus, Separation
 from stembot.quota_rules import enforce
@@ -73,6 +74,13 @@ _ACTIVE = (
     "WHERE id = ANY(%(ids)s) AND status IN ('queued', 'running')"
 )
 _SELECT_REQUEST = rows.SELECT_REQUEST.replace("?", "%s").encode()
+# A row this process wrote at ``now`` (its write's answer lost), found by what names it.
+_SELECT_WRITTEN = (
+    f"SELECT {rows.REQUEST_COLUMNS} FROM requests "  # noqa: S608 (constant)
+    "WHERE created_at = %(now)s AND lease_id IS NOT DISTINCT FROM %(lease)s AND "
+)
+_BY_INTERACTION = "interaction_id = %(interaction)s"
+_BY_EVENT = "remix_event_id = %(event)s AND mode = %(mode)s AND pays_call"
 _SELECT_STORED_RESULT = (
     f"SELECT {rows.Q_REQUEST_COLUMNS}, r.stems, r.issued_at "  # noqa: S608 (constant)
     "FROM requests AS q JOIN results AS r ON r.source_key = q.source_key AND r.mode = q.mode "
@@ -147,10 +155,9 @@ class PostgresLedger:
                 quota_rules.enforce_budget(budget, seen.calls_today or 0, now)
             return await _insert(conn, asked, cost, status, now, paid=paid, lease=self._lease)
 
-        try:
-            return await self._db.write(work)
-        except psycopg.errors.UniqueViolation as error:
-            raise _refusal(error) from error
+        return await self._new_row(
+            work, _BY_INTERACTION, {"interaction": asked.interaction_id}, now
+        )
 
     async def reserve_for_event(
         self,
@@ -201,10 +208,7 @@ class PostgresLedger:
                 conn, asked, cost, status, now, paid=not joined, event=event_id, lease=self._lease
             )
 
-        try:
-            return await self._db.write(work)
-        except psycopg.errors.UniqueViolation as error:
-            raise _refusal(error) from error
+        return await self._new_row(work, _BY_EVENT, {"event": event_id, "mode": mode.value}, now)
 
     async def hand_over_charge(
         self, payer_id: int, heirs: Sequence[tuple[int, Sequence[int]]], now: datetime
@@ -290,10 +294,9 @@ class PostgresLedger:
             assert found is not None
             return found
 
-        try:
-            return await self._db.write(work)
-        except psycopg.errors.UniqueViolation as error:
-            raise _refusal(error) from error
+        return await self._new_row(
+            work, _BY_INTERACTION, {"interaction": asked.interaction_id}, now
+        )
 
     async def mark_all_running(self, request_ids: Sequence[int], now: datetime) -> int:
         """queued -> running for every request sharing one call; how many changed. The call
@@ -436,6 +439,39 @@ class PostgresLedger:
             )
             row = await cursor.fetchone()
         return None if row is None else rows.separation(mode, row[0], row[1])
+
+    async def _new_row(
+        self,
+        work: Callable[[Conn], Awaitable[Request]],
+        which: str,
+        params: dict[str, Any],
+        now: datetime,
+    ) -> Request:
+        """``work`` (which records a new request), with the unique indexes' refusals made the
+        request's. A connection that breaks may take the commit's answer with it, the row
+        being written all the same: then that row (``which``, made now, held by this
+        process) is the outcome; left untold, it would stay charged and in progress."""
+        try:
+            return await self._db.write(work)
+        except psycopg.errors.UniqueViolation as error:
+            raise _refusal(error) from error
+        except StoreBusyError:
+            try:
+                written = await self._written(which, {**params, "now": utc(now)})
+            except StoreBusyError:
+                written = None
+            if written is None:
+                raise
+            log.warning("request %s: recorded, though the database's answer was lost", written.id)
+            return written
+
+    async def _written(self, which: str, params: dict[str, Any]) -> Request | None:
+        async with self._db.connection() as conn:
+            cursor = await conn.execute(
+                (_SELECT_WRITTEN + which).encode(), {**params, "lease": self._lease}
+            )
+            row = await cursor.fetchone()
+        return None if row is None else rows.request(row)
 
     async def _active(self, conn: Conn, request_ids: list[int]) -> list[Any]:
         """(id, cost, guild_id, user_id, remix_event_id) of those requests still queued or

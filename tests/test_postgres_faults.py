@@ -1,0 +1,77 @@
+"""A connection to PostgreSQL cut at the worst moment (issue 14, item 4): after the server
+committed, before the bot heard it (tests/standins/postgres_proxy.py cuts it there). The
+request is not left charged and in progress with nobody to answer it, and an outcome written
+that way is still told, once."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import psycopg
+import pytest
+
+from stembot.errors import StoreBusyError
+from stembot.models import RequestStatus
+from tests.lease_holders import Process, a_process, processes_on
+from tests.standins.postgres_proxy import PostgresProxy
+from tests.test_shared_queue import ROOMY
+from tests.test_store import NOW, new_request, separation
+
+
+@pytest.fixture
+async def behind_a_proxy(postgres_url: str) -> AsyncIterator[tuple[Process, PostgresProxy]]:
+    """A process whose every connection goes through the proxy (the run's tables emptied)."""
+    async with processes_on(postgres_url, 0, ROOMY), PostgresProxy(postgres_url).running() as proxy:
+        process = await a_process(proxy.url(postgres_url), policy=ROOMY)
+        try:
+            yield process, proxy
+        finally:
+            await process.store.close()
+
+
+def rows(url: str) -> list[tuple[object, ...]]:
+    with psycopg.connect(url) as conn:
+        return conn.execute("SELECT status, cost, lease_id FROM requests").fetchall()
+
+
+async def test_a_reservation_whose_commit_was_not_heard_is_the_request(
+    postgres_url: str, behind_a_proxy: tuple[Process, PostgresProxy]
+) -> None:
+    """The reservation committed and its answer was cut: the bot finds its row and goes on
+    with it (queued, charged once), rather than refusing a member it has charged."""
+    process, proxy = behind_a_proxy
+    proxy.cut_after_next()
+    request = await process.store.ledger.reserve(new_request(), NOW)
+    assert proxy.cut == 1
+    assert request.status is RequestStatus.QUEUED and request.cost == 1
+    assert rows(postgres_url) == [("queued", 1, process.lease.id)]
+    assert await process.store.ledger.get_request(request.id) == request
+
+
+async def test_a_reservation_cut_before_its_commit_is_refused_and_records_nothing(
+    postgres_url: str, behind_a_proxy: tuple[Process, PostgresProxy]
+) -> None:
+    process, proxy = behind_a_proxy
+    proxy.cut_after_next(b"SELECT")  # inside the transaction: it never commits
+    with pytest.raises(StoreBusyError):
+        await process.store.ledger.reserve(new_request(), NOW)
+    assert proxy.cut == 1 and rows(postgres_url) == []
+    await process.store.ledger.reserve(new_request(), NOW)  # the pool recovered
+    assert len(rows(postgres_url)) == 1
+
+
+async def test_a_settle_whose_answer_was_lost_is_written_once_and_still_told(
+    behind_a_proxy: tuple[Process, PostgresProxy],
+) -> None:
+    """The API answered; the settle committed but its answer was cut. Written again (as the
+    service retries it) it changes nothing, and the process may still tell the member."""
+    process, proxy = behind_a_proxy
+    request = await process.store.ledger.reserve(new_request(), NOW)
+    proxy.cut_after_next(b"SELECT")
+    with pytest.raises(StoreBusyError):
+        await process.store.ledger.settle(request.id, separation(), request.source_key, NOW)
+    assert proxy.cut == 1
+    assert not await process.store.ledger.settle(request.id, separation(), request.source_key, NOW)
+    assert await process.sharing.kept([request.id], RequestStatus.SUCCEEDED) == {request.id}
+    settled = await process.store.ledger.get_request(request.id)
+    assert settled is not None and settled.status is RequestStatus.SUCCEEDED
