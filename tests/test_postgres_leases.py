@@ -12,8 +12,9 @@ import psycopg
 import pytest
 
 from stembot.errors import ShuttingDownError
-from stembot.models import RequestStatus
+from stembot.models import Mode, RequestStatus
 from stembot.process_lease import ProcessLease
+from stembot.remix_event_models import EventSpec, SourceRef
 from stembot.store.postgres import PostgresStore
 from tests.lease_holders import Process, a_process, processes_on, run_out
 from tests.test_store import ALICE, BOB, NOW, POLICY, new_request, separation
@@ -228,3 +229,23 @@ async def test_one_process_at_a_time_syncs_the_commands(
 async def _sync(store: PostgresStore, order: list[str]) -> None:
     async with store.guilds.syncing():
         order.append("second syncing")
+
+
+async def test_only_a_gone_processs_waiting_takes_are_resumed_and_once(
+    postgres_url: str, processes: tuple[Process, Process]
+) -> None:
+    """A member's take waits for its event's call in A: B's start-up or sweep leaves it while
+    A lives; once A is found gone, B takes it over (to make the call and answer it), once."""
+    a, b = processes
+    a.store.events.hold_with(a.lease.id)
+    b.store.events.hold_with(b.lease.id)
+    spec = EventSpec("Spring remix", "song.wav", "event-song", SourceRef(555, 700, 900))
+    event = await a.store.events.start(111, 555, 1009, spec, NOW, max_open=3)
+    await a.store.events.record_take(event.id, Mode.VOCALS, ALICE, NOW, answered=False)
+    assert await b.store.events.waiting_takes() == []
+    run_out(postgres_url, a)
+    assert await b.store.events.waiting_takes() == []  # not before its requests are recovered
+    await b.sharing.sweep(NOW)
+    (take,) = await b.store.events.waiting_takes()
+    assert (take.event_id, take.mode, take.user_id) == (event.id, Mode.VOCALS, ALICE)
+    assert await b.store.events.waiting_takes() == []

@@ -229,6 +229,8 @@ class StemBot(commands.AutoShardedBot):
             await asyncio.sleep(every_s)
             try:
                 recovery = await self.service.sweep()
+                # Their members' takes waiting for an event's call, too.
+                await self._resume_takes()
             except Exception:
                 log.exception("looking for the requests of stopped processes failed")
                 continue

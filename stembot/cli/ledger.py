@@ -57,6 +57,7 @@ def sharing_of(store: LedgerStore, lease: ProcessLease | None) -> Sharing:
     if lease is None or not isinstance(store, PostgresStore):
         return Alone(store)
     store.ledger.hold_with(lease.id)
+    store.events.hold_with(lease.id)
     return Leased(store.leases, store.calls, lease, store.listening)
 
 

@@ -272,6 +272,14 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         INSERT INTO call_turns (serving_turn, next_seq) VALUES (0, 0);
         """,
     ),
+    (
+        "0005_take_leases",
+        # A member's take waiting for its event's call is answered by the process that
+        # recorded it; only a gone process's waiting takes are resumed, by another.
+        """
+        ALTER TABLE remix_event_takes ADD COLUMN lease_id bigint;
+        """,
+    ),
 )
 
 _APPLIED = """

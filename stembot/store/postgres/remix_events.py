@@ -76,6 +76,13 @@ _REMOVE_SUBMISSION = (
     f"WHERE id = %s RETURNING {SUBMISSION_COLUMNS}"
 )
 _TAKE_COLUMNS = "event_id, mode, user_id, status, taken_at, answered_at"
+_TAKE_OVER_WAITING = (
+    "WITH taken AS (UPDATE remix_event_takes SET lease_id = %(me)s "  # noqa: S608 (constant)
+    "WHERE status = 'waiting' AND (lease_id IS NULL OR lease_id IN "
+    "(SELECT id FROM stembot_processes WHERE ended_at IS NOT NULL)) "
+    f"RETURNING {_TAKE_COLUMNS}) "
+    "SELECT * FROM taken ORDER BY event_id, mode, taken_at, user_id"
+)
 
 # The event's paid calls not refunded, and their units: its spend against its own budget.
 SPEND = (
@@ -104,6 +111,12 @@ class PostgresRemixEvents:
 
     def __init__(self, db: Database) -> None:
         self._db = db
+        self._lease: int | None = None
+
+    def hold_with(self, lease_id: int | None) -> None:
+        """Record every take as this process's (its lease), to answer; resume only the
+        waiting takes of processes that are gone (see ``waiting_takes``)."""
+        self._lease = lease_id
 
     # --- the event ----------------------------------------------------------------------
 
@@ -236,11 +249,19 @@ class PostgresRemixEvents:
         await self._db.write(
             lambda conn: conn.execute(
                 "INSERT INTO remix_event_takes (event_id, mode, user_id, status, taken_at, "
-                "answered_at) VALUES (%s, %s, %s, %s, %s, %s) "
+                "answered_at, lease_id) VALUES (%s, %s, %s, %s, %s, %s, %s) "
                 "ON CONFLICT (event_id, mode, user_id) DO UPDATE SET "
-                "status = excluded.status, "
+                "status = excluded.status, lease_id = excluded.lease_id, "
                 "answered_at = coalesce(excluded.answered_at, remix_event_takes.answered_at)",
-                (event_id, mode.value, user_id, status.value, at, at if answered else None),
+                (
+                    event_id,
+                    mode.value,
+                    user_id,
+                    status.value,
+                    at,
+                    at if answered else None,
+                    self._lease,
+                ),
             ),
             atomic=False,
         )
@@ -276,11 +297,18 @@ class PostgresRemixEvents:
         return await self._db.write(work, atomic=False)
 
     async def waiting_takes(self) -> list[Take]:
-        """Every take still waiting for its call (a restart cut it short), in order taken."""
-        found = await self._all(
-            f"SELECT {_TAKE_COLUMNS} FROM remix_event_takes "  # noqa: S608 (constant)
-            "WHERE status = 'waiting' ORDER BY event_id, mode, taken_at, user_id"
-        )
+        """Every take still waiting for its call (a restart cut it short), in order taken.
+        Held by a lease: only those of processes found gone (their lease ended: their
+        requests were recovered first) or of none, taken over; never a live process's."""
+        if self._lease is None:
+            found = await self._all(
+                f"SELECT {_TAKE_COLUMNS} FROM remix_event_takes "  # noqa: S608 (constant)
+                "WHERE status = 'waiting' ORDER BY event_id, mode, taken_at, user_id"
+            )
+        else:
+            found = await self._db.write(
+                lambda conn: _fetch_all(conn, _TAKE_OVER_WAITING, {"me": self._lease})
+            )
         return [take_of(row) for row in found]
 
     async def takes(self, event_id: int) -> list[Take]:
@@ -461,6 +489,11 @@ class PostgresRemixEvents:
         async with self._db.connection() as conn:
             cursor = await conn.execute(sql.encode(), params)
             return await cursor.fetchall()
+
+
+async def _fetch_all(conn: Conn, sql: str, params: Any) -> list[Any]:
+    cursor = await conn.execute(sql.encode(), params)
+    return await cursor.fetchall()
 
 
 async def _event(conn: Conn, event_id: int, *, lock: bool = False) -> RemixEvent:
