@@ -157,6 +157,11 @@ class SharedTurns:
             if self._waiting.pop(flight.id, None) is not None:
                 self._start(flight)
 
+    def heard_ended(self) -> None:
+        """A call ended somewhere: its turn may go to one of this process's calls."""
+        if self._waiting:
+            self.dispatch_soon()
+
     def heard_dispatch(self) -> None:
         """Some process was given a turn: the places in the queue moved."""
         self._places_soon()

@@ -253,6 +253,10 @@ class Leased:
                 self._remote.heard_started(key)
             elif word.kind == "ended":
                 self._remote.heard_ended(key)
+        if word.kind == "ended" and self._turns is not None:
+            # Its turn is free (its outcome is written): the next call need not wait for its
+            # process to finish telling its requesters.
+            self._turns.heard_ended()
 
     async def _caught_up(self) -> None:
         if self._turns is not None:

@@ -12,7 +12,7 @@ import contextlib
 import dataclasses
 import itertools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -30,6 +30,7 @@ from stembot.errors import (
     StoreBusyError,
 )
 from stembot.flights import Flight, FlightBoard, FlightKey, HeldRequest, Replies, RequestListener
+from stembot.keyed_locks import KeyedLocks
 from stembot.ledger_writes import LedgerWrites
 from stembot.models import (
     Mode,
@@ -133,7 +134,7 @@ class StemService:
         self._clock = clock
         self._board = FlightBoard()
         self._flight_ids = itertools.count(1)
-        self._deciding = _KeyedLocks()
+        self._deciding = KeyedLocks()
         self._replies = Replies()
         self._writes = LedgerWrites(store, clock)
         self._calls = CallQueue(
@@ -220,7 +221,8 @@ class StemService:
         key = source_key_for_url(url)
         if await self._find_result(key, mode, now) is not None:
             return
-        cost = None if (key, mode) in self._board else self._store.policy.cost_of(mode)
+        joins = (key, mode) in self._board or await self._elsewhere.running((key, mode)) is not None
+        cost = None if joins else self._store.policy.cost_of(mode)
         try:
             await self._store.quotas.check_limits(
                 requester.guild_id, requester.user_id, requester.role_ids, cost, now
@@ -276,10 +278,14 @@ class StemService:
                     stored = await self._find_result(source.key, mode, now)
                     if stored is not None:
                         break
+                    # Another process is calling the API for it: ride on that call.
+                    ridden = await self._ride_elsewhere(key, join)
+                    if ridden is not None:
+                        return ridden
                     try:
                         return await self._call(asked, listener, now)
                     except CallInFlightError:
-                        # Another process is calling the API for it: ride on that call.
+                        # One started elsewhere a moment ago: ride on it, or decide again.
                         ridden = await self._ride_elsewhere(key, join)
                         if ridden is not None:
                             return ridden
@@ -323,6 +329,8 @@ class StemService:
                 stored = await self._find_result(source.key, mode, now)
                 if stored is not None:
                     return stored
+                if await self._ride_elsewhere(key, join) is not None:
+                    return None
                 try:
                     request = await self._store.ledger.reserve_for_event(
                         event_id, mode, source.name, source.key, now
@@ -616,22 +624,3 @@ def _event_asked(request: Request, source: CheckedSource) -> NewRequest:
         source_name=request.source_name,
         source_key=request.source_key,
     )
-
-
-class _KeyedLocks:
-    """One lock per key while anyone holds or waits for it; forgotten after."""
-
-    def __init__(self) -> None:
-        self._locks: dict[Hashable, tuple[asyncio.Lock, list[int]]] = {}
-
-    @contextlib.asynccontextmanager
-    async def alone(self, key: Hashable) -> AsyncIterator[None]:
-        lock, users = self._locks.setdefault(key, (asyncio.Lock(), [0]))
-        users[0] += 1
-        try:
-            async with lock:
-                yield
-        finally:
-            users[0] -= 1
-            if not users[0]:
-                del self._locks[key]

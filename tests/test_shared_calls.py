@@ -22,6 +22,7 @@ from stembot.errors import SharedCallEndedError, SharedCallFailedError
 from stembot.guarded_connector import GuardedConnector
 from stembot.models import Mode, Request
 from stembot.soundverse import SoundverseClient
+from stembot.source_urls import source_key_for_url
 from stembot.stem_service import CheckedSource, Requester, StemService
 from stembot.url_probe import UrlProbe
 from tests.lease_holders import Process, processes_on
@@ -168,3 +169,24 @@ async def test_a_ridden_call_cancelled_before_it_ran_tells_its_riders_to_try_aga
     api.release()
     await finished(busy)
     assert len(api.requests) == 1
+
+
+async def test_a_server_out_of_units_still_rides_on_another_processs_call(
+    api: SoundverseStandin, bots: tuple[Bot, Bot]
+) -> None:
+    """As a join in one process: riding costs nothing, so a server whose units are spent is
+    not refused (neither by the quick check before a link is fetched nor by the request)."""
+    a, b = bots
+    await b.process.store.guilds.set_limits(2, daily=1)
+    _, spent = await b.submit("first", guild=2)
+    await finished(spent)
+    link = "http://cdn.test/shared.wav"
+    api.hold()
+    _, payer = await a.submit(source_key_for_url(link))
+    await eventually(lambda: len(api.requests) == 2)
+    await b.service.precheck(Requester(2, 2, next(ids), next(ids)), Mode.VOCALS, link)
+    request, rider = await b.submit(source_key_for_url(link), guild=2)
+    assert request.cost == 0
+    api.release()
+    await finished(payer, rider)
+    assert rider.events == ["started", "succeeded"]

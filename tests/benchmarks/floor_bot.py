@@ -7,8 +7,10 @@ as StemBot), so the difference between the two is the bot's own work:
 
     python -m tests.benchmarks.floor_bot [ignored arguments]
 
-It reads DISCORD_TOKEN, DISCORD_API_BASE and DISCORD_GATEWAY_URL; the arguments stembot's
-entry point takes (``--env-file ... run``) are accepted and ignored. No logging is set up:
+It reads DISCORD_TOKEN, DISCORD_API_BASE and DISCORD_GATEWAY_URL (and, as stembot does,
+STEMBOT_SHARD_COUNT with STEMBOT_SHARD_IDS naming one shard: bench_processes runs one floor
+bot per shard); the arguments stembot's entry point takes (``--env-file ... run``) are
+accepted and ignored. No logging is set up:
 discord.py's own loggers stay silent, as a minimal bot's do.
 """
 
@@ -27,8 +29,10 @@ RESULT_URL = "https://example.invalid/stems/vocals.wav"
 
 
 class FloorBot(discord.Client):
-    def __init__(self) -> None:
+    def __init__(self, shard_id: int | None = None, shard_count: int | None = None) -> None:
         super().__init__(  # StemBot's options: what the gateway path costs is the same
+            shard_id=shard_id,
+            shard_count=shard_count,
             intents=discord.Intents(guilds=True),
             guild_ready_timeout=0,
             chunk_guilds_at_startup=False,
@@ -40,11 +44,16 @@ class FloorBot(discord.Client):
         stems = app_commands.Group(name="stems", description="Split a song", guild_only=True)
 
         @stems.command(name="vocals", description="Defer, then edit with a link button")
-        async def vocals(interaction: discord.Interaction, file: discord.Attachment) -> None:
+        async def vocals(
+            interaction: discord.Interaction,
+            file: discord.Attachment | None = None,
+            url: str | None = None,
+        ) -> None:
             await interaction.response.defer(thinking=True)
             view = discord.ui.View()
             view.add_item(discord.ui.Button(label="Vocals", url=RESULT_URL))
-            await interaction.edit_original_response(content=file.filename, view=view)
+            name = file.filename if file is not None else "a link"
+            await interaction.edit_original_response(content=name, view=view)
 
         self.tree.add_command(stems)
 
@@ -54,7 +63,9 @@ class FloorBot(discord.Client):
 
 async def run() -> None:
     use_discord_endpoints(os.environ["DISCORD_API_BASE"], os.environ["DISCORD_GATEWAY_URL"])
-    async with FloorBot() as bot:
+    count, ids = os.environ.get("STEMBOT_SHARD_COUNT"), os.environ.get("STEMBOT_SHARD_IDS")
+    shard = (int(ids), int(count)) if count and ids else (None, None)
+    async with FloorBot(*shard) as bot:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, lambda: asyncio.ensure_future(bot.close()))

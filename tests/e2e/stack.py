@@ -160,6 +160,22 @@ def _is_answer(interaction: InteractionRecord) -> bool:
 STATUS_PROMISE = "I'll update this message"
 
 
+def final_answer(interaction: InteractionRecord) -> str | None:
+    """What the member was finally told: "stems", "failed" (refunded) or "refused", or None
+    while it is still thinking or promising an update."""
+    view = interaction.view()
+    if any(m["flags"] & EPHEMERAL for m in view.followups if m):
+        return "refused"
+    original = view.original
+    if original is None or original.get("flags", 0) & LOADING:
+        return None
+    if original.get("flags", 0) & EPHEMERAL:
+        return "refused"
+    if is_result(original):
+        return "stems"
+    return None if STATUS_PROMISE in description(original) else "failed"
+
+
 async def vocals(
     discord: DiscordEmulator, guild: Guild, member: Member, track: Mapping[str, Any]
 ) -> InteractionRecord:

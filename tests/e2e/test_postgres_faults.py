@@ -15,9 +15,9 @@ from urllib.parse import urlsplit
 import psycopg
 import pytest
 
-from tests.e2e.stack import STATUS_PROMISE, Stack, description, eventually, is_result, running_stack
+from tests.e2e.stack import Stack, eventually, final_answer, running_stack
 from tests.postgres import admin_url, fresh_database
-from tests.standins.discord import EPHEMERAL, LOADING, InteractionRecord
+from tests.standins.discord import InteractionRecord
 
 pytestmark = pytest.mark.slow
 
@@ -53,22 +53,6 @@ async def cutting_connections(url: str) -> AsyncIterator[list[int]]:
         await asyncio.gather(task, return_exceptions=True)
 
 
-def final(interaction: InteractionRecord) -> str | None:
-    """What the member was finally told: "stems", "failed" (refunded) or "refused", or None
-    while it is still thinking or promising an update."""
-    view = interaction.view()
-    if any(m["flags"] & EPHEMERAL for m in view.followups if m):
-        return "refused"
-    original = view.original
-    if original is None or original.get("flags", 0) & LOADING:
-        return None
-    if original.get("flags", 0) & EPHEMERAL:
-        return "refused"
-    if is_result(original):
-        return "stems"
-    return None if STATUS_PROMISE in description(original) else "failed"
-
-
 def ledger(url: str, sql: str) -> list[tuple[object, ...]]:
     with psycopg.connect(url) as conn:
         return conn.execute(sql.encode()).fetchall()
@@ -84,19 +68,19 @@ async def test_connections_cut_again_and_again_lose_no_request_and_charge_once(
         env = {"STEMBOT_DATABASE_URL": url, "STEMBOT_MAX_CONCURRENT_JOBS": "3"}
         async with running_stack(tmp_path / "unused.db", env, api_latency=0.3) as stack:
             interactions = await _requests_while_cutting(stack, url)
-            await eventually(lambda: all(final(i) for i in interactions), timeout_s=60)
+            await eventually(lambda: all(final_answer(i) for i in interactions), timeout_s=60)
             await eventually(
                 lambda: (
                     not ledger(url, "SELECT 1 FROM requests WHERE status IN ('queued', 'running')")
                 ),
                 timeout_s=30,
             )
-            told = [final(i) for i in interactions]
+            told = [final_answer(i) for i in interactions]
             charged = ledger(
                 url,
                 "SELECT interaction_id, cost FROM requests WHERE cost > 0 AND status = 'succeeded'",
             )
-            with_stems = {i.id for i in interactions if final(i) == "stems"}
+            with_stems = {i.id for i in interactions if final_answer(i) == "stems"}
             assert {int(str(row[0])) for row in charged} == with_stems, told
             assert all(int(str(row[1])) == 1 for row in charged)
             assert told.count("stems") >= len(interactions) // 4, told

@@ -22,6 +22,7 @@ from tests.e2e.stack import (
     BotProcess,
     channel_posts,
     eventually,
+    final_answer,
     is_result,
     stack_env,
 )
@@ -70,21 +71,23 @@ class Fleet:
             WAV, "song.wav", "audio/wav", channel=guild.default_channel
         )
 
-    def ledger(self, sql: str) -> list[tuple[object, ...]]:
+    def ledger(self, sql: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
         with psycopg.connect(self.url) as conn:
-            return conn.execute(sql.encode()).fetchall()
+            return conn.execute(sql.encode(), params or None).fetchall()
 
 
 @contextlib.asynccontextmanager
 async def fleet(
-    tmp_path: Path, processes: int, env: dict[str, str] | None = None
+    tmp_path: Path, processes: int, env: dict[str, str] | None = None, servers: int = 0
 ) -> AsyncIterator[Fleet]:
+    """``processes`` bots, a shard each, and ``servers`` servers spread over the shards (at
+    least one per shard)."""
     limit = SessionStartLimit(max_concurrency=processes)
     discord = DiscordEmulator(identify_window_s=5.0, session_start_limit=limit)
     async with discord, SoundverseStandin(api_key=API_KEY) as api:
         guilds = [
             await discord.add_guild(f"server {n}", shard=(n % processes, processes))
-            for n in range(processes)
+            for n in range(max(servers, processes))
         ]
         with fresh_database(admin_url()) as url:
             bots = [
@@ -232,3 +235,63 @@ def _url_of(interaction: InteractionRecord) -> str:
     """The attachment's URL the bot handed the API for this interaction's file."""
     (attachment,) = interaction.payload["data"]["resolved"]["attachments"].values()
     return str(attachment["url"])
+
+
+async def test_three_processes_thirty_servers_a_kill_and_cut_connections(tmp_path: Path) -> None:
+    """3 processes, 3 shards, 30 servers; 60 requests (a file of each server's own, and one of
+    three links every server shares) with the calls held at the API; then every database
+    connection is cut and process A is killed. A survivor refunds and tells each of A's
+    requests once; everyone on B and C is answered (a request riding on a call A was making
+    is told to run it again, at no cost); nothing stays in progress; no server is charged
+    past its limit; nobody is charged for what they were not given."""
+    env = {"STEMBOT_MAX_CONCURRENT_JOBS": "4", "STEMBOT_GUILD_DAILY_LIMIT": "2"}
+    async with fleet(tmp_path, 3, env, servers=30) as running:
+        links = [running.upload(running.guilds[0])["url"] for _ in range(3)]
+        running.api.hold()
+        asked: list[tuple[Guild, InteractionRecord]] = []
+        for n, guild in enumerate(running.guilds):
+            asked.append((guild, await running.split(guild)))
+            asked.append((guild, await running.split(guild, links[n % 3])))
+        await eventually(lambda: len(running.api.requests) == 4, timeout_s=30)
+        await asyncio.to_thread(_cut_connections, running.url)
+        running.bots[0].signal(signal.SIGKILL)
+        await running.bots[0].wait()
+        killed = {g.id for g in running.guilds if running.discord.shard_of(g, 3) == 0}
+        running.api.release()
+        live = [i for g, i in asked if g.id not in killed]
+        await eventually(lambda: all(final_answer(i) for i in live), timeout_s=60)
+        await eventually(
+            lambda: (
+                not running.ledger("SELECT 1 FROM requests WHERE status IN ('queued', 'running')")
+            ),
+            timeout_s=LEASE_S * 6,
+        )
+        told_of_a = [n for g in running.guilds if g.id in killed for n in notices(running, g)]
+        of_a = running.ledger(
+            "SELECT interaction_id, status FROM requests WHERE guild_id = ANY(%s)", (list(killed),)
+        )
+        assert {status for _, status in of_a} <= {"interrupted", "succeeded"}
+        interrupted = [i for i, status in of_a if status == "interrupted"]
+        assert len(told_of_a) == len(interrupted) > 0
+        assert all("not charged" in notice.lower() for notice in told_of_a)
+        charged = running.ledger(
+            "SELECT guild_id, sum(cost) FROM requests WHERE status = 'succeeded' GROUP BY guild_id"
+        )
+        assert all(int(str(units)) <= 2 for _, units in charged)
+        with_stems = {i.id for _, i in asked if final_answer(i) == "stems"}
+        paid = running.ledger(
+            "SELECT interaction_id FROM requests WHERE status = 'succeeded' AND cost > 0"
+        )
+        assert {int(str(i)) for (i,) in paid} <= with_stems
+    assert [bot.process.returncode for bot in running.bots[1:] if bot.process] == [0, 0]
+
+
+def _cut_connections(url: str) -> None:
+    """Every connection the bots hold to their database, terminated by the server."""
+    name = url.rsplit("/", 1)[-1]
+    with psycopg.connect(admin_url(), autocommit=True) as conn:
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = %s AND pid <> pg_backend_pid()",
+            (name,),
+        )

@@ -42,6 +42,10 @@ CALLS_CHANNEL = "stembot_calls"
 # How long opening waits for the server before saying it cannot be reached.
 CONNECT_TIMEOUT_S = 5
 DEFAULT_POOL_SIZE = 10
+# How long work waits for one of the pool's connections, at least: a burst of members queues
+# for them in this process, which is no sign of another process holding the database (the
+# busy timeout's case), and every member was acknowledged before the ledger is asked.
+POOL_WAIT_S = 15.0
 
 
 def connection_options(busy_timeout_s: float) -> dict[str, Any]:
@@ -143,7 +147,8 @@ class Database:
     async def connection(self) -> AsyncIterator[Conn]:
         """A connection of the pool (autocommit: each statement its own transaction)."""
         with errors_explained():
-            async with self._pool.connection(timeout=self.busy_timeout_s) as conn:
+            wait_s = max(self.busy_timeout_s, POOL_WAIT_S)
+            async with self._pool.connection(timeout=wait_s) as conn:
                 yield conn
 
     async def write(self, work: Callable[[Conn], Awaitable[T]], *, atomic: bool = True) -> T:

@@ -31,6 +31,7 @@ from stembot.errors import (
     ShuttingDownError,
     StoreBusyError,
 )
+from stembot.keyed_locks import KeyedLocks
 from stembot.models import Mode, NewRequest, Recovery, Request, RequestStatus, Separation
 from stembot.quota_rules import enforce
 from stembot.store import rows
@@ -103,6 +104,9 @@ class PostgresLedger:
         self._quotas = quotas
         self._repeats = RecentInteractions()
         self._lease: int | None = None
+        # A burst in one server waits for its lock here, one connection at a time, rather
+        # than on the pool's connections (each held while it waits for the server's lock).
+        self._guilds = KeyedLocks()
 
     def hold_with(self, lease_id: int | None) -> None:
         """Record every new request as held by the lease ``lease_id`` (this process's), and
@@ -155,9 +159,10 @@ class PostgresLedger:
                 quota_rules.enforce_budget(budget, seen.calls_today or 0, now)
             return await _insert(conn, asked, cost, status, now, paid=paid, lease=self._lease)
 
-        return await self._new_row(
-            work, _BY_INTERACTION, {"interaction": asked.interaction_id}, now
-        )
+        async with self._guilds.alone(asked.guild_id):
+            return await self._new_row(
+                work, _BY_INTERACTION, {"interaction": asked.interaction_id}, now
+            )
 
     async def reserve_for_event(
         self,
@@ -294,9 +299,10 @@ class PostgresLedger:
             assert found is not None
             return found
 
-        return await self._new_row(
-            work, _BY_INTERACTION, {"interaction": asked.interaction_id}, now
-        )
+        async with self._guilds.alone(asked.guild_id):
+            return await self._new_row(
+                work, _BY_INTERACTION, {"interaction": asked.interaction_id}, now
+            )
 
     async def mark_all_running(self, request_ids: Sequence[int], now: datetime) -> int:
         """queued -> running for every request sharing one call; how many changed. The call
