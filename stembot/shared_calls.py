@@ -22,7 +22,12 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, Protocol
 
-from stembot.errors import SharedCallEndedError, SharedCallFailedError, StembotError
+from stembot.errors import (
+    SharedCallEndedError,
+    SharedCallFailedError,
+    StembotError,
+    StoreBusyError,
+)
 from stembot.flights import Flight, FlightBoard, FlightKey
 from stembot.models import Mode, RequestStatus, Separation
 from stembot.process_lease import ProcessLease
@@ -33,6 +38,8 @@ log = logging.getLogger(__name__)
 
 # A queued request's place is read again at most this often (it changes at every dispatch).
 _PLACES_EVERY_S = 1.0
+# Between dispatches that failed (the database unreachable a moment).
+_DISPATCH_PAUSES_S = (0.1, 0.5, 1.0, 2.0)
 
 
 class Grant(Protocol):
@@ -184,12 +191,23 @@ class SharedTurns:
         await self._background.close()
 
     async def _dispatch(self) -> None:
+        failures = 0
         try:
             while True:
                 self._again = False
                 if self._lease.held():
-                    grants = await self._calls.dispatch(self._cap)
-                    self.granted([g.request_id for g in grants if g.lease_id == self._lease.id])
+                    try:
+                        grants = await self._calls.dispatch(self._cap)
+                    except StoreBusyError:
+                        # Lost with its connection, say: again, while calls here wait.
+                        pause = _DISPATCH_PAUSES_S[min(failures, len(_DISPATCH_PAUSES_S) - 1)]
+                        failures += 1
+                        log.warning("dispatching API calls failed; again in %.1f s", pause)
+                        await asyncio.sleep(pause)
+                        self._again = bool(self._waiting)
+                    else:
+                        mine = [g.request_id for g in grants if g.lease_id == self._lease.id]
+                        self.granted(mine)
                 if not self._again:
                     break
         finally:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
@@ -249,3 +250,15 @@ async def test_only_a_gone_processs_waiting_takes_are_resumed_and_once(
     (take,) = await b.store.events.waiting_takes()
     assert (take.event_id, take.mode, take.user_id) == (event.id, Mode.VOCALS, ALICE)
     assert await b.store.events.waiting_takes() == []
+
+
+async def test_retention_forgets_processes_taken_over_before_its_cutoff(
+    postgres_url: str, processes: tuple[Process, Process]
+) -> None:
+    a, b = processes
+    await a.lease.release()
+    await b.sharing.sweep(NOW)
+    await b.store.prune(datetime.now(UTC) + timedelta(days=1), stop=lambda: False)
+    with psycopg.connect(postgres_url) as conn:
+        left = conn.execute("SELECT id FROM stembot_processes").fetchall()
+    assert left == [(b.lease.id,)]

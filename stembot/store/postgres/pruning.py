@@ -66,6 +66,13 @@ _OLD_BOOKKEEPING = (
       SELECT id FROM remix_events WHERE ended_at < %(cutoff)s LIMIT %(batch)s) RETURNING 1)
     SELECT count(*) FROM gone
     """,
+    # Processes gone and taken over long ago (their requests were long since moved on).
+    """
+    WITH gone AS (DELETE FROM stembot_processes WHERE id IN (
+      SELECT id FROM stembot_processes WHERE recovered_at < %(cutoff)s LIMIT %(batch)s)
+      RETURNING 1)
+    SELECT count(*) FROM gone
+    """,
 )
 
 
