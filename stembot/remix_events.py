@@ -48,7 +48,8 @@ from stembot.remix_event_models import (
     TakeState,
     TakeStatus,
 )
-from stembot.stem_service import CheckedSource, Clock, Requester, StemService, utc_now
+from stembot.request_inputs import CheckedSource, Requester
+from stembot.stem_service import Clock, StemService, utc_now
 from stembot.store.interface import LedgerStore
 
 log = logging.getLogger(__name__)

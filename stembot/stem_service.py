@@ -13,7 +13,6 @@ import dataclasses
 import itertools
 import logging
 from collections.abc import Awaitable, Callable, Iterator, Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -29,7 +28,7 @@ from stembot.errors import (
     StembotError,
     StoreBusyError,
 )
-from stembot.flights import Flight, FlightBoard, FlightKey, HeldRequest, Replies, RequestListener
+from stembot.flights import Flight, FlightBoard, HeldRequest, Replies, RequestListener
 from stembot.keyed_locks import KeyedLocks
 from stembot.ledger_writes import LedgerWrites
 from stembot.models import (
@@ -43,7 +42,10 @@ from stembot.models import (
     Separation,
 )
 from stembot.probe_slots import ProbeSlots
+from stembot.remix_event_calls import RemixEventCalls
+from stembot.request_inputs import AttachmentInput, CheckedSource, Requester
 from stembot.request_observer import Outcome, RequestObserver, Unobserved
+from stembot.riding import Riding
 from stembot.sharing import Alone, Sharing
 from stembot.source_urls import source_key_for_attachment, source_key_for_url
 from stembot.sources import check_attachment
@@ -71,38 +73,6 @@ class UrlProber(Protocol):
     """What the service needs of the guarded URL probe."""
 
     async def probe(self, url: str) -> ProbedSource: ...
-
-
-@dataclass(frozen=True, slots=True)
-class AttachmentInput:
-    """A Discord attachment as plain values; ``url`` is the signed URL exactly as given."""
-
-    id: int
-    url: str = field(repr=False)
-    filename: str
-    content_type: str | None
-    size: int
-
-
-@dataclass(frozen=True, slots=True)
-class CheckedSource:
-    """An input that passed every check: the URL the API gets, a name to show, a reuse key."""
-
-    url: str = field(repr=False)
-    name: str
-    key: str
-
-
-@dataclass(frozen=True, slots=True)
-class Requester:
-    """Who asked, and where: the ids the ledger records and the result is delivered to."""
-
-    guild_id: int
-    channel_id: int
-    user_id: int
-    interaction_id: int
-    # The member's role ids in the server (a role may carry its own daily allowance).
-    role_ids: tuple[int, ...] = ()
 
 
 class StemService:
@@ -153,6 +123,18 @@ class StemService:
             lambda key: self._find_result(key[0], key[1], self._clock())
         )
         self._elsewhere.bind(self._calls)
+        self._riding = Riding(
+            self._board, self._elsewhere, self._replies, self._flight_ids, self._clock
+        )
+        self._events = RemixEventCalls(
+            store,
+            self._board,
+            self._deciding,
+            self._riding,
+            find_result=self._find_result,
+            note_refusal=self._note_refusal,
+            fly=self._fly,
+        )
         self._charge_hooks: list[ChargeHook] = []
         self._accepting = True
 
@@ -221,7 +203,7 @@ class StemService:
         key = source_key_for_url(url)
         if await self._find_result(key, mode, now) is not None:
             return
-        joins = (key, mode) in self._board or await self._elsewhere.running((key, mode)) is not None
+        joins = await self._riding.could_ride((key, mode))
         cost = None if joins else self._store.policy.cost_of(mode)
         try:
             await self._store.quotas.check_limits(
@@ -279,20 +261,20 @@ class StemService:
                     if stored is not None:
                         break
                     # Another process is calling the API for it: ride on that call.
-                    ridden = await self._ride_elsewhere(key, join)
+                    ridden = await self._riding.ride_elsewhere(key, join)
                     if ridden is not None:
                         return ridden
                     try:
                         return await self._call(asked, listener, now)
                     except CallInFlightError:
                         # One started elsewhere a moment ago: ride on it, or decide again.
-                        ridden = await self._ride_elsewhere(key, join)
+                        ridden = await self._riding.ride_elsewhere(key, join)
                         if ridden is not None:
                             return ridden
                         if decision + 1 == _DECISIONS:
                             raise
                         continue
-            return await self._join(flight, join)
+            return await self._riding.join(flight, join)
         assert stored is not None
         return await self._answer_from_store(asked, stored, listener, now)
 
@@ -311,43 +293,7 @@ class StemService:
         """
         self._refuse_if_closed()
         await self._writes.retry()
-        now = self._clock()
-        key = (source.key, mode)
-        stored = await self._find_result(source.key, mode, now)
-        if stored is not None:
-            return stored
-
-        async def join(running: bool) -> HeldRequest:
-            request = await self._store.ledger.reserve_for_event(
-                event_id, mode, source.name, source.key, now, joined=True, running=running
-            )
-            return HeldRequest(request, _event_asked(request, source), listener)
-
-        async with self._deciding.alone(key):
-            flight = self._board.get(key)
-            if flight is None:
-                stored = await self._find_result(source.key, mode, now)
-                if stored is not None:
-                    return stored
-                if await self._ride_elsewhere(key, join) is not None:
-                    return None
-                try:
-                    request = await self._store.ledger.reserve_for_event(
-                        event_id, mode, source.name, source.key, now
-                    )
-                except QuotaLimitReached as refusal:
-                    await self._note_refusal(refusal, now)
-                    raise
-                except CallInFlightError:
-                    # Another process is calling the API for it: ride on that call.
-                    if await self._ride_elsewhere(key, join) is None:
-                        raise
-                    return None
-                self._fly(HeldRequest(request, _event_asked(request, source), listener))
-                return None
-
-        await self._join(flight, join)
-        return None
+        return await self._events.submit(event_id, mode, source, listener, self._clock())
 
     async def _call(self, asked: NewRequest, listener: RequestListener, now: datetime) -> Request:
         """Reserve the cost and queue a new call: the first request of its flight pays."""
@@ -370,26 +316,6 @@ class StemService:
             for hook in self._charge_hooks:
                 self._replies.soon(hook(request.guild_id), request.id)
 
-    async def _ride_elsewhere(
-        self, key: FlightKey, join: Callable[[bool], Awaitable[HeldRequest]]
-    ) -> Request | None:
-        """Join the call another process is making for ``key`` (its flight here holds only
-        joiners, landed when that call ends); None when no call for it is in flight any more.
-        Taken while deciding alone: later requests here find this flight and join it."""
-        running = await self._elsewhere.running(key)
-        if running is None:
-            return None
-        flight = Flight(next(self._flight_ids), key, [], remote=True)
-        if running:
-            flight.started_at = self._clock()
-        self._board.open(flight)
-        try:
-            request = await self._join(flight, join)
-        finally:
-            self._board.drop(flight)  # if its first joiner was refused
-        self._elsewhere.watch(flight)
-        return request
-
     async def _answer_from_store(
         self, asked: NewRequest, stored: Separation, listener: RequestListener, now: datetime
     ) -> Request:
@@ -398,35 +324,6 @@ class StemService:
         self._observer.request_ended(request, Outcome.REUSED)
         quota = await quota_after(self._store, request, asked.role_ids, now)
         self._replies.soon(listener.on_succeeded(request, stored, quota), request.id)
-        return request
-
-    async def _join(
-        self, flight: Flight, reserve: Callable[[bool], Awaitable[HeldRequest]]
-    ) -> Request:
-        """Ride on an identical call at no cost: ``reserve(running)`` writes the free row. The
-        flight waits for this row before it lands, so a call that ends meanwhile still
-        settles and tells this request."""
-        if not flight.joining:
-            flight.joined.clear()
-        flight.joining += 1
-        try:
-            held = await reserve(flight.started_at is not None)
-            self._board.hold(flight, held)
-        finally:
-            flight.joining -= 1
-            if not flight.joining:
-                flight.joined.set()
-        request = held.request
-        if flight.remote:
-            log.info("request %s joined another process's call at no cost", request.id)
-        else:
-            log.info(
-                "request %s joined request %s's call at no cost",
-                request.id,
-                flight.payer.request.id,
-            )
-        if flight.started_at is not None:
-            self._replies.soon(held.listener.on_started(request), request.id)
         return request
 
     async def _reserve_joined(
@@ -609,18 +506,4 @@ def _asked(requester: Requester, mode: Mode, source: CheckedSource) -> NewReques
         source_name=source.name,
         source_key=source.key,
         role_ids=requester.role_ids,
-    )
-
-
-def _event_asked(request: Request, source: CheckedSource) -> NewRequest:
-    """A remix event's reserved call as the queue runs it (the URL only in memory)."""
-    return NewRequest(
-        guild_id=request.guild_id,
-        channel_id=request.channel_id,
-        user_id=request.user_id,
-        interaction_id=request.interaction_id,
-        mode=request.mode,
-        source_url=source.url,
-        source_name=request.source_name,
-        source_key=request.source_key,
     )

@@ -22,7 +22,7 @@ from stembot.bot.sync import local_commands
 from stembot.cli import build_parser
 from stembot.config import env_example, load_settings, setting_names
 from stembot.models import Mode, QuotaStatus, WindowStatus
-from stembot.stem_service import AttachmentInput
+from stembot.request_inputs import AttachmentInput
 
 MAX_FILES_TRIED = 30
 

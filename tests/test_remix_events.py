@@ -41,8 +41,9 @@ from stembot.remix_event_models import (
     TakeStatus,
 )
 from stembot.remix_events import RemixEventService
+from stembot.request_inputs import CheckedSource, Requester
 from stembot.soundverse import SoundverseClient
-from stembot.stem_service import CheckedSource, Requester, StemService
+from stembot.stem_service import StemService
 from stembot.store.interface import LedgerStore
 from stembot.url_probe import UrlProbe
 from tests.standins.soundverse import Reply, SoundverseStandin

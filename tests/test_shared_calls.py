@@ -21,9 +21,10 @@ from stembot.config import Secret
 from stembot.errors import SharedCallEndedError, SharedCallFailedError
 from stembot.guarded_connector import GuardedConnector
 from stembot.models import Mode, Request
+from stembot.request_inputs import CheckedSource, Requester
 from stembot.soundverse import SoundverseClient
 from stembot.source_urls import source_key_for_url
-from stembot.stem_service import CheckedSource, Requester, StemService
+from stembot.stem_service import StemService
 from stembot.url_probe import UrlProbe
 from tests.lease_holders import Process, processes_on
 from tests.standins.soundverse import Reply, SoundverseStandin

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from stembot.bot.split import Picker, Pickers
-from stembot.stem_service import AttachmentInput
+from stembot.request_inputs import AttachmentInput
 
 SERVER_A, SERVER_B = 111, 222
 

@@ -27,8 +27,9 @@ from stembot.errors import (
 )
 from stembot.guarded_connector import GuardedConnector
 from stembot.models import Mode, QuotaStatus, Request, RequestStatus, Separation
+from stembot.request_inputs import AttachmentInput, CheckedSource, Requester
 from stembot.soundverse import SoundverseClient
-from stembot.stem_service import AttachmentInput, CheckedSource, Requester, StemService
+from stembot.stem_service import StemService
 from stembot.store import Store
 from stembot.store.asynchronous import AsyncStore
 from stembot.url_probe import UrlProbe

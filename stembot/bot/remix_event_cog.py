@@ -50,8 +50,9 @@ from stembot.quota_rules import MAX_LIMIT
 from stembot.remix_event_models import EventSpec, RemixEvent, SourceRef
 from stembot.remix_event_options import parse_ends, parse_message_link, parse_modes
 from stembot.remix_events import MAX_TITLE_CHARS
+from stembot.request_inputs import AttachmentInput, CheckedSource
 from stembot.source_urls import check_url_syntax
-from stembot.stem_service import AttachmentInput, CheckedSource, StemService, utc_now
+from stembot.stem_service import StemService, utc_now
 
 log = logging.getLogger(__name__)
 

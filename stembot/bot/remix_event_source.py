@@ -18,7 +18,8 @@ from stembot.bot.requests import attachment_input
 from stembot.errors import RemixEventError
 from stembot.remix_event_models import RemixEvent
 from stembot.remix_event_options import MessageLink
-from stembot.stem_service import CheckedSource, StemService
+from stembot.request_inputs import CheckedSource
+from stembot.stem_service import StemService
 
 log = logging.getLogger(__name__)
 

@@ -47,8 +47,8 @@ from stembot.errors import (
 )
 from stembot.remix_event_models import RemixEvent, Submission
 from stembot.remix_events import MAX_TITLE_CHARS, checked_title
+from stembot.request_inputs import AttachmentInput
 from stembot.sources import describe_size
-from stembot.stem_service import AttachmentInput
 
 if TYPE_CHECKING:
     from stembot.remix_events import RemixEventService

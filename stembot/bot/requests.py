@@ -13,7 +13,8 @@ from stembot.bot.tree import reply_privately
 from stembot.bot.views import result_files_of
 from stembot.errors import InvalidSourceError, StembotError
 from stembot.models import Mode
-from stembot.stem_service import AttachmentInput, CheckedSource, Requester, StemService
+from stembot.request_inputs import AttachmentInput, CheckedSource, Requester
+from stembot.stem_service import StemService
 
 
 async def start_attachment_request(

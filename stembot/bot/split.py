@@ -26,7 +26,8 @@ from stembot.bot.requests import start_attachment_request, usable_audio
 from stembot.bot.tree import reply_privately
 from stembot.errors import InvalidSourceError
 from stembot.models import Mode
-from stembot.stem_service import AttachmentInput, StemService
+from stembot.request_inputs import AttachmentInput
+from stembot.stem_service import StemService
 
 # Discord: a select holds at most 25 options, a message at most 25 buttons (5 rows of 5).
 OPTIONS_MAX = 25

@@ -17,7 +17,7 @@ from stembot.bot.client import StemBot
 from stembot.bot.remix_event_submissions import SubmitButton
 from stembot.remix_event_models import EventSpec, RemixEvent, SourceRef, Submission
 from stembot.remix_events import RemixEventService
-from stembot.stem_service import Requester
+from stembot.request_inputs import Requester
 from tests.e2e.stack import WAV, Stack, running_stack
 from tests.standins.discord import EPHEMERAL, InteractionRecord, Member, MessageRecord
 

@@ -1,0 +1,3 @@
+from stembot.config import env_example
+
+print(env_example(), end="")
