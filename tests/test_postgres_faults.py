@@ -15,7 +15,7 @@ from stembot.models import RequestStatus
 from tests.lease_holders import Process, a_process, processes_on
 from tests.standins.postgres_proxy import PostgresProxy
 from tests.test_shared_queue import ROOMY
-from tests.test_store import NOW, new_request, separation
+from tests.test_store import ALICE, GUILD, NOW, new_request, separation
 
 
 @pytest.fixture
@@ -75,3 +75,33 @@ async def test_a_settle_whose_answer_was_lost_is_written_once_and_still_told(
     assert await process.sharing.kept([request.id], RequestStatus.SUCCEEDED) == {request.id}
     settled = await process.store.ledger.get_request(request.id)
     assert settled is not None and settled.status is RequestStatus.SUCCEEDED
+
+
+async def test_a_read_whose_connection_is_cut_is_asked_again_and_answered(
+    behind_a_proxy: tuple[Process, PostgresProxy],
+) -> None:
+    """A quota check, a server's limits (one snapshot) and a stored result, each cut with its
+    connection in the middle: asked again on another connection, answered, never refused as
+    busy. Two cuts in a row are refused (asked once more only)."""
+    process, proxy = behind_a_proxy
+    store = process.store
+    request = await store.ledger.reserve(new_request(), NOW)
+    await store.ledger.settle(request.id, separation(), request.source_key, NOW)
+    expected = (
+        await store.quotas.quota_status(GUILD, ALICE, NOW),
+        await store.guilds.guild_limits(GUILD),
+        await store.ledger.stored_result(request.id),
+    )
+    proxy.cut_after_next(b"SELECT")
+    status = await store.quotas.quota_status(GUILD, ALICE, NOW)
+    proxy.cut_after_next(b"SELECT")
+    limits = await store.guilds.guild_limits(GUILD)
+    proxy.cut_after_next(b"SELECT")
+    stored = await store.ledger.stored_result(request.id)
+    assert proxy.cut == 3
+    assert (status, limits, stored) == expected
+    proxy.cut_after_next(b"SELECT")
+    proxy.cut_after_next(b"SELECT")
+    with pytest.raises(StoreBusyError):
+        await store.ledger.get_request(request.id)
+    assert proxy.cut == 5

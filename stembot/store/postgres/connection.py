@@ -14,9 +14,10 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from typing import Any, TypeVar
+from typing import Any, LiteralString, TypeVar
 
 import psycopg
+from psycopg.abc import Params
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from stembot.errors import StoreBusyError, StoreFailedError, StoreUnavailableError
@@ -86,6 +87,10 @@ def errors_explained() -> Iterator[None]:
     except psycopg.DatabaseError as error:
         log.error("the database refused a write: %s: %s", type(error).__name__, error)
         raise StoreFailedError() from error
+
+
+class _ConnectionCut(Exception):
+    """A read's connection broke under it (its cause: psycopg's error)."""
 
 
 class Database:
@@ -159,13 +164,60 @@ class Database:
         task.add_done_callback(self._writes.discard)
         return await asyncio.shield(task)
 
-    async def read(self, work: Callable[[Conn], Awaitable[T]]) -> T:
-        """``work`` on a connection; several statements see one snapshot."""
+    async def read(self, work: Callable[[Conn], Awaitable[T]], *, one_snapshot: bool = True) -> T:
+        """``work``, which only reads, on a connection: with ``one_snapshot`` its statements
+        see one snapshot (a read-only transaction), else each runs alone (no BEGIN/COMMIT).
+
+        A read whose connection is cut under it (a network cut, the server ending its
+        connections) is asked once more, on another of the pool's connections: it changed
+        nothing, and the member gets the answer rather than a busy refusal. Writes are never
+        asked again here: whether a cut write landed is for its caller to find out (the
+        ledger's reservations and settles, ledger.py)."""
+        try:
+            return await self._read(work, one_snapshot)
+        except _ConnectionCut:
+            log.info("a read's database connection was cut; asking again on another")
+        try:
+            return await self._read(work, one_snapshot)
+        except _ConnectionCut as cut:
+            raise StoreBusyError() from cut.__cause__
+
+    async def fetch_one(
+        self, sql: LiteralString | bytes, params: Params | None = None
+    ) -> tuple[Any, ...] | None:
+        """The first row of one statement that only reads (``read``, asked again once if its
+        connection is cut)."""
+
+        async def work(conn: Conn) -> tuple[Any, ...] | None:
+            return await (await conn.execute(sql, params)).fetchone()
+
+        return await self.read(work, one_snapshot=False)
+
+    async def fetch_all(
+        self, sql: LiteralString | bytes, params: Params | None = None
+    ) -> list[tuple[Any, ...]]:
+        """Every row of one statement that only reads (as ``fetch_one``)."""
+
+        async def work(conn: Conn) -> list[tuple[Any, ...]]:
+            return await (await conn.execute(sql, params)).fetchall()
+
+        return await self.read(work, one_snapshot=False)
+
+    async def _read(self, work: Callable[[Conn], Awaitable[T]], one_snapshot: bool) -> T:
         async with self.connection() as conn:
-            with errors_explained():
-                async with conn.transaction():
-                    await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-                    return await work(conn)
+            try:
+                with errors_explained():
+                    if not one_snapshot:
+                        return await work(conn)
+                    async with conn.transaction():
+                        await conn.execute(
+                            "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY"
+                        )
+                        return await work(conn)
+            except StoreBusyError as busy:
+                if conn.broken:
+                    raise _ConnectionCut() from busy.__cause__
+                raise
 
     async def _run(self, work: Callable[[Conn], Awaitable[T]], atomic: bool) -> T:
         async with self.connection() as conn:

@@ -153,11 +153,15 @@ class PostgresCalls:
         (as FairQueue.position counts it); calls no longer waiting are left out."""
         if not request_ids:
             return {}
-        async with self._db.connection() as conn:
+
+        async def read(conn: Conn) -> tuple[list[Any], list[Any]]:
             cursor = await conn.execute(_LANES_WAITING.encode())
-            lanes = {row[0]: (row[1], row[2], row[3]) for row in await cursor.fetchall()}
+            waiting = await cursor.fetchall()
             cursor = await conn.execute(_PLACES_IN_LANE.encode(), (list(request_ids),))
-            mine = await cursor.fetchall()
+            return waiting, await cursor.fetchall()
+
+        waiting, mine = await self._db.read(read, one_snapshot=False)
+        lanes = {row[0]: (row[1], row[2], row[3]) for row in waiting}
         return {
             request_id: place
             for request_id, guild_id, index in mine
@@ -167,13 +171,12 @@ class PostgresCalls:
     async def granted_to(self, lease_id: int) -> list[int]:
         """The calls of ``lease_id`` given a turn and not started yet (a grant whose word
         was lost with a connection)."""
-        async with self._db.connection() as conn:
-            cursor = await conn.execute(
-                "SELECT id FROM requests WHERE lease_id = %s AND pays_call "
-                "AND granted_at IS NOT NULL AND status = 'queued'",
-                (lease_id,),
-            )
-            return [row[0] for row in await cursor.fetchall()]
+        found = await self._db.fetch_all(
+            "SELECT id FROM requests WHERE lease_id = %s AND pays_call "
+            "AND granted_at IS NOT NULL AND status = 'queued'",
+            (lease_id,),
+        )
+        return [row[0] for row in found]
 
     async def in_flight(self, key: str, mode: Mode) -> bool | None:
         """Whether the paid call for this source and mode is running (False: queued), or
@@ -195,9 +198,7 @@ class PostgresCalls:
         return None if row is None else (row[0], row[1])
 
     async def _first(self, sql: str, params: tuple[object, ...]) -> tuple[Any, ...] | None:
-        async with self._db.connection() as conn:
-            cursor = await conn.execute(sql.encode(), params)
-            return await cursor.fetchone()
+        return await self._db.fetch_one(sql.encode(), params)
 
     async def tell(self, word: Word) -> None:
         """Tell every listening process (NOTIFY on ``CALLS_CHANNEL``)."""

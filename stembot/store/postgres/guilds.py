@@ -137,11 +137,9 @@ class PostgresGuildSettings:
         )
 
     async def log_channel(self, guild_id: int) -> int | None:
-        async with self._db.connection() as conn:
-            cursor = await conn.execute(
-                "SELECT log_channel_id FROM guild_settings WHERE guild_id = %s", (guild_id,)
-            )
-            row = await cursor.fetchone()
+        row = await self._db.fetch_one(
+            "SELECT log_channel_id FROM guild_settings WHERE guild_id = %s", (guild_id,)
+        )
         return None if row is None else row[0]
 
     async def claim_alert(
@@ -167,11 +165,9 @@ class PostgresGuildSettings:
 
     async def command_digest(self, scope: str) -> str | None:
         """The digest of the slash commands last synced for ``scope`` (global or a guild)."""
-        async with self._db.connection() as conn:
-            cursor = await conn.execute(
-                "SELECT digest FROM command_digests WHERE scope = %s", (scope,)
-            )
-            row = await cursor.fetchone()
+        row = await self._db.fetch_one(
+            "SELECT digest FROM command_digests WHERE scope = %s", (scope,)
+        )
         return None if row is None else str(row[0])
 
     async def remember_command_digest(self, scope: str, digest: str) -> None:

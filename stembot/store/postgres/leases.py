@@ -122,12 +122,11 @@ class PostgresLeases:
     ) -> set[int]:
         """Which of these requests are in ``status`` and held by ``lease_id``: those whose
         outcome its process wrote (not a process that took them over since)."""
-        async with self._db.connection() as conn:
-            cursor = await conn.execute(
-                "SELECT id FROM requests WHERE id = ANY(%s) AND lease_id = %s AND status = %s",
-                (list(request_ids), lease_id, status.value),
-            )
-            return {row[0] for row in await cursor.fetchall()}
+        found = await self._db.fetch_all(
+            "SELECT id FROM requests WHERE id = ANY(%s) AND lease_id = %s AND status = %s",
+            (list(request_ids), lease_id, status.value),
+        )
+        return {row[0] for row in found}
 
     async def recover_dead(self, me: int, now: datetime, *, unowned: bool = False) -> Recovery:
         """Take over the requests of every dead lease (and, with ``unowned``, of no lease:

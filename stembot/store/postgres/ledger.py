@@ -419,15 +419,12 @@ class PostgresLedger:
         return await self._db.write(lambda conn: recovery.recover(conn, utc(now)))
 
     async def get_request(self, request_id: int) -> Request | None:
-        async with self._db.connection() as conn:
-            return await _get(conn, request_id)
+        return await self._db.read(lambda conn: _get(conn, request_id), one_snapshot=False)
 
     async def stored_result(self, request_id: int) -> tuple[Request, Separation] | None:
         """The request and the result stored for its source and mode, whenever it was issued
         (a later call for them replaces it); None when either is no longer kept."""
-        async with self._db.connection() as conn:
-            cursor = await conn.execute(_SELECT_STORED_RESULT, (request_id,))
-            row = await cursor.fetchone()
+        row = await self._db.fetch_one(_SELECT_STORED_RESULT, (request_id,))
         if row is None:
             return None
         request = rows.request(row)
@@ -437,13 +434,11 @@ class PostgresLedger:
         self, source_key: str, mode: Mode, issued_after: datetime
     ) -> Separation | None:
         """The stored result for this source and mode, if issued after ``issued_after``."""
-        async with self._db.connection() as conn:
-            cursor = await conn.execute(
-                "SELECT stems, issued_at FROM results "
-                "WHERE source_key = %s AND mode = %s AND issued_at > %s",
-                (source_key, mode.value, utc(issued_after)),
-            )
-            row = await cursor.fetchone()
+        row = await self._db.fetch_one(
+            "SELECT stems, issued_at FROM results "
+            "WHERE source_key = %s AND mode = %s AND issued_at > %s",
+            (source_key, mode.value, utc(issued_after)),
+        )
         return None if row is None else rows.separation(mode, row[0], row[1])
 
     async def _new_row(
@@ -472,11 +467,9 @@ class PostgresLedger:
             return written
 
     async def _written(self, which: str, params: dict[str, Any]) -> Request | None:
-        async with self._db.connection() as conn:
-            cursor = await conn.execute(
-                (_SELECT_WRITTEN + which).encode(), {**params, "lease": self._lease}
-            )
-            row = await cursor.fetchone()
+        row = await self._db.fetch_one(
+            (_SELECT_WRITTEN + which).encode(), {**params, "lease": self._lease}
+        )
         return None if row is None else rows.request(row)
 
     async def _active(self, conn: Conn, request_ids: list[int]) -> list[Any]:

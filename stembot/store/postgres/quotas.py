@@ -74,10 +74,12 @@ class PostgresQuotas:
     ) -> QuotaStatus:
         """Used, limit, remaining and reset time of the guild's windows (and the user's)."""
         budget = self.policy.api_daily_budget
-        async with self._db.connection() as conn:
-            seen = await self.snapshot(
+        seen = await self._db.read(
+            lambda conn: self.snapshot(
                 conn, guild_id, user_id, None, now, role_ids, count_calls=budget is not None
-            )
+            ),
+            one_snapshot=False,
+        )
         budget_spent = budget is not None and (seen.calls_today or 0) >= budget
         return quota_rules.quota_status(
             seen.snapshot, with_member=user_id is not None, now=now, budget_spent=budget_spent
@@ -89,18 +91,20 @@ class PostgresQuotas:
         """Raise QuotaLimitReached if a request would be refused; reads only (a precheck:
         ``reserve`` decides). ``cost`` None: it would join a call or reuse a result."""
         budget = self.policy.api_daily_budget if cost is not None else None
-        async with self._db.connection() as conn:
-            seen = await self.snapshot(
+        seen = await self._db.read(
+            lambda conn: self.snapshot(
                 conn, guild_id, user_id, None, now, role_ids, count_calls=budget is not None
-            )
+            ),
+            one_snapshot=False,
+        )
         enforce(seen.snapshot, cost or 0, now)
         if budget is not None:
             quota_rules.enforce_budget(budget, seen.calls_today or 0, now)
 
     async def api_calls_today(self, now: datetime) -> int:
         """Paid API calls made or reserved on the UTC day of ``now``, across all servers."""
-        async with self._db.connection() as conn:
-            return await calls_on(conn, utc(now).date())
+        day = utc(now).date()
+        return await self._db.read(lambda conn: calls_on(conn, day), one_snapshot=False)
 
     async def snapshot(
         self,

@@ -215,9 +215,7 @@ class PostgresRemixEvents:
         return await self._db.write(work)
 
     async def get(self, event_id: int) -> RemixEvent | None:
-        async with self._db.connection() as conn:
-            cursor = await conn.execute(f"{_SELECT_EVENT} WHERE id = %s", (event_id,))
-            row = await cursor.fetchone()
+        row = await self._db.fetch_one(f"{_SELECT_EVENT} WHERE id = %s".encode(), (event_id,))
         return None if row is None else event_of(row)
 
     async def open_events(self, guild_id: int, now: datetime) -> list[RemixEvent]:
@@ -486,9 +484,7 @@ class PostgresRemixEvents:
         return await self._db.write(work, atomic=False)
 
     async def _all(self, sql: str, params: Any = None) -> list[Any]:
-        async with self._db.connection() as conn:
-            cursor = await conn.execute(sql.encode(), params)
-            return await cursor.fetchall()
+        return await self._db.fetch_all(sql.encode(), params)
 
 
 async def _fetch_all(conn: Conn, sql: str, params: Any) -> list[Any]:
