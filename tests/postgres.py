@@ -36,6 +36,8 @@ TABLES = (
     "remix_event_submissions",
     "stembot_processes",
     "call_lanes",
+    "identify_turns",
+    "session_starts",
 )
 
 

@@ -12,8 +12,9 @@ StemBot asks ``IdentifyGate.wait_for_starts`` before it opens a shard's connecti
 where a crash loop would spend them), and ``before_identify`` from discord.py's
 ``before_identify_hook``, called before every IDENTIFY (a new session after an invalid one too:
 there the starts are checked again, with the connection open). Processes sharing a token must
-share the buckets' turns too: ``IdentifyPacer`` is that seam (this process's
-``LocalIdentifyPacer`` for now; one held in the shared database can take its place).
+share the buckets' turns and the count of starts too: ``IdentifyPacer`` is that seam, this
+process's own (``LocalIdentifyPacer``, one process on a SQLite ledger) or every process's, kept
+in the shared PostgreSQL database (``SharedIdentifyPacer``).
 """
 
 from __future__ import annotations
@@ -24,13 +25,18 @@ import math
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
+
+from stembot.errors import StoreBusyError, StoreFailedError
 
 log = logging.getLogger(__name__)
 
 IDENTIFY_INTERVAL_S = 5.0
+# Across processes a turn is given by the database and the IDENTIFY sent from another host:
+# the gap Discord sees may be shorter by the difference of their delays.
+SHARED_IDENTIFY_INTERVAL_S = IDENTIFY_INTERVAL_S + 0.5
 # Session starts kept back: this share of the day's, and at least one per shard.
 RESERVE_SHARE = 0.10
 # However soon Discord says the limit resets, ask again no sooner than this.
@@ -66,11 +72,16 @@ class SessionStartLimit:
 
 
 class IdentifyPacer(Protocol):
-    """Turns to IDENTIFY within one rate-limit bucket (``shard_id % max_concurrency``)."""
+    """Turns to IDENTIFY within one rate-limit bucket (``shard_id % max_concurrency``), and
+    the session starts spent."""
 
     async def take_turn(self, bucket: int) -> None:
         """Return when an IDENTIFY in ``bucket`` may go now; the bucket's next turn comes 5 s
         later."""
+
+    async def take_start(self, limit: SessionStartLimit, kept: int) -> int:
+        """How many session starts are left (``limit``: what Discord said just now); one is
+        counted as spent when more than ``kept`` are."""
 
 
 class LocalIdentifyPacer:
@@ -97,6 +108,69 @@ class LocalIdentifyPacer:
                 await self._sleep(next_turn - self._clock())
             self._next_turn[bucket] = self._clock() + self._interval_s
 
+    async def take_start(self, limit: SessionStartLimit, kept: int) -> int:
+        return limit.remaining
+
+
+class IdentifyRecord(Protocol):
+    """The IDENTIFYs of every process, kept in the shared database
+    (stembot/store/postgres/identify_pacing.py)."""
+
+    async def claim_turn(self, bucket: int, interval_s: float) -> float | None:
+        """None: an IDENTIFY in ``bucket`` may go now; else the seconds to wait first."""
+
+    async def claim_start(
+        self, *, total: int, remaining: int, resets_in_s: float, kept: int
+    ) -> int:
+        """The starts left in Discord's window; one more counted when more than ``kept``."""
+
+
+class SharedIdentifyPacer:
+    """The turns and the session starts of every process on the bot's token: a bucket's
+    IDENTIFYs at least ``interval_s`` apart whichever processes send them, and the starts
+    counted together, so that processes crash-looping at once stop at the reserve at once.
+
+    Each turn is one short statement; a turn taken is waited for without a connection, then
+    asked again. While the database cannot be asked, this process paces alone (at worst an
+    invalid session, tried again) rather than keep a shard offline.
+    """
+
+    def __init__(
+        self,
+        record: IdentifyRecord,
+        *,
+        interval_s: float = SHARED_IDENTIFY_INTERVAL_S,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._record = record
+        self._interval_s = interval_s
+        self._sleep = sleep
+        self._alone = LocalIdentifyPacer(sleep=sleep, interval_s=interval_s)
+
+    async def take_turn(self, bucket: int) -> None:
+        while True:
+            try:
+                wait_s = await self._record.claim_turn(bucket, self._interval_s)
+            except (StoreBusyError, StoreFailedError):
+                log.warning("the database did not answer: this process paces its own IDENTIFYs")
+                await self._alone.take_turn(bucket)
+                return
+            if wait_s is None:
+                return
+            await self._sleep(wait_s)
+
+    async def take_start(self, limit: SessionStartLimit, kept: int) -> int:
+        try:
+            return await self._record.claim_start(
+                total=limit.total,
+                remaining=limit.remaining,
+                resets_in_s=limit.reset_after_s,
+                kept=kept,
+            )
+        except (StoreBusyError, StoreFailedError):
+            log.warning("the database did not answer: session starts counted by Discord only")
+            return limit.remaining
+
 
 class IdentifyGate:
     """Wait while only the reserve of session starts is left, then for the bucket's turn."""
@@ -120,8 +194,9 @@ class IdentifyGate:
     async def wait_for_starts(self, shard_id: int) -> None:
         """Return once a start above the reserve is left for ``shard_id``."""
         while True:
-            limit = await self._fetch_limit()
-            kept = limit.reserve(self._shard_count())
+            told = await self._fetch_limit()
+            kept = told.reserve(self._shard_count())
+            limit = replace(told, remaining=await self._pacer.take_start(told, kept))
             if limit.remaining > kept:
                 self._checked[shard_id] = limit
                 return

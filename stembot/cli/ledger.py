@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from stembot.bot.identify import IdentifyPacer, SharedIdentifyPacer
 from stembot.config import Settings
 from stembot.database_lock import hold_database
 from stembot.process_lease import ProcessLease
@@ -59,6 +60,14 @@ def sharing_of(store: LedgerStore, lease: ProcessLease | None) -> Sharing:
     store.ledger.hold_with(lease.id)
     store.events.hold_with(lease.id)
     return Leased(store.leases, store.calls, lease, store.listening)
+
+
+def identify_pacer_of(store: LedgerStore) -> IdentifyPacer | None:
+    """IDENTIFYs paced with every process on a shared (PostgreSQL) ledger; None: by this
+    process alone."""
+    if not isinstance(store, PostgresStore):
+        return None
+    return SharedIdentifyPacer(store.identify)
 
 
 def ledger_name(settings: Settings) -> str:

@@ -28,7 +28,14 @@ from stembot.bot.remix_event_end import EventEnder
 from stembot.bot.remix_event_source import TrackResolver
 from stembot.bot.result_attachments import ResultFiles
 from stembot.bot.shard_states import BotShards
-from stembot.cli.ledger import hold_ledger, ledger_name, open_ledger, sharing_of, take_lease
+from stembot.cli.ledger import (
+    hold_ledger,
+    identify_pacer_of,
+    ledger_name,
+    open_ledger,
+    sharing_of,
+    take_lease,
+)
 from stembot.config import Secret, Settings, load_settings
 from stembot.guarded_connector import GuardedConnector
 from stembot.health import Health
@@ -209,6 +216,7 @@ async def built_bot(settings: Settings, *, force_sync: bool = False) -> AsyncIte
                 recover_requests=not force_sync,
                 shard_count=settings.shard_count,
                 shard_ids=settings.shard_ids,
+                identify_pacer=identify_pacer_of(store),
             )
             service.after_charge(QuotaAlerts(bot, moderation).after_reservation)
             shards = BotShards(bot)

@@ -78,11 +78,15 @@ class Fleet:
 
 @contextlib.asynccontextmanager
 async def fleet(
-    tmp_path: Path, processes: int, env: dict[str, str] | None = None, servers: int = 0
+    tmp_path: Path,
+    processes: int,
+    env: dict[str, str] | None = None,
+    servers: int = 0,
+    max_concurrency: int | None = None,
 ) -> AsyncIterator[Fleet]:
     """``processes`` bots, a shard each, and ``servers`` servers spread over the shards (at
-    least one per shard)."""
-    limit = SessionStartLimit(max_concurrency=processes)
+    least one per shard); Discord's max_concurrency is one bucket per shard unless given."""
+    limit = SessionStartLimit(max_concurrency=max_concurrency or processes)
     discord = DiscordEmulator(identify_window_s=5.0, session_start_limit=limit)
     async with discord, SoundverseStandin(api_key=API_KEY) as api:
         guilds = [
@@ -127,6 +131,19 @@ def _envs(
 def notices(fleet: Fleet, guild: Guild) -> list[str]:
     """The bot's plain posts in the server's channel (the restart notices), as text."""
     return [str(post.embeds) for post in channel_posts(fleet.discord, guild.default_channel)]
+
+
+async def test_processes_in_one_bucket_identify_5_s_apart_and_none_is_refused(
+    tmp_path: Path,
+) -> None:
+    """Two processes started at once, one IDENTIFY bucket (max_concurrency 1), Discord's 5 s
+    window enforced: they take turns through the shared database, so neither is answered
+    with an invalid session, and their IDENTIFYs reach Discord at least 5 s apart."""
+    async with fleet(tmp_path, 2, max_concurrency=1) as running:
+        identifies = [e for e in running.discord.gateway.log if e.op == "IDENTIFY"]
+        assert [e.outcome for e in identifies] == ["ready", "ready"]
+        assert identifies[1].at - identifies[0].at >= 5.0
+        assert running.ledger("SELECT spent FROM session_starts") == [(2,)]
 
 
 async def test_a_killed_process_is_refunded_and_told_once_by_a_survivor_never_a_live_one(

@@ -14,6 +14,8 @@ Split like the SQLite store, one concern per file:
                     that are gone;
 - ``dispatch.py``   the API calls' queue shared by the processes: the global cap, the
                     servers' turns; ``notifications.py`` what the processes tell each other;
+- ``identify_pacing.py`` the gateway IDENTIFYs of every process on the bot's token: the
+                    rate-limit buckets' turns, the session starts of Discord's window;
 - ``remix_events.py`` remix events: the events, takes, submissions, an event's spend (its
                     paid calls are the ledger's ``reserve_for_event``);
 - ``reporting.py``  read-only reports on connections of their own;
@@ -39,6 +41,7 @@ from stembot.store.postgres import migrations
 from stembot.store.postgres.connection import DEFAULT_POOL_SIZE, Database
 from stembot.store.postgres.dispatch import PostgresCalls, Word
 from stembot.store.postgres.guilds import PostgresGuildSettings
+from stembot.store.postgres.identify_pacing import PostgresIdentifyPacing
 from stembot.store.postgres.leases import PostgresLeases
 from stembot.store.postgres.ledger import PostgresLedger
 from stembot.store.postgres.notifications import Listening
@@ -62,6 +65,7 @@ class PostgresStore:
         self.events = PostgresRemixEvents(db)
         self.leases = PostgresLeases(db)
         self.calls = PostgresCalls(db)
+        self.identify = PostgresIdentifyPacing(db)
         self.reports = PostgresReports(db.url, db.busy_timeout_s)
 
     @classmethod

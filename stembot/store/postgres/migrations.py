@@ -280,6 +280,23 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         ALTER TABLE remix_event_takes ADD COLUMN lease_id bigint;
         """,
     ),
+    (
+        "0006_identify_pacing",
+        # IDENTIFYs paced across the processes sharing the bot's token (identify_pacing.py):
+        # each rate-limit bucket's last IDENTIFY, and the session starts counted in Discord's
+        # current window.
+        """
+        CREATE TABLE identify_turns (
+            bucket integer PRIMARY KEY,
+            last_at timestamptz NOT NULL
+        );
+        CREATE TABLE session_starts (
+            id boolean PRIMARY KEY DEFAULT true CHECK (id),
+            window_ends_at timestamptz NOT NULL,
+            spent integer NOT NULL CHECK (spent >= 0)
+        );
+        """,
+    ),
 )
 
 _APPLIED = """
