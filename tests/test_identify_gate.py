@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
 import pytest
@@ -79,11 +79,8 @@ async def discord_fixture(limit: emulated.SessionStartLimit) -> AsyncIterator[Di
         yield emulator
 
 
-def gate_on(
-    discord: DiscordEmulator, clock: ManualClock, shard_count: int, on_sleep: list[object]
-) -> IdentifyGate:
-    """A gate asking ``discord``'s GET /gateway/bot; each wait runs ``on_sleep``'s callables
-    (the day passing at Discord) before the clock moves."""
+def asking(discord: DiscordEmulator) -> Callable[[], Awaitable[SessionStartLimit]]:
+    """What ``discord``'s GET /gateway/bot says of the session starts, each time it is called."""
 
     async def fetch() -> SessionStartLimit:
         headers = {"Authorization": f"Bot {discord.token}"}
@@ -93,6 +90,15 @@ def gate_on(
         ):
             return SessionStartLimit.from_discord((await answer.json())["session_start_limit"])
 
+    return fetch
+
+
+def gate_on(
+    discord: DiscordEmulator, clock: ManualClock, shard_count: int, on_sleep: list[object]
+) -> IdentifyGate:
+    """A gate asking ``discord``'s GET /gateway/bot; each wait runs ``on_sleep``'s callables
+    (the day passing at Discord) before the clock moves."""
+
     async def sleep(seconds: float) -> None:
         for action in on_sleep:
             assert callable(action)
@@ -100,7 +106,7 @@ def gate_on(
         await clock.sleep(seconds)
 
     pacer = LocalIdentifyPacer(clock=clock, sleep=clock.sleep)
-    return IdentifyGate(fetch, lambda: shard_count, pacer, sleep=sleep)
+    return IdentifyGate(asking(discord), lambda: shard_count, pacer, sleep=sleep)
 
 
 async def test_with_starts_to_spare_the_gate_lets_shards_of_other_buckets_go_at_once(

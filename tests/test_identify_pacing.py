@@ -11,7 +11,6 @@ import time
 from collections.abc import AsyncIterator, Iterable
 from itertools import pairwise
 
-import aiohttp
 import pytest
 
 from stembot.bot.identify import IdentifyGate, SessionStartLimit, SharedIdentifyPacer
@@ -20,6 +19,7 @@ from tests.postgres import empty_tables
 from tests.standins.discord import DiscordEmulator
 from tests.standins.discord import sharding as emulated
 from tests.test_discord_emulator_sharding import raw_shard
+from tests.test_identify_gate import asking
 from tests.test_store import POLICY
 
 # The tests' Discord window, and the pacers' interval a little above it (as 5.5 s for 5 s).
@@ -145,16 +145,7 @@ async def start_shards(
     discord: DiscordEmulator, store: PostgresStore, shard_ids: list[int], count: int
 ) -> None:
     """One process's shards, one after the other, each through its gate to READY."""
-
-    async def fetch() -> SessionStartLimit:
-        headers = {"Authorization": f"Bot {discord.token}"}
-        async with (
-            aiohttp.ClientSession() as http,
-            http.get(discord.api_base + "/gateway/bot", headers=headers) as answer,
-        ):
-            return SessionStartLimit.from_discord((await answer.json())["session_start_limit"])
-
-    gate = IdentifyGate(fetch, lambda: count, pacer(store))
+    gate = IdentifyGate(asking(discord), lambda: count, pacer(store))
     for shard_id in shard_ids:
         await gate.wait_for_starts(shard_id)
         await gate.before_identify(shard_id)
