@@ -6,6 +6,7 @@ requests riding on another process's call (``remote``): it is landed when that c
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -156,6 +157,23 @@ class CallQueue:
             await self._succeed(flight, outcome)
         else:
             await self._fail(flight, status, outcome)
+
+    def inherited(self, flight: Flight, heir_id: int, cost: int) -> bool:
+        """The call a remote flight rides on was cancelled before it ran, and ``heir_id`` took
+        it on (charged ``cost``): the flight is this process's call now, its heir the payer,
+        queued in its server's lane. False when the heir left the flight meanwhile."""
+        heir = next((h for h in flight.held if h.request.id == heir_id), None)
+        if heir is None:
+            return False
+        heir.request = dataclasses.replace(heir.request, cost=cost)
+        flight.held.remove(heir)
+        flight.held.insert(0, heir)
+        flight.remote = False
+        self.push(flight, heir.asked.guild_id)
+        return True
+
+    def now(self) -> datetime:
+        return self._clock()
 
     async def _mark_running(self, request_ids: list[int], now: datetime) -> None:
         """Only a label in the ledger (queued and running are settled and refunded alike):

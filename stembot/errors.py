@@ -392,6 +392,15 @@ class RequestEndedError(StembotError):
     default_message = "This request has already ended, so there is nothing to cancel."
 
 
+class RemixEventCallNotCancellableError(StembotError):
+    """A Cancel naming a remix event's call: the event's, not a member's request."""
+
+    default_message = (
+        "This is a remix event's call, not a request of yours, so it cannot be cancelled here. "
+        "It ends with the event (/stems-event end)."
+    )
+
+
 class AlreadyStartedError(StembotError):
     default_message = "These stems are already being separated and can no longer be cancelled."
 

@@ -111,6 +111,8 @@ class NewRequest:
     source_key: str
     # The member's roles in the server: a role's allowance may replace the per-member limit.
     role_ids: tuple[int, ...] = ()
+    # A remix event's call (or its ride on another call): the event's, asked by no member.
+    remix_event_id: int | None = None
 
 
 # --- The ledger's values (written by stembot.store) ---------------------------------------

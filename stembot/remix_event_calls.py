@@ -60,7 +60,7 @@ class RemixEventCalls:
             request = await self._store.ledger.reserve_for_event(
                 event_id, mode, source.name, source.key, now, joined=True, running=running
             )
-            return HeldRequest(request, event_asked(request, source), listener)
+            return HeldRequest(request, event_asked(event_id, request, source), listener)
 
         async with self._deciding.alone(key):
             flight = self._board.get(key)
@@ -82,14 +82,15 @@ class RemixEventCalls:
                     if await self._riding.ride_elsewhere(key, join) is None:
                         raise
                     return None
-                self._fly(HeldRequest(request, event_asked(request, source), listener))
+                asked = event_asked(event_id, request, source)
+                self._fly(HeldRequest(request, asked, listener))
                 return None
 
         await self._riding.join(flight, join)
         return None
 
 
-def event_asked(request: Request, source: CheckedSource) -> NewRequest:
+def event_asked(event_id: int, request: Request, source: CheckedSource) -> NewRequest:
     """A remix event's reserved call as the queue runs it (the URL only in memory)."""
     return NewRequest(
         guild_id=request.guild_id,
@@ -100,4 +101,5 @@ def event_asked(request: Request, source: CheckedSource) -> NewRequest:
         source_url=source.url,
         source_name=request.source_name,
         source_key=request.source_key,
+        remix_event_id=event_id,
     )

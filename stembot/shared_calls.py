@@ -7,7 +7,9 @@
 - ``RemoteCalls``: a request for a source and mode that another process is calling the API
   for right now rides on that call (one call per source and mode across processes, which the
   ledger enforces): its flight here holds only joiners, and is landed when that call ends,
-  with the stored result, or with the failure.
+  with the stored result, or with the failure. When that call's payer cancelled before it
+  ran, a request riding here takes the call on (it has the source's URL in memory), charged
+  as a cancelled payer's heir is; the riders of other processes ride on it in turn.
 
 Both are woken by the words on the channel (LISTEN/NOTIFY), never by polling. ``catch_up``
 reads the state again after the listening connection came back (words said meanwhile are
@@ -20,9 +22,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from datetime import datetime
 from typing import Any, Protocol
 
 from stembot.errors import (
+    CallInFlightError,
     SharedCallEndedError,
     SharedCallFailedError,
     StembotError,
@@ -40,6 +44,17 @@ log = logging.getLogger(__name__)
 _PLACES_EVERY_S = 1.0
 # Between dispatches that failed (the database unreachable a moment).
 _DISPATCH_PAUSES_S = (0.1, 0.5, 1.0, 2.0)
+
+
+class Inherited(Protocol):
+    @property
+    def request_id(self) -> int: ...
+
+    @property
+    def cost(self) -> int: ...
+
+    @property
+    def member_pays(self) -> bool: ...
 
 
 class Grant(Protocol):
@@ -65,6 +80,10 @@ class CallsLedger(Protocol):
 
     async def tell(self, word: Word) -> None: ...
 
+    async def inherit(
+        self, key: str, mode: Mode, heirs: Sequence[tuple[int, Sequence[int]]], now: datetime
+    ) -> Inherited | None: ...
+
 
 class RemoteLanding(Protocol):
     """What the call queue does with a flight whose call another process makes."""
@@ -74,6 +93,13 @@ class RemoteLanding(Protocol):
     async def land_remote(
         self, flight: Flight, outcome: Separation | StembotError, status: RequestStatus
     ) -> None: ...
+
+    def inherited(self, flight: Flight, heir_id: int, cost: int) -> bool:
+        """``heir_id`` of ``flight`` pays for the call now: this process makes it. False when
+        that request left the flight meanwhile."""
+        ...
+
+    def now(self) -> datetime: ...
 
 
 # The stored result of a source and mode, if fresh (the service's own reading of the store).
@@ -305,8 +331,9 @@ class RemoteCalls:
             self._checking.discard(key)
 
     async def _check(self, key: FlightKey) -> None:
-        """The call ended with a stored result, or without one (its last outcome), or goes
-        on (a charge handed over, another process's new call)."""
+        """The call ended with a stored result, or without one (its last outcome: a payer who
+        cancelled leaves the call to a request here), or goes on (a charge handed over,
+        another process's new call)."""
         flight = self._flights.get(key)
         if flight is None:
             return
@@ -326,11 +353,47 @@ class RemoteCalls:
         if stored is not None:
             await self._landing.land_remote(flight, stored, RequestStatus.SUCCEEDED)
             return
-        status, error = await self._ended_without_result(key)
+        last = await self._calls.last_outcome(*key)
+        cancelled = last is not None and last[0] == RequestStatus.CANCELLED.value
+        if cancelled and await self._inherit(flight):
+            return
+        status, error = _why_ended(last)
         await self._landing.land_remote(flight, error, status)
 
-    async def _ended_without_result(self, key: FlightKey) -> tuple[RequestStatus, StembotError]:
-        last = await self._calls.last_outcome(*key)
-        if last is not None and last[0] == RequestStatus.FAILED.value and last[1]:
-            return RequestStatus.FAILED, SharedCallFailedError(last[1])
-        return RequestStatus.INTERRUPTED, SharedCallEndedError()
+    async def _inherit(self, flight: Flight) -> bool:
+        """Its payer cancelled before the call ran: a request here takes it on, or the flight
+        rides on the call another process's request took on (watched again). False: none of
+        the requests here may pay for it."""
+        assert self._landing is not None, "bind() first"
+        if not flight.held:
+            return True  # every request here left meanwhile: nothing to land
+        heirs = [(h.request.id, h.asked.role_ids) for h in flight.held]
+        try:
+            inherited = await self._calls.inherit(*flight.key, heirs, self._landing.now())
+        except CallInFlightError:
+            self._flights[flight.key] = flight
+            self._recheck.add(flight.key)  # started already, perhaps
+            return True
+        except StoreBusyError:
+            log.warning("could not take on a cancelled call; trying again at the next heartbeat")
+            self._flights[flight.key] = flight
+            return True
+        if inherited is None:
+            return False
+        if not self._landing.inherited(flight, inherited.request_id, inherited.cost):
+            # The heir cancelled meanwhile (refunded): the others try again.
+            self._flights[flight.key] = flight
+            self._recheck.add(flight.key)
+            return True
+        log.info(
+            "request %s took on the call a cancelled request elsewhere left%s",
+            inherited.request_id,
+            "" if inherited.member_pays else " (charged to the server alone: no rider had room)",
+        )
+        return True
+
+
+def _why_ended(last: tuple[str, str | None] | None) -> tuple[RequestStatus, StembotError]:
+    if last is not None and last[0] == RequestStatus.FAILED.value and last[1]:
+        return RequestStatus.FAILED, SharedCallFailedError(last[1])
+    return RequestStatus.INTERRUPTED, SharedCallEndedError()

@@ -23,6 +23,7 @@ from stembot.errors import (
     DatabaseReplacedError,
     NotYourRequestError,
     QuotaLimitReached,
+    RemixEventCallNotCancellableError,
     RequestEndedError,
     ShuttingDownError,
     StembotError,
@@ -333,7 +334,9 @@ class StemService:
         return HeldRequest(request, asked, listener)
 
     async def cancel(self, request_id: int, user_id: int) -> Request:
-        """Take a waiting request out and refund it; only its requester may.
+        """Take a waiting request out and refund it; only its requester may, and never a remix
+        event's call (the server's, recorded under its organiser's id: a Cancel button's id
+        carries any request id a member cares to write).
 
         When the payer of a shared call leaves, the charge passes on (the store's rule: the
         first requester with room in their own allowance, else the server alone), so the call
@@ -346,6 +349,8 @@ class StemService:
         if flight.started:
             raise AlreadyStartedError()
         held = next(h for h in flight.held if h.request.id == request_id)
+        if held.asked.remix_event_id is not None:
+            raise RemixEventCallNotCancellableError()
         if held.asked.user_id != user_id:
             raise NotYourRequestError()
         pays = held is flight.payer and not flight.remote

@@ -20,6 +20,7 @@ from stembot.errors import (
     InvalidSourceError,
     QuotaLimitReached,
     RemixEventBudgetSpentError,
+    RemixEventCallNotCancellableError,
     RemixEventEndedError,
     RemixEventError,
     RemixEventModeError,
@@ -379,6 +380,30 @@ async def test_an_event_joins_a_members_running_call_at_no_cost(rig: Rig) -> Non
     assert [r[:4] for r in rig.rows()] == [(1, "succeeded", 1, None), (0, "succeeded", 0, event.id)]
     assert len(rig.api.requests) == 1
     assert (await rig.events.counts(event.id)).spend.paid_calls == 0
+
+
+async def test_the_events_call_cannot_be_cancelled_with_a_forged_cancel_button(rig: Rig) -> None:
+    """A Cancel button's id carries a request id; the event's paid call is recorded under its
+    organiser's id, yet no Cancel takes it out (it would leave every member who took the mode
+    without stems): a clear refusal, and the call goes on."""
+    event = await rig.start()
+    rig.api.hold()
+    for n in range(2):  # the two calls the cap allows run first: the event's call waits
+        requester = Requester(GUILD, CHANNEL, next(members), next(members))
+        source = CheckedSource(f"http://cdn.test/{n}.wav", "x.wav", f"attachment:{n}")
+        await rig.stems.submit(requester, Mode.VOCALS, source, MemberRequest())
+    listener, state = await rig.take(event)
+    assert state is TakeState.PENDING
+    [(call_id, organiser)] = rig.backend.rows(
+        "SELECT id, user_id FROM requests WHERE remix_event_id IS NOT NULL"
+    )
+    assert organiser == ORGANISER and rig.stems.position(call_id) == 1
+    with pytest.raises(RemixEventCallNotCancellableError):
+        await rig.stems.cancel(call_id, ORGANISER)
+    assert rig.stems.position(call_id) == 1
+    rig.api.release()
+    await told(listener)
+    assert listener.separation is not None
 
 
 async def test_a_member_joins_the_events_running_call_at_no_cost(rig: Rig) -> None:

@@ -41,9 +41,11 @@ class Bot:
     process: Process
     service: StemService
 
-    async def submit(self, track: str, guild: int = 1) -> tuple[Request, Recorder]:
+    async def submit(
+        self, track: str, guild: int = 1, user: int | None = None
+    ) -> tuple[Request, Recorder]:
         listener = Recorder()
-        requester = Requester(guild, 2, next(ids), next(ids))
+        requester = Requester(guild, 2, user or next(ids), next(ids))
         source = CheckedSource(f"http://cdn.test/{track}.wav", "song.wav", track)
         return await self.service.submit(requester, Mode.VOCALS, source, listener), listener
 
@@ -56,8 +58,15 @@ async def api() -> AsyncIterator[SoundverseStandin]:
 
 @pytest.fixture
 async def bots(postgres_url: str, api: SoundverseStandin) -> AsyncIterator[tuple[Bot, Bot]]:
+    async with bots_on(postgres_url, api, 2) as (a, b):
+        yield a, b
+
+
+@contextlib.asynccontextmanager
+async def bots_on(url: str, api: SoundverseStandin, count: int) -> AsyncIterator[list[Bot]]:
+    """``count`` processes' services on the run's database, a cap of one call for all."""
     async with (
-        processes_on(postgres_url, 2, ROOMY) as processes,
+        processes_on(url, count, ROOMY) as processes,
         aiohttp.ClientSession() as session,
         GuardedConnector(AddressPolicy(allow_private=True)) as connector,
         contextlib.AsyncExitStack() as running,
@@ -76,7 +85,7 @@ async def bots(postgres_url: str, api: SoundverseStandin) -> AsyncIterator[tuple
             )
             await running.enter_async_context(sharing.running())
             made.append(Bot(process, service))
-        yield made[0], made[1]
+        yield made
         for bot in made:
             await bot.service.shutdown(grace_s=0.1)
 
@@ -89,6 +98,16 @@ async def eventually(condition: object, timeout_s: float = 10) -> None:
     async with asyncio.timeout(timeout_s):
         while not condition():  # type: ignore[operator]  # noqa: ASYNC110
             await asyncio.sleep(0.01)
+
+
+def paid_rows(url: str, key: str) -> list[tuple[int, int, bool]]:
+    """(id, cost, member_pays) of the requests that paid for a call of ``key`` made."""
+    with psycopg.connect(url) as conn:
+        return conn.execute(
+            "SELECT id, cost, member_pays FROM requests WHERE source_key = %s AND pays_call "
+            "AND status = 'succeeded' ORDER BY id",
+            (key,),
+        ).fetchall()
 
 
 def charged(url: str) -> int:
@@ -152,24 +171,97 @@ async def test_a_ridden_call_that_fails_fails_its_riders_free(
     assert charged(postgres_url) == 0
 
 
-async def test_a_ridden_call_cancelled_before_it_ran_tells_its_riders_to_try_again(
-    api: SoundverseStandin, bots: tuple[Bot, Bot]
+async def test_a_ridden_call_cancelled_before_it_ran_is_taken_on_by_its_rider(
+    postgres_url: str, api: SoundverseStandin, bots: tuple[Bot, Bot]
 ) -> None:
-    """A's member cancels their queued request, which B's member rode on: B's is told, and
-    nothing was charged."""
+    """A's member cancels their queued request, which B's member rode on: B's request takes
+    the call on (B has the link in memory) and queues it in the shared queue, charged to B's
+    member as a cancelled payer's heir is; one call, charged once."""
     a, b = bots
     api.hold()
     _, busy = await a.submit("busy")  # takes the one turn
     await eventually(lambda: len(api.requests) == 1)
     queued, payer = await a.submit("queued", guild=2)
+    heir_request, heir = await b.submit("queued", guild=3)
+    await a.service.cancel(queued.id, queued.user_id)
+    # B's request is a call of B's own now, first in the queue behind A's running call.
+    await eventually(lambda: b.service.position(heir_request.id) == 1)
+    assert payer.events == ["cancelled"] and heir.events == []
+    api.release()
+    await finished(busy, heir)
+    assert heir.events == ["started", "succeeded"]
+    assert len(api.requests) == 2
+    assert paid_rows(postgres_url, "queued") == [(heir_request.id, 1, True)]
+    assert charged(postgres_url) == 2  # A's busy call and B's member, one unit each
+
+
+async def test_the_heir_elsewhere_is_the_first_rider_with_room_in_their_allowance(
+    postgres_url: str, api: SoundverseStandin, bots: tuple[Bot, Bot]
+) -> None:
+    """As within one process: a rider whose own allowance is spent rides free; the next one
+    with room pays."""
+    a, b = bots
+    await b.process.store.guilds.set_limits(3, per_user=1)
+    _, spent = await b.submit("first", guild=3, user=31)
+    await finished(spent)
+    api.hold()
+    _, busy = await a.submit("busy")
+    await eventually(lambda: len(api.requests) == 2)
+    queued, _ = await a.submit("queued", guild=2)
+    _, broke = await b.submit("queued", guild=3, user=31)
+    heir_request, heir = await b.submit("queued", guild=3, user=32)
+    await a.service.cancel(queued.id, queued.user_id)
+    await eventually(lambda: b.service.position(heir_request.id) == 1)
+    api.release()
+    await finished(busy, broke, heir)
+    assert broke.events == heir.events == ["started", "succeeded"]
+    assert paid_rows(postgres_url, "queued") == [(heir_request.id, 1, True)]
+
+
+async def test_when_no_rider_elsewhere_may_pay_they_are_told_to_ask_again(
+    api: SoundverseStandin, bots: tuple[Bot, Bot]
+) -> None:
+    """A rider whose server has no units left cannot take the cancelled call on: it is told
+    the call ended (nothing charged, ask again), as before."""
+    a, b = bots
+    await b.process.store.guilds.set_limits(3, daily=1)
+    _, spent = await b.submit("first", guild=3)
+    await finished(spent)
+    api.hold()
+    _, busy = await a.submit("busy")
+    await eventually(lambda: len(api.requests) == 2)
+    queued, payer = await a.submit("queued", guild=2)
     _, rider = await b.submit("queued", guild=3)
     await a.service.cancel(queued.id, queued.user_id)
     await finished(rider, payer)
-    assert payer.events == ["cancelled"] and rider.events == ["failed"]
-    assert isinstance(rider.error, SharedCallEndedError)
+    assert rider.events == ["failed"] and isinstance(rider.error, SharedCallEndedError)
     api.release()
     await finished(busy)
-    assert len(api.requests) == 1
+    assert len(api.requests) == 2
+
+
+async def test_with_riders_in_two_other_processes_one_takes_the_call_on_the_other_rides(
+    postgres_url: str, api: SoundverseStandin
+) -> None:
+    """Riders in B and in C when A's payer cancels: both processes try; one call is made,
+    charged once, and every rider gets its stems."""
+    async with bots_on(postgres_url, api, 3) as (a, b, c):
+        api.hold()
+        _, busy = await a.submit("busy")
+        await eventually(lambda: len(api.requests) == 1)
+        queued, _ = await a.submit("queued", guild=2)
+        _, on_b = await b.submit("queued", guild=3)
+        _, on_c = await c.submit("queued", guild=4)
+        await a.service.cancel(queued.id, queued.user_id)
+        await asyncio.sleep(0.3)
+        assert on_b.events == on_c.events == []
+        api.release()
+        await finished(busy, on_b, on_c)
+        assert on_b.events == on_c.events == ["started", "succeeded"]
+        assert on_b.result == on_c.result
+        assert len(api.requests) == 2
+        assert len(paid_rows(postgres_url, "queued")) == 1
+        assert charged(postgres_url) == 2
 
 
 async def test_a_server_out_of_units_still_rides_on_another_processs_call(

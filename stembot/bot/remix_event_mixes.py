@@ -17,6 +17,7 @@ from typing import Any, Final
 
 import discord
 
+from stembot.bot import remix_event_ids as ids
 from stembot.bot.guild_only import answer_if_elsewhere
 from stembot.bot.mixes import MIX_PLACEHOLDER, MixSubject, in_the_bots_dm, mix_options, send_mix
 from stembot.bot.remix_event_desk import desk_of
@@ -37,12 +38,11 @@ STEMS_GONE: Final = (
     "The stems of this remix event are no longer available: stembot's copies are gone and "
     "their links have expired, so no mix can be made of them."
 )
-_MODES: Final = frozenset(mode.value for mode in Mode)
 
 
 class EventMixSelect(
     discord.ui.DynamicItem[discord.ui.Select[Any]],
-    template=r"stems-event:mix:(?P<event_id>[0-9]+):(?P<mode>[-_a-z0-9]+)",
+    template=ids.template("mix"),
 ):
     """The free mixes of an event's stems of one mode."""
 
@@ -55,10 +55,10 @@ class EventMixSelect(
         disabled: bool = False,
     ) -> None:
         mode_text = mode.value if isinstance(mode, Mode) else mode
-        label = Mode(mode_text).label if mode_text in _MODES else "these stems"
+        label = ids.mode_label(mode_text, "these stems")
         super().__init__(
             discord.ui.Select(
-                custom_id=f"stems-event:mix:{event_id}:{mode_text}",
+                custom_id=ids.custom_id("mix", event_id, mode_text),
                 placeholder=f"{label}: {MIX_PLACEHOLDER}",
                 options=mix_options(mixes),
                 disabled=disabled,
@@ -71,7 +71,7 @@ class EventMixSelect(
     async def from_custom_id(
         cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: Match[str], /
     ) -> EventMixSelect:
-        return cls(int(match["event_id"]), match["mode"])
+        return cls(*ids.event_and_mode(match))
 
     async def interaction_check(self, interaction: discord.Interaction, /) -> bool:
         return in_the_bots_dm(interaction) or await answer_if_elsewhere(interaction)
@@ -88,7 +88,7 @@ async def _subject(
     desk = desk_of(interaction.client)
     if desk is None:
         return NO_EVENTS
-    if mode_text not in _MODES:
+    if not ids.offered(mode_text):
         return NO_STEMS
     mode = Mode(mode_text)
     try:

@@ -24,6 +24,7 @@ from typing import Any, Final
 import discord
 
 from stembot.bot import embeds
+from stembot.bot import remix_event_ids as ids
 from stembot.bot.delivery import NOWHERE, Answer, Delivered, attach_files_soon, post_to_requester
 from stembot.bot.guild_only import answer_if_elsewhere
 from stembot.bot.remix_event_desk import RemixEventDesk, desk_of
@@ -38,12 +39,11 @@ log = logging.getLogger(__name__)
 
 NO_EVENTS: Final = "Remix events are switched off on this bot."
 NOT_OFFERED: Final = "This remix event doesn't offer that."
-_MODES: Final = frozenset(mode.value for mode in Mode)
 
 
 class TakeButton(
     discord.ui.DynamicItem[discord.ui.Button[Any]],
-    template=r"stems-event:take:(?P<event_id>[0-9]+):(?P<mode>[-_a-z0-9]+)",
+    template=ids.template("take"),
 ):
     """A mode's button on an event's card."""
 
@@ -52,9 +52,9 @@ class TakeButton(
     ) -> None:
         super().__init__(
             discord.ui.Button(
-                label=label or (Mode(mode_text).label if mode_text in _MODES else "Stems"),
+                label=label or ids.mode_label(mode_text, "Stems"),
                 style=discord.ButtonStyle.primary,
-                custom_id=f"stems-event:take:{event_id}:{mode_text}",
+                custom_id=ids.custom_id("take", event_id, mode_text),
                 disabled=disabled,
             )
         )
@@ -65,7 +65,7 @@ class TakeButton(
     async def from_custom_id(
         cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: Match[str], /
     ) -> TakeButton:
-        return cls(int(match["event_id"]), match["mode"])
+        return cls(*ids.event_and_mode(match))
 
     async def interaction_check(self, interaction: discord.Interaction, /) -> bool:
         return await answer_if_elsewhere(interaction)
@@ -82,7 +82,7 @@ async def take_stems(interaction: discord.Interaction, event_id: int, mode_text:
         log.warning("take %s could not be acknowledged: %s", interaction.id, error.status)
         return
     desk = desk_of(interaction.client)
-    if desk is None or mode_text not in _MODES:
+    if desk is None or not ids.offered(mode_text):
         await _say(interaction, NO_EVENTS if desk is None else NOT_OFFERED)
         return
     assert interaction.guild_id is not None  # answer_if_elsewhere

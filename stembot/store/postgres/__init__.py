@@ -14,6 +14,8 @@ Split like the SQLite store, one concern per file:
                     that are gone;
 - ``dispatch.py``   the API calls' queue shared by the processes: the global cap, the
                     servers' turns; ``notifications.py`` what the processes tell each other;
+                    ``inheritance.py`` a call whose payer cancelled, taken on by a rider in
+                    another process;
 - ``identify_pacing.py`` the gateway IDENTIFYs of every process on the bot's token: the
                     rate-limit buckets' turns, the session starts of Discord's window;
 - ``remix_events.py`` remix events: the events, takes, submissions, an event's spend (its
@@ -64,7 +66,7 @@ class PostgresStore:
         self.guilds = PostgresGuildSettings(db, policy)
         self.events = PostgresRemixEvents(db)
         self.leases = PostgresLeases(db)
-        self.calls = PostgresCalls(db)
+        self.calls = PostgresCalls(db, self.quotas)
         self.identify = PostgresIdentifyPacing(db)
         self.reports = PostgresReports(db.url, db.busy_timeout_s)
 

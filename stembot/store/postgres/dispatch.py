@@ -20,10 +20,15 @@ import heapq
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
+from stembot.errors import StoreBusyError
 from stembot.models import Mode
+from stembot.store.postgres import inheritance
 from stembot.store.postgres.connection import CALLS_CHANNEL, DISPATCH_LOCK, Conn, Database, lock
+from stembot.store.postgres.inheritance import Inherited
+from stembot.store.postgres.quotas import PostgresQuotas
 
 _ALIVE = (
     "SELECT coalesce(array_agg(id), '{}'::bigint[]) FROM stembot_processes "
@@ -140,8 +145,9 @@ class Word:
 class PostgresCalls:
     """The shared queue's reads and writes; ``dispatch`` is one transaction."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, quotas: PostgresQuotas) -> None:
         self._db = db
+        self._quotas = quotas
 
     async def dispatch(self, cap: int) -> list[Grant]:
         """Give waiting calls their turns, up to ``cap`` holding a slot at once, and tell
@@ -196,6 +202,21 @@ class PostgresCalls:
             (key, mode.value),
         )
         return None if row is None else (row[0], row[1])
+
+    async def inherit(
+        self, key: str, mode: Mode, heirs: Sequence[tuple[int, Sequence[int]]], now: datetime
+    ) -> Inherited | None:
+        """The call for this source and mode, whose payer cancelled before it ran, taken on
+        by the first of ``heirs`` (request id, role ids) that may pay (inheritance.py); None
+        when none may. Raises CallInFlightError when another process's heir was first."""
+        try:
+            return await inheritance.inherit(self._db, self._quotas, key, mode, heirs, now)
+        except StoreBusyError:
+            # The answer may have been lost with its connection, the change made all the same.
+            paying = await inheritance.paying(self._db, key, mode)
+            if paying is None or paying.request_id not in dict(heirs):
+                raise
+            return paying
 
     async def _first(self, sql: str, params: tuple[object, ...]) -> tuple[Any, ...] | None:
         return await self._db.fetch_one(sql.encode(), params)
