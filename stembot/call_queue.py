@@ -73,6 +73,14 @@ class CallQueue:
         """A waiting flight whose every request was cancelled."""
         self._turns.remove(flight)
 
+    async def abandon(self, flight: Flight, error: StembotError) -> None:
+        """A waiting flight whose payer left and whose riders none may pay for (their servers
+        spent): it is not made; they are refunded (at no cost) and told ``error``, and the
+        other processes that it ended. One that started meanwhile runs (unpaid)."""
+        if not flight.started:
+            self._turns.remove(flight)
+            await self._fail(flight, RequestStatus.INTERRUPTED, error)
+
     def position(self, flight: Flight) -> int | None:
         """1-based place in the queue, or None once the flight has started."""
         return None if flight.remote else self._turns.position(flight)

@@ -356,8 +356,9 @@ class RequestInterruptedError(StembotError):
 
 
 class SharedCallEndedError(StembotError):
-    """The identical request this one rode on (another bot process's API call) ended without
-    a result: cancelled by its requester, or cut short by a restart. Nothing was charged."""
+    """The identical request this one rode on (another bot process's API call, or one whose
+    payer cancelled and whose riders none could pay for) ended without a result: cancelled by
+    its requester, or cut short by a restart. Nothing was charged."""
 
     default_message = (
         "The same file was being split for someone else, and that request was cancelled or "

@@ -100,6 +100,18 @@ def member_has_room(seen: Snapshot, cost: int) -> bool:
     return cost == 0 or seen.user_today + cost <= seen.member_limit
 
 
+def server_has_room(seen: Snapshot, cost: int) -> bool:
+    """Whether the server's month and day take ``cost`` more (a charge passed to a request of
+    another server)."""
+    limits = seen.limits
+    switched_off = limits.monthly == 0 or limits.daily == 0
+    return (
+        not switched_off
+        and seen.month + cost <= limits.monthly
+        and seen.today + cost <= limits.daily
+    )
+
+
 def enforce(seen: Snapshot, cost: int, now: datetime) -> None:
     """Raise for the limit that binds longest: month, then day, then the user's day, then the
     requests in progress."""

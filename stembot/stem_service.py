@@ -25,6 +25,7 @@ from stembot.errors import (
     QuotaLimitReached,
     RemixEventCallNotCancellableError,
     RequestEndedError,
+    SharedCallEndedError,
     ShuttingDownError,
     StembotError,
     StoreBusyError,
@@ -385,11 +386,16 @@ class StemService:
             if handed is not None:
                 self._hand_over(flight, held, handed)
                 return
-        # No heir still active in the ledger: a plain refund.
+        # No heir still active in the ledger, or none may pay: a plain refund.
         await self._store.ledger.refund_all(
             [held.request.id], RequestStatus.CANCELLED, _CANCELLED, now
         )
-        if pays and not flight.held:
+        if not pays:
+            return
+        if flight.held:
+            # Requests of other servers ride on it, and none may pay: it is not made.
+            await self._calls.abandon(flight, SharedCallEndedError())
+        else:
             # The call will never be made: requests riding on it elsewhere hear so.
             await self._sharing.call_ended(flight.key)
 

@@ -171,6 +171,19 @@ async def test_a_ridden_call_that_fails_fails_its_riders_free(
     assert charged(postgres_url) == 0
 
 
+async def behind_a_running_call(
+    api: SoundverseStandin, a: Bot
+) -> tuple[Recorder, Request, Recorder]:
+    """With the API held, A's member's call for "busy" takes the one turn and A's member's
+    request for "queued" (server 2) waits behind it: their listeners and the waiting request."""
+    api.hold()
+    made = len(api.requests)
+    _, busy = await a.submit("busy")
+    await eventually(lambda: len(api.requests) == made + 1)
+    queued, payer = await a.submit("queued", guild=2)
+    return busy, queued, payer
+
+
 async def test_a_ridden_call_cancelled_before_it_ran_is_taken_on_by_its_rider(
     postgres_url: str, api: SoundverseStandin, bots: tuple[Bot, Bot]
 ) -> None:
@@ -178,10 +191,7 @@ async def test_a_ridden_call_cancelled_before_it_ran_is_taken_on_by_its_rider(
     the call on (B has the link in memory) and queues it in the shared queue, charged to B's
     member as a cancelled payer's heir is; one call, charged once."""
     a, b = bots
-    api.hold()
-    _, busy = await a.submit("busy")  # takes the one turn
-    await eventually(lambda: len(api.requests) == 1)
-    queued, payer = await a.submit("queued", guild=2)
+    busy, queued, payer = await behind_a_running_call(api, a)
     heir_request, heir = await b.submit("queued", guild=3)
     await a.service.cancel(queued.id, queued.user_id)
     # B's request is a call of B's own now, first in the queue behind A's running call.
@@ -204,10 +214,7 @@ async def test_the_heir_elsewhere_is_the_first_rider_with_room_in_their_allowanc
     await b.process.store.guilds.set_limits(3, per_user=1)
     _, spent = await b.submit("first", guild=3, user=31)
     await finished(spent)
-    api.hold()
-    _, busy = await a.submit("busy")
-    await eventually(lambda: len(api.requests) == 2)
-    queued, _ = await a.submit("queued", guild=2)
+    busy, queued, _ = await behind_a_running_call(api, a)
     _, broke = await b.submit("queued", guild=3, user=31)
     heir_request, heir = await b.submit("queued", guild=3, user=32)
     await a.service.cancel(queued.id, queued.user_id)
@@ -227,10 +234,7 @@ async def test_when_no_rider_elsewhere_may_pay_they_are_told_to_ask_again(
     await b.process.store.guilds.set_limits(3, daily=1)
     _, spent = await b.submit("first", guild=3)
     await finished(spent)
-    api.hold()
-    _, busy = await a.submit("busy")
-    await eventually(lambda: len(api.requests) == 2)
-    queued, payer = await a.submit("queued", guild=2)
+    busy, queued, payer = await behind_a_running_call(api, a)
     _, rider = await b.submit("queued", guild=3)
     await a.service.cancel(queued.id, queued.user_id)
     await finished(rider, payer)
@@ -246,10 +250,7 @@ async def test_with_riders_in_two_other_processes_one_takes_the_call_on_the_othe
     """Riders in B and in C when A's payer cancels: both processes try; one call is made,
     charged once, and every rider gets its stems."""
     async with bots_on(postgres_url, api, 3) as (a, b, c):
-        api.hold()
-        _, busy = await a.submit("busy")
-        await eventually(lambda: len(api.requests) == 1)
-        queued, _ = await a.submit("queued", guild=2)
+        busy, queued, _ = await behind_a_running_call(api, a)
         _, on_b = await b.submit("queued", guild=3)
         _, on_c = await c.submit("queued", guild=4)
         await a.service.cancel(queued.id, queued.user_id)
@@ -262,6 +263,22 @@ async def test_with_riders_in_two_other_processes_one_takes_the_call_on_the_othe
         assert len(api.requests) == 2
         assert len(paid_rows(postgres_url, "queued")) == 1
         assert charged(postgres_url) == 2
+
+
+async def test_a_payers_charge_passes_to_a_requester_of_another_server_in_its_process(
+    postgres_url: str, api: SoundverseStandin, bots: tuple[Bot, Bot]
+) -> None:
+    """On the shared queue too: A's payer leaves, A's requester of another server takes the
+    charge and the call goes. (Before, no request paid for it, so the shared queue never gave
+    it a turn: it waited until the process stopped.)"""
+    a, _ = bots
+    busy, queued, _ = await behind_a_running_call(api, a)
+    heir_request, heir = await a.submit("queued", guild=3)
+    await a.service.cancel(queued.id, queued.user_id)
+    api.release()
+    await finished(busy, heir)
+    assert heir.events == ["started", "succeeded"]
+    assert paid_rows(postgres_url, "queued") == [(heir_request.id, 1, True)]
 
 
 async def test_a_server_out_of_units_still_rides_on_another_processs_call(

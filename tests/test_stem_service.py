@@ -22,6 +22,7 @@ from stembot.errors import (
     NotYourRequestError,
     RequestEndedError,
     RequestInterruptedError,
+    SharedCallEndedError,
     SoundverseRejected,
     StembotError,
 )
@@ -286,6 +287,39 @@ async def test_when_the_payer_cancels_the_next_requester_pays(rig: Rig) -> None:
     assert rig.used() == 2  # track 1's payer and the heir, one unit each
     heir_row = rig.store.ledger.get_request(heir_request.id)
     assert heir_row is not None and charged(heir_row) == 1
+
+
+async def test_when_the_payer_cancels_a_requester_of_another_server_may_pay(rig: Rig) -> None:
+    """The same link asked for in two servers shares one call: its payer leaves, and the
+    requester of the other server takes the charge (their server had room): one call, paid
+    once, in the heir's server. (Before, the call ran unpaid.)"""
+    await rig.submit(track="attachment:1")
+    payer_request, payer = await rig.submit(user=7, track="attachment:2")
+    heir_request, heir = await rig.submit(user=8, guild=GUILD + 1, track="attachment:2")
+    await rig.service.cancel(payer_request.id, 7)
+    await finished(payer, heir)
+    assert heir.events == ["started", "succeeded"]
+    assert len(rig.api.requests) == 2
+    assert (rig.used(), rig.used(GUILD + 1)) == (1, 1)
+    heir_row = rig.store.ledger.get_request(heir_request.id)
+    assert heir_row is not None and charged(heir_row) == 1
+
+
+async def test_riders_of_other_servers_none_may_pay_for_are_told_to_ask_again(rig: Rig) -> None:
+    """The payer leaves and the only other requester's server has no units left: the call
+    is not made (unpaid), and that requester is told, free, to ask again."""
+    rig.store.guilds.set_limits(GUILD + 1, daily=1)
+    _, spent = await rig.submit(guild=GUILD + 1, track="attachment:9")
+    await finished(spent)
+    await rig.submit(track="attachment:1")
+    payer_request, payer = await rig.submit(user=7, track="attachment:2")
+    _, rider = await rig.submit(user=8, guild=GUILD + 1, track="attachment:2")
+    await rig.service.cancel(payer_request.id, 7)
+    await finished(payer, rider)
+    assert rider.events == ["failed"] and isinstance(rider.error, SharedCallEndedError)
+    await asyncio.sleep(0.5)  # the running call lands; nothing else goes
+    assert len(rig.api.requests) == 2
+    assert (rig.used(), rig.used(GUILD + 1)) == (1, 1)
 
 
 async def test_a_quiet_guild_is_not_starved_by_a_busy_one(rig: Rig) -> None:

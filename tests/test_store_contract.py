@@ -573,6 +573,28 @@ async def test_handing_over_the_charge_keeps_one_payment(store: LedgerStore) -> 
     assert await store.ledger.hand_over_charge(payer.id, [(heir.id, ())], NOW) is None
 
 
+async def test_an_heir_of_another_server_takes_the_charge_only_if_that_server_has_room(
+    store: LedgerStore,
+) -> None:
+    """The same link asked for in two servers shares one call: its charge moves to the other
+    server's requester only when that server's limits take it (it had not counted it)."""
+    await store.guilds.set_limits(OTHER_GUILD, daily=1)
+    spent = await store.ledger.reserve(new_request(BOB, guild=OTHER_GUILD, source_key="o"), NOW)
+    await store.ledger.settle(spent.id, separation(), "o", NOW)
+    payer = await store.ledger.reserve(new_request(ALICE), NOW)
+    heir = await store.ledger.reserve_joined(
+        new_request(1003, guild=OTHER_GUILD), NOW, running=False
+    )
+    assert await store.ledger.hand_over_charge(payer.id, [(heir.id, ())], NOW) is None
+    assert await used_today(store) == 1  # nothing changed: the payer still pays
+    await store.guilds.set_limits(OTHER_GUILD, daily=5)
+    assert await store.ledger.hand_over_charge(payer.id, [(heir.id, ())], NOW) == (heir.id, True)
+    assert await used_today(store) == 0
+    other = await store.quotas.quota_status(OTHER_GUILD, 1003, NOW)
+    assert other.guild_daily.used == 2 and other.user_daily is not None
+    assert other.user_daily.used == 1
+
+
 async def test_the_charge_skips_an_heir_without_room(store: LedgerStore) -> None:
     """The first heir has spent their allowance: the next one, who has room, takes the charge."""
     for _ in range(10):

@@ -184,7 +184,9 @@ class Ledger:
         allowance takes the charge. If none has, the first takes it on the server's account
         alone (``member_pays`` = 0): it counts against the server's limits but no member's.
         A remix event's row is never charged to a member (its user is the organiser, who did
-        not ask): it can only be that first heir.
+        not ask): it can only be that first heir. An heir of another server (the same link
+        asked for in two servers) is one only if its server's limits take the cost (its
+        server had not paid it; a remix event's row of another server never is).
         Returns (the heir's request id, whether its member pays), or None (nothing changed) unless
         the payer and an heir are still active.
         """
@@ -197,24 +199,30 @@ class Ledger:
             if payer is None:
                 return None
             cost, guild_id = payer[0], payer[1]
-            candidates = [
-                (heir_id, row[2], roles, row[3] is not None)
-                for heir_id, roles in heirs
-                if (row := self._conn.one(active, (heir_id,))) is not None and row[1] == guild_id
-            ]
-            if not candidates:
-                return None
-            chosen, member_pays = candidates[0][0], False
-            for heir_id, user_id, roles, for_event in candidates:
-                if for_event:
+            chosen: tuple[int, bool] | None = None
+            for heir_id, roles in heirs:
+                row = self._conn.one(active, (heir_id,))
+                if row is None:
                     continue
-                seen = self._quotas.snapshot(guild_id, user_id, None, now, roles)
+                heir_guild, user_id, for_event = row[1], row[2], row[3] is not None
+                if for_event:
+                    if heir_guild == guild_id and chosen is None:
+                        chosen = heir_id, False
+                    continue
+                seen = self._quotas.snapshot(heir_guild, user_id, None, now, roles)
+                if heir_guild != guild_id and not quota_rules.server_has_room(seen, cost):
+                    continue
                 if quota_rules.member_has_room(seen, cost):
-                    chosen, member_pays = heir_id, True
+                    chosen = heir_id, True
                     break
+                if chosen is None:
+                    chosen = heir_id, False
+            if chosen is None:
+                return None
+            chosen_id, member_pays = chosen
             # The call moves first: cancelling a queued payer drops its row (the trigger).
             self._db.execute(
-                "UPDATE api_calls SET request_id = ? WHERE request_id = ?", (chosen, payer_id)
+                "UPDATE api_calls SET request_id = ? WHERE request_id = ?", (chosen_id, payer_id)
             )
             # The payer leaves the call before the heir takes it: one payer in flight.
             self._db.execute(
@@ -224,9 +232,9 @@ class Ledger:
             )
             self._db.execute(
                 "UPDATE requests SET cost = ?, member_pays = ?, pays_call = 1 WHERE id = ?",
-                (cost, int(member_pays), chosen),
+                (cost, int(member_pays), chosen_id),
             )
-        return chosen, member_pays
+        return chosen
 
     def record_free(self, asked: NewRequest, separation: Separation, now: datetime) -> Request:
         """Record a request answered from a stored or shared result: cost 0, succeeded.

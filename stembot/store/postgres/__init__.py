@@ -15,7 +15,7 @@ Split like the SQLite store, one concern per file:
 - ``dispatch.py``   the API calls' queue shared by the processes: the global cap, the
                     servers' turns; ``notifications.py`` what the processes tell each other;
                     ``inheritance.py`` a call whose payer cancelled, taken on by a rider in
-                    another process;
+                    another process; ``heirs.py`` who pays when a payer leaves;
 - ``identify_pacing.py`` the gateway IDENTIFYs of every process on the bot's token: the
                     rate-limit buckets' turns, the session starts of Discord's window;
 - ``remix_events.py`` remix events: the events, takes, submissions, an event's spend (its

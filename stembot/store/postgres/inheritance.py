@@ -2,10 +2,9 @@
 process (issue 14): that process has the source's URL in memory, so it can make the call.
 
 The heir is chosen by the rule a cancelled payer's charge passes on by in one process
-(``PostgresLedger.hand_over_charge``): the first rider with room in their own allowance, else
-the first whose server alone can carry it (a remix event's row only so, within the event's
-budget). Here the charge is a new one (the cancelled payer's was refunded), so the heir's
-server limits and the bot-wide budget are checked too, under the servers' locks. The index
+(heirs.py): the first rider with room in their own allowance, else the first whose server
+alone can carry it. Here the charge is a new one (the cancelled payer's was refunded), so the
+heir's server limits and the bot-wide budget are checked, under the servers' locks. The index
 ``requests_one_call_in_flight`` keeps it to one heir when several processes try at once: the
 others get CallInFlightError and ride on the heir's call.
 """
@@ -19,11 +18,10 @@ from typing import Any
 
 import psycopg
 
-from stembot import quota_rules
-from stembot.errors import CallInFlightError, QuotaLimitReached
+from stembot.errors import CallInFlightError
 from stembot.models import Mode
-from stembot.store.postgres import remix_events
 from stembot.store.postgres.connection import BUDGET_LOCK, Conn, Database, lock, lock_guild
+from stembot.store.postgres.heirs import Rider, choose_heir
 from stembot.store.postgres.quotas import PostgresQuotas
 from stembot.windows import utc
 
@@ -101,14 +99,14 @@ async def _inherit(
     if await cursor.fetchone() is not None:
         raise CallInFlightError()
     riders = await _riders(conn, roles, params)  # again, under the locks
+    if not riders or await _budget_spent(conn, quotas, riders[0][1], now):
+        return None
     cost = quotas.policy.cost_of(mode)
-    budget = quotas.policy.api_daily_budget
-    if budget is not None:
-        await lock(conn, BUDGET_LOCK)
-    chosen = await _choose(conn, quotas, riders, roles, mode, budget is not None, now)
+    chosen = await choose_heir(conn, quotas, riders, roles, cost, now)
     if chosen is None:
         return None
-    request_id, guild_id, member_pays = chosen
+    request_id, member_pays = chosen
+    guild_id = next(rider[1] for rider in riders if rider[0] == request_id)
     await conn.execute(_PAYS, {"cost": cost, "member_pays": member_pays, "id": request_id})
     moment = utc(now)
     await conn.execute(
@@ -117,54 +115,21 @@ async def _inherit(
     return Inherited(request_id, cost, member_pays)
 
 
-async def _riders(conn: Conn, roles: dict[int, Sequence[int]], params: dict[str, Any]) -> list[Any]:
+async def _riders(
+    conn: Conn, roles: dict[int, Sequence[int]], params: dict[str, Any]
+) -> list[Rider]:
     """(id, guild_id, user_id, remix_event_id) of the heirs still riding, in ``roles``' order."""
     cursor = await conn.execute(_RIDERS, {**params, "ids": list(roles)})
     found = {row[0]: row for row in await cursor.fetchall()}
     return [found[request_id] for request_id in roles if request_id in found]
 
 
-async def _choose(
-    conn: Conn,
-    quotas: PostgresQuotas,
-    riders: list[Any],
-    roles: dict[int, Sequence[int]],
-    mode: Mode,
-    count_calls: bool,
-    now: datetime,
-) -> tuple[int, int, bool] | None:
-    """(request id, guild id, whether its member pays) of the heir, or None."""
-    cost = quotas.policy.cost_of(mode)
-    server_alone: tuple[int, int, bool] | None = None
-    for request_id, guild_id, user_id, event_id in riders:
-        member = None if event_id is not None else user_id
-        seen = await quotas.snapshot(
-            conn, guild_id, member, None, now, roles[request_id], count_calls=count_calls
-        )
-        try:
-            quota_rules.enforce_server(seen.snapshot, cost, now)
-            quota_rules.enforce_budget(quotas.policy.api_daily_budget, seen.calls_today or 0, now)
-        except QuotaLimitReached:
-            continue
-        if member is not None and quota_rules.member_has_room(seen.snapshot, cost):
-            return request_id, guild_id, True
-        if server_alone is None and await _event_may_pay(conn, event_id, mode, cost):
-            server_alone = request_id, guild_id, False
-    return server_alone
-
-
-async def _event_may_pay(conn: Conn, event_id: int | None, mode: Mode, cost: int) -> bool:
-    """A member's row may (its server carries it); a remix event's within its own budget, as
-    ``reserve_for_event`` checks it."""
-    if event_id is None:
-        return True
-    cursor = await conn.execute(remix_events.PAID_FOR_MODE, (event_id, mode.value))
-    if await cursor.fetchone() is not None:
+async def _budget_spent(conn: Conn, quotas: PostgresQuotas, guild_id: int, now: datetime) -> bool:
+    """The bot-wide budget of paid calls is spent today: a new call is not made (its lock is
+    taken after the servers', as a reservation takes it)."""
+    budget = quotas.policy.api_daily_budget
+    if budget is None:
         return False
-    cursor = await conn.execute("SELECT budget FROM remix_events WHERE id = %s", (event_id,))
-    event = await cursor.fetchone()
-    cursor = await conn.execute(remix_events.SPEND, (event_id,))
-    spend = await cursor.fetchone()
-    if event is None or spend is None:
-        return False
-    return event[0] is None or spend[1] + cost <= event[0]
+    await lock(conn, BUDGET_LOCK)
+    seen = await quotas.snapshot(conn, guild_id, None, None, now, count_calls=True)
+    return (seen.calls_today or 0) >= budget

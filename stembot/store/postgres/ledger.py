@@ -38,6 +38,7 @@ from stembot.store import rows
 from stembot.store.ledger import RecentInteractions
 from stembot.store.postgres import recovery, remix_events
 from stembot.store.postgres.connection import BUDGET_LOCK, Conn, Database, lock, lock_guild
+from stembot.store.postgres.heirs import choose_heir
 from stembot.store.postgres.leases import FENCE
 from stembot.store.postgres.quotas import PostgresQuotas
 from stembot.windows import day_window, iso_seconds, stamp, utc
@@ -219,40 +220,30 @@ class PostgresLedger:
         self, payer_id: int, heirs: Sequence[tuple[int, Sequence[int]]], now: datetime
     ) -> tuple[int, bool] | None:
         """The payer of a shared call cancels: refund it and pass its charge on, in one
-        transaction under the guild's lock (see ``Ledger.hand_over_charge``); a remix event's
-        row is never charged to a member (its organiser did not ask)."""
+        transaction under the guilds' locks (see ``Ledger.hand_over_charge``); a remix event's
+        row is never charged to a member (its organiser did not ask), and an heir of another
+        server only if that server's limits take the cost."""
         roles = dict(heirs)
 
         async def work(conn: Conn) -> tuple[int, bool] | None:
-            first = await self._active(conn, [payer_id])
-            if not first:
+            first = await self._active(conn, [payer_id, *roles])
+            if payer_id not in {row[0] for row in first}:
                 return None
-            guild_id = first[0][2]
-            await lock_guild(conn, guild_id)
-            payer = await self._active(conn, [payer_id])  # again, under the lock
+            # Every guild's lock in one order (the inheritance of a call takes them so too).
+            for guild_id in sorted({row[2] for row in first}):
+                await lock_guild(conn, guild_id)
+            payer = await self._active(conn, [payer_id])  # again, under the locks
             if not payer:
                 return None
-            cost = payer[0][1]
+            cost, guild_id = payer[0][1], payer[0][2]
             found = {row[0]: row for row in await self._active(conn, list(roles))}
-            candidates = [
-                (heir_id, found[heir_id][3], found[heir_id][4] is not None)
-                for heir_id in roles
-                if heir_id in found and found[heir_id][2] == guild_id
-            ]
-            if not candidates:
-                return None
-            chosen, member_pays = candidates[0][0], False
-            for heir_id, user_id, for_event in candidates:
-                if for_event:
-                    continue
-                seen = await self._quotas.snapshot(
-                    conn, guild_id, user_id, None, now, roles[heir_id]
-                )
-                if quota_rules.member_has_room(seen.snapshot, cost):
-                    chosen, member_pays = heir_id, True
-                    break
-            await _pass_charge(conn, payer_id, chosen, cost, member_pays, now)
-            return chosen, member_pays
+            riders = [(i, *found[i][2:5]) for i in roles if i in found]
+            chosen = await choose_heir(
+                conn, self._quotas, riders, roles, cost, now, counted_in=guild_id
+            )
+            if chosen is not None:
+                await _pass_charge(conn, payer_id, chosen[0], cost, chosen[1], now)
+            return chosen
 
         return await self._db.write(work)
 
