@@ -35,8 +35,8 @@ from stembot.attachment_plan import (
     Planned,
     plan_attachments,
 )
-from stembot.audio.analysis import StemAnalysis
 from stembot.audio.pool import AudioPool
+from stembot.audio.stem_analysis import StemAnalysis
 from stembot.audio.tasks import StemFile, analyse_stem, compress_to_fit, draw_picture, mix_to_fit
 from stembot.cache_keys import CacheItem, ResultKey
 from stembot.errors import (

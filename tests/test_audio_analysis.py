@@ -6,7 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from stembot.audio.analysis import SILENT_PEAK_DBFS, SILENT_RMS_DBFS, analyse, dbfs
+from stembot.audio.analysis import analyse
+from stembot.audio.stem_analysis import SILENT_PEAK_DBFS, SILENT_RMS_DBFS, dbfs
 from tests.audio_signals import RATE, tone, write
 
 

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from PIL import Image, ImageDraw, ImageFont
 
-from stembot.audio.analysis import StemAnalysis
+from stembot.audio.stem_analysis import StemAnalysis
 
 _Font = ImageFont.FreeTypeFont | ImageFont.ImageFont
 

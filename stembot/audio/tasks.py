@@ -2,6 +2,8 @@
 
 Each is a module-level function (a worker process imports it by name) whose arguments and
 result pickle in a few KB: the audio itself stays in files, never crosses the process pipe.
+The bot process imports this module only to name the jobs, so the audio libraries (numpy,
+soundfile, Pillow: about 0.6 s and 18 MiB) are imported inside the jobs, in the workers.
 """
 
 from __future__ import annotations
@@ -10,10 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from stembot.audio.analysis import StemAnalysis, analyse
-from stembot.audio.encoding import encode_to_fit
-from stembot.audio.mixing import sum_stems
-from stembot.audio.picture import WAVE_COLUMNS, draw_png
+from stembot.audio.stem_analysis import StemAnalysis
 
 
 @dataclass(frozen=True)
@@ -27,10 +26,15 @@ def analyse_stem(stem: StemFile) -> StemAnalysis:
 
     One job per stem lets several workers share a result's stems.
     """
+    from stembot.audio.analysis import analyse
+    from stembot.audio.picture import WAVE_COLUMNS
+
     return analyse(stem.path, stem.name, WAVE_COLUMNS)
 
 
 def draw_picture(analyses: Sequence[StemAnalysis], png: Path) -> Path:
+    from stembot.audio.picture import draw_png
+
     png.write_bytes(draw_png(analyses))
     return png
 
@@ -44,6 +48,8 @@ def analyse_and_draw(stems: Sequence[StemFile], png: Path) -> tuple[StemAnalysis
 
 def compress_to_fit(source: Path, dest: Path, budget_bytes: int) -> Path | None:
     """An .ogg copy of a stem within ``budget_bytes`` at ``dest``, or None if none fits."""
+    from stembot.audio.encoding import encode_to_fit
+
     return encode_to_fit(source, dest, budget_bytes)
 
 
@@ -58,6 +64,9 @@ class MixOutcome:
 
 def mix_to_fit(stems: Sequence[Path], dest: Path, budget_bytes: int) -> MixOutcome:
     """Sum ``stems`` and encode the sum, scaled below clipping, as an .ogg within budget."""
+    from stembot.audio.encoding import encode_to_fit
+    from stembot.audio.mixing import sum_stems
+
     scratch = dest.with_name(dest.name + ".sum.wav")
     try:
         mixed = sum_stems(stems, scratch)
