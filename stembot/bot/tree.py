@@ -66,8 +66,7 @@ async def reply_privately(interaction: discord.Interaction, text: str) -> None:
     the refusal. Failures (an expired token, say) are logged, not raised: this is the last word.
     """
     try:
-        if not interaction.response.is_done():
-            await interaction.response.send_message(text, ephemeral=True)
+        if not interaction.response.is_done() and await _sent_first(interaction, text):
             return
         with contextlib.suppress(discord.NotFound):
             await interaction.delete_original_response()
@@ -78,3 +77,17 @@ async def reply_privately(interaction: discord.Interaction, text: str) -> None:
             interaction.user.id,
             error.text or error.status,
         )
+
+
+async def _sent_first(interaction: discord.Interaction, text: str) -> bool:
+    """``text`` as the interaction's first response; False when it turns out to be
+    acknowledged already: a defer whose answer was lost on the way back (under a burst's load
+    the client once failed reading a reply Discord had sent) reached Discord after all, and
+    its member must not be left with "thinking..." for good."""
+    try:
+        await interaction.response.send_message(text, ephemeral=True)
+    except discord.HTTPException as error:
+        if error.code != ALREADY_ACKNOWLEDGED:
+            raise
+        return False
+    return True
