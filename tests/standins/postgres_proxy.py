@@ -44,6 +44,12 @@ class PostgresProxy:
         its connection is cut instead."""
         self._cuts_asked.append(tag)
 
+    def cut_all(self) -> None:
+        """Cut every connection now, whatever is on the wire."""
+        for connection in list(self._connections):
+            connection.cancel()
+            self.cut += 1
+
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[PostgresProxy]:
         """Listening on a port of its own until the block ends; then every connection cut."""

@@ -4,7 +4,8 @@
 - Quotas never over-grant across processes: a reservation takes its guild's advisory lock
   (``lock_guild``) before it reads what was used, so the check and the insert are one step
   for every process; a paid one under a bot-wide budget also takes the budget's lock (always
-  after the guild's, so no two wait on each other).
+  after the guild's, so no two wait on each other). A member's reservation does all of it in
+  one statement on the server (reserving.py); the rarer ones in a transaction of their own.
 - One paid call per (source, mode) in flight, whichever process asks: the partial unique
   index ``requests_one_call_in_flight`` refuses a second (CallInFlightError).
 - Usage is derived from the rows, never kept as a counter.
@@ -28,15 +29,13 @@ from stembot.errors import (
     RemixEventAlreadyPaidError,
     RemixEventBudgetSpentError,
     RemixEventNotFoundError,
-    ShuttingDownError,
     StoreBusyError,
 )
 from stembot.keyed_locks import KeyedLocks
 from stembot.models import Mode, NewRequest, Recovery, Request, RequestStatus, Separation
-from stembot.quota_rules import enforce
 from stembot.store import rows
 from stembot.store.ledger import RecentInteractions
-from stembot.store.postgres import recovery, remix_events
+from stembot.store.postgres import recovery, remix_events, reserving
 from stembot.store.postgres.connection import BUDGET_LOCK, Conn, Database, lock, lock_guild
 from stembot.store.postgres.heirs import choose_heir
 from stembot.store.postgres.leases import FENCE
@@ -137,32 +136,25 @@ class PostgresLedger:
         self, asked: NewRequest, now: datetime, *, paid: bool, status: RequestStatus
     ) -> Request:
         cost = self._quotas.policy.cost_of(asked.mode) if paid else 0
-        budget = self._quotas.policy.api_daily_budget if paid else None
-        utc(now)  # a naive moment is a bug: refused before anything is written
+        created = utc(now)  # a naive moment is a bug: refused before anything is written
+        if asked.interaction_id in self._repeats:
+            raise DuplicateRequestError()
 
         async def work(conn: Conn) -> Request:
-            await lock_guild(conn, asked.guild_id)
-            if budget is not None:
-                await lock(conn, BUDGET_LOCK)
-            seen = await self._quotas.snapshot(
+            return await reserving.reserve(
                 conn,
-                asked.guild_id,
-                asked.user_id,
-                asked.interaction_id,
-                now,
-                asked.role_ids,
-                count_calls=budget is not None,
+                self._quotas.policy,
+                asked,
+                cost,
+                status,
+                created,
+                paid=paid,
+                lease=self._lease,
             )
-            if seen.snapshot.duplicate or asked.interaction_id in self._repeats:
-                raise DuplicateRequestError()
-            enforce(seen.snapshot, cost, now)
-            if budget is not None:
-                quota_rules.enforce_budget(budget, seen.calls_today or 0, now)
-            return await _insert(conn, asked, cost, status, now, paid=paid, lease=self._lease)
 
         async with self._guilds.alone(asked.guild_id):
             return await self._new_row(
-                work, _BY_INTERACTION, {"interaction": asked.interaction_id}, now
+                work, _BY_INTERACTION, {"interaction": asked.interaction_id}, now, atomic=False
             )
 
     async def reserve_for_event(
@@ -438,17 +430,31 @@ class PostgresLedger:
         which: str,
         params: dict[str, Any],
         now: datetime,
+        *,
+        atomic: bool = True,
     ) -> Request:
-        """``work`` (which records a new request), with the unique indexes' refusals made the
+        """``work`` (which records a new request; in a transaction of its own when
+        ``atomic``, else one statement), with the unique indexes' refusals made the
         request's. A connection that breaks may take the commit's answer with it, the row
         being written all the same: then that row (``which``, made now, held by this
-        process) is the outcome; left untold, it would stay charged and in progress."""
+        process) is the outcome; left untold, it would stay charged and in progress. The
+        server may still be running the statement the broken connection sent (waiting for
+        the guild's lock, say), so its server process is ended first: then the row is
+        there or never will be."""
+        sent_on: list[tuple[Conn, int]] = []
+
+        async def tracked(conn: Conn) -> Request:
+            sent_on.append((conn, conn.info.backend_pid))
+            return await work(conn)
+
         try:
-            return await self._db.write(work)
+            return await self._db.write(tracked, atomic=atomic)
         except psycopg.errors.UniqueViolation as error:
             raise _refusal(error) from error
         except StoreBusyError:
             try:
+                if sent_on and sent_on[-1][0].closed:
+                    await self._db.outlive(sent_on[-1][1])
                 written = await self._written(which, {**params, "now": utc(now)})
             except StoreBusyError:
                 written = None
@@ -510,32 +516,16 @@ async def _insert(
     """A new row (a paid one with its API call); a remix ``event``'s is the server's alone;
     held by ``lease`` (ShuttingDownError once that lease is dead)."""
     created = utc(now)
-    finished = None if status.is_active else created
     cursor = await conn.execute(
         _INSERT_REQUEST,
         {
-            "guild": asked.guild_id,
-            "channel": asked.channel_id,
-            "user": asked.user_id,
-            "interaction": asked.interaction_id,
-            "mode": asked.mode.value,
-            "name": asked.source_name,
-            "key": asked.source_key,
-            "cost": cost,
-            "status": status.value,
-            "created": created,
-            "finished": finished,
-            "paid": paid,
+            **reserving.row_values(asked, cost, status, created, paid=paid, lease=lease),
             "event": event,
             "day": created.date(),
-            "lease": lease,
         },
     )
     row = await cursor.fetchone()
-    if row is None:
-        log.error("not recording a request: this process's lease %s is no longer alive", lease)
-        raise ShuttingDownError()
-    return rows.new_request(row[0], asked, cost, status, created, finished)
+    return reserving.recorded(None if row is None else row[0], asked, cost, status, created, lease)
 
 
 async def _pass_charge(

@@ -297,6 +297,128 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         );
         """,
     ),
+    (
+        "0007_reserve_in_one_statement",
+        # A reservation in one statement (stembot/store/postgres/reserving.py): the guild's
+        # lock, the snapshot, the check and the insert run on the server, in the statement's
+        # own transaction, rather than in five round trips. What a reservation reads is one
+        # function (stembot_usage), for the reservation and the quota reads alike; the check
+        # (stembot_fits) is quota_rules.enforce and enforce_budget written in SQL, held equal
+        # to them by tests/test_postgres_reserve_rules.py. stembot_reserve plans its
+        # statements once per connection (a generic plan): planning the snapshot afresh for
+        # each reservation cost more than running it.
+        """
+        CREATE FUNCTION stembot_usage(
+            p_guild bigint, p_user bigint, p_interaction bigint, p_roles bigint[],
+            p_day timestamptz, p_day_end timestamptz, p_month timestamptz,
+            p_month_end timestamptz, p_today date, p_count_calls boolean)
+        RETURNS TABLE (duplicate boolean, daily_limit integer, monthly_limit integer,
+                       user_daily_limit integer, user_active_requests integer, today bigint,
+                       month bigint, user_today bigint, user_active bigint,
+                       role_allowance integer, calls_today bigint)
+        LANGUAGE sql STABLE AS $$
+        SELECT
+          EXISTS (SELECT 1 FROM requests WHERE interaction_id = p_interaction),
+          g.daily_limit, g.monthly_limit, g.user_daily_limit, g.user_active_requests,
+          m.today, m.month,
+          (SELECT coalesce(sum(cost), 0) FROM requests
+            WHERE guild_id = p_guild AND user_id = p_user
+              AND created_at >= p_day AND created_at < p_day_end
+              AND cost > 0 AND status IN ('queued', 'running', 'succeeded') AND member_pays),
+          (SELECT count(*) FROM requests
+            WHERE guild_id = p_guild AND user_id = p_user AND status IN ('queued', 'running')
+              AND remix_event_id IS NULL),
+          (SELECT max(per_user) FROM role_allowances
+            WHERE guild_id = p_guild AND role_id = ANY(p_roles)),
+          CASE WHEN p_count_calls THEN (SELECT count(*) FROM api_calls WHERE day = p_today) END
+        FROM (
+          SELECT
+            coalesce(sum(cost) FILTER (WHERE created_at >= p_day AND created_at < p_day_end), 0)
+              AS today,
+            coalesce(sum(cost), 0) AS month
+          FROM requests
+          WHERE guild_id = p_guild AND created_at >= p_month AND created_at < p_month_end
+            AND cost > 0 AND status IN ('queued', 'running', 'succeeded')
+        ) AS m
+        LEFT JOIN guild_settings AS g ON g.guild_id = p_guild
+        $$;
+
+        -- p_policy: the defaults daily, monthly, per member, active requests, then the
+        -- ceilings on daily and monthly (NULL: none), as QuotaPolicy names them.
+        CREATE FUNCTION stembot_fits(
+            p_daily integer, p_monthly integer, p_user_daily integer, p_active integer,
+            p_today bigint, p_month bigint, p_user_today bigint, p_user_active bigint,
+            p_role_allowance integer, p_calls bigint, p_cost integer, p_policy integer[],
+            p_budget integer)
+        RETURNS boolean LANGUAGE sql IMMUTABLE AS $$
+        SELECT NOT (monthly = 0 OR p_month + p_cost > monthly)
+           AND NOT (daily = 0 OR p_today + p_cost > daily)
+           AND NOT (member = 0 OR p_user_today + p_cost > member)
+           AND p_user_active < active
+           AND (p_budget IS NULL OR p_calls < p_budget)
+        FROM (SELECT daily, monthly, active,
+                     CASE WHEN p_role_allowance IS NULL THEN per_user
+                          ELSE least(p_role_allowance, daily) END AS member
+              FROM (SELECT least(coalesce(p_daily, p_policy[1]), p_policy[5]) AS daily,
+                           least(coalesce(p_monthly, p_policy[2]), p_policy[6]) AS monthly,
+                           coalesce(p_user_daily, p_policy[3]) AS per_user,
+                           coalesce(p_active, p_policy[4]) AS active) AS limits) AS effective
+        $$;
+
+        -- The usage read (its columns first, as stembot_usage gives them), whether the
+        -- request fits, and the new request's id: NULL when it did not fit, or when the lease
+        -- that would hold it is no longer alive. A second paid call for a source and mode in
+        -- flight is refused by the unique index, as before.
+        CREATE FUNCTION stembot_reserve(
+            p_guild bigint, p_channel bigint, p_user bigint, p_interaction bigint,
+            p_roles bigint[], p_mode text, p_name text, p_key text, p_cost integer,
+            p_status text, p_created timestamptz, p_finished timestamptz, p_paid boolean,
+            p_lease bigint, p_day timestamptz, p_day_end timestamptz, p_month timestamptz,
+            p_month_end timestamptz, p_today date, p_policy integer[], p_budget integer)
+        RETURNS TABLE (r_duplicate boolean, r_daily_limit integer, r_monthly_limit integer,
+                       r_user_daily_limit integer, r_user_active_requests integer,
+                       r_today bigint, r_month bigint, r_user_today bigint,
+                       r_user_active bigint, r_role_allowance integer, r_calls_today bigint,
+                       r_fits boolean, r_id bigint)
+        LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $$
+        DECLARE
+            u record;
+            fits boolean;
+            new_id bigint;
+        BEGIN
+            -- The guild's lock, then the budget's (connection.py: LOCK_CLASS, BUDGET_LOCK),
+            -- held until this statement's transaction commits. Each statement below reads
+            -- a snapshot taken after the locks, so it sees every reservation before it.
+            PERFORM pg_advisory_xact_lock(p_guild);
+            IF p_budget IS NOT NULL THEN
+                PERFORM pg_advisory_xact_lock(1398031693, 2);
+            END IF;
+            SELECT * INTO u FROM stembot_usage(p_guild, p_user, p_interaction, p_roles, p_day,
+                p_day_end, p_month, p_month_end, p_today, p_budget IS NOT NULL);
+            fits := NOT u.duplicate AND stembot_fits(u.daily_limit, u.monthly_limit,
+                u.user_daily_limit, u.user_active_requests, u.today, u.month, u.user_today,
+                u.user_active, u.role_allowance, u.calls_today, p_cost, p_policy, p_budget);
+            IF fits AND (p_lease IS NULL OR EXISTS (SELECT 1 FROM stembot_processes AS p
+                    WHERE p.id = p_lease AND p.ended_at IS NULL
+                      AND p.expires_at > clock_timestamp())) THEN
+                INSERT INTO requests (guild_id, channel_id, user_id, interaction_id, mode,
+                    source_name, source_key, cost, status, created_at, finished_at, pays_call,
+                    member_pays, lease_id)
+                VALUES (p_guild, p_channel, p_user, p_interaction, p_mode, p_name, p_key,
+                    p_cost, p_status, p_created, p_finished, p_paid, true, p_lease)
+                RETURNING id INTO new_id;
+                IF p_paid THEN
+                    INSERT INTO api_calls (request_id, guild_id, day, reserved_at)
+                    VALUES (new_id, p_guild, p_today, p_created);
+                END IF;
+            END IF;
+            RETURN QUERY SELECT u.duplicate, u.daily_limit, u.monthly_limit, u.user_daily_limit,
+                u.user_active_requests, u.today, u.month, u.user_today, u.user_active,
+                u.role_allowance, u.calls_today, fits, new_id;
+        END
+        $$;
+        """,
+    ),
 )
 
 _APPLIED = """

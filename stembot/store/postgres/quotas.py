@@ -20,36 +20,14 @@ from stembot.store.quotas import snapshot_of
 from stembot.windows import day_window, month_window, utc
 
 # Everything a reservation checks, in one statement (so one snapshot): whether the
-# interaction is already in the ledger, the guild's overrides, the units used in each window
-# (one scan of the month gives the day too), the member's units and active requests, the
-# highest allowance among their roles, and (when asked) the paid calls of the day. A member's
-# own figures leave out what the server alone carries and a remix event's calls.
-_SNAPSHOT = """
-SELECT
-  EXISTS (SELECT 1 FROM requests WHERE interaction_id = %(interaction)s),
-  g.daily_limit, g.monthly_limit, g.user_daily_limit, g.user_active_requests,
-  m.today, m.month,
-  (SELECT coalesce(sum(cost), 0) FROM requests
-    WHERE guild_id = %(guild)s AND user_id = %(user)s
-      AND created_at >= %(day)s AND created_at < %(day_end)s
-      AND cost > 0 AND status IN ('queued', 'running', 'succeeded') AND member_pays),
-  (SELECT count(*) FROM requests
-    WHERE guild_id = %(guild)s AND user_id = %(user)s AND status IN ('queued', 'running')
-      AND remix_event_id IS NULL),
-  (SELECT max(per_user) FROM role_allowances
-    WHERE guild_id = %(guild)s AND role_id = ANY(%(roles)s::bigint[])),
-  CASE WHEN %(count_calls)s THEN (SELECT count(*) FROM api_calls WHERE day = %(today)s) END
-FROM (
-  SELECT
-    coalesce(sum(cost) FILTER (WHERE created_at >= %(day)s AND created_at < %(day_end)s), 0)
-      AS today,
-    coalesce(sum(cost), 0) AS month
-  FROM requests
-  WHERE guild_id = %(guild)s AND created_at >= %(month)s AND created_at < %(month_end)s
-    AND cost > 0 AND status IN ('queued', 'running', 'succeeded')
-) AS m
-LEFT JOIN guild_settings AS g ON g.guild_id = %(guild)s
-"""
+# interaction is already in the ledger, the guild's overrides, the units used in each window,
+# the member's units and active requests, the highest allowance among their roles, and (when
+# asked) the paid calls of the day. The query is the function stembot_usage (migration 0007),
+# which the reservation itself reads too (stembot_reserve, reserving.py).
+_SNAPSHOT = (
+    "SELECT * FROM stembot_usage(%(guild)s, %(user)s, %(interaction)s, %(roles)s::bigint[], "
+    "%(day)s, %(day_end)s, %(month)s, %(month_end)s, %(today)s, %(count_calls)s)"
+)
 
 _CALLS_ON = "SELECT count(*) FROM api_calls WHERE day = %s"
 
