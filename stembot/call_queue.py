@@ -95,10 +95,14 @@ class CallQueue:
         """Calls at the API now."""
         return len(self._running)
 
-    async def shutdown(self, grace_s: float, elsewhere: list[Flight]) -> None:
-        """Interrupt (and refund) the waiting flights, and those riding on another process's
-        call (``elsewhere``); give the running ones ``grace_s``."""
-        for flight in [*self._turns.take_waiting(), *elsewhere]:
+    def take_waiting(self) -> list[Flight]:
+        """Every flight still waiting for its turn, out of the queue (a shutdown)."""
+        return self._turns.take_waiting()
+
+    async def shutdown(self, grace_s: float, interrupted: list[Flight]) -> None:
+        """Interrupt (and refund) ``interrupted`` (flights taken from the queue, and those
+        riding on another process's call); give the running ones ``grace_s``."""
+        for flight in interrupted:
             await self._fail(flight, RequestStatus.INTERRUPTED, RequestInterruptedError())
         tasks = [f.task for f in self._running if f.task is not None]
         if tasks:
@@ -120,7 +124,11 @@ class CallQueue:
             flight.started_at = self._clock()
             for held in list(flight.held):
                 self._replies.soon(held.listener.on_started(held.request), held.request.id)
-            await self._mark_running(flight.request_ids, flight.started_at)
+            marked = await self._mark_running(flight.request_ids, flight.started_at)
+            if not marked and flight.sealed and not self._sharing.unsealed_by_grant:
+                # Its row still holds the sealed source: a crash during the call would have
+                # the next start make it again. Never twice: refunded instead.
+                raise StoreBusyError()
             await self._sharing.call_started(flight.key)
             log.info(
                 "request %s running (%d requests share it)", payer.request.id, len(flight.held)
@@ -153,9 +161,8 @@ class CallQueue:
         for held in list(flight.held):
             self._replies.soon(held.listener.on_started(held.request), held.request.id)
         if flight.held:
-            self._replies.soon(
-                self._mark_running(flight.request_ids, started_at), flight.payer.request.id
-            )
+            ids = flight.request_ids
+            self._replies.soon(self._mark_running_quietly(ids, started_at), ids[0])
 
     async def land_remote(
         self, flight: Flight, outcome: Separation | StembotError, status: RequestStatus
@@ -183,15 +190,20 @@ class CallQueue:
     def now(self) -> datetime:
         return self._clock()
 
-    async def _mark_running(self, request_ids: list[int], now: datetime) -> None:
-        """Only a label in the ledger (queued and running are settled and refunded alike):
-        a busy database must not stop the call."""
+    async def _mark_running_quietly(self, request_ids: list[int], now: datetime) -> None:
+        await self._mark_running(request_ids, now)
+
+    async def _mark_running(self, request_ids: list[int], now: datetime) -> bool:
+        """A label in the ledger (queued and running are settled and refunded alike), and
+        the end of a sealed source (see ``_run``); False when the database was busy."""
         try:
             await self._store.ledger.mark_all_running(request_ids, now)
         except StoreBusyError:
             log.warning(
                 "request(s) %s: database busy; left marked queued while running", request_ids
             )
+            return False
+        return True
 
     async def _succeed(self, flight: Flight, separation: Separation) -> None:
         now = self._clock()

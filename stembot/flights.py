@@ -42,6 +42,11 @@ class RequestListener(Protocol):
 
     async def on_cancelled(self, request: Request) -> None: ...
 
+    async def on_handed_over(self, request: Request) -> None:
+        """The bot is stopping with this request still queued: its call is left for another
+        process or the next start, which answers it through the channel."""
+        ...
+
 
 @dataclass(eq=False)
 class HeldRequest:
@@ -70,6 +75,9 @@ class Flight:
     joined: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
     # Another bot process makes (and pays for) this call: every request held here joined it.
     remote: bool = False
+    # Its paid row keeps the source sealed while queued (stembot/handed_over.py): a stop
+    # leaves it queued, for another process or the next start to make.
+    sealed: bool = False
 
     @property
     def started(self) -> bool:

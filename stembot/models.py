@@ -99,6 +99,8 @@ class NewRequest:
     ``source_key`` identifies the input for reuse: ``attachment:<id>`` for a Discord
     attachment, or ``url:sha256:<hex>`` for a link (a hash: signed links are credentials).
     ``source_url`` goes to the API only; it is kept out of reprs, logs and the database.
+    ``sealed_source`` is the link sealed for the ledger (stembot/sealed_sources.py): the
+    paid call's row keeps it while queued, so that another start or process can make it.
     """
 
     guild_id: int
@@ -113,6 +115,25 @@ class NewRequest:
     role_ids: tuple[int, ...] = ()
     # A remix event's call (or its ride on another call): the event's, asked by no member.
     remix_event_id: int | None = None
+    sealed_source: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def of_recorded(
+        cls, request: Request, source_url: str, *, remix_event_id: int | None = None
+    ) -> NewRequest:
+        """A recorded request as the queue runs it (a remix event's call, a call taken over
+        from another process), its ``source_url`` only in memory."""
+        return cls(
+            guild_id=request.guild_id,
+            channel_id=request.channel_id,
+            user_id=request.user_id,
+            interaction_id=request.interaction_id,
+            mode=request.mode,
+            source_url=source_url,
+            source_name=request.source_name,
+            source_key=request.source_key,
+            remix_event_id=remix_event_id,
+        )
 
 
 # --- The ledger's values (written by stembot.store) ---------------------------------------
@@ -241,12 +262,29 @@ class UsageReport:
 
 
 @dataclass(frozen=True, slots=True)
+class HandedOverCall:
+    """A paid call a stopped process left queued (never given its turn), with its source
+    sealed (stembot/sealed_sources.py), and the requests of that process waiting on it: this
+    process makes the call now, rather than refund them."""
+
+    payer: Request
+    sealed_source: str = field(repr=False)
+    riders: tuple[Request, ...] = ()
+
+    @property
+    def requests(self) -> list[Request]:
+        return [self.payer, *self.riders]
+
+
+@dataclass(frozen=True, slots=True)
 class Recovery:
     """What a start-up found a stopped bot owing: requests refunded (their requesters are
-    told), and succeeded requests whose result never reached them (delivered now)."""
+    told), succeeded requests whose result never reached them (delivered now), and queued
+    calls taken over (``handed_over``: made now, their requesters answered when they end)."""
 
     interrupted: list[Request]
     undelivered: list[tuple[Request, Separation]]
+    handed_over: list[HandedOverCall] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)

@@ -92,14 +92,4 @@ class RemixEventCalls:
 
 def event_asked(event_id: int, request: Request, source: CheckedSource) -> NewRequest:
     """A remix event's reserved call as the queue runs it (the URL only in memory)."""
-    return NewRequest(
-        guild_id=request.guild_id,
-        channel_id=request.channel_id,
-        user_id=request.user_id,
-        interaction_id=request.interaction_id,
-        mode=request.mode,
-        source_url=source.url,
-        source_name=request.source_name,
-        source_key=request.source_key,
-        remix_event_id=event_id,
-    )
+    return NewRequest.of_recorded(request, source.url, remix_event_id=event_id)

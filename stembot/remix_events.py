@@ -534,6 +534,9 @@ class _CallListener:
     async def on_cancelled(self, request: Request) -> None:
         self._landed(request, RemixEventError("This separation was cancelled. Please try again."))
 
+    async def on_handed_over(self, request: Request) -> None:
+        return None  # an event's call is never sealed: a stop interrupts it
+
 
 async def _tell(notification: Awaitable[None], call: _ModeCall) -> None:
     """A failure to tell one member must not stop the others being told."""

@@ -67,6 +67,26 @@ class Sharing(Protocol):
         """Now and then: the same for processes found gone since."""
         ...
 
+    @property
+    def unsealed_by_grant(self) -> bool:
+        """Whether a call's sealed source is cleared when the ledger gives it its turn (else
+        only when it is marked running, which must then land before the call is made)."""
+        ...
+
+    async def sweep_due(self) -> None:
+        """Wait until the next ``sweep`` is due: ``sweep_every_s``, or sooner when another
+        process stopped and handed over its queued calls."""
+        ...
+
+    async def hand_over(self, request_ids: Sequence[int]) -> None:
+        """A clean stop: these queued requests (their calls' sources sealed) are left for
+        another process, or the next start, to make (never refunded here)."""
+        ...
+
+    async def taken_over(self) -> None:
+        """Calls handed over to this process were queued: start those already given a turn."""
+        ...
+
     async def kept(self, request_ids: Sequence[int], status: RequestStatus) -> set[int]:
         """Which of these requests, just moved to ``status``, this process may tell."""
         ...
@@ -125,6 +145,19 @@ class Alone:
     async def sweep(self, now: datetime) -> Recovery:
         return Recovery([], [])
 
+    @property
+    def unsealed_by_grant(self) -> bool:
+        return False  # the turns are given in memory
+
+    async def sweep_due(self) -> None:
+        await asyncio.Event().wait()  # never: nobody else shares the ledger
+
+    async def hand_over(self, request_ids: Sequence[int]) -> None:
+        pass  # they stay queued in the file: the next start makes their calls
+
+    async def taken_over(self) -> None:
+        pass
+
     async def kept(self, request_ids: Sequence[int], status: RequestStatus) -> set[int]:
         return set(request_ids)
 
@@ -149,6 +182,8 @@ class LeasedLedger(Protocol):
     """What a shared ledger offers the lease holders (stembot/store/postgres/leases.py)."""
 
     async def recover_dead(self, me: int, now: datetime, *, unowned: bool = False) -> Recovery: ...
+
+    async def hand_over(self, lease_id: int, request_ids: Sequence[int]) -> int: ...
 
     async def held(
         self, lease_id: int, request_ids: Sequence[int], status: RequestStatus
@@ -177,6 +212,8 @@ class Leased:
         self._listen = listen
         self._turns: SharedTurns | None = None
         self._remote: RemoteCalls | None = None
+        # Set when another process handed over its queued calls: sweep now, not at the beat.
+        self._handed_over = asyncio.Event()
 
     @property
     def sweep_every_s(self) -> float | None:
@@ -195,6 +232,31 @@ class Leased:
         if self._remote is not None and self._remote.watching:
             await self._remote.catch_up()  # its maker may have died before saying it ended
         return recovered
+
+    @property
+    def unsealed_by_grant(self) -> bool:
+        return True  # granted_at, by the trigger of the PostgreSQL 0008_sealed_sources
+
+    async def sweep_due(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._handed_over.wait(), self._lease.heartbeat_s)
+        self._handed_over.clear()
+
+    async def hand_over(self, request_ids: Sequence[int]) -> None:
+        if not request_ids or not self._lease.held():
+            return
+        try:
+            moved = await self._leases.hand_over(self._lease.id, request_ids)
+        except Exception as error:
+            # Still queued under this lease: taken over once it ends (or runs out).
+            log.warning("could not hand over queued request(s) now (%s)", error)
+            return
+        log.info("%d queued request(s) handed over to the other processes", moved)
+
+    async def taken_over(self) -> None:
+        # A dispatch elsewhere may have given them a turn before their flights were here.
+        if self._turns is not None:
+            await self._turns.catch_up()
 
     async def kept(self, request_ids: Sequence[int], status: RequestStatus) -> set[int]:
         if not self._lease.held():
@@ -243,7 +305,9 @@ class Leased:
             log.warning("could not tell the other processes a call %s (%s)", event, error)
 
     def _heard(self, word: Word) -> None:
-        if word.kind == "grant" and self._turns is not None:
+        if word.kind == "gone":
+            self._handed_over.set()
+        elif word.kind == "grant" and self._turns is not None:
             if word.lease_id == self._lease.id:
                 self._turns.granted(word.request_ids)
             self._turns.heard_dispatch()

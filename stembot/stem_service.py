@@ -31,6 +31,7 @@ from stembot.errors import (
     StoreBusyError,
 )
 from stembot.flights import Flight, FlightBoard, HeldRequest, Replies, RequestListener
+from stembot.handed_over import AnswerFor, HandOver
 from stembot.keyed_locks import KeyedLocks
 from stembot.ledger_writes import LedgerWrites
 from stembot.models import (
@@ -48,6 +49,7 @@ from stembot.remix_event_calls import RemixEventCalls
 from stembot.request_inputs import AttachmentInput, CheckedSource, Requester
 from stembot.request_observer import Outcome, RequestObserver, Unobserved
 from stembot.riding import Riding
+from stembot.sealed_sources import SourceSeal
 from stembot.sharing import Alone, Sharing
 from stembot.source_urls import source_key_for_attachment, source_key_for_url
 from stembot.sources import check_attachment
@@ -95,6 +97,7 @@ class StemService:
         clock: Clock = utc_now,
         observer: RequestObserver | None = None,
         sharing: Sharing | None = None,
+        seal: SourceSeal | None = None,
     ) -> None:
         self._store = store
         self._sharing = sharing or Alone(store)
@@ -136,6 +139,18 @@ class StemService:
             find_result=self._find_result,
             note_refusal=self._note_refusal,
             fly=self._fly,
+        )
+        # Queued calls' sources sealed in the ledger, and calls handed over to this process.
+        self._handed_over = HandOver(
+            store,
+            seal,
+            self._sharing,
+            self._board,
+            self._calls,
+            self._writes,
+            self._replies,
+            self._flight_ids,
+            clock,
         )
         self._charge_hooks: list[ChargeHook] = []
         self._accepting = True
@@ -299,6 +314,7 @@ class StemService:
 
     async def _call(self, asked: NewRequest, listener: RequestListener, now: datetime) -> Request:
         """Reserve the cost and queue a new call: the first request of its flight pays."""
+        asked = self._handed_over.sealed(asked)
         try:
             request = await self._store.ledger.reserve(asked, now)
         except QuotaLimitReached as refusal:
@@ -310,7 +326,8 @@ class StemService:
     def _fly(self, payer: HeldRequest) -> None:
         """Queue a new call for its reserved payer."""
         request, asked = payer.request, payer.asked
-        flight = Flight(next(self._flight_ids), (asked.source_key, asked.mode), [])
+        key = (asked.source_key, asked.mode)
+        flight = Flight(next(self._flight_ids), key, [], sealed=asked.sealed_source is not None)
         self._board.hold(flight, payer)
         log.info("request %s queued: guild %s mode %s", request.id, asked.guild_id, asked.mode)
         self._calls.push(flight, asked.guild_id)
@@ -475,22 +492,31 @@ class StemService:
 
     # --- restart and shutdown -----------------------------------------------------------
 
-    async def recover(self) -> Recovery:
-        """What a stopped bot left owing: requests refunded, results still to deliver. On a
-        ledger shared by several processes, only what processes that are gone left."""
-        return self._recovered(await self._sharing.recover(self._clock()))
+    async def recover(self, answer: AnswerFor | None = None) -> Recovery:
+        """What a stopped bot left owing: requests refunded, results still to deliver, and
+        queued calls it left, made now (``answer`` gives who tells each requester; without
+        it they are refunded). On a ledger shared by several processes, only what
+        processes that are gone left."""
+        return await self._recovered(await self._sharing.recover(self._clock()), answer)
 
     @property
     def sweep_every_s(self) -> float | None:
         """How often ``sweep`` should run (None: never: no other process shares the ledger)."""
         return self._sharing.sweep_every_s
 
-    async def sweep(self) -> Recovery:
+    async def sweep(self, answer: AnswerFor | None = None) -> Recovery:
         """What processes found gone since the start-up left owing (as ``recover``): this
-        process tells their requesters now."""
-        return self._recovered(await self._sharing.sweep(self._clock()))
+        process tells their requesters now. None once shutting down."""
+        if not self._accepting:
+            return Recovery([], [])
+        return await self._recovered(await self._sharing.sweep(self._clock()), answer)
 
-    def _recovered(self, recovery: Recovery) -> Recovery:
+    async def sweep_due(self) -> None:
+        """Wait until the next ``sweep`` is due."""
+        await self._sharing.sweep_due()
+
+    async def _recovered(self, recovery: Recovery, answer: AnswerFor | None) -> Recovery:
+        recovery = await self._handed_over.take_over(recovery, answer, accepting=self._accepting)
         for request in recovery.interrupted:
             log.info("request %s was interrupted by a restart and refunded", request.id)
             self._observer.request_ended(request, Outcome.INTERRUPTED)
@@ -499,9 +525,12 @@ class StemService:
         return recovery
 
     async def shutdown(self, grace_s: float) -> None:
-        """Stop taking requests, interrupt the waiting ones, give running ones ``grace_s``."""
+        """Stop taking requests; leave the waiting calls whose source is sealed queued for
+        another process or the next start, interrupt the other waiting ones, give running
+        ones ``grace_s``."""
         self._accepting = False
-        await self._calls.shutdown(grace_s, self._elsewhere.take_all())
+        interrupted = await self._handed_over.leave(self._calls.take_waiting())
+        await self._calls.shutdown(grace_s, [*interrupted, *self._elsewhere.take_all()])
         await self._replies.wait(grace_s)
         await self._writes.close(grace_s)
 

@@ -345,6 +345,9 @@ class MemberRequest:
     async def on_cancelled(self, request: Request) -> None:
         return None
 
+    async def on_handed_over(self, request: Request) -> None:
+        return None
+
 
 async def member_splits(rig: Rig) -> MemberRequest:
     member = MemberRequest()

@@ -72,6 +72,10 @@ class Recorder:
         self.events.append("cancelled")
         self.done.set()
 
+    async def on_handed_over(self, request: Request) -> None:
+        self.events.append("handed over")
+        self.done.set()
+
 
 class Clock:
     def __init__(self) -> None:

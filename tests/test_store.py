@@ -138,6 +138,7 @@ def test_migrations_are_safe_to_rerun(db_path: Path) -> None:
             ("0008_remix_events",),
             ("0009_one_call_in_flight",),
             ("0010_event_calls_in_flight",),
+            ("0011_sealed_sources",),
         ]
     finally:
         second.close()

@@ -18,16 +18,17 @@ from discord.ext import commands
 
 from stembot.bot import embeds
 from stembot.bot.admin import AdminCog
-from stembot.bot.delivery import Answer, attach_files_soon, post_to_requester
+from stembot.bot.delivery import Answer, post_to_requester
 from stembot.bot.identify import IdentifyGate, IdentifyPacer, LocalIdentifyPacer, SessionStartLimit
 from stembot.bot.mixes import MixSelect
+from stembot.bot.owed_answers import OwedAnswers, deliver_owed
 from stembot.bot.remix_event_cog import RemixEventCog, TrackSelect
 from stembot.bot.remix_event_desk import RemixEventDesk
 from stembot.bot.remix_event_mixes import EventMixSelect
 from stembot.bot.remix_event_submissions import RemoveButton, SubmitButton, on_submission_modal
 from stembot.bot.remix_event_takes import TakeAnswer, TakeButton
 from stembot.bot.remix_event_vote import VoteChoice
-from stembot.bot.result_attachments import ResultFiles, request_result
+from stembot.bot.result_attachments import ResultFiles
 from stembot.bot.split import FileAndModeSelect, FileSelect, ModeButton, SplitCog
 from stembot.bot.stems import StemsCog
 from stembot.bot.sync import SyncRecord, sync_if_changed
@@ -148,13 +149,11 @@ class StemBot(commands.AutoShardedBot):
         await sync_if_changed(self.tree, self._sync_record, self._dev_guild, force=self._force_sync)
         if self._recover_requests:
             # Settled before the gateway connects; the requesters hear once the bot is ready.
-            self._recovery = await self.service.recover()
+            self._recovery = await self.service.recover(self._owed_answers())
             await self._resume_takes()
         self._watcher = asyncio.create_task(self._watch_ledger(), name="ledger-watch")
         if self._recover_requests and self.service.sweep_every_s is not None:
-            self._sweeper = asyncio.create_task(
-                self._sweep(self.service.sweep_every_s), name="ledger-sweep"
-            )
+            self._sweeper = asyncio.create_task(self._sweep(), name="ledger-sweep")
 
     async def _resume_takes(self) -> None:
         """Members' takes a restart left waiting get their event's call again; their stems
@@ -169,6 +168,10 @@ class StemBot(commands.AutoShardedBot):
 
         await remix.events.resume(answer)
 
+    def _owed_answers(self) -> OwedAnswers:
+        """Who answers the requests of queued calls taken over (their interactions are gone)."""
+        return OwedAnswers(self, self.service, self.result_files)
+
     async def on_ready(self) -> None:
         log.info("connected as %s to %d server(s)", self.user, len(self.guilds))
         if self._recovery is not None:
@@ -182,10 +185,12 @@ class StemBot(commands.AutoShardedBot):
         await self._tell_interrupted(recovery.interrupted)
         await self._deliver_owed(recovery.undelivered)
         log.info(
-            "%s: %d interrupted request(s) told and refunded, %d owed result(s) delivered",
+            "%s: %d interrupted request(s) told and refunded, %d owed result(s) delivered, "
+            "%d queued call(s) taken over",
             found_by,
             len(recovery.interrupted),
             len(recovery.undelivered),
+            len(recovery.handed_over),
         )
 
     async def _tell_interrupted(self, requests: list[Request]) -> None:
@@ -201,18 +206,7 @@ class StemBot(commands.AutoShardedBot):
         """Results that succeeded before a crash but never reached their requester: the
         interaction token died with the old process, so the channel with a mention, else DM."""
         for request, separation in owed:
-            embed, view = embeds.result_message(request.source_name, separation, None, request.id)
-            line, _ = embeds.ready_mention(request.user_id, request.mode, request.source_name)
-            answer = Answer(embed, view, line)
-            delivered = await post_to_requester(
-                self, request.guild_id, request.channel_id, request.user_id, answer
-            )
-            self.service.record_delivery(request.id, delivered.via or "nowhere")
-            log.info(
-                "request %s: owed result delivered via %s", request.id, delivered.via or "nowhere"
-            )
-            result = request_result(request, separation, request.source_name, None)
-            attach_files_soon(self, self.result_files, result, delivered)
+            await deliver_owed(self, self.service, self.result_files, request, separation)
 
     async def _watch_ledger(self) -> None:
         while True:
@@ -222,19 +216,19 @@ class StemBot(commands.AutoShardedBot):
             except Exception:
                 log.exception("checking the database failed")
 
-    async def _sweep(self, every_s: float) -> None:
+    async def _sweep(self) -> None:
         """Other processes share the ledger: tell the requesters of those found gone, as the
         start-up does for a crash of this one."""
         while True:
-            await asyncio.sleep(every_s)
+            await self.service.sweep_due()
             try:
-                recovery = await self.service.sweep()
+                recovery = await self.service.sweep(self._owed_answers())
                 # Their members' takes waiting for an event's call, too.
                 await self._resume_takes()
             except Exception:
                 log.exception("looking for the requests of stopped processes failed")
                 continue
-            if recovery.interrupted or recovery.undelivered:
+            if recovery.interrupted or recovery.undelivered or recovery.handed_over:
                 self._spawn(self._settle_recovery(recovery, "a stopped process's requests"))
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:

@@ -213,6 +213,21 @@ class RequestMessages:
             if self._status_task is not None:
                 self._status_task.cancel()
 
+    async def on_handed_over(self, request: Request) -> None:
+        """Say the request stays queued through the restart (its answer comes by channel)."""
+        await self._acknowledged.wait()
+        async with self._edit_lock:
+            self._finished = True
+            if self._status_task is not None:
+                self._status_task.cancel()
+            if self._interaction.is_expired():
+                return
+            embed = embeds.handed_over_embed(self._mode, self._source_name)
+            try:
+                await self._interaction.edit_original_response(embed=embed, view=None)
+            except discord.HTTPException as error:
+                log.info("request %s: status edit failed (%s)", request.id, _why(error))
+
     # --- the status message -------------------------------------------------------------
 
     async def _keep_status_current(self) -> None:

@@ -451,6 +451,19 @@ def interrupted_embed(
     return embed
 
 
+def handed_over_embed(mode: Mode, source_name: str) -> discord.Embed:
+    """A queued request the bot keeps through its restart (nothing more is charged)."""
+    embed = discord.Embed(
+        title=request_title(mode, source_name),
+        description=(
+            "stembot is restarting. Your request keeps its place in the queue; its stems "
+            "will be posted in this channel, mentioning you, when they are ready."
+        ),
+        colour=INTERRUPTED_COLOUR,
+    )
+    return embed
+
+
 # --- Posting in the channel after the interaction expired -----------------------------------
 
 

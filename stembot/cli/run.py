@@ -46,6 +46,7 @@ from stembot.moderation import ModerationService
 from stembot.process_lease import LeaseLostError, ProcessLease
 from stembot.remix_events import RemixEventService
 from stembot.retention import Retention
+from stembot.sealed_sources import SourceSeal
 from stembot.soundverse import SoundverseClient
 from stembot.source_urls import redact_url
 from stembot.stem_cache import StemCache
@@ -203,6 +204,9 @@ async def built_bot(settings: Settings, *, force_sync: bool = False) -> AsyncIte
                 probes_per_member=settings.url_probes_per_member,
                 observer=metrics,
                 sharing=sharing,
+                # Queued calls' sources sealed in the ledger, for another process or the next
+                # start to make (every process that makes calls holds the key).
+                seal=SourceSeal(api_key.reveal()) if api_key.reveal() else None,
             )
             moderation = ModerationService(store, utc_now)
             bot = StemBot(

@@ -39,8 +39,8 @@ _REFUND_STATUSES = (RequestStatus.FAILED, RequestStatus.CANCELLED, RequestStatus
 _INSERT_REQUEST = """
 INSERT INTO requests (guild_id, channel_id, user_id, interaction_id, mode, source_name,
                       source_key, cost, status, created_at, finished_at, member_pays,
-                      remix_event_id, pays_call)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                      remix_event_id, pays_call, sealed_source)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 # An event's call comes from no interaction: it is numbered below every Discord id (> 0).
 _NEXT_EVENT_INTERACTION = "SELECT min(coalesce(min(interaction_id), 0), 0) - 1 FROM requests"
@@ -220,6 +220,9 @@ class Ledger:
             if chosen is None:
                 return None
             chosen_id, member_pays = chosen
+            # The heir takes the sealed source with the call (read first: the payer's row
+            # loses it as it ends, by the trigger of 0011_sealed_sources).
+            sealed = self._conn.one("SELECT sealed_source FROM requests WHERE id = ?", (payer_id,))
             # The call moves first: cancelling a queued payer drops its row (the trigger).
             self._db.execute(
                 "UPDATE api_calls SET request_id = ? WHERE request_id = ?", (chosen_id, payer_id)
@@ -231,8 +234,9 @@ class Ledger:
                 (stamp(now), "cancelled by the requester", payer_id),
             )
             self._db.execute(
-                "UPDATE requests SET cost = ?, member_pays = ?, pays_call = 1 WHERE id = ?",
-                (cost, int(member_pays), chosen_id),
+                "UPDATE requests SET cost = ?, member_pays = ?, pays_call = 1, sealed_source = ? "
+                "WHERE id = ?",
+                (cost, int(member_pays), sealed[0] if sealed else None, chosen_id),
             )
         return chosen
 
@@ -452,9 +456,15 @@ class Ledger:
             asked.source_key,
         )
         member_pays = int(event_id is None)
+        # Only a queued paid call keeps its source, sealed, for a later start to make it.
+        sealed = asked.sealed_source if pays_call and status is RequestStatus.QUEUED else None
         cursor = self._db.execute(
             _INSERT_REQUEST,
-            (*values, cost, status.value, created, finished, member_pays, event_id, int(pays_call)),
+            (
+                *values,
+                *(cost, status.value, created, finished, member_pays, event_id, int(pays_call)),
+                sealed,
+            ),
         )
         request_id = cursor.lastrowid
         assert request_id is not None

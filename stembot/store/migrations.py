@@ -335,3 +335,22 @@ def _event_calls_in_flight(db: Database) -> None:
         "AND status NOT IN ('queued', 'running') "
         "AND id IN (SELECT request_id FROM api_calls)"
     )
+
+
+@MIGRATIONS(name="0011_sealed_sources")
+def _sealed_sources(db: Database) -> None:
+    """A queued paid call keeps its source link sealed (stembot/sealed_sources.py: encrypted
+    with a key derived from the API key, never the link in the clear), so that the next start
+    runs the call instead of refunding it. Only while it is queued: the trigger clears it as
+    the request moves on (running: the API has it; or ended), whichever code moves it.
+    """
+    db.executescript(
+        """
+        ALTER TABLE requests ADD COLUMN sealed_source TEXT;
+        CREATE TRIGGER requests_unsealed AFTER UPDATE OF status ON requests
+            WHEN NEW.status <> 'queued' AND NEW.sealed_source IS NOT NULL
+        BEGIN
+            UPDATE requests SET sealed_source = NULL WHERE id = NEW.id;
+        END;
+        """
+    )

@@ -14,13 +14,16 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import psycopg
 import pytest
 from aiohttp import web
+from psycopg import sql
 
 from stembot.config import QuotaPolicy
 from stembot.logs import TOKEN_CARRYING_LOGGERS, configure_logging
 from stembot.store import Store
 from stembot.windows import month_window, stamp
+from tests.e2e.ledgers import BotLedger
 from tests.e2e.stack import WAV, Stack, acked_in_time, eventually, is_result, running_stack
 from tests.e2e.test_admin import admin, download, moderator, text_of
 from tests.ledger_reads import CSV_ID_COLUMNS
@@ -110,6 +113,66 @@ async def test_a_signed_link_reaches_the_api_whole_and_nothing_else(
     assert b"SECRET" not in files_under(tmp_path)
     leaks = [r.getMessage() for r in every_log_line.records if "SECRET" in r.getMessage()]
     assert not leaks
+
+
+def database_text(bot_ledger: BotLedger) -> bytes:
+    """Every byte of the bot's ledger: the SQLite file and its WAL, or every row of every
+    table of the PostgreSQL database as text."""
+    if bot_ledger.kind == "sqlite":
+        return files_under(bot_ledger.db_path.parent)
+    url = bot_ledger.env["STEMBOT_DATABASE_URL"]
+    with psycopg.connect(url) as conn:
+        tables = conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
+        ).fetchall()
+        dumped = [
+            conn.execute(
+                sql.SQL("SELECT row_to_json(t)::text FROM {} AS t").format(sql.Identifier(name))
+            ).fetchall()
+            for (name,) in tables
+        ]
+    return "\n".join(str(row) for rows in dumped for row in rows).encode()
+
+
+def sealed_rows(bot_ledger: BotLedger) -> int:
+    """Requests whose source is sealed in the ledger now."""
+    query = "SELECT count(*) FROM requests WHERE sealed_source IS NOT NULL"
+    if bot_ledger.kind == "sqlite":
+        with contextlib.closing(sqlite3.connect(bot_ledger.db_path)) as conn:
+            return int(conn.execute(query).fetchone()[0])
+    with psycopg.connect(bot_ledger.env["STEMBOT_DATABASE_URL"]) as pg:
+        row = pg.execute(query).fetchone()
+        assert row is not None
+        return int(row[0])
+
+
+@pytest.mark.slow
+async def test_a_queued_calls_sealed_link_is_nowhere_in_the_ledger_or_its_export(
+    bot_ledger: BotLedger,
+) -> None:
+    """A signed link's call waits in the queue (the cap held by another call), its source
+    sealed in its row so that another start could make it: the whole database and the export
+    hold neither the link nor its signature; once the cap is free the call is made with the
+    link whole, and nothing of it stays either."""
+    env = {**bot_ledger.env, "STEMBOT_MAX_CONCURRENT_JOBS": "1", "STEMBOT_API_TIMEOUT_S": "60"}
+    async with audio_server() as base, running_stack(bot_ledger.db_path, env) as stack:
+        stack.api.hold()
+        first = await stack.stems()
+        await eventually(lambda: stack.api_calls() == 1)
+        signed = f"{base}/song.wav?{SIGNATURE}"
+        bob = stack.discord.add_member(stack.guild, "bob")
+        queued = await stack.stems(member=bob, options={"url": signed})
+        await eventually(lambda: sealed_rows(bot_ledger) == 1)
+        held = database_text(bot_ledger)
+        export = await admin(stack, "export", moderator(stack))
+        (attachment,) = export["attachments"]
+        exported = (await download(attachment["url"])).decode()
+        stack.api.release()
+        assert is_result(await stack.answer(first)) and is_result(await stack.answer(queued))
+        assert stack.api.requests[1].json() == {"audioUrl": signed}
+    for text in (held, exported.encode(), database_text(bot_ledger)):
+        assert b"SECRET" not in text and signed.encode() not in text
+    assert sealed_rows(bot_ledger) == 0
 
 
 # --- 5. ids in the export -------------------------------------------------------------------------

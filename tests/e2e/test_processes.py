@@ -1,6 +1,7 @@
 """Several `stembot run` processes on one PostgreSQL ledger, a shard each, against the sharded
 loopback Discord: each holds a lease; a process killed mid-call has its request refunded and
-told once by a survivor, never a live process's; a process frozen past its lease and then
+told once by a survivor, never a live process's; a process killed or stopped with calls
+queued has them made once by a survivor; a process frozen past its lease and then
 resumed tells nothing and stops; the slash commands are synced once."""
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +29,7 @@ from tests.e2e.stack import (
     stack_env,
 )
 from tests.postgres import admin_url, fresh_database
-from tests.standins.discord import DiscordEmulator, Guild, InteractionRecord
+from tests.standins.discord import DiscordEmulator, Guild, InteractionRecord, MessageRecord
 from tests.standins.discord.sharding import SessionStartLimit
 from tests.standins.soundverse import SoundverseStandin
 
@@ -177,6 +179,71 @@ async def test_a_killed_process_is_refunded_and_told_once_by_a_survivor_never_a_
     assert notices(running, killed) == [notice]
 
 
+def _member_of(interaction: InteractionRecord) -> int:
+    assert interaction.invoker is not None
+    return interaction.invoker.id
+
+
+def _mentioned(post: MessageRecord) -> int:
+    """The member a channel post mentions first (``<@id> ...``)."""
+    return int(str(post.content).removeprefix("<@").split(">", 1)[0])
+
+
+@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGTERM], ids=["killed", "stopped"])
+async def test_a_gone_process_queued_calls_are_made_once_by_a_survivor(
+    tmp_path: Path, stop: signal.Signals
+) -> None:
+    """A cap of one for all, held by B's call at the API; A's members queue three files and
+    a fourth member rides on one of them. A is killed (or stopped cleanly): a survivor takes
+    A's queued calls over (at once after a clean stop, which tells A's members their requests
+    keep their place), makes each once when the cap allows, and posts each member's stems in
+    the channel, mentioning them, once; nobody is told of a refund; each file is charged
+    once, the rider nothing."""
+    async with fleet(tmp_path, 3, {"STEMBOT_MAX_CONCURRENT_JOBS": "1"}) as running:
+        gone, live = running.guild_of(0), running.guild_of(1)
+        running.api.hold()
+        await running.split(live)
+        await eventually(lambda: len(running.api.requests) == 1, timeout_s=20)
+        link = running.upload(gone)["url"]
+        queued = [await running.split(gone) for _ in range(2)]
+        queued += [await running.split(gone, link) for _ in range(2)]
+        await eventually(
+            lambda: len(running.ledger("SELECT 1 FROM requests WHERE status = 'queued'")) == 4,
+            timeout_s=20,
+        )
+        running.bots[0].signal(stop)
+        assert await running.bots[0].wait(30) in (0, -signal.SIGKILL)
+        survivors = [b.pid for b in running.bots[1:]]
+        taken = (
+            "SELECT count(*) FROM requests AS r JOIN stembot_processes AS p ON p.id = r.lease_id "
+            "WHERE r.status = 'queued' AND p.pid = ANY(%s) AND p.ended_at IS NULL"
+        )
+        await eventually(
+            lambda: running.ledger(taken, (survivors,)) == [(4,)], timeout_s=LEASE_S * 6
+        )
+        if stop == signal.SIGTERM:
+            for interaction in queued:
+                assert "keeps its place" in str((interaction.view().original or {})["embeds"])
+        running.api.release()
+        members = {_member_of(i) for i in queued}
+
+        def results() -> list[MessageRecord]:
+            posts = channel_posts(running.discord, gone.default_channel)
+            return [p for p in posts if is_result(p.data)]
+
+        await eventually(lambda: len(results()) == 4, timeout_s=30)
+        await asyncio.sleep(LEASE_S)  # room for a second answer or a notice to show itself
+        posts = channel_posts(running.discord, gone.default_channel)
+        assert len(posts) == 4 and {_mentioned(p) for p in posts} == members
+        assert all("not charged" not in str(p.embeds).lower() for p in posts)
+        made = Counter(str(r.json()["audioUrl"]) for r in running.api.requests)
+        assert len(made) == 4 and set(made.values()) == {1}, made
+        rows = running.ledger(
+            "SELECT status, cost FROM requests WHERE guild_id = %s ORDER BY id", (gone.id,)
+        )
+        assert rows == [("succeeded", 1), ("succeeded", 1), ("succeeded", 1), ("succeeded", 0)]
+
+
 async def test_a_process_frozen_past_its_lease_tells_nothing_when_it_wakes_and_stops(
     tmp_path: Path,
 ) -> None:
@@ -258,9 +325,10 @@ async def test_three_processes_thirty_servers_a_kill_and_cut_connections(tmp_pat
     """3 processes, 3 shards, 30 servers; 60 requests (a file of each server's own, and one of
     three links every server shares) with the calls held at the API; then every database
     connection is cut and process A is killed. A survivor refunds and tells each of A's
-    requests once; everyone on B and C is answered (a request riding on a call A was making
-    is told to run it again, at no cost); nothing stays in progress; no server is charged
-    past its limit; nobody is charged for what they were not given."""
+    running requests once and makes its queued calls, posting each result in the channel
+    once; everyone on B and C is answered (a request riding on a call A was making is told to
+    run it again, at no cost); nothing stays in progress; no server is charged past its
+    limit; nobody is charged for what they were not given."""
     env = {"STEMBOT_MAX_CONCURRENT_JOBS": "4", "STEMBOT_GUILD_DAILY_LIMIT": "2"}
     async with fleet(tmp_path, 3, env, servers=30) as running:
         links = [running.upload(running.guilds[0])["url"] for _ in range(3)]
@@ -283,19 +351,28 @@ async def test_three_processes_thirty_servers_a_kill_and_cut_connections(tmp_pat
             ),
             timeout_s=LEASE_S * 6,
         )
-        told_of_a = [n for g in running.guilds if g.id in killed for n in notices(running, g)]
+        posts_of_a = [
+            post
+            for g in running.guilds
+            if g.id in killed
+            for post in channel_posts(running.discord, g.default_channel)
+        ]
+        told_of_a = [str(p.embeds) for p in posts_of_a if not is_result(p.data)]
+        results_of_a = {_mentioned(p) for p in posts_of_a if is_result(p.data)}
         of_a = running.ledger(
             "SELECT interaction_id, status FROM requests WHERE guild_id = ANY(%s)", (list(killed),)
         )
         assert {status for _, status in of_a} <= {"interrupted", "succeeded"}
         interrupted = [i for i, status in of_a if status == "interrupted"]
-        assert len(told_of_a) == len(interrupted) > 0
+        assert len(told_of_a) == len(interrupted)
         assert all("not charged" in notice.lower() for notice in told_of_a)
+        assert len(results_of_a) == len(of_a) - len(interrupted) > 0  # its queued calls made
         charged = running.ledger(
             "SELECT guild_id, sum(cost) FROM requests WHERE status = 'succeeded' GROUP BY guild_id"
         )
         assert all(int(str(units)) <= 2 for _, units in charged)
         with_stems = {i.id for _, i in asked if final_answer(i) == "stems"}
+        with_stems |= {i.id for _, i in asked if _member_of(i) in results_of_a}
         paid = running.ledger(
             "SELECT interaction_id FROM requests WHERE status = 'succeeded' AND cost > 0"
         )

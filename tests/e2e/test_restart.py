@@ -92,8 +92,12 @@ async def test_sigkill_mid_request_is_reported_and_refunded_after_restart(
         assert (await store.ledger.recover(datetime.now(UTC))).interrupted == []
 
 
-async def test_sigterm_interrupts_queued_requests_and_exits_cleanly(tmp_path: Path) -> None:
-    """SIGTERM with one request running and one queued: both are answered and refunded; exit 0."""
+async def test_sigterm_keeps_queued_requests_for_the_next_start_and_exits_cleanly(
+    tmp_path: Path,
+) -> None:
+    """SIGTERM with one request running and one queued: the running one is cut short past
+    the grace (refunded, told); the queued one keeps its place (told so) and the next start
+    makes its call once and posts its stems in the channel, mentioning its member, once."""
     db = tmp_path / "stembot.db"
     async with DiscordEmulator() as discord, SoundverseStandin(api_key=API_KEY, latency=60) as api:
         guild = await discord.add_guild()
@@ -107,6 +111,7 @@ async def test_sigterm_interrupts_queued_requests_and_exits_cleanly(tmp_path: Pa
         bot = BotProcess(env, tmp_path / "bot.log")
         await bot.start()
         await discord.wait_ready(timeout_s=20)
+        session = discord.gateway.current
         interactions = []
         for member in (alice, bob):
             attachment = discord.upload_attachment(WAV, "song.wav", "audio/wav")
@@ -122,18 +127,34 @@ async def test_sigterm_interrupts_queued_requests_and_exits_cleanly(tmp_path: Pa
         await eventually(lambda: len(api.requests) == 1)
         bot.signal(signal.SIGTERM)
         assert await bot.wait() == 0, bot.log_text()
-        for interaction in interactions:
-            final = interaction.view().original
-            assert final is not None and "restarted" in str(final["embeds"][0]).lower()
-    store = Store.open(db, QuotaPolicy())
-    statuses = {store.ledger.get_request(n).status for n in (1, 2)}  # type: ignore[union-attr]
-    assert statuses == {RequestStatus.INTERRUPTED}
-    assert store.quotas.quota_status(guild.id, None, datetime.now(UTC)).guild_daily.used == 0
-    store.close()
+        running, queued = (i.view().original for i in interactions)
+        assert running is not None and "restarted" in str(running["embeds"][0]).lower()
+        assert queued is not None and "keeps its place" in str(queued["embeds"][0])
+        store = Store.open(db, QuotaPolicy())
+        statuses = [store.ledger.get_request(n).status for n in (1, 2)]  # type: ignore[union-attr]
+        assert statuses == [RequestStatus.INTERRUPTED, RequestStatus.QUEUED]
+        assert store.quotas.quota_status(guild.id, None, datetime.now(UTC)).guild_daily.used == 1
+        api.latency = 0
+        again = BotProcess(env, tmp_path / "again.log")
+        await again.start()
+        try:
+            await new_gateway_session(discord, session)
+            await eventually(lambda: channel_posts(discord, guild.default_channel), timeout_s=15)
+            await asyncio.sleep(0.5)  # room for a second answer to show itself
+        finally:
+            again.signal(signal.SIGTERM)
+            assert await again.wait() == 0, again.log_text()
+        (post,) = channel_posts(discord, guild.default_channel)
+        assert post.content.startswith(f"<@{bob.id}> your stems") and is_result(post.data)
+        assert len(api.requests) == 2
+        assert store.ledger.get_request(2).status is RequestStatus.SUCCEEDED  # type: ignore[union-attr]
+        assert store.quotas.quota_status(guild.id, None, datetime.now(UTC)).guild_daily.used == 1
+        store.close()
 
 
 async def test_a_cancel_button_from_before_a_crash_still_answers(tmp_path: Path) -> None:
-    """After a restart, Cancel on an old status message gets an answer, not "did not respond"."""
+    """After a restart, Cancel on an old status message gets an answer, not "did not respond":
+    the request was taken over by the new start, and its call is already under way."""
     db = tmp_path / "stembot.db"
     async with DiscordEmulator() as discord, SoundverseStandin(api_key=API_KEY, latency=60) as api:
         guild = await discord.add_guild()
@@ -176,8 +197,8 @@ async def test_a_cancel_button_from_before_a_crash_still_answers(tmp_path: Path)
             second.signal(signal.SIGTERM)
             assert await second.wait() == 0, second.log_text()
         answer = click.view().original or click.view().followups[0]
-        assert "already ended" in answer["content"]
-        assert len(api.requests) == 1
+        assert "can no longer be cancelled" in answer["content"]
+        assert len(api.requests) == 2  # bob's queued call, made once, by the new start
 
 
 # --- a crash at each step of a request: one answer, the right charge, never a second call -----
@@ -210,7 +231,8 @@ async def test_a_crash_at_any_step_ends_in_one_answer_and_the_right_charge(
     """SIGKILL at each step of a shared call (alice pays, bob joins; carol waits behind them
     when the crash comes before the call). After the restart every requester has exactly one
     answer: stems if the API had answered (charged once, delivered once, from the stored
-    result), else a refund notice; the API is never called a second time."""
+    result), else a refund notice; the API is never called a second time for a call it had.
+    Carol's queued call never reached the API: the restart makes it, once."""
     db = tmp_path / "stembot.db"
     async with DiscordEmulator() as discord, SoundverseStandin(api_key=API_KEY) as api:
         guild = await discord.add_guild()
@@ -250,11 +272,14 @@ async def test_a_crash_at_any_step_ends_in_one_answer_and_the_right_charge(
             await first.wait()
         if step == SETTLED_NO_CHANNEL:
             discord.refuse_channel(guild.default_channel)
+        api.release()  # carol's call, made by the restart, is answered at once
         second = BotProcess(env, tmp_path / "second.log")
         await second.start()
         try:
             await new_gateway_session(discord, session)
             await eventually(lambda: "start-up:" in second.log_text(), timeout_s=10)
+            if step == QUEUED:
+                await eventually(lambda: carol.id in _mentioned(discord, guild), timeout_s=15)
             await asyncio.sleep(0.3)  # room for a wrongly repeated answer to show itself
         finally:
             second.signal(signal.SIGTERM)
@@ -262,15 +287,19 @@ async def test_a_crash_at_any_step_ends_in_one_answer_and_the_right_charge(
 
         posts = _mentioned(discord, guild)
         dms = {m.id: discord.dm_messages(m) for m in (alice, bob, carol)}
-        assert len(api.requests) == 1
+        assert len(api.requests) == (2 if step == QUEUED else 1)
         if step in (QUEUED, CALLING):
-            told = [alice, bob, carol] if step == QUEUED else [alice, bob]
-            assert sorted(posts) == sorted(m.id for m in told)
+            told = [alice, bob]
             for member in told:
-                (notice,) = posts[member.id]
+                (notice,) = posts.pop(member.id)
                 assert NOT_CHARGED in str(notice.embeds[0]).lower()
             statuses = [RequestStatus.INTERRUPTED] * len(told)
             charged = 0
+            if step == QUEUED:
+                (result,) = posts.pop(carol.id)
+                assert is_result(result.data)
+                statuses, charged = [*statuses, RequestStatus.SUCCEEDED], 1
+            assert posts == {}
         else:
             statuses, charged = [RequestStatus.SUCCEEDED] * 2, 1
         if step == SETTLED:

@@ -58,6 +58,9 @@ TABLES: tuple[tuple[str, tuple[str, ...]], ...] = (
             "refunded_by_moderator",
             "pays_call",
             "remix_event_id",
+            # Copied: the queued calls it seals are run by the first bot on PostgreSQL
+            # (the same API key opens them), not refunded.
+            "sealed_source",
         ),
     ),
     ("results", ("source_key", "mode", "stems", "issued_at", "request_id")),

@@ -113,7 +113,8 @@ class _Lane:
 @dataclass(frozen=True, slots=True)
 class Word:
     """What a process said on the channel: ``grant`` (``lease_id``'s calls ``request_ids``
-    were given their turn), or ``started`` / ``ended`` (a call for ``key`` and ``mode``)."""
+    were given their turn), ``started`` / ``ended`` (a call for ``key`` and ``mode``), or
+    ``gone`` (the lease ``lease_id`` ended with queued calls for the others to take over)."""
 
     kind: str
     lease_id: int = 0
@@ -124,6 +125,8 @@ class Word:
     def payload(self) -> str:
         if self.kind == "grant":
             return f"grant {self.lease_id} {','.join(map(str, self.request_ids))}"
+        if self.kind == "gone":
+            return f"gone {self.lease_id}"
         # A source key is an attachment's id or a link's hash: never a link itself.
         return f"{self.kind} {self.mode.value} {self.key}"
 
@@ -135,6 +138,8 @@ class Word:
             if kind == "grant":
                 ids = tuple(int(i) for i in second.split(",") if i)
                 return cls(kind, lease_id=int(first), request_ids=ids)
+            if kind == "gone":
+                return cls(kind, lease_id=int(first))
             if kind in ("started", "ended"):
                 return cls(kind, key=second, mode=Mode(first))
         except ValueError:

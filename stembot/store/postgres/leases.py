@@ -9,7 +9,8 @@ process's, so the processes' clocks need not agree.
   longer record or change a request (the ledger fences its writes with it).
 - Only the requests of dead leases are recovered, by a live process that takes them over;
   a live process's requests are never touched, however long its API calls take.
-- A clean stop ends its lease at once, so the others recover what it left without waiting.
+- A clean stop ends its lease at once, so the others recover what it left without waiting;
+  its queued calls it hands over before that, as soon as it stops taking requests.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from datetime import datetime
 from stembot.models import Recovery, RequestStatus
 from stembot.store.postgres import recovery
 from stembot.store.postgres.connection import CALLS_CHANNEL, Conn, Database
+from stembot.store.postgres.dispatch import Word
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +64,22 @@ _TELL_ENDED = (
     "SELECT pg_notify(%s, 'ended ' || mode || ' ' || source_key) FROM requests "
     "WHERE id = ANY(%s) AND pays_call"
 )
+# A stopping process's queued requests, moved to a lease ended at once (its pid and host, for
+# the log): the live processes take them over at their next sweep, woken by the word "gone".
+_HAND_OVER = """
+WITH mine AS (SELECT pid, host, shards FROM stembot_processes WHERE id = %(lease)s),
+handed AS (
+  INSERT INTO stembot_processes (pid, host, shards, started_at, renewed_at, expires_at, ended_at)
+  SELECT pid, host, shards, c.now, c.now, c.now, c.now
+  FROM mine, (SELECT clock_timestamp() AS now) AS c
+  RETURNING id
+), moved AS (
+  UPDATE requests SET lease_id = (SELECT id FROM handed)
+  WHERE id = ANY(%(ids)s) AND lease_id = %(lease)s AND status = 'queued'
+  RETURNING id
+)
+SELECT (SELECT id FROM handed), (SELECT count(*) FROM moved)
+"""
 # A fence on a request change: the row is held by the lease, and the lease is alive.
 FENCE = (
     " AND lease_id = %(lease)s AND EXISTS (SELECT 1 FROM stembot_processes AS p "
@@ -116,6 +134,23 @@ class PostgresLeases:
             await conn.execute(_END, (lease_id,))
 
         await self._db.write(work, atomic=False)
+
+    async def hand_over(self, lease_id: int, request_ids: Sequence[int]) -> int:
+        """A clean stop of ``lease_id``'s process: its queued requests ``request_ids`` go to
+        the live processes at once (see _HAND_OVER), told on the channel; how many moved."""
+
+        async def work(conn: Conn) -> int:
+            cursor = await conn.execute(_HAND_OVER.encode(), {"lease": lease_id, "ids": ids})
+            row = await cursor.fetchone()
+            assert row is not None
+            handed, moved = row
+            if handed is not None and moved:
+                word = Word("gone", lease_id=handed).payload()
+                await conn.execute("SELECT pg_notify(%s, %s)", (CALLS_CHANNEL, word))
+            return int(moved)
+
+        ids = list(request_ids)
+        return await self._db.write(work) if ids else 0
 
     async def held(
         self, lease_id: int, request_ids: Sequence[int], status: RequestStatus

@@ -56,11 +56,11 @@ _INSERT_REQUEST = """
 WITH r AS (
   INSERT INTO requests (guild_id, channel_id, user_id, interaction_id, mode, source_name,
                         source_key, cost, status, created_at, finished_at, pays_call,
-                        member_pays, remix_event_id, lease_id)
+                        member_pays, remix_event_id, lease_id, sealed_source)
   SELECT %(guild)s::bigint, %(channel)s::bigint, %(user)s::bigint, %(interaction)s::bigint,
          %(mode)s::text, %(name)s::text, %(key)s::text, %(cost)s::integer, %(status)s::text,
          %(created)s::timestamptz, %(finished)s::timestamptz, %(paid)s::boolean,
-         %(event)s::bigint IS NULL, %(event)s::bigint, %(lease)s::bigint
+         %(event)s::bigint IS NULL, %(event)s::bigint, %(lease)s::bigint, %(sealed)s::text
   WHERE %(lease)s::bigint IS NULL OR EXISTS (SELECT 1 FROM stembot_processes AS p
     WHERE p.id = %(lease)s::bigint AND p.ended_at IS NULL AND p.expires_at > clock_timestamp())
   RETURNING id
@@ -532,7 +532,10 @@ async def _pass_charge(
     conn: Conn, payer_id: int, heir_id: int, cost: int, member_pays: bool, now: datetime
 ) -> None:
     # The call moves first: cancelling a queued payer drops its row (the trigger). The payer
-    # leaves the call before the heir takes it: one payer in flight.
+    # leaves the call before the heir takes it: one payer in flight. The heir takes the
+    # sealed source too (read first: the payer's row loses it as it ends).
+    cursor = await conn.execute("SELECT sealed_source FROM requests WHERE id = %s", (payer_id,))
+    sealed = await cursor.fetchone()
     await conn.execute(
         "UPDATE api_calls SET request_id = %s WHERE request_id = %s", (heir_id, payer_id)
     )
@@ -542,8 +545,9 @@ async def _pass_charge(
         (utc(now), "cancelled by the requester", payer_id),
     )
     await conn.execute(
-        "UPDATE requests SET cost = %s, member_pays = %s, pays_call = true WHERE id = %s",
-        (cost, member_pays, heir_id),
+        "UPDATE requests SET cost = %s, member_pays = %s, pays_call = true, sealed_source = %s "
+        "WHERE id = %s",
+        (cost, member_pays, sealed[0] if sealed else None, heir_id),
     )
 
 

@@ -1,7 +1,7 @@
 """The PostgreSQL ledger's schema: every migration, in order, applied when the store opens.
 
 The same logical schema as the SQLite one (stembot/store/migrations.py, up to
-0010_event_calls_in_flight), written for PostgreSQL from the start: ids are bigint, moments
+0011_sealed_sources), written for PostgreSQL from the start: ids are bigint, moments
 timestamptz, days date, flags boolean. Two differences, both on purpose: the day's paid
 calls are counted from ``api_calls`` (indexed by day) rather than kept in a counter table,
 so nothing can drift from the rows; and the start-up takes an advisory lock, so several
@@ -406,6 +406,83 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
                     member_pays, lease_id)
                 VALUES (p_guild, p_channel, p_user, p_interaction, p_mode, p_name, p_key,
                     p_cost, p_status, p_created, p_finished, p_paid, true, p_lease)
+                RETURNING id INTO new_id;
+                IF p_paid THEN
+                    INSERT INTO api_calls (request_id, guild_id, day, reserved_at)
+                    VALUES (new_id, p_guild, p_today, p_created);
+                END IF;
+            END IF;
+            RETURN QUERY SELECT u.duplicate, u.daily_limit, u.monthly_limit, u.user_daily_limit,
+                u.user_active_requests, u.today, u.month, u.user_today, u.user_active,
+                u.role_allowance, u.calls_today, fits, new_id;
+        END
+        $$;
+        """,
+    ),
+    (
+        "0008_sealed_sources",
+        # The SQLite 0011: a queued paid call keeps its source link sealed (encrypted with a
+        # key derived from the API key: stembot/sealed_sources.py), so that a live process
+        # can take over a dead or stopping one's queued calls and make them. Cleared, whichever
+        # code moves the row, once the call is given its turn (granted_at: the process making
+        # it holds the link in memory; an API call is never made twice) or the request ends.
+        """
+        ALTER TABLE requests ADD COLUMN sealed_source text;
+        CREATE FUNCTION requests_unsealed() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            NEW.sealed_source := NULL;
+            RETURN NEW;
+        END
+        $$;
+        CREATE TRIGGER requests_unsealed BEFORE UPDATE OF status, granted_at ON requests
+            FOR EACH ROW
+            WHEN (NEW.sealed_source IS NOT NULL
+                  AND (NEW.status <> 'queued' OR NEW.granted_at IS NOT NULL))
+            EXECUTE FUNCTION requests_unsealed();
+
+        -- A member's reservation (0007) records its paid call's sealed source too: the
+        -- same function, with one more parameter.
+        DROP FUNCTION stembot_reserve(bigint, bigint, bigint, bigint, bigint[], text, text, text,
+            integer, text, timestamptz, timestamptz, boolean, bigint, timestamptz, timestamptz,
+            timestamptz, timestamptz, date, integer[], integer);
+        CREATE FUNCTION stembot_reserve(
+            p_guild bigint, p_channel bigint, p_user bigint, p_interaction bigint,
+            p_roles bigint[], p_mode text, p_name text, p_key text, p_cost integer,
+            p_status text, p_created timestamptz, p_finished timestamptz, p_paid boolean,
+            p_lease bigint, p_day timestamptz, p_day_end timestamptz, p_month timestamptz,
+            p_month_end timestamptz, p_today date, p_policy integer[], p_budget integer,
+            p_sealed text)
+        RETURNS TABLE (r_duplicate boolean, r_daily_limit integer, r_monthly_limit integer,
+                       r_user_daily_limit integer, r_user_active_requests integer,
+                       r_today bigint, r_month bigint, r_user_today bigint,
+                       r_user_active bigint, r_role_allowance integer, r_calls_today bigint,
+                       r_fits boolean, r_id bigint)
+        LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $$
+        DECLARE
+            u record;
+            fits boolean;
+            new_id bigint;
+        BEGIN
+            -- The guild's lock, then the budget's (connection.py: LOCK_CLASS, BUDGET_LOCK),
+            -- held until this statement's transaction commits. Each statement below reads
+            -- a snapshot taken after the locks, so it sees every reservation before it.
+            PERFORM pg_advisory_xact_lock(p_guild);
+            IF p_budget IS NOT NULL THEN
+                PERFORM pg_advisory_xact_lock(1398031693, 2);
+            END IF;
+            SELECT * INTO u FROM stembot_usage(p_guild, p_user, p_interaction, p_roles, p_day,
+                p_day_end, p_month, p_month_end, p_today, p_budget IS NOT NULL);
+            fits := NOT u.duplicate AND stembot_fits(u.daily_limit, u.monthly_limit,
+                u.user_daily_limit, u.user_active_requests, u.today, u.month, u.user_today,
+                u.user_active, u.role_allowance, u.calls_today, p_cost, p_policy, p_budget);
+            IF fits AND (p_lease IS NULL OR EXISTS (SELECT 1 FROM stembot_processes AS p
+                    WHERE p.id = p_lease AND p.ended_at IS NULL
+                      AND p.expires_at > clock_timestamp())) THEN
+                INSERT INTO requests (guild_id, channel_id, user_id, interaction_id, mode,
+                    source_name, source_key, cost, status, created_at, finished_at, pays_call,
+                    member_pays, lease_id, sealed_source)
+                VALUES (p_guild, p_channel, p_user, p_interaction, p_mode, p_name, p_key,
+                    p_cost, p_status, p_created, p_finished, p_paid, true, p_lease, p_sealed)
                 RETURNING id INTO new_id;
                 IF p_paid THEN
                     INSERT INTO api_calls (request_id, guild_id, day, reserved_at)

@@ -1,7 +1,8 @@
 """A member's reservation on the PostgreSQL ledger in one statement: ``stembot_reserve``
-(migration 0007) takes the guild's lock (and the bot-wide budget's, for a paid call), reads
-the usage, checks it and inserts the request, all in the statement's own transaction. One
-round trip and one commit, where BEGIN, the lock, the read, the insert and COMMIT were five.
+(migration 0007; with its paid call's sealed source since 0008) takes the guild's lock (and
+the bot-wide budget's, for a paid call), reads the usage, checks it and inserts the request,
+all in the statement's own transaction. One round trip and one commit, where BEGIN, the lock,
+the read, the insert and COMMIT were five.
 
 The server decides whether the request fits (``stembot_fits``, the rules of
 ``stembot.quota_rules`` written in SQL and held equal to them by a test); what a refusal tells
@@ -29,7 +30,7 @@ _RESERVE = (
     b"SELECT * FROM stembot_reserve(%(guild)s, %(channel)s, %(user)s, %(interaction)s, "
     b"%(roles)s::bigint[], %(mode)s, %(name)s, %(key)s, %(cost)s, %(status)s, %(created)s, "
     b"%(finished)s, %(paid)s, %(lease)s, %(day)s, %(day_end)s, %(month)s, %(month_end)s, "
-    b"%(today)s, %(policy)s::integer[], %(budget)s)"
+    b"%(today)s, %(policy)s::integer[], %(budget)s, %(sealed)s)"
 )
 # The usage columns come first, as stembot_usage and the quota reads give them.
 _CALLS_TODAY, _FITS, _ID = 10, 11, 12
@@ -111,6 +112,8 @@ def row_values(
         "finished": None if status.is_active else created,
         "paid": paid,
         "lease": lease,
+        # Only a queued paid call keeps its source, sealed, to be handed over.
+        "sealed": asked.sealed_source if paid and status is RequestStatus.QUEUED else None,
     }
 
 
