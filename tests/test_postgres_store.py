@@ -8,6 +8,7 @@ import asyncio
 import itertools
 import multiprocessing
 import os
+import resource
 from collections import Counter
 from datetime import timedelta
 from pathlib import Path
@@ -62,6 +63,25 @@ async def test_processes_starting_at_once_migrate_once(postgres_url: str) -> Non
         with psycopg.connect(url) as conn:
             applied = conn.execute("SELECT name FROM stembot_migrations ORDER BY name").fetchall()
     assert applied == [(name,) for name, _ in MIGRATIONS]
+
+
+async def test_a_connection_numbered_past_1024_is_handed_out(postgres_url: str) -> None:
+    """A busy bot holds many sockets and files: the pool's check of a connection it hands
+    out works whatever the number of the connection's socket (select() takes none past
+    1,023; the pool would refuse every connection as busy)."""
+    if resource.getrlimit(resource.RLIMIT_NOFILE)[0] < 1200:
+        pytest.skip("this process may not open 1,200 files")
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        store = await PostgresStore.open(postgres_url, POLICY)
+        try:
+            await store.ledger.reserve(new_request(), NOW)
+            assert await store.quotas.api_calls_today(NOW) == 1
+        finally:
+            await store.close()
+    finally:
+        for fd in held:
+            os.close(fd)
 
 
 async def test_a_guild_locked_past_the_busy_timeout_is_a_retryable_error(

@@ -248,8 +248,10 @@ async def check_idle_connection(conn: Conn) -> None:
     asking every time (bench_postgres_ledger)."""
     if conn.closed:
         raise psycopg.OperationalError("the connection is closed")
-    heard, _, _ = select.select([conn.fileno()], [], [], 0)
-    if heard:
+    # poll, not select: a busy bot's sockets may be numbered past select's 1,024.
+    listening = select.poll()
+    listening.register(conn.fileno(), select.POLLIN)
+    if listening.poll(0):
         await AsyncConnectionPool.check_connection(conn)
 
 
