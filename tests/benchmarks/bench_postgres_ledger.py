@@ -22,6 +22,7 @@ this machine), which holds when other work shares the cores and pairs/s does not
 Measured 2026-12-07 (README "Benchmarks", load average 4.1-8.4 from other sessions): 550 pairs/s
 (median of 3, 376-556) against 256 (228-301) for 7781f9c, 1.84 times (1.65-2.15 per round);
 CPU per pair 0.90 + 1.36 ms (bot + server) against 1.79 + 2.15; over-grant 0 in every race.
+Again against 8f681cd (load 1.2-9.0): 565 (477-895) against 330 (288-567), 1.58 times.
 Below the 2,000 target: the bound is CPU per pair, 2.3 ms, so at most about 880 pairs/s on two
 idle cores. With ``--budget``: 208 pairs/s (191-224) against 63 (50-76), 3.37 times, over-grant
 0; every paid reservation waits for the budget's lock, which it now holds for one statement.
