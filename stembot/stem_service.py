@@ -14,7 +14,6 @@ import itertools
 import logging
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
 
 from stembot.call_queue import CallQueue, Separator, quota_after
 from stembot.errors import (
@@ -50,11 +49,11 @@ from stembot.request_inputs import AttachmentInput, CheckedSource, Requester
 from stembot.request_observer import Outcome, RequestObserver, Unobserved
 from stembot.riding import Riding
 from stembot.sealed_sources import SourceSeal
+from stembot.shared_probes import UrlProber
 from stembot.sharing import Alone, Sharing
 from stembot.source_urls import source_key_for_attachment, source_key_for_url
 from stembot.sources import check_attachment
 from stembot.store.interface import LedgerStore
-from stembot.url_probe import ProbedSource
 
 log = logging.getLogger(__name__)
 
@@ -71,12 +70,6 @@ _DECISIONS = 3
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-class UrlProber(Protocol):
-    """What the service needs of the guarded URL probe."""
-
-    async def probe(self, url: str) -> ProbedSource: ...
 
 
 class StemService:

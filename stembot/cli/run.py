@@ -47,6 +47,7 @@ from stembot.process_lease import LeaseLostError, ProcessLease
 from stembot.remix_events import RemixEventService
 from stembot.retention import Retention
 from stembot.sealed_sources import SourceSeal
+from stembot.shared_probes import SharedProbes
 from stembot.soundverse import SoundverseClient
 from stembot.source_urls import redact_url
 from stembot.stem_cache import StemCache
@@ -193,10 +194,12 @@ async def built_bot(settings: Settings, *, force_sync: bool = False) -> AsyncIte
             service = StemService(
                 store,
                 metrics.timed(soundverse),
-                UrlProbe(
-                    probe_connector,
-                    max_bytes=settings.max_input_bytes,
-                    timeout_s=settings.url_probe_timeout_s,
+                SharedProbes(
+                    UrlProbe(
+                        probe_connector,
+                        max_bytes=settings.max_input_bytes,
+                        timeout_s=settings.url_probe_timeout_s,
+                    )
                 ),
                 max_concurrent_calls=settings.max_concurrent_jobs,
                 max_input_bytes=settings.max_input_bytes,
